@@ -1,0 +1,1 @@
+//! cubecl kernels for nanovllm (see README: each kernel is kernel + launcher + plain-burn reference).

@@ -1,0 +1,115 @@
+//! Command-line interface: `nanovllm <experiment.toml>` runs an experiment; subcommands
+//! generate text, score perplexity, re-render reports and describe the backend.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::model::WeightsKind;
+
+#[derive(Parser, Debug)]
+#[command(name = "nanovllm", version, about = "A small LLM inference engine and experiment harness", args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// Experiment file to run (results go to results/<name>/).
+    pub experiment: Option<PathBuf>,
+    /// Folder under which results/<name>/ is written.
+    #[arg(long, default_value = "results")]
+    pub results_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate text for prompts and print tokens/s.
+    Generate(GenerateArgs),
+    /// Perplexity of a model on token windows (a folder's heldout.json by default).
+    Perplexity(PerplexityArgs),
+    /// Re-render plots and report.md of a results folder from its CSVs alone.
+    Report { dir: PathBuf },
+    /// Print the backend, device and attention path in use.
+    Info(BackendArgs),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendChoice {
+    /// CUDA when built with `--features cuda`, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BackendArgs {
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// HF model folder or preset name (qwen3-0.6b, llama-3.1-8b, llama-2-7b, tiny-qwen3, tiny-llama).
+    #[arg(long, default_value = "models/tiny-qwen3-pystdlib")]
+    pub model: String,
+    #[arg(long, value_enum, default_value_t = WeightsArg::File)]
+    pub weights: WeightsArg,
+    /// Seed of random weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum WeightsArg {
+    File,
+    Random,
+}
+
+impl From<WeightsArg> for WeightsKind {
+    fn from(w: WeightsArg) -> Self {
+        match w {
+            WeightsArg::File => WeightsKind::File,
+            WeightsArg::Random => WeightsKind::Random,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt text (repeatable).
+    #[arg(long, default_value = "def read_config(path):")]
+    pub prompt: Vec<String>,
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Random prompts of this many token ids instead of text (benchmarking; `--num-prompts` of them).
+    #[arg(long)]
+    pub random_prompt_len: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    pub num_prompts: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct PerplexityArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// JSON file with `val_ids` (default: <model>/heldout.json).
+    #[arg(long)]
+    pub ids: Option<PathBuf>,
+    #[arg(long, default_value_t = 512)]
+    pub window: usize,
+    /// Score only the first N windows.
+    #[arg(long)]
+    pub max_windows: Option<usize>,
+}

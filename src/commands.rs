@@ -1,0 +1,103 @@
+//! The subcommands other than running an experiment: generate, perplexity, info.
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use burn::tensor::backend::Backend;
+use rand::{Rng, SeedableRng};
+
+use crate::backend::{device_description, BackendTask};
+use crate::cli::{GenerateArgs, ModelArgs, PerplexityArgs};
+use crate::engine::{EngineConfig, Prompt, SamplingParams, LLM};
+use crate::model::{load_model, ModelSource};
+
+/// Loads the model named by `args` and builds an engine with `config`.
+pub fn build_engine<B: Backend>(args: &ModelArgs, config: EngineConfig, device: &B::Device) -> anyhow::Result<LLM<B>> {
+    let source = ModelSource::parse(&args.model);
+    let model = load_model::<B>(&source, args.weights.into(), args.seed, config.max_model_len, device)?;
+    LLM::new(model, config, device)
+}
+
+impl BackendTask for GenerateArgs {
+    type Output = ();
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+        let mut llm = build_engine::<B>(&self.model, EngineConfig::default(), &device)?;
+        println!("model {} ({}) on {}", llm.model_name, if llm.random_weights { "RANDOM weights" } else { "weights from files" }, device_description::<B>(&device));
+        let prompts: Vec<Prompt> = match self.random_prompt_len {
+            Some(len) => {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+                let vocab = llm.spec().vocab_size as u32;
+                (0..self.num_prompts).map(|_| Prompt::Tokens((0..len).map(|_| rng.random_range(0..vocab.min(10_000))).collect())).collect()
+            }
+            None => self.prompt.iter().cloned().map(Prompt::Text).collect(),
+        };
+        let params = SamplingParams { temperature: self.temperature, top_k: self.top_k, top_p: self.top_p, max_tokens: self.max_tokens, ignore_eos: self.ignore_eos, seed: Some(0) };
+        // Warm up so one-time kernel compilation stays out of the timing.
+        llm.generate(vec![prompts[0].clone()], &[SamplingParams { max_tokens: 2, ..params.clone() }])?;
+        let started = Instant::now();
+        let outputs = llm.generate(prompts.clone(), &[params])?;
+        let secs = started.elapsed().as_secs_f64();
+        let mut tokens = 0;
+        for (prompt, out) in prompts.iter().zip(outputs) {
+            match out {
+                Ok(out) => {
+                    tokens += out.token_ids.len();
+                    if let Prompt::Text(text) = prompt {
+                        println!("--- {text}{}", out.text);
+                    }
+                }
+                Err(e) => println!("--- request failed: {e}"),
+            }
+        }
+        println!("{tokens} output tokens in {secs:.2} s: {:.1} tokens/s", tokens as f64 / secs);
+        Ok(())
+    }
+}
+
+impl BackendTask for PerplexityArgs {
+    type Output = f64;
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<f64> {
+        let ids_path = self.ids.clone().unwrap_or_else(|| PathBuf::from(&self.model.model).join("heldout.json"));
+        let ids = read_ids(&ids_path)?;
+        let mut windows: Vec<Vec<u32>> = ids.chunks_exact(self.window).map(|w| w.to_vec()).collect();
+        if let Some(n) = self.max_windows {
+            windows.truncate(n);
+        }
+        let config = EngineConfig { max_model_len: Some(self.window + 1), enable_prefix_caching: false, ..EngineConfig::default() };
+        let mut llm = build_engine::<B>(&self.model, config, &device)?;
+        let started = Instant::now();
+        let nll = llm.score(&windows, 8192)?;
+        println!(
+            "{}: {} windows of {}, {} tokens scored: mean NLL {:.6}, perplexity {:.4} ({:.1} s on {})",
+            llm.model_name,
+            windows.len(),
+            self.window,
+            nll.count,
+            nll.mean(),
+            nll.perplexity(),
+            started.elapsed().as_secs_f64(),
+            device_description::<B>(&device)
+        );
+        Ok(nll.perplexity())
+    }
+}
+
+/// The `val_ids` list of a heldout.json file.
+pub fn read_ids(path: &std::path::Path) -> anyhow::Result<Vec<u32>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
+    let ids = json.get("val_ids").and_then(|v| v.as_array()).with_context(|| format!("{}: missing field `val_ids`", path.display()))?;
+    ids.iter().map(|v| v.as_u64().map(|x| x as u32).with_context(|| format!("{}: `val_ids` holds a non-integer", path.display()))).collect()
+}
+
+pub struct Info;
+
+impl BackendTask for Info {
+    type Output = ();
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+        println!("backend:   {}", B::name(&device));
+        println!("device:    {}", device_description::<B>(&device));
+        println!("attention: reference (plain burn ops over the paged cache)");
+        Ok(())
+    }
+}

@@ -1,0 +1,52 @@
+//! How many KV blocks the cache gets: a byte budget (the CPU's `kv_budget.cpu_bytes`, or on CUDA
+//! `gpu_memory_utilization` of the card minus what weights and a warm-up pass already hold),
+//! capped at what `max_num_seqs` sequences of `max_model_len` tokens could ever use.
+use burn::tensor::{backend::Backend, Tensor};
+
+use super::params::EngineConfig;
+use super::runner::{ModelRunner, SeqWork};
+use super::sequence::Sequence;
+use crate::backend::device_memory;
+
+pub fn plan_num_blocks<B: Backend>(runner: &mut ModelRunner<B>, cfg: &EngineConfig, max_model_len: usize, device: &B::Device) -> anyhow::Result<usize> {
+    let dtype_bytes = Tensor::<B, 1>::zeros([1], device).dtype().size();
+    let block_bytes = runner.model.spec.kv_bytes_per_token(dtype_bytes) * cfg.block_size;
+    let budget = match device_memory::<B>(device) {
+        Some(_) => {
+            warm_up(runner, cfg, max_model_len);
+            let mem = device_memory::<B>(device).expect("still a GPU");
+            let allowed = (mem.total as f64 * cfg.kv_budget.gpu_memory_utilization) as u64;
+            allowed.saturating_sub(mem.total - mem.free)
+        }
+        None => cfg.kv_budget.cpu_bytes,
+    };
+    let useful = cfg.max_num_seqs * max_model_len.div_ceil(cfg.block_size);
+    let mut blocks = (budget / block_bytes as u64) as usize;
+    blocks = blocks.min(useful);
+    if let Some(cap) = cfg.kv_budget.max_blocks {
+        blocks = blocks.min(cap);
+    }
+    anyhow::ensure!(blocks >= 1, "engine.kv_budget: {budget} bytes hold no KV block of {block_bytes} bytes ({} tokens)", cfg.block_size);
+    Ok(blocks)
+}
+
+/// One forward pass as large as a real prefill step, so the memory pool reaches its working
+/// size before free memory is measured.
+fn warm_up<B: Backend>(runner: &mut ModelRunner<B>, cfg: &EngineConfig, max_model_len: usize) {
+    let seq_len = max_model_len.min(1024).min(cfg.max_num_batched_tokens);
+    let num_seqs = (cfg.max_num_batched_tokens / seq_len).clamp(1, cfg.max_num_seqs);
+    let blocks_per_seq = seq_len.div_ceil(cfg.block_size);
+    runner.reset_cache(num_seqs * blocks_per_seq);
+    let seqs: Vec<Sequence> = (0..num_seqs)
+        .map(|i| {
+            let mut s = Sequence::new(i as u64, vec![1; seq_len], Default::default());
+            s.block_table = (0..blocks_per_seq as u32).map(|b| i as u32 * blocks_per_seq as u32 + b).collect();
+            s
+        })
+        .collect();
+    let work: Vec<SeqWork> = seqs.iter().map(|seq| SeqWork { seq, num_tokens: seq_len, samples: true }).collect();
+    if let Some(logits) = runner.execute(&work, false) {
+        ModelRunner::argmax_rows(logits);
+    }
+    runner.reset_cache(1);
+}

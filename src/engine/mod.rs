@@ -1,0 +1,15 @@
+//! The engine, split as in nano-vllm: sequences, block manager, scheduler, runner, sampler, and the `LLM` API.
+pub mod block_manager;
+pub mod kv_cache;
+pub mod llm;
+pub mod params;
+pub mod runner;
+pub mod sampler;
+pub mod scheduler;
+pub mod score;
+pub mod sequence;
+pub mod types;
+
+pub use llm::{Prompt, RequestError, LLM};
+pub use params::{ChunkOrder, EngineConfig, KvBudget, SamplingParams, SchedulerPolicy};
+pub use types::{FinishReason, RequestId, RequestOutput, StepKind, StepReport};

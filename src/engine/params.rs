@@ -1,0 +1,188 @@
+//! User-facing knobs: per-request [`SamplingParams`] and the engine-wide [`EngineConfig`].
+//! Both are plain serde structs so the experiment TOML can embed them; `validate` turns
+//! bad values into errors that name the field.
+use serde::{Deserialize, Serialize};
+
+/// How one request samples, as in vLLM. `temperature = 0` is greedy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingParams {
+    pub temperature: f32,
+    /// Keep the `top_k` most likely tokens; `None` keeps all.
+    pub top_k: Option<usize>,
+    /// Keep the smallest set of tokens whose probability reaches `top_p`, in (0, 1].
+    pub top_p: f32,
+    /// Output tokens to produce at most.
+    pub max_tokens: usize,
+    /// Keep going past the end-of-sequence token (benchmarks use it to fix lengths).
+    pub ignore_eos: bool,
+    /// Seed of this request's random stream; `None` derives one from the request id.
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self { temperature: 1.0, top_k: None, top_p: 1.0, max_tokens: 64, ignore_eos: false, seed: None }
+    }
+}
+
+impl SamplingParams {
+    /// Greedy decoding of `max_tokens` tokens.
+    pub fn greedy(max_tokens: usize) -> Self {
+        Self { temperature: 0.0, max_tokens, ..Self::default() }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return Err(format!("sampling.temperature must be >= 0, got {}", self.temperature));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(format!("sampling.top_p must be in (0, 1], got {}", self.top_p));
+        }
+        if self.top_k == Some(0) {
+            return Err("sampling.top_k must be >= 1 (leave it out to keep every token)".into());
+        }
+        if self.max_tokens == 0 {
+            return Err("sampling.max_tokens must be >= 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// In which order a chunked step fills its token budget.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkOrder {
+    /// Unfinished prefills, then waiting prompts, then decodes (the seeds' chunked fork).
+    #[default]
+    PrefillFirst,
+    /// Decodes, then unfinished prefills, then waiting prompts (vLLM).
+    DecodeFirst,
+}
+
+/// How the scheduler forms a step.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "policy", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SchedulerPolicy {
+    /// nano-vllm's rule: whole prompts or nothing; a step is all prefill or all decode.
+    #[default]
+    None,
+    /// A per-step budget of `chunk_size` tokens; long prompts span several steps and
+    /// share steps with decodes.
+    Chunked {
+        chunk_size: usize,
+        #[serde(default)]
+        order: ChunkOrder,
+    },
+}
+
+/// Where the KV cache's size comes from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvBudget {
+    /// On CUDA: the fraction of the card's memory the engine may use in all (as vLLM).
+    pub gpu_memory_utilization: f64,
+    /// On the CPU: bytes for the KV cache.
+    pub cpu_bytes: u64,
+    /// Cap the cache at this many blocks (tests use it to force preemption).
+    pub max_blocks: Option<usize>,
+}
+
+impl Default for KvBudget {
+    fn default() -> Self {
+        Self { gpu_memory_utilization: 0.9, cpu_bytes: 1 << 30, max_blocks: None }
+    }
+}
+
+/// Engine-wide settings, as in vLLM's `LLM(...)` arguments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Tokens per KV block.
+    pub block_size: usize,
+    /// Sequences in one batch at most.
+    pub max_num_seqs: usize,
+    /// Tokens in one forward pass at most.
+    pub max_num_batched_tokens: usize,
+    /// Longest prompt + output; `None` takes the model's `max_position_embeddings`.
+    pub max_model_len: Option<usize>,
+    pub enable_prefix_caching: bool,
+    pub kv_budget: KvBudget,
+    #[serde(skip)]
+    pub scheduler: SchedulerPolicy,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            block_size: 256,
+            max_num_seqs: 256,
+            max_num_batched_tokens: 16384,
+            max_model_len: None,
+            enable_prefix_caching: true,
+            kv_budget: KvBudget::default(),
+            scheduler: SchedulerPolicy::None,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Checks the settings against each other once `max_model_len` is resolved.
+    pub fn validate(&self, max_model_len: usize) -> Result<(), String> {
+        if self.block_size == 0 {
+            return Err("engine.block_size must be >= 1".into());
+        }
+        if self.max_num_seqs == 0 {
+            return Err("engine.max_num_seqs must be >= 1".into());
+        }
+        if self.max_num_batched_tokens == 0 {
+            return Err("engine.max_num_batched_tokens must be >= 1".into());
+        }
+        match &self.scheduler {
+            SchedulerPolicy::None if self.max_num_batched_tokens < max_model_len => Err(format!(
+                "engine.max_num_batched_tokens ({}) must be >= max_model_len ({max_model_len}) under scheduler policy \"none\", \
+                 which prefills whole prompts; lower max_model_len or use the chunked policy",
+                self.max_num_batched_tokens
+            )),
+            SchedulerPolicy::Chunked { chunk_size: 0, .. } => Err("scheduler.chunk_size must be >= 1".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_sampling_params_name_the_field() {
+        let bad = [
+            (SamplingParams { temperature: -0.5, ..Default::default() }, "temperature"),
+            (SamplingParams { top_p: 0.0, ..Default::default() }, "top_p"),
+            (SamplingParams { top_p: 1.5, ..Default::default() }, "top_p"),
+            (SamplingParams { top_k: Some(0), ..Default::default() }, "top_k"),
+            (SamplingParams { max_tokens: 0, ..Default::default() }, "max_tokens"),
+        ];
+        for (params, field) in bad {
+            let err = params.validate().unwrap_err();
+            assert!(err.contains(field), "{err}");
+        }
+        assert!(SamplingParams::greedy(4).validate().is_ok());
+    }
+
+    #[test]
+    fn policy_none_needs_whole_prompts_in_one_step() {
+        let cfg = EngineConfig { max_num_batched_tokens: 512, ..Default::default() };
+        assert!(cfg.validate(1024).unwrap_err().contains("max_num_batched_tokens"));
+        let chunked = EngineConfig { scheduler: SchedulerPolicy::Chunked { chunk_size: 512, order: ChunkOrder::DecodeFirst }, ..cfg };
+        assert!(chunked.validate(1024).is_ok());
+    }
+
+    #[test]
+    fn scheduler_policy_toml_shape() {
+        let p: SchedulerPolicy = toml::from_str("policy = \"chunked\"\nchunk_size = 512\norder = \"decode_first\"").unwrap();
+        assert_eq!(p, SchedulerPolicy::Chunked { chunk_size: 512, order: ChunkOrder::DecodeFirst });
+        let p: SchedulerPolicy = toml::from_str("policy = \"none\"").unwrap();
+        assert_eq!(p, SchedulerPolicy::None);
+    }
+}

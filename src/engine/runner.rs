@@ -1,0 +1,92 @@
+//! Turns a scheduled batch into the tensors of one forward pass (packed tokens, positions,
+//! slot mapping, attention layout, logits rows), runs the decoder over the paged KV cache,
+//! and reads back sampled tokens.
+use burn::tensor::{backend::Backend, DType, Int, Tensor, TensorData};
+
+use crate::model::attention::{AttnMetadata, SeqSlots};
+use crate::model::{Decoder, LayerCache, StepTensors};
+
+use super::sequence::Sequence;
+
+/// One sequence's work in a forward pass.
+pub struct SeqWork<'a> {
+    pub seq: &'a Sequence,
+    /// New tokens, starting at `seq.num_computed`.
+    pub num_tokens: usize,
+    /// Whether its last new token's logits are wanted.
+    pub samples: bool,
+}
+
+pub struct ModelRunner<B: Backend> {
+    pub model: Decoder<B>,
+    cache: Vec<LayerCache<B>>,
+    block_size: usize,
+    device: B::Device,
+}
+
+fn ints<B: Backend>(v: Vec<i32>, device: &B::Device) -> Tensor<B, 1, Int> {
+    let n = v.len();
+    Tensor::from_data(TensorData::new(v, [n]), device)
+}
+
+impl<B: Backend> ModelRunner<B> {
+    pub fn new(model: Decoder<B>, num_blocks: usize, block_size: usize, device: &B::Device) -> Self {
+        let mut runner = Self { model, cache: Vec::new(), block_size, device: device.clone() };
+        runner.reset_cache(num_blocks);
+        runner
+    }
+
+    /// Replaces the KV cache with a zeroed one of `num_blocks` blocks.
+    pub fn reset_cache(&mut self, num_blocks: usize) {
+        let spec = &self.model.spec;
+        self.cache.clear();
+        self.cache = (0..spec.num_layers).map(|_| LayerCache::zeros(num_blocks * self.block_size, spec.num_kv_heads, spec.head_dim, &self.device)).collect();
+    }
+
+    fn slot(&self, seq: &Sequence, pos: usize) -> u32 {
+        seq.block_table[pos / self.block_size] * self.block_size as u32 + (pos % self.block_size) as u32
+    }
+
+    /// Runs one forward pass. Returns logits `[rows, vocab]`: one row per sampling sequence in
+    /// `work` order, or with `all_rows`, one per new token (for scoring); `None` without rows.
+    pub fn execute(&mut self, work: &[SeqWork], all_rows: bool) -> Option<Tensor<B, 2>> {
+        let (mut token_ids, mut positions, mut slots, mut rows) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut ctx_slots: Vec<Vec<u32>> = Vec::with_capacity(work.len());
+        for w in work {
+            let start = w.seq.num_computed;
+            let end = start + w.num_tokens;
+            debug_assert!(end <= w.seq.len() && end <= w.seq.block_table.len() * self.block_size);
+            let first_row = token_ids.len() as i32;
+            token_ids.extend(w.seq.tokens[start..end].iter().map(|&t| t as i32));
+            positions.extend((start..end).map(|p| p as i32));
+            let seq_slots: Vec<u32> = (0..end).map(|p| self.slot(w.seq, p)).collect();
+            slots.extend(seq_slots[start..end].iter().map(|&s| s as i32));
+            ctx_slots.push(seq_slots);
+            if all_rows {
+                rows.extend(first_row..first_row + w.num_tokens as i32);
+            } else if w.samples {
+                rows.push(first_row + w.num_tokens as i32 - 1);
+            }
+        }
+        let seqs: Vec<SeqSlots> = work.iter().zip(&ctx_slots).map(|(w, s)| SeqSlots { q_len: w.num_tokens, slots: s }).collect();
+        let n = slots.len();
+        let step = StepTensors {
+            token_ids: ints(token_ids, &self.device),
+            positions: ints(positions, &self.device),
+            slot_mapping: Tensor::from_data(TensorData::new(slots, [n, 1]), &self.device),
+            attn: AttnMetadata::new(&seqs, &self.device),
+            logits_rows: ints(rows, &self.device),
+        };
+        self.model.forward(&step, &mut self.cache)
+    }
+
+    /// Greedy tokens of each logits row, computed on the device so only ids travel.
+    pub fn argmax_rows(logits: Tensor<B, 2>) -> Vec<u32> {
+        logits.argmax(1).into_data().convert::<i64>().to_vec::<i64>().expect("int data").into_iter().map(|t| t as u32).collect()
+    }
+
+    /// Logits rows on the host as f32, row-major.
+    pub fn to_host(logits: Tensor<B, 2>) -> Vec<f32> {
+        logits.cast(DType::F32).into_data().convert::<f32>().to_vec::<f32>().expect("float data")
+    }
+}

@@ -1,0 +1,264 @@
+//! Decides what each step computes. The whole output is a [`Batch`]: which sequences, how many
+//! new tokens each, and whether each samples. Policies (see [`SchedulerPolicy`]):
+//! - `None` (nano-vllm): admit whole prompts while they fit, else decode every running sequence.
+//! - `Chunked`: fill a per-step token budget with prefill chunks and decodes, in the policy's order.
+//!
+//! Every sequence is accounted the same way: `num_remaining()` tokens lack K and V; a step
+//! computes some of them; a sequence samples when a step computes its last token. So a decode is
+//! a 1-token step, a preempted sequence recomputes all its tokens as a prompt, and a chunk
+//! never re-feeds the last prompt token.
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use super::block_manager::BlockManager;
+use super::params::{ChunkOrder, SchedulerPolicy};
+use super::sequence::{SeqStatus, Sequence};
+use super::types::{FinishReason, RequestId, StepKind};
+
+/// One sequence's share of a step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduledSeq {
+    pub id: RequestId,
+    pub num_tokens: usize,
+    /// The step computes this sequence's last token, so it samples the next one.
+    pub samples: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub seqs: Vec<ScheduledSeq>,
+    pub prefill_tokens: usize,
+    pub decode_tokens: usize,
+    pub preempted: usize,
+    pub prefix_hit_tokens: usize,
+}
+
+impl Batch {
+    pub fn kind(&self) -> StepKind {
+        match (self.prefill_tokens > 0, self.decode_tokens > 0) {
+            (true, true) => StepKind::Mixed,
+            (false, true) => StepKind::Decode,
+            _ => StepKind::Prefill,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seqs.is_empty()
+    }
+}
+
+pub struct SchedulerLimits {
+    pub max_num_seqs: usize,
+    pub max_num_batched_tokens: usize,
+    pub max_model_len: usize,
+}
+
+pub struct Scheduler {
+    policy: SchedulerPolicy,
+    limits: SchedulerLimits,
+    eos: Vec<u32>,
+    pub blocks: BlockManager,
+    seqs: HashMap<RequestId, Sequence>,
+    waiting: VecDeque<RequestId>,
+    running: VecDeque<RequestId>,
+}
+
+/// Builds a batch while a step is being scheduled.
+struct Draft {
+    batch: Batch,
+    ids: HashSet<RequestId>,
+}
+
+impl Scheduler {
+    pub fn new(policy: SchedulerPolicy, limits: SchedulerLimits, eos: Vec<u32>, blocks: BlockManager) -> Self {
+        Self { policy, limits, eos, blocks, seqs: HashMap::new(), waiting: VecDeque::new(), running: VecDeque::new() }
+    }
+
+    pub fn add(&mut self, seq: Sequence) {
+        self.waiting.push_back(seq.id);
+        self.seqs.insert(seq.id, seq);
+    }
+
+    pub fn has_unfinished(&self) -> bool {
+        !self.seqs.is_empty()
+    }
+
+    pub fn num_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn num_running(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn seq(&self, id: RequestId) -> &Sequence {
+        &self.seqs[&id]
+    }
+
+    pub fn seq_mut(&mut self, id: RequestId) -> &mut Sequence {
+        self.seqs.get_mut(&id).expect("live id")
+    }
+
+    pub fn sequences(&self) -> impl Iterator<Item = &Sequence> {
+        self.seqs.values()
+    }
+
+    pub fn schedule(&mut self) -> Batch {
+        let mut draft = Draft { batch: Batch::default(), ids: HashSet::new() };
+        match self.policy.clone() {
+            SchedulerPolicy::None => {
+                self.admit_waiting(&mut draft, self.limits.max_num_batched_tokens, true);
+                if draft.batch.is_empty() {
+                    self.schedule_decodes(&mut draft, usize::MAX);
+                }
+            }
+            SchedulerPolicy::Chunked { chunk_size, order } => {
+                let mut budget = chunk_size.min(self.limits.max_num_batched_tokens);
+                if order == ChunkOrder::DecodeFirst {
+                    budget -= self.schedule_decodes(&mut draft, budget);
+                }
+                budget -= self.continue_prefills(&mut draft, budget);
+                budget -= self.admit_waiting(&mut draft, budget, false);
+                if order == ChunkOrder::PrefillFirst {
+                    self.schedule_decodes(&mut draft, budget);
+                }
+            }
+        }
+        draft.batch
+    }
+
+    fn push(&mut self, draft: &mut Draft, id: RequestId, num_tokens: usize) {
+        let seq = &self.seqs[&id];
+        let samples = seq.num_computed + num_tokens == seq.len();
+        match seq.in_prefill() {
+            true => draft.batch.prefill_tokens += num_tokens,
+            false => draft.batch.decode_tokens += num_tokens,
+        }
+        draft.batch.seqs.push(ScheduledSeq { id, num_tokens, samples });
+        draft.ids.insert(id);
+    }
+
+    /// Admits waiting sequences in order while blocks, sequence slots and `budget` allow.
+    /// `whole` admits only prompts that fit entirely (policy none). Returns tokens scheduled.
+    fn admit_waiting(&mut self, draft: &mut Draft, budget: usize, whole: bool) -> usize {
+        let mut used = 0;
+        while let Some(&id) = self.waiting.front() {
+            if used >= budget || self.running.len() >= self.limits.max_num_seqs {
+                break;
+            }
+            let seq = self.seqs.get_mut(&id).expect("waiting id is live");
+            let (blocks_needed, hit) = self.blocks.admission_cost(seq);
+            let remaining = seq.len() - hit;
+            if blocks_needed > self.blocks.num_free() || (whole && used + remaining > budget) {
+                break;
+            }
+            let hit = self.blocks.allocate(seq).expect("admission cost checked");
+            seq.status = SeqStatus::Running;
+            draft.batch.prefix_hit_tokens += hit;
+            self.waiting.pop_front();
+            self.running.push_back(id);
+            let n = remaining.min(budget - used);
+            self.push(draft, id, n);
+            used += n;
+        }
+        used
+    }
+
+    /// Gives running sequences with unfinished prefill their next chunk. Returns tokens scheduled.
+    fn continue_prefills(&mut self, draft: &mut Draft, budget: usize) -> usize {
+        let mut used = 0;
+        let ids: Vec<RequestId> = self.running.iter().copied().filter(|id| self.seqs[id].in_prefill() && !draft.ids.contains(id)).collect();
+        for id in ids {
+            if used >= budget {
+                break;
+            }
+            let n = self.seqs[&id].num_remaining().min(budget - used);
+            self.push(draft, id, n);
+            used += n;
+        }
+        used
+    }
+
+    /// Schedules one token for each running sequence past its prefill, preempting from the back
+    /// of the running queue when blocks run out. Returns tokens scheduled.
+    fn schedule_decodes(&mut self, draft: &mut Draft, budget: usize) -> usize {
+        let mut used = 0;
+        let ids: Vec<RequestId> = self.running.iter().copied().filter(|id| !self.seqs[id].in_prefill()).collect();
+        for id in ids {
+            if used >= budget || draft.batch.seqs.len() >= self.limits.max_num_seqs {
+                break;
+            }
+            // An earlier iteration may have preempted this one.
+            if self.seqs[&id].status != SeqStatus::Running {
+                continue;
+            }
+            if self.reserve_one_token(draft, id) {
+                self.push(draft, id, 1);
+                used += 1;
+            }
+        }
+        used
+    }
+
+    fn reserve_one_token(&mut self, draft: &mut Draft, id: RequestId) -> bool {
+        loop {
+            let seq = self.seqs.get_mut(&id).expect("running id is live");
+            if self.blocks.can_grow(seq, 1) {
+                self.blocks.grow(seq, 1);
+                return true;
+            }
+            let victim = self.running.iter().rev().copied().find(|v| *v != id && !draft.ids.contains(v));
+            self.preempt(victim.unwrap_or(id));
+            draft.batch.preempted += 1;
+            if victim.is_none() {
+                return false;
+            }
+        }
+    }
+
+    /// Frees a running sequence's blocks and puts it first in line to be recomputed.
+    fn preempt(&mut self, id: RequestId) {
+        let seq = self.seqs.get_mut(&id).expect("preempted id is live");
+        self.blocks.free(seq);
+        seq.reset_for_recompute();
+        self.running.retain(|r| *r != id);
+        self.waiting.push_front(id);
+    }
+
+    /// Records a finished step: computed tokens, committed blocks, sampled tokens. Returns the
+    /// sequences that finished, removed from the scheduler with their blocks freed.
+    pub fn postprocess(&mut self, batch: &Batch, sampled: &[(RequestId, u32)]) -> Vec<(Sequence, FinishReason)> {
+        for s in &batch.seqs {
+            let seq = self.seqs.get_mut(&s.id).expect("scheduled id is live");
+            seq.num_computed += s.num_tokens;
+            self.blocks.commit(seq);
+        }
+        let mut finished = Vec::new();
+        for &(id, token) in sampled {
+            let seq = self.seqs.get_mut(&id).expect("sampled id is live");
+            seq.tokens.push(token);
+            let reason = if !seq.params.ignore_eos && self.eos.contains(&token) {
+                Some(FinishReason::Stop)
+            } else if seq.num_output_tokens() >= seq.params.max_tokens || seq.len() >= self.limits.max_model_len {
+                Some(FinishReason::Length)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                let mut seq = self.seqs.remove(&id).expect("present");
+                self.blocks.free(&mut seq);
+                self.running.retain(|r| *r != id);
+                finished.push((seq, reason));
+            }
+        }
+        finished
+    }
+
+    /// Every live sequence's block table (for invariant checks).
+    pub fn block_tables(&self) -> impl Iterator<Item = &[u32]> {
+        self.seqs.values().map(|s| s.block_table.as_slice())
+    }
+}
+
+#[cfg(test)]
+#[path = "scheduler_tests.rs"]
+mod tests;

@@ -1,0 +1,63 @@
+//! Values that cross the engine's public boundary: request ids, step reports, finished outputs.
+use std::time::Duration;
+
+/// Identifies one request for its whole life (also across preemptions).
+pub type RequestId = u64;
+
+/// Why a request stopped producing tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model produced its end-of-sequence token (and `ignore_eos` was off).
+    Stop,
+    /// `max_tokens` output tokens were produced, or the context reached `max_model_len`.
+    Length,
+}
+
+/// What kind of forward pass a step ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// Every scheduled sequence was computing prompt tokens.
+    Prefill,
+    /// Every scheduled sequence was computing one token after its prompt.
+    Decode,
+    /// Prefill chunks and decodes in one forward pass (chunked prefill only).
+    Mixed,
+}
+
+/// A request that has finished.
+#[derive(Clone, Debug)]
+pub struct RequestOutput {
+    pub id: RequestId,
+    pub prompt_token_ids: Vec<u32>,
+    pub token_ids: Vec<u32>,
+    /// Decoded output text; empty when the model has no tokenizer.
+    pub text: String,
+    pub finish_reason: FinishReason,
+}
+
+/// What one call of `LLM::step` did. The harness timestamps it on return.
+#[derive(Clone, Debug)]
+pub struct StepReport {
+    pub kind: StepKind,
+    /// Prompt tokens computed in this step (prefill chunks included).
+    pub prefill_tokens: usize,
+    /// Decode tokens computed in this step (one per decoding sequence).
+    pub decode_tokens: usize,
+    /// Sequences in the batch.
+    pub num_seqs: usize,
+    /// KV blocks in use after the step, and the cache's total.
+    pub kv_blocks_used: usize,
+    pub kv_blocks_total: usize,
+    /// Sequences preempted (sent back to waiting) while scheduling this step.
+    pub preempted: usize,
+    /// Prompt tokens served from the prefix cache for sequences admitted in this step.
+    pub prefix_hit_tokens: usize,
+    /// One sampled token per sequence that produced one in this step, in batch order.
+    pub new_tokens: Vec<(RequestId, u32)>,
+    /// Requests that finished in this step.
+    pub finished: Vec<RequestOutput>,
+    /// Wall time of schedule + forward + sample, measured by the engine.
+    pub duration: Duration,
+}

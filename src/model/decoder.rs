@@ -1,0 +1,174 @@
+//! The one decoder for every architecture: embeddings, `num_layers` pre-norm blocks
+//! (attention over the paged cache + gated MLP), final norm and LM head. Architecture
+//! differences are switches on [`ArchSpec`] (q/k norm, qkv bias, tied embeddings), resolved at load.
+use burn::tensor::{activation::silu, backend::Backend, DType, IndexingUpdateOp, Int, Tensor};
+
+use super::arch::ArchSpec;
+use super::attention::{paged_attention, AttnMetadata};
+use super::error::ModelError;
+use super::rope::Rope;
+use super::weights::{names, Init, WeightSource};
+
+/// One layer's K and V cache, `[slots, kv_heads, head_dim]` each. `None` only while being updated.
+pub struct LayerCache<B: Backend> {
+    kv: Option<(Tensor<B, 3>, Tensor<B, 3>)>,
+}
+
+impl<B: Backend> LayerCache<B> {
+    pub fn zeros(slots: usize, kv_heads: usize, head_dim: usize, device: &B::Device) -> Self {
+        let t = || Tensor::zeros([slots, kv_heads, head_dim], device);
+        Self { kv: Some((t(), t())) }
+    }
+
+    /// Writes this step's K and V at `slot_mapping` `[tokens, 1]` in place (the cache tensors are
+    /// uniquely owned, so burn reuses their buffers), and returns views for attention.
+    fn store(&mut self, slot_mapping: &Tensor<B, 2, Int>, k: Tensor<B, 3>, v: Tensor<B, 3>) -> (&Tensor<B, 3>, &Tensor<B, 3>) {
+        let (kc, vc) = self.kv.take().expect("cache present between steps");
+        let kc = kc.scatter_nd(slot_mapping.clone(), k, IndexingUpdateOp::Assign);
+        let vc = vc.scatter_nd(slot_mapping.clone(), v, IndexingUpdateOp::Assign);
+        let (k, v) = self.kv.insert((kc, vc));
+        (k, v)
+    }
+}
+
+/// The tensors of one forward pass, built by the runner.
+pub struct StepTensors<B: Backend> {
+    /// `[tokens]` packed token ids of every scheduled sequence.
+    pub token_ids: Tensor<B, 1, Int>,
+    /// `[tokens]` absolute position of each token.
+    pub positions: Tensor<B, 1, Int>,
+    /// `[tokens, 1]` cache slot each token's K and V go to.
+    pub slot_mapping: Tensor<B, 2, Int>,
+    pub attn: AttnMetadata<B>,
+    /// `[rows]` packed rows whose logits are wanted (last token of sequences that sample).
+    pub logits_rows: Tensor<B, 1, Int>,
+}
+
+struct Layer<B: Backend> {
+    input_norm: Tensor<B, 1>,
+    post_attn_norm: Tensor<B, 1>,
+    /// `[hidden, (heads + 2 * kv_heads) * head_dim]`: q, k and v projections side by side.
+    qkv: Tensor<B, 2>,
+    qkv_bias: Option<Tensor<B, 1>>,
+    q_norm: Option<Tensor<B, 1>>,
+    k_norm: Option<Tensor<B, 1>>,
+    /// `[heads * head_dim, hidden]`.
+    o: Tensor<B, 2>,
+    /// `[hidden, 2 * intermediate]`: gate and up side by side.
+    gate_up: Tensor<B, 2>,
+    /// `[intermediate, hidden]`.
+    down: Tensor<B, 2>,
+}
+
+pub struct Decoder<B: Backend> {
+    pub spec: ArchSpec,
+    embed: Tensor<B, 2>,
+    layers: Vec<Layer<B>>,
+    final_norm: Tensor<B, 1>,
+    /// `[hidden, vocab]`; the transposed embedding when tied.
+    lm_head: Tensor<B, 2>,
+    rope: Rope<B>,
+}
+
+/// RMSNorm over the last dim, computed in f32 as HF does.
+fn rms_norm<B: Backend, const D: usize>(x: Tensor<B, D>, weight: &Tensor<B, 1>, eps: f64) -> Tensor<B, D> {
+    let dtype = x.dtype();
+    let x = x.cast(DType::F32);
+    let inv_rms = x.clone().square().mean_dim(D - 1).add_scalar(eps).sqrt().recip();
+    (x * inv_rms).cast(dtype) * weight.clone().unsqueeze()
+}
+
+impl<B: Backend> Decoder<B> {
+    /// Loads (or draws) every parameter, checking shapes against `spec`.
+    pub fn load(spec: &ArchSpec, source: &WeightSource, max_positions: usize, device: &B::Device) -> Result<Self, ModelError> {
+        let (h, hd, nq, nkv, inter) = (spec.hidden_size, spec.head_dim, spec.num_heads, spec.num_kv_heads, spec.intermediate_size);
+        // HF stores linear weights as [out, in]; we keep [in, out] so activations multiply on the left.
+        let linear = |name: String, out: usize, inp: usize| source.load::<B, 2>(&name, [out, inp], Init::Matrix, device).map(|w| w.transpose());
+        let vector = |name: String, n: usize, init: Init| source.load::<B, 1>(&name, [n], init, device);
+        let mut layers = Vec::with_capacity(spec.num_layers);
+        for i in 0..spec.num_layers {
+            let n = |rest: &str| names::layer(i, rest);
+            let proj = |p: &str, out: usize| linear(n(&format!("{p}.weight")), out, h);
+            let qkv = Tensor::cat(vec![proj(names::Q, nq * hd)?, proj(names::K, nkv * hd)?, proj(names::V, nkv * hd)?], 1);
+            let qkv_bias = match spec.qkv_bias {
+                true => {
+                    let b = |p: &str, len: usize| vector(n(&format!("{p}.bias")), len, Init::Zeros);
+                    Some(Tensor::cat(vec![b(names::Q, nq * hd)?, b(names::K, nkv * hd)?, b(names::V, nkv * hd)?], 0))
+                }
+                false => None,
+            };
+            let (q_norm, k_norm) = match spec.qk_norm {
+                true => (Some(vector(n(names::Q_NORM), hd, Init::Ones)?), Some(vector(n(names::K_NORM), hd, Init::Ones)?)),
+                false => (None, None),
+            };
+            layers.push(Layer {
+                input_norm: vector(n(names::INPUT_NORM), h, Init::Ones)?,
+                post_attn_norm: vector(n(names::POST_ATTN_NORM), h, Init::Ones)?,
+                qkv,
+                qkv_bias,
+                q_norm,
+                k_norm,
+                o: linear(n(names::O), h, nq * hd)?,
+                gate_up: Tensor::cat(vec![linear(n(names::GATE), inter, h)?, linear(n(names::UP), inter, h)?], 1),
+                down: linear(n(names::DOWN), h, inter)?,
+            });
+        }
+        let embed = source.load::<B, 2>(names::EMBED, [spec.vocab_size, h], Init::Matrix, device)?;
+        // Some tied checkpoints still ship lm_head.weight; tying wins only when it is absent.
+        let lm_head = match spec.tie_word_embeddings && !source.has(names::LM_HEAD) {
+            true => embed.clone().transpose(),
+            false => linear(names::LM_HEAD.into(), spec.vocab_size, h)?,
+        };
+        Ok(Self {
+            spec: spec.clone(),
+            embed,
+            layers,
+            final_norm: vector(names::FINAL_NORM.into(), h, Init::Ones)?,
+            lm_head,
+            rope: Rope::new(spec, max_positions, device),
+        })
+    }
+
+    /// Runs one step: stores every new token's K and V in `cache` and returns the logits
+    /// `[rows, vocab]` of `step.logits_rows`, or `None` when no row is wanted (a chunk that
+    /// ends no prompt).
+    pub fn forward(&self, step: &StepTensors<B>, cache: &mut [LayerCache<B>]) -> Option<Tensor<B, 2>> {
+        let mut x = self.embed.clone().select(0, step.token_ids.clone());
+        for (layer, layer_cache) in self.layers.iter().zip(cache.iter_mut()) {
+            x = self.layer_forward(layer, x, step, layer_cache);
+        }
+        if step.logits_rows.dims()[0] == 0 {
+            return None;
+        }
+        let last = x.select(0, step.logits_rows.clone());
+        Some(rms_norm(last, &self.final_norm, self.spec.rms_norm_eps).matmul(self.lm_head.clone()))
+    }
+
+    fn layer_forward(&self, layer: &Layer<B>, x: Tensor<B, 2>, step: &StepTensors<B>, cache: &mut LayerCache<B>) -> Tensor<B, 2> {
+        let s = &self.spec;
+        let (hd, nq, nkv) = (s.head_dim, s.num_heads, s.num_kv_heads);
+        let tokens = x.dims()[0];
+        let h = rms_norm(x.clone(), &layer.input_norm, s.rms_norm_eps);
+        let mut qkv = h.matmul(layer.qkv.clone());
+        if let Some(bias) = &layer.qkv_bias {
+            qkv = qkv + bias.clone().unsqueeze();
+        }
+        let mut q = qkv.clone().narrow(1, 0, nq * hd).reshape([tokens, nq, hd]);
+        let mut k = qkv.clone().narrow(1, nq * hd, nkv * hd).reshape([tokens, nkv, hd]);
+        let v = qkv.narrow(1, (nq + nkv) * hd, nkv * hd).reshape([tokens, nkv, hd]);
+        if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+            q = rms_norm(q, qn, s.rms_norm_eps);
+            k = rms_norm(k, kn, s.rms_norm_eps);
+        }
+        let q = self.rope.apply(q, &step.positions);
+        let k = self.rope.apply(k, &step.positions);
+        let (k_cache, v_cache) = cache.store(&step.slot_mapping, k, v);
+        let attn = paged_attention(q, k_cache, v_cache, &step.attn, 1.0 / (hd as f32).sqrt());
+        let x = x + attn.matmul(layer.o.clone());
+        let h = rms_norm(x.clone(), &layer.post_attn_norm, s.rms_norm_eps);
+        let gate_up = h.matmul(layer.gate_up.clone());
+        let inter = s.intermediate_size;
+        let act = silu(gate_up.clone().narrow(1, 0, inter)) * gate_up.narrow(1, inter, inter);
+        x + act.matmul(layer.down.clone())
+    }
+}

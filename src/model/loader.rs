@@ -1,0 +1,97 @@
+//! Turns a model source (HF folder or preset name) and a weights choice into a [`LoadedModel`].
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
+
+use super::arch::{load_arch, ArchSpec};
+use super::decoder::Decoder;
+use super::error::ModelError;
+use super::presets::preset;
+use super::safetensor_files::SafetensorFiles;
+use super::weights::WeightSource;
+
+/// Where the model comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ModelSource {
+    /// A HF folder with `config.json`, `*.safetensors` and optionally `tokenizer.json`.
+    Folder(PathBuf),
+    /// A named architecture from [`super::presets`].
+    Preset(String),
+}
+
+impl ModelSource {
+    /// A preset name if it is one, else a folder path.
+    pub fn parse(s: &str) -> Self {
+        match preset(s) {
+            Some(_) => ModelSource::Preset(s.to_string()),
+            None => ModelSource::Folder(PathBuf::from(s)),
+        }
+    }
+}
+
+/// Where parameter values come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightsKind {
+    /// The folder's safetensors.
+    #[default]
+    File,
+    /// Seeded random values (benchmarks): outputs are meaningless, speed is real.
+    Random,
+}
+
+pub struct LoadedModel<B: Backend> {
+    pub name: String,
+    pub decoder: Decoder<B>,
+    pub tokenizer: Option<Tokenizer>,
+    pub random_weights: bool,
+}
+
+impl<B: Backend> LoadedModel<B> {
+    pub fn spec(&self) -> &ArchSpec {
+        &self.decoder.spec
+    }
+}
+
+/// Loads a model. `max_positions` bounds the rotary table (the engine's `max_model_len`);
+/// `None` takes the model's `max_position_embeddings`. `seed` seeds random weights.
+pub fn load_model<B: Backend>(source: &ModelSource, weights: WeightsKind, seed: u64, max_positions: Option<usize>, device: &B::Device) -> Result<LoadedModel<B>, ModelError> {
+    let (name, spec, dir) = match source {
+        ModelSource::Preset(name) => (name.clone(), preset(name).ok_or_else(|| ModelError::UnknownPreset(name.clone()))?, None),
+        ModelSource::Folder(dir) => {
+            if !dir.is_dir() {
+                return Err(ModelError::Io { path: dir.clone(), source: std::io::Error::new(std::io::ErrorKind::NotFound, "model folder not found") });
+            }
+            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| dir.display().to_string());
+            (name, load_arch(dir)?, Some(dir.as_path()))
+        }
+    };
+    let source = match (weights, dir) {
+        (WeightsKind::File, Some(dir)) => WeightSource::Files(SafetensorFiles::open(dir)?),
+        (WeightsKind::File, None) => {
+            return Err(ModelError::BadWeights { path: PathBuf::from(&name), msg: "a preset has no weight files: use weights = \"random\"".into() });
+        }
+        (WeightsKind::Random, _) => {
+            B::seed(device, seed);
+            WeightSource::Random
+        }
+    };
+    let positions = max_positions.unwrap_or(spec.max_position_embeddings);
+    let decoder = Decoder::load(&spec, &source, positions, device)?;
+    let tokenizer = match dir {
+        Some(dir) => load_tokenizer(dir)?,
+        None => None,
+    };
+    Ok(LoadedModel { name, decoder, tokenizer, random_weights: weights == WeightsKind::Random })
+}
+
+/// `<dir>/tokenizer.json` when present.
+fn load_tokenizer(dir: &Path) -> Result<Option<Tokenizer>, ModelError> {
+    let path = dir.join("tokenizer.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    Tokenizer::from_file(&path).map(Some).map_err(|e| ModelError::Tokenizer { path, msg: e.to_string() })
+}

@@ -1,0 +1,15 @@
+//! Models: `config.json` -> [`ArchSpec`], weights (files or seeded random), tokenizer, and the decoder.
+pub mod arch;
+pub mod attention;
+pub mod decoder;
+pub mod error;
+pub mod loader;
+pub mod presets;
+pub mod rope;
+pub mod safetensor_files;
+pub mod weights;
+
+pub use arch::{Architecture, ArchSpec, RopeScaling};
+pub use decoder::{Decoder, LayerCache, StepTensors};
+pub use error::ModelError;
+pub use loader::{load_model, LoadedModel, ModelSource, WeightsKind};
