@@ -7,10 +7,8 @@
 pub mod backend;
 pub mod cli;
 pub mod commands;
-#[cfg(any())]
 pub mod config;
 pub mod engine;
 pub mod experiment;
-#[cfg(any())]
 pub mod harness;
 pub mod model;

@@ -8,7 +8,7 @@ fn main() -> anyhow::Result<()> {
     match (cli.command, cli.experiment) {
         (Some(Command::Generate(args)), _) => dispatch(args.model.backend.backend, args),
         (Some(Command::Perplexity(args)), _) => dispatch(args.model.backend.backend, args).map(|_| ()),
-        (Some(Command::Report { dir }), _) => { let _ = dir; todo!() },
+        (Some(Command::Report { dir }), _) => nanovllm::harness::regenerate_report(&dir),
         (Some(Command::Info(args)), _) => dispatch(args.backend, Info),
         (None, Some(path)) => nanovllm::experiment::run(&path, &cli.results_dir).map(|dir| println!("results in {}", dir.display())),
         (None, None) => {

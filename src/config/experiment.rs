@@ -1,0 +1,91 @@
+//! The typed shape of one experiment (one variant of it): every section of the TOML file
+//! except `[[variants]]` and `[sweep]`, which `load` expands before deserializing into this.
+//! All structs reject unknown keys, so a typo is an error rather than a silently ignored knob.
+use serde::{Deserialize, Serialize};
+
+use super::workload_spec::WorkloadSpec;
+/// `auto` | `cpu` | `cuda`: the same choice as the command line's `--backend`.
+pub use crate::cli::BackendChoice;
+use crate::engine::{EngineConfig, SamplingParams, SchedulerPolicy};
+use crate::model::WeightsKind;
+
+/// One fully resolved experiment configuration, as one variant runs it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Results go to `results/<name>/`; letters, digits, `_`, `-` and `.` only.
+    pub name: String,
+    /// Seeds the workload generator and random weights.
+    #[serde(default)]
+    pub seed: u64,
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub engine: EngineSection,
+    /// Copied into `EngineConfig::scheduler` by [`ExperimentConfig::engine_config`].
+    #[serde(default)]
+    pub scheduler: SchedulerPolicy,
+    #[serde(default)]
+    pub attention: AttentionConfig,
+    /// Defaults for every request; workloads set `max_tokens` per request.
+    #[serde(default)]
+    pub sampling: SamplingParams,
+    pub workload: WorkloadSpec,
+}
+
+impl ExperimentConfig {
+    /// The engine settings with the `[scheduler]` section filled in (it is `serde(skip)` there).
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            scheduler: self.scheduler.clone(),
+            ..self.engine.engine.clone()
+        }
+    }
+}
+
+/// `[model]`: where the weights come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A HF folder (relative to the current directory) or a preset name (`PRESET_NAMES`).
+    pub source: String,
+    /// `file` reads the folder's safetensors; `random` makes seeded random weights
+    /// (outputs meaningless, speed real; labelled RANDOM in every output).
+    #[serde(default)]
+    pub weights: WeightsKind,
+}
+
+/// `[engine]`: the engine's own settings plus the backend to run on.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    #[serde(default)]
+    pub backend: BackendChoice,
+    /// Unknown keys are rejected by `EngineConfig`'s own `deny_unknown_fields`.
+    #[serde(flatten)]
+    pub engine: EngineConfig,
+}
+
+/// `[attention]`: which attention implementation serves the batch.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttentionConfig {
+    #[serde(default)]
+    pub mode: AttentionMode,
+}
+
+/// Attention implementations; cascade (shared-prefix) attention is planned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionMode {
+    /// Paged attention over block tables.
+    #[default]
+    Paged,
+}
+
+impl AttentionMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttentionMode::Paged => "paged",
+        }
+    }
+}

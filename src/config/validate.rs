@@ -1,0 +1,150 @@
+//! Value checks that serde cannot express: lengths >= 1, min <= max, positive rates, names that
+//! are safe as folder names. Each failure names its dotted key. `check_paths` is the only check
+//! that touches the file system (model folder, prompts file).
+use std::path::Path;
+
+use super::experiment::ExperimentConfig;
+use super::validate_workload::check_workload;
+use super::workload_spec::{PromptsSpec, WorkloadSpec};
+use crate::engine::SchedulerPolicy;
+use crate::model::presets::PRESET_NAMES;
+use crate::model::WeightsKind;
+
+/// A failed check: the dotted key and what is wrong with its value.
+#[derive(Debug, PartialEq)]
+pub struct Invalid {
+    pub key: String,
+    pub message: String,
+}
+
+pub(super) type Check = Result<(), Invalid>;
+
+pub(super) fn bad(key: impl Into<String>, message: impl Into<String>) -> Check {
+    Err(Invalid {
+        key: key.into(),
+        message: message.into(),
+    })
+}
+
+/// Splits the engine's own "engine.block_size must be >= 1" messages into key and message.
+fn from_engine_message(msg: String) -> Invalid {
+    match msg.split_once(' ') {
+        Some((key, rest)) if key.contains('.') => Invalid {
+            key: key.to_string(),
+            message: rest.to_string(),
+        },
+        _ => Invalid {
+            key: "engine".into(),
+            message: msg,
+        },
+    }
+}
+
+/// True for names usable as one path component: letters, digits, `_`, `-`, `.`, `=`, `+`.
+pub fn is_safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.=+".contains(c))
+}
+
+/// Every check that needs only the config itself.
+pub fn validate(cfg: &ExperimentConfig) -> Check {
+    if !is_safe_name(&cfg.name) {
+        return bad(
+            "name",
+            format!(
+                "\"{}\" is not usable as a folder name; use letters, digits, `_`, `-` and `.`",
+                cfg.name
+            ),
+        );
+    }
+    if cfg.model.source.trim().is_empty() {
+        return bad(
+            "model.source",
+            "is empty; give a model folder or one of the presets",
+        );
+    }
+    if PRESET_NAMES.contains(&cfg.model.source.as_str()) && cfg.model.weights == WeightsKind::File {
+        return bad(
+            "model.weights",
+            format!(
+                "preset \"{}\" has no weight files; set weights = \"random\"",
+                cfg.model.source
+            ),
+        );
+    }
+    check_engine(cfg)?;
+    cfg.sampling.validate().map_err(from_engine_message)?;
+    check_workload(&cfg.workload, cfg.engine.engine.max_model_len)
+}
+
+fn check_engine(cfg: &ExperimentConfig) -> Check {
+    let engine = &cfg.engine.engine;
+    if let SchedulerPolicy::Chunked { chunk_size: 0, .. } = cfg.scheduler {
+        return bad("scheduler.chunk_size", "must be >= 1");
+    }
+    if engine.max_model_len == Some(0) {
+        return bad(
+            "engine.max_model_len",
+            "must be >= 1 (leave it out to use the model's length)",
+        );
+    }
+    let kv = &engine.kv_budget;
+    if !(kv.gpu_memory_utilization > 0.0 && kv.gpu_memory_utilization <= 1.0) {
+        return bad(
+            "engine.kv_budget.gpu_memory_utilization",
+            format!("must be in (0, 1], got {}", kv.gpu_memory_utilization),
+        );
+    }
+    if kv.cpu_bytes == 0 {
+        return bad("engine.kv_budget.cpu_bytes", "must be >= 1");
+    }
+    if kv.max_blocks == Some(0) {
+        return bad(
+            "engine.kv_budget.max_blocks",
+            "must be >= 1 (leave it out for no cap)",
+        );
+    }
+    // The model's own length is unknown here; the engine checks again once it has loaded the model.
+    cfg.engine_config()
+        .validate(engine.max_model_len.unwrap_or(0))
+        .map_err(from_engine_message)
+}
+
+/// Checks that the model folder and prompts file exist (paths relative to the current directory).
+pub fn check_paths(cfg: &ExperimentConfig) -> Check {
+    let source = &cfg.model.source;
+    if !PRESET_NAMES.contains(&source.as_str()) {
+        let dir = Path::new(source);
+        if !dir.is_dir() {
+            return bad(
+                "model.source",
+                format!(
+                    "model folder {} does not exist (and \"{source}\" is not a preset: {})",
+                    dir.display(),
+                    PRESET_NAMES.join(", ")
+                ),
+            );
+        }
+        if !dir.join("config.json").is_file() {
+            return bad(
+                "model.source",
+                format!(
+                    "{} has no config.json; is it a Hugging Face model folder?",
+                    dir.display()
+                ),
+            );
+        }
+    }
+    if let WorkloadSpec::Prompts(PromptsSpec { path, .. }) = &cfg.workload {
+        if !path.is_file() {
+            return bad(
+                "workload.path",
+                format!("prompts file {} does not exist", path.display()),
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,33 @@
+//! The narrow view of the engine that the harness drives. `LLM<B>` implements it; tests use a
+//! fake. Keeping the harness behind this trait keeps it free of burn and lets the run loop be
+//! tested with exact, simulated timings.
+use crate::engine::{Prompt, RequestId, SamplingParams, StepReport};
+
+/// What the run loop needs from an engine.
+pub trait StepEngine {
+    /// Queues a request; an `Err` is the reason it was refused (recorded, not fatal).
+    fn add_request(&mut self, prompt: Prompt, params: SamplingParams) -> Result<RequestId, String>;
+    /// Runs one scheduler step (one forward pass) and reports what it did.
+    fn step(&mut self) -> anyhow::Result<StepReport>;
+    fn has_unfinished(&self) -> bool;
+    /// Static facts for the report; called once per variant.
+    fn info(&self) -> EngineInfo;
+}
+
+/// What the report says about the engine a variant ran on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineInfo {
+    /// The model folder or preset name.
+    pub model: String,
+    /// Seeded random weights: outputs are meaningless, only speed counts.
+    pub random_weights: bool,
+    /// e.g. `cpu (ndarray)` or `cuda`.
+    pub backend: String,
+    /// e.g. `NVIDIA H100 80GB HBM3` or the CPU's name.
+    pub device: String,
+    /// e.g. `f32`, `bf16`.
+    pub dtype: String,
+    pub num_params: usize,
+    pub vocab_size: usize,
+    pub max_model_len: usize,
+}

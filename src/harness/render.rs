@@ -1,0 +1,172 @@
+//! Everything derived from a results folder's CSVs: `summary.csv`, the plots and `report.md`.
+//! [`regenerate_report`] needs nothing but the folder, so a report can be redrawn at any time
+//! (`nanovllm report results/<name>`), and an experiment calls the very same function after
+//! writing its CSVs.
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::charts::{BarPanel, LatencyByClass, Throughput, TtftCdf};
+use super::csv_out::{
+    read_rows, write_atomic, write_rows, MetaRow, RequestRow, StepRow, VariantRow, META_CSV,
+    REQUESTS_CSV, STEPS_CSV, SUMMARY_CSV, VARIANTS_CSV,
+};
+use super::plots::save;
+use super::report::{render_markdown, ReportInput};
+use super::summary::{summarize, SummaryRow, ALL_CLASS};
+use super::timeline_chart::Timeline;
+
+pub const REPORT_MD: &str = "report.md";
+
+/// Rewrites `summary.csv`, every plot and `report.md` in `dir` from its CSVs.
+pub fn regenerate_report(dir: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        dir.join(VARIANTS_CSV).is_file(),
+        "{} is not a results folder (it has no {VARIANTS_CSV})",
+        dir.display()
+    );
+    let summary = summarize(dir)?;
+    write_rows(&dir.join(SUMMARY_CSV), &summary)?;
+    // Read back what was written: the report depends on the files, not on memory.
+    let summary: Vec<SummaryRow> = read_rows(&dir.join(SUMMARY_CSV))?;
+    let variants: Vec<VariantRow> = read_rows(&dir.join(VARIANTS_CSV))?;
+    let meta: Vec<MetaRow> = if dir.join(META_CSV).is_file() {
+        read_rows(&dir.join(META_CSV))?
+    } else {
+        Vec::new()
+    };
+    let mut requests: Vec<RequestRow> = Vec::new();
+    for v in &variants {
+        requests.extend(read_rows::<RequestRow>(
+            &dir.join(&v.variant).join(REQUESTS_CSV),
+        )?);
+    }
+
+    let mut plots = Vec::new();
+    save(dir, "ttft_cdf", &ttft_cdf(&variants, &requests)).context("TTFT CDF")?;
+    plots.push((
+        "Time to first token, CDF".to_string(),
+        "ttft_cdf".to_string(),
+    ));
+    save(
+        dir,
+        "latency_by_class",
+        &latency_by_class(&variants, &summary),
+    )
+    .context("latency per class")?;
+    plots.push((
+        "TTFT and TPOT p50 / p99 per class".to_string(),
+        "latency_by_class".to_string(),
+    ));
+    save(dir, "throughput", &throughput(&variants, &summary)).context("throughput")?;
+    plots.push((
+        "Throughput per variant".to_string(),
+        "throughput".to_string(),
+    ));
+    for v in &variants {
+        let steps: Vec<StepRow> = read_rows(&dir.join(&v.variant).join(STEPS_CSV))?;
+        let stem = format!("timeline_{}", v.variant);
+        let chart = Timeline {
+            variant: v.variant.clone(),
+            steps: steps
+                .iter()
+                .map(|s| {
+                    (
+                        s.start_s,
+                        s.end_s,
+                        s.prefill_tokens as f64,
+                        s.decode_tokens as f64,
+                    )
+                })
+                .collect(),
+        };
+        save(dir, &stem, &chart).with_context(|| format!("timeline of {}", v.variant))?;
+        plots.push((format!("Step timeline: {}", v.variant), stem));
+    }
+
+    let md = render_markdown(&ReportInput {
+        meta: &meta,
+        variants: &variants,
+        summary: &summary,
+        requests: &requests,
+        plots: &plots,
+    });
+    write_atomic(&dir.join(REPORT_MD), md.as_bytes())
+}
+
+fn is_completed(r: &RequestRow) -> bool {
+    r.finish_reason == "stop" || r.finish_reason == "length"
+}
+
+fn ttft_cdf(variants: &[VariantRow], requests: &[RequestRow]) -> TtftCdf {
+    let series = variants
+        .iter()
+        .map(|v| {
+            let ms = requests
+                .iter()
+                .filter(|r| r.variant == v.variant && is_completed(r))
+                .filter_map(|r| r.ttft_s)
+                .map(|s| s * 1e3)
+                .collect();
+            (v.variant.clone(), ms)
+        })
+        .collect();
+    TtftCdf { series }
+}
+
+fn latency_by_class(variants: &[VariantRow], summary: &[SummaryRow]) -> LatencyByClass {
+    let mut classes: Vec<String> = Vec::new();
+    for s in summary.iter().filter(|s| s.class != ALL_CLASS) {
+        if !classes.contains(&s.class) {
+            classes.push(s.class.clone());
+        }
+    }
+    let names: Vec<String> = variants.iter().map(|v| v.variant.clone()).collect();
+    let panel = |title: &str, pick: fn(&SummaryRow) -> Option<f64>| BarPanel {
+        title: title.to_string(),
+        y_desc: "ms".to_string(),
+        values: classes
+            .iter()
+            .map(|c| {
+                names
+                    .iter()
+                    .map(|v| {
+                        summary
+                            .iter()
+                            .find(|s| &s.class == c && &s.variant == v)
+                            .and_then(pick)
+                            .map(|x| x * 1e3)
+                    })
+                    .collect()
+            })
+            .collect(),
+    };
+    let panels = vec![
+        panel("TTFT p50 (ms)", |s| s.ttft_p50_s),
+        panel("TTFT p99 (ms)", |s| s.ttft_p99_s),
+        panel("TPOT p50 (ms)", |s| s.tpot_p50_s),
+        panel("TPOT p99 (ms)", |s| s.tpot_p99_s),
+    ];
+    LatencyByClass {
+        classes,
+        variants: names,
+        panels,
+    }
+}
+
+fn throughput(variants: &[VariantRow], summary: &[SummaryRow]) -> Throughput {
+    let rows = variants
+        .iter()
+        .map(|v| {
+            let all = summary
+                .iter()
+                .find(|s| s.variant == v.variant && s.class == ALL_CLASS);
+            (
+                v.variant.clone(),
+                all.and_then(|s| s.output_throughput_tok_s),
+                all.and_then(|s| s.total_throughput_tok_s),
+            )
+        })
+        .collect();
+    Throughput { rows }
+}

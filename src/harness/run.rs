@@ -1,0 +1,241 @@
+//! The top level of an experiment: for each variant build an engine, generate the workload,
+//! run the loop, write that variant's CSVs; then `variants.csv`, `meta.csv`,
+//! `config.resolved.toml`, and finally the report, rendered from the CSVs.
+//!
+//! A variant's files are written only once it has run (or been stopped), so an error leaves the
+//! finished variants' results complete and the failing one absent. Ctrl-C ends the current
+//! variant, skips the rest, and still writes everything measured.
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::csv_out::{
+    write_atomic, write_rows, RequestRow, StepRow, TokenRow, VariantRow, META_CSV, REQUESTS_CSV,
+    STEPS_CSV, TOKENS_CSV, VARIANTS_CSV,
+};
+use super::engine_port::{EngineInfo, StepEngine};
+use super::host;
+use super::options::RunOptions;
+use super::render::regenerate_report;
+use super::resolved::{resolved_toml, RESOLVED_TOML};
+use super::run_loop::{run, Clock, RunRecord, WallClock};
+use super::workload;
+use crate::config::{Experiment, ExperimentConfig, Variant};
+use crate::engine::{ChunkOrder, SchedulerPolicy};
+
+/// Builds the engine for one variant (the caller owns model loading and backends).
+pub type EngineFactory<'a> = dyn FnMut(&Variant) -> anyhow::Result<Box<dyn StepEngine>> + 'a;
+
+/// Runs every variant of `exp`; results go to `<out_root>/<exp.name>/`, which is returned.
+pub fn run_experiment(
+    exp: &Experiment,
+    out_root: &Path,
+    make_engine: &mut EngineFactory,
+) -> anyhow::Result<PathBuf> {
+    run_experiment_with(
+        exp,
+        out_root,
+        &RunOptions::from_env(),
+        &WallClock::new(),
+        make_engine,
+    )
+}
+
+/// [`run_experiment`] with explicit options and clock (tests use a simulated clock).
+pub fn run_experiment_with(
+    exp: &Experiment,
+    out_root: &Path,
+    opts: &RunOptions,
+    clock: &dyn Clock,
+    make_engine: &mut EngineFactory,
+) -> anyhow::Result<PathBuf> {
+    opts.stop.store(false, Ordering::SeqCst);
+    let dir = out_root.join(&exp.name);
+    let started = host::utc_now();
+    let mut ran: Vec<(VariantRow, EngineInfo)> = Vec::new();
+    let mut failure: Option<anyhow::Error> = None;
+    for variant in &exp.variants {
+        if opts.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        match run_variant(&dir, variant, opts, clock, make_engine) {
+            Ok((row, info)) => {
+                let error = row.error.clone();
+                ran.push((row, info));
+                if !error.is_empty() {
+                    failure = Some(anyhow::anyhow!(
+                        "variant \"{}\": engine error: {error}",
+                        variant.label
+                    ));
+                    break;
+                }
+            }
+            Err(e) => {
+                failure = Some(e.context(format!("variant \"{}\"", variant.label)));
+                break;
+            }
+        }
+    }
+    if ran.is_empty() {
+        return Err(failure.unwrap_or_else(|| {
+            anyhow::anyhow!("stopped before any variant ran; nothing was written")
+        }));
+    }
+    let git_rev = host::git_rev();
+    let rows: Vec<VariantRow> = ran.iter().map(|(row, _)| row.clone()).collect();
+    write_rows(&dir.join(VARIANTS_CSV), &rows)?;
+    let meta = host::meta_rows(
+        &exp.name,
+        &exp.path.display().to_string(),
+        &opts.command,
+        &started,
+        &git_rev,
+    );
+    write_rows(&dir.join(META_CSV), &meta)?;
+    write_atomic(
+        &dir.join(RESOLVED_TOML),
+        resolved_toml(exp, &ran, &git_rev)?.as_bytes(),
+    )?;
+    let report = regenerate_report(&dir)
+        .with_context(|| format!("rendering the report in {}", dir.display()));
+    match (failure, report) {
+        (Some(e), _) => Err(e.context(format!("results so far are in {}", dir.display()))),
+        (None, Err(e)) => Err(e),
+        (None, Ok(())) => Ok(dir),
+    }
+}
+
+fn run_variant(
+    dir: &Path,
+    variant: &Variant,
+    opts: &RunOptions,
+    clock: &dyn Clock,
+    make_engine: &mut EngineFactory,
+) -> anyhow::Result<(VariantRow, EngineInfo)> {
+    let mut engine = make_engine(variant).context("building the engine")?;
+    let info = engine.info();
+    let cfg = &variant.config;
+    let requests = workload::generate(cfg, info.vocab_size)?;
+    let warmup = workload::warmup(
+        &requests,
+        cfg.workload.warmup_requests(),
+        info.vocab_size,
+        cfg.seed,
+    );
+
+    let progress = if opts.show_progress {
+        ProgressBar::new(requests.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    progress.set_style(
+        ProgressStyle::with_template("{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} requests")
+            .expect("static template"),
+    );
+    progress.set_message(variant.label.clone());
+    let record = run(
+        engine.as_mut(),
+        &requests,
+        &warmup,
+        clock,
+        &opts.stop,
+        &progress,
+    );
+    progress.finish_and_clear();
+    drop(engine); // free the model (and GPU memory) before writing and before the next variant
+
+    write_variant_csvs(&dir.join(&variant.label), &variant.label, &record)?;
+    let row = variant_row(variant, &info, &record, requests.len());
+    let done = record
+        .requests
+        .iter()
+        .filter(|r| matches!(r.outcome, super::run_loop::Outcome::Finished(_)))
+        .count();
+    let tokens: usize = record.requests.iter().map(|r| r.output_tokens).sum();
+    eprintln!(
+        "{}: {done}/{} requests, {tokens} output tokens in {:.2} s ({:.1} tokens/s)",
+        variant.label,
+        requests.len(),
+        record.wall_s,
+        tokens as f64 / record.wall_s.max(1e-9)
+    );
+    Ok((row, info))
+}
+
+/// Writes `requests.csv`, `steps.csv` and `tokens.csv` of one variant.
+pub fn write_variant_csvs(vdir: &Path, label: &str, record: &RunRecord) -> anyhow::Result<()> {
+    std::fs::create_dir_all(vdir).with_context(|| format!("creating {}", vdir.display()))?;
+    let requests: Vec<RequestRow> = record
+        .requests
+        .iter()
+        .enumerate()
+        .map(|(id, r)| RequestRow::new(label, id, r))
+        .collect();
+    let steps: Vec<StepRow> = record
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| StepRow::new(label, i, s))
+        .collect();
+    let tokens: Vec<TokenRow> = record
+        .requests
+        .iter()
+        .enumerate()
+        .flat_map(|(id, r)| TokenRow::for_request(label, id, &r.token_times))
+        .collect();
+    write_rows(&vdir.join(REQUESTS_CSV), &requests)?;
+    write_rows(&vdir.join(STEPS_CSV), &steps)?;
+    write_rows(&vdir.join(TOKENS_CSV), &tokens)
+}
+
+fn variant_row(
+    variant: &Variant,
+    info: &EngineInfo,
+    record: &RunRecord,
+    requests: usize,
+) -> VariantRow {
+    let cfg: &ExperimentConfig = &variant.config;
+    let engine = &cfg.engine.engine;
+    let (policy, chunk_size, order) = match &cfg.scheduler {
+        SchedulerPolicy::None => ("none", None, ""),
+        SchedulerPolicy::Chunked { chunk_size, order } => (
+            "chunked",
+            Some(*chunk_size),
+            match order {
+                ChunkOrder::PrefillFirst => "prefill_first",
+                ChunkOrder::DecodeFirst => "decode_first",
+            },
+        ),
+    };
+    VariantRow {
+        variant: variant.label.clone(),
+        sweep: variant
+            .sweep
+            .as_ref()
+            .map(|s| format!("{}={}", s.key, s.value))
+            .unwrap_or_default(),
+        policy: policy.to_string(),
+        chunk_size,
+        order: order.to_string(),
+        block_size: engine.block_size,
+        max_num_seqs: engine.max_num_seqs,
+        max_num_batched_tokens: engine.max_num_batched_tokens,
+        enable_prefix_caching: engine.enable_prefix_caching,
+        attention: cfg.attention.mode.as_str().to_string(),
+        backend: info.backend.clone(),
+        device: info.device.clone(),
+        dtype: info.dtype.clone(),
+        model: info.model.clone(),
+        random_weights: info.random_weights,
+        num_params: info.num_params,
+        seed: cfg.seed,
+        workload: cfg.workload.kind_name().to_string(),
+        requests,
+        warmup_requests: cfg.workload.warmup_requests(),
+        wall_s: record.wall_s,
+        interrupted: record.interrupted,
+        error: record.engine_error.clone().unwrap_or_default(),
+    }
+}

@@ -1,0 +1,384 @@
+//! `run_experiment` end to end on the fake engine: files, headers, row counts, summary values
+//! by hand, the report, and regenerating everything from the CSVs alone.
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use super::fake_engine::{FakeEngine, SimClock};
+use crate::config::{parse_experiment, Experiment, Variant};
+use crate::harness::csv_out::{read_rows, RequestRow};
+use crate::harness::summary::SummaryRow;
+use crate::harness::{regenerate_report, run_experiment_with, RunOptions, StepEngine};
+
+/// The run-loop test's timeline (see `run_loop_tests`), as an experiment with two variants.
+const EXP: &str = r#"name = "e2e"
+[model]
+source = "tiny-qwen3"
+weights = "random"
+[workload]
+kind = "classes"
+warmup_requests = 0
+[[workload.classes]]
+name = "long"
+count = 1
+prompt_len = 100
+output_len = 3
+[[workload.classes]]
+name = "short"
+count = 1
+prompt_len = 10
+output_len = 2
+arrival = { pattern = "burst", at = 0.05 }
+[[variants]]
+label = "none"
+[[variants]]
+label = "chunked"
+scheduler = { policy = "chunked", chunk_size = 64 }
+"#;
+
+fn experiment() -> Experiment {
+    parse_experiment(Path::new("experiments/e2e.toml"), EXP).unwrap()
+}
+
+fn options() -> RunOptions {
+    RunOptions {
+        command: "nanovllm experiments/e2e.toml".into(),
+        stop: Arc::new(AtomicBool::new(false)),
+        show_progress: false,
+    }
+}
+
+fn run_fake(
+    out: &Path,
+    configure: impl Fn(&Variant, &mut FakeEngine),
+) -> anyhow::Result<std::path::PathBuf> {
+    let clock = SimClock::default();
+    let mut make = |v: &Variant| -> anyhow::Result<Box<dyn StepEngine>> {
+        let mut e = FakeEngine::new(clock.clone());
+        configure(v, &mut e);
+        Ok(Box::new(e))
+    };
+    run_experiment_with(&experiment(), out, &options(), &clock, &mut make)
+}
+
+const REQUESTS_HEADER: &str = "variant,class,id,arrival_s,prompt_tokens,output_tokens,ttft_s,tpot_s,e2e_s,max_itl_s,finish_reason,error";
+const STEPS_HEADER: &str =
+    "variant,step,start_s,end_s,step_s,engine_s,kind,prefill_tokens,decode_tokens,num_seqs,kv_blocks_used,kv_blocks_total,preempted,prefix_hit_tokens,new_tokens,finished";
+const TOKENS_HEADER: &str = "variant,id,index,time_s,itl_s";
+const VARIANTS_HEADER: &str = "variant,sweep,policy,chunk_size,order,block_size,max_num_seqs,max_num_batched_tokens,enable_prefix_caching,attention,backend,device,dtype,model,\
+                               random_weights,num_params,seed,workload,requests,warmup_requests,wall_s,interrupted,error";
+const SUMMARY_HEADER: &str = "variant,class,sweep,policy,chunk_size,order,block_size,max_num_seqs,max_num_batched_tokens,enable_prefix_caching,backend,random_weights,\
+                              requests,completed,failed,prompt_tokens,output_tokens,wall_s,output_throughput_tok_s,total_throughput_tok_s,\
+                              ttft_mean_s,ttft_p50_s,ttft_p90_s,ttft_p99_s,tpot_mean_s,tpot_p50_s,tpot_p90_s,tpot_p99_s,tpot_max_s,\
+                              itl_mean_s,itl_p50_s,itl_p90_s,itl_p99_s,itl_max_s,e2e_mean_s,e2e_p50_s,e2e_p90_s,e2e_p99_s";
+
+fn header(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn close(a: Option<f64>, b: f64) -> bool {
+    a.is_some_and(|a| (a - b).abs() < 1e-9)
+}
+
+#[test]
+fn writes_every_file_with_headers_and_rows() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = run_fake(out.path(), |_, _| {}).unwrap();
+    assert_eq!(dir, out.path().join("e2e"));
+    for f in [
+        "variants.csv",
+        "meta.csv",
+        "summary.csv",
+        "config.resolved.toml",
+        "report.md",
+    ] {
+        assert!(dir.join(f).is_file(), "{f}");
+    }
+    for stem in [
+        "ttft_cdf",
+        "latency_by_class",
+        "throughput",
+        "timeline_none",
+        "timeline_chunked",
+    ] {
+        for ext in ["png", "svg"] {
+            let p = dir.join(format!("{stem}.{ext}"));
+            assert!(
+                std::fs::metadata(&p)
+                    .map(|m| m.len() > 1000)
+                    .unwrap_or(false),
+                "{}",
+                p.display()
+            );
+        }
+    }
+    // The CSV contract: these headers are what notebooks and scripts rely on.
+    assert_eq!(header(&dir.join("variants.csv")), VARIANTS_HEADER);
+    assert_eq!(header(&dir.join("summary.csv")), SUMMARY_HEADER);
+    for (file, head, rows) in [
+        ("requests.csv", REQUESTS_HEADER, 2),
+        ("steps.csv", STEPS_HEADER, 4),
+        ("tokens.csv", TOKENS_HEADER, 5),
+    ] {
+        let p = dir.join("none").join(file);
+        assert_eq!(header(&p), head, "{file}");
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap().lines().count(),
+            rows + 1,
+            "{file}"
+        );
+    }
+    let reqs: Vec<RequestRow> = read_rows(&dir.join("chunked/requests.csv")).unwrap();
+    assert_eq!(
+        reqs.iter()
+            .map(|r| (
+                r.variant.as_str(),
+                r.class.as_str(),
+                r.id,
+                r.output_tokens,
+                r.finish_reason.as_str()
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            ("chunked", "long", 0, 3, "length"),
+            ("chunked", "short", 1, 2, "length")
+        ]
+    );
+    assert!(
+        close(reqs[1].ttft_s, 0.06)
+            && close(reqs[1].tpot_s, 0.01)
+            && close(reqs[0].max_itl_s, 0.02)
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    let resolved: toml::Table =
+        toml::from_str(&std::fs::read_to_string(dir.join("config.resolved.toml")).unwrap())
+            .unwrap();
+    assert_eq!(
+        resolved["variants"][1]["config"]["scheduler"]["chunk_size"].as_integer(),
+        Some(64)
+    );
+    assert_eq!(
+        resolved["variants"][0]["engine_info"]["backend"].as_str(),
+        Some("fake")
+    );
+}
+
+#[test]
+fn summary_values_by_hand() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = run_fake(out.path(), |_, _| {}).unwrap();
+    let rows: Vec<SummaryRow> = read_rows(&dir.join("summary.csv")).unwrap();
+    let keys: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.variant.as_str(), r.class.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("none", "all"),
+            ("none", "long"),
+            ("none", "short"),
+            ("chunked", "all"),
+            ("chunked", "long"),
+            ("chunked", "short")
+        ]
+    );
+    let all = &rows[0];
+    assert_eq!(
+        (
+            all.requests,
+            all.completed,
+            all.failed,
+            all.prompt_tokens,
+            all.output_tokens
+        ),
+        (2, 2, 0, 110, 5)
+    );
+    assert_eq!(
+        (
+            all.policy.as_str(),
+            rows[3].policy.as_str(),
+            rows[3].chunk_size,
+            rows[3].order.as_str()
+        ),
+        ("none", "chunked", Some(64), "prefill_first")
+    );
+    assert!((all.wall_s - 0.13).abs() < 1e-9);
+    assert!(
+        close(all.output_throughput_tok_s, 5.0 / 0.13)
+            && close(all.total_throughput_tok_s, 115.0 / 0.13)
+    );
+    // TTFT {0.10, 0.06}: mean 0.08; linear percentiles 0.06 + q * 0.04.
+    assert!(
+        close(all.ttft_mean_s, 0.08)
+            && close(all.ttft_p50_s, 0.08)
+            && close(all.ttft_p90_s, 0.096)
+            && close(all.ttft_p99_s, 0.0996)
+    );
+    // TPOT {0.015, 0.01}.
+    assert!(close(all.tpot_p50_s, 0.0125) && close(all.tpot_max_s, 0.015));
+    // ITL {0.02, 0.01} (long) and {0.01} (short): sorted 0.01, 0.01, 0.02.
+    assert!(
+        close(all.itl_mean_s, 0.04 / 3.0)
+            && close(all.itl_p50_s, 0.01)
+            && close(all.itl_p90_s, 0.018)
+            && close(all.itl_max_s, 0.02)
+    );
+    assert!(close(all.e2e_p50_s, 0.10));
+    let short = &rows[2];
+    assert!(
+        close(short.ttft_p99_s, 0.06)
+            && close(short.itl_max_s, 0.01)
+            && close(short.output_throughput_tok_s, 2.0 / 0.13)
+    );
+}
+
+#[test]
+fn report_has_the_bench_table_and_the_random_weights_warning() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = run_fake(out.path(), |_, _| {}).unwrap();
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.starts_with("# Experiment `e2e`\n"), "{md}");
+    assert!(md.contains("RANDOM WEIGHTS"));
+    assert!(md.contains("| Inference Engine | Output Tokens | Time (s) | Throughput (tokens/s) |\n|---|---|---|---|\n| nanovllm (none) | 5 | 0.13 | 38.46 |\n| nanovllm (chunked) | 5 | 0.13 | 38.46 |\n"), "{md}");
+    assert!(
+        md.contains("| none | short | 1/1 | 60.0 | 60.0 | 60.0 | 60.0 | 10.0 |"),
+        "{md}"
+    );
+    assert!(md.contains("| Command | `nanovllm experiments/e2e.toml` |"));
+    assert!(md.contains("![Time to first token, CDF](ttft_cdf.png)"));
+}
+
+#[test]
+fn trained_weights_get_no_warning() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = run_fake(out.path(), |_, e| e.random_weights = false).unwrap();
+    assert!(!std::fs::read_to_string(dir.join("report.md"))
+        .unwrap()
+        .contains("RANDOM WEIGHTS"));
+}
+
+#[test]
+fn regenerating_from_the_csvs_gives_the_same_tables() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = run_fake(out.path(), |_, _| {}).unwrap();
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let summary = std::fs::read_to_string(dir.join("summary.csv")).unwrap();
+    for f in [
+        "report.md",
+        "summary.csv",
+        "ttft_cdf.png",
+        "throughput.svg",
+        "timeline_none.png",
+    ] {
+        std::fs::remove_file(dir.join(f)).unwrap();
+    }
+    regenerate_report(&dir).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("report.md")).unwrap(),
+        report
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("summary.csv")).unwrap(),
+        summary
+    );
+    assert!(
+        dir.join("ttft_cdf.png").is_file()
+            && dir.join("throughput.svg").is_file()
+            && dir.join("timeline_none.png").is_file()
+    );
+    let err = regenerate_report(out.path()).unwrap_err().to_string();
+    assert!(err.contains("is not a results folder"), "{err}");
+}
+
+#[test]
+fn refused_requests_appear_as_failed_rows_and_in_the_report() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = run_fake(out.path(), |_, e| e.max_prompt = 50).unwrap();
+    let reqs: Vec<RequestRow> = read_rows(&dir.join("none/requests.csv")).unwrap();
+    assert_eq!(
+        (reqs[0].finish_reason.as_str(), reqs[0].error.as_str()),
+        (
+            "failed",
+            "prompt of 100 tokens is longer than max_model_len 50"
+        )
+    );
+    let rows: Vec<SummaryRow> = read_rows(&dir.join("summary.csv")).unwrap();
+    assert_eq!(
+        (rows[0].requests, rows[0].completed, rows[0].failed),
+        (2, 1, 1)
+    );
+    assert_eq!(rows[1].ttft_p50_s, None, "no completed long requests");
+    assert!(std::fs::read_to_string(dir.join("report.md"))
+        .unwrap()
+        .contains("## Failed requests"));
+}
+
+#[test]
+fn an_engine_error_keeps_what_was_measured_and_fails() {
+    let out = tempfile::tempdir().unwrap();
+    let err = run_fake(out.path(), |v, e| {
+        if v.label == "chunked" {
+            e.fail_at_step = Some(2);
+        }
+    })
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("variant \"chunked\": engine error: step 2: simulated device failure"),
+        "{msg}"
+    );
+    let dir = out.path().join("e2e");
+    let reqs: Vec<RequestRow> = read_rows(&dir.join("chunked/requests.csv")).unwrap();
+    assert_eq!(
+        reqs.iter()
+            .map(|r| r.finish_reason.as_str())
+            .collect::<Vec<_>>(),
+        vec!["interrupted", "interrupted"]
+    );
+    assert!(std::fs::read_to_string(dir.join("report.md"))
+        .unwrap()
+        .contains("**Engine error:** variant `chunked`"));
+}
+
+#[test]
+fn a_failing_engine_build_writes_nothing() {
+    let out = tempfile::tempdir().unwrap();
+    let clock = SimClock::default();
+    let mut make =
+        |_: &Variant| -> anyhow::Result<Box<dyn StepEngine>> { anyhow::bail!("out of memory") };
+    let err =
+        run_experiment_with(&experiment(), out.path(), &options(), &clock, &mut make).unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        "variant \"none\": building the engine: out of memory"
+    );
+    assert!(!out.path().join("e2e").exists());
+}
+
+#[test]
+fn ctrl_c_stops_and_writes_what_ran() {
+    let out = tempfile::tempdir().unwrap();
+    let opts = options();
+    let clock = SimClock::default();
+    let stop = opts.stop.clone();
+    let mut make = |_: &Variant| -> anyhow::Result<Box<dyn StepEngine>> {
+        let mut e = FakeEngine::new(clock.clone());
+        e.stop_at_step = Some((1, stop.clone()));
+        Ok(Box::new(e))
+    };
+    let dir = run_experiment_with(&experiment(), out.path(), &opts, &clock, &mut make).unwrap();
+    assert!(!dir.join("chunked").exists(), "later variants are skipped");
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("**Interrupted:** variant `none`"), "{md}");
+}
