@@ -21,14 +21,40 @@ struct Check(String);
 impl BackendTask for Check {
     type Output = ();
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
-        println!("{:<8} {:>22} {:>22} {:>14}", "model", "prefill max|err| (rel)", "decode max|err| (rel)", "greedy equal");
+        println!(
+            "{:<8} {:>22} {:>22} {:>14}",
+            "model", "prefill max|err| (rel)", "decode max|err| (rel)", "greedy equal"
+        );
         for name in ["qwen3", "llama3", "llama2"] {
             let dir = format!("{}/{name}", self.0);
-            let golden: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(format!("{dir}/golden.json"))?)?;
-            let floats = |v: &serde_json::Value| -> Vec<f32> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect() };
-            let ids = |v: &serde_json::Value| -> Vec<u32> { v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
-            let model = load_model::<B>(&ModelSource::Folder(dir.clone().into()), WeightsKind::File, 0, None, &device)?;
-            let config = EngineConfig { block_size: 16, max_num_batched_tokens: 512, ..Default::default() };
+            let golden: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(format!("{dir}/golden.json"))?)?;
+            let floats = |v: &serde_json::Value| -> Vec<f32> {
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect()
+            };
+            let ids = |v: &serde_json::Value| -> Vec<u32> {
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_u64().unwrap() as u32)
+                    .collect()
+            };
+            let model = load_model::<B>(
+                &ModelSource::Folder(dir.clone().into()),
+                WeightsKind::File,
+                0,
+                None,
+                &device,
+            )?;
+            let config = EngineConfig {
+                block_size: 16,
+                max_num_batched_tokens: 512,
+                ..Default::default()
+            };
             let mut llm = LLM::new(model, config, &device)?;
             let (mut prefill, mut decode, mut scale, mut greedy_ok) = (0f32, 0f32, 0f32, 0);
             let prompts = golden["prompts"].as_array().unwrap();
@@ -38,21 +64,49 @@ impl BackendTask for Check {
                 let vocab = want.len();
                 let got = llm.prompt_logits(&prompt, usize::MAX)?;
                 let last = &got[(prompt.len() - 1) * vocab..];
-                prefill = prefill.max(last.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max));
+                prefill = prefill.max(
+                    last.iter()
+                        .zip(&want)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f32::max),
+                );
                 scale = scale.max(want.iter().fold(0.0, |m, x| m.max(x.abs())));
                 let greedy = ids(&golden["greedy_tokens"][p]);
                 let mut tokens = prompt.clone();
                 tokens.extend(&greedy[..greedy.len() - 1]);
                 let got = llm.prompt_logits(&tokens, 1)?;
-                for (i, want) in golden["decode_logits"][p].as_array().unwrap().iter().enumerate() {
+                for (i, want) in golden["decode_logits"][p]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .enumerate()
+                {
                     let row = &got[(prompt.len() - 1 + i) * vocab..(prompt.len() + i) * vocab];
-                    decode = decode.max(row.iter().zip(floats(want)).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max));
+                    decode = decode.max(
+                        row.iter()
+                            .zip(floats(want))
+                            .map(|(a, b)| (a - b).abs())
+                            .fold(0.0, f32::max),
+                    );
                 }
-                let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(greedy.len()) };
-                let out = llm.generate(vec![Prompt::Tokens(prompt)], &[params])?.remove(0)?;
+                let params = SamplingParams {
+                    ignore_eos: true,
+                    ..SamplingParams::greedy(greedy.len())
+                };
+                let out = llm
+                    .generate(vec![Prompt::Tokens(prompt)], &[params])?
+                    .remove(0)?;
                 greedy_ok += (out.token_ids == greedy) as usize;
             }
-            println!("{name:<8} {:>12.4} ({:.4}) {:>12.4} ({:.4}) {:>10}/{}", prefill, prefill / scale, decode, decode / scale, greedy_ok, prompts.len());
+            println!(
+                "{name:<8} {:>12.4} ({:.4}) {:>12.4} ({:.4}) {:>10}/{}",
+                prefill,
+                prefill / scale,
+                decode,
+                decode / scale,
+                greedy_ok,
+                prompts.len()
+            );
         }
         Ok(())
     }

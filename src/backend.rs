@@ -29,7 +29,10 @@ fn cuda_memory<B: Backend>(device: &B::Device) -> Option<DeviceMemory> {
     // The primary context: the one cubecl uses, so its pool counts as used.
     let ctx = cudarc::driver::CudaContext::new(0).ok()?;
     let (free, total) = ctx.mem_get_info().ok()?;
-    Some(DeviceMemory { free: free as u64, total: total as u64 })
+    Some(DeviceMemory {
+        free: free as u64,
+        total: total as u64,
+    })
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -43,15 +46,25 @@ pub fn device_description<B: Backend>(device: &B::Device) -> String {
     if B::name(device).contains("cuda") {
         if let Ok(ctx) = cudarc::driver::CudaContext::new(0) {
             let name = ctx.name().unwrap_or_else(|_| "CUDA GPU".into());
-            let mem = ctx.mem_get_info().map(|(_, t)| t as f64 / 1e9).unwrap_or(0.0);
+            let mem = ctx
+                .mem_get_info()
+                .map(|(_, t)| t as f64 / 1e9)
+                .unwrap_or(0.0);
             return format!("{name} ({mem:.0} GB)");
         }
     }
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
         .unwrap_or_else(|| "CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     format!("{cpu} ({cores} cores, {})", B::name(device))
 }
 
@@ -62,15 +75,22 @@ pub trait BackendTask {
 }
 
 /// Resolves `auto` and runs `task` on the chosen backend.
-pub fn dispatch<T: BackendTask>(choice: crate::cli::BackendChoice, task: T) -> anyhow::Result<T::Output> {
+pub fn dispatch<T: BackendTask>(
+    choice: crate::cli::BackendChoice,
+    task: T,
+) -> anyhow::Result<T::Output> {
     use crate::cli::BackendChoice;
     match choice {
         BackendChoice::Cpu => task.run::<Cpu>(Default::default()),
         #[cfg(feature = "cuda")]
-        BackendChoice::Auto | BackendChoice::Cuda => task.run::<Gpu>(burn::backend::cuda::CudaDevice::new(0)),
+        BackendChoice::Auto | BackendChoice::Cuda => {
+            task.run::<Gpu>(burn::backend::cuda::CudaDevice::new(0))
+        }
         #[cfg(not(feature = "cuda"))]
         BackendChoice::Auto => task.run::<Cpu>(Default::default()),
         #[cfg(not(feature = "cuda"))]
-        BackendChoice::Cuda => anyhow::bail!("backend \"cuda\" needs a build with `--features cuda`"),
+        BackendChoice::Cuda => {
+            anyhow::bail!("backend \"cuda\" needs a build with `--features cuda`")
+        }
     }
 }

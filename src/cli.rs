@@ -7,7 +7,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::model::WeightsKind;
 
 #[derive(Parser, Debug)]
-#[command(name = "nanovllm", version, about = "A small LLM inference engine and experiment harness", args_conflicts_with_subcommands = true)]
+#[command(
+    name = "nanovllm",
+    version,
+    about = "A small LLM inference engine and experiment harness",
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// Experiment file to run (results go to results/<name>/).
     pub experiment: Option<PathBuf>,
@@ -30,7 +35,9 @@ pub enum Command {
     Info(BackendArgs),
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum BackendChoice {
     /// CUDA when built with `--features cuda`, else the CPU.

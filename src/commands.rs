@@ -12,9 +12,19 @@ use crate::engine::{EngineConfig, Prompt, SamplingParams, LLM};
 use crate::model::{load_model, ModelSource};
 
 /// Loads the model named by `args` and builds an engine with `config`.
-pub fn build_engine<B: Backend>(args: &ModelArgs, config: EngineConfig, device: &B::Device) -> anyhow::Result<LLM<B>> {
+pub fn build_engine<B: Backend>(
+    args: &ModelArgs,
+    config: EngineConfig,
+    device: &B::Device,
+) -> anyhow::Result<LLM<B>> {
     let source = ModelSource::parse(&args.model);
-    let model = load_model::<B>(&source, args.weights.into(), args.seed, config.max_model_len, device)?;
+    let model = load_model::<B>(
+        &source,
+        args.weights.into(),
+        args.seed,
+        config.max_model_len,
+        device,
+    )?;
     LLM::new(model, config, device)
 }
 
@@ -22,18 +32,48 @@ impl BackendTask for GenerateArgs {
     type Output = ();
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
         let mut llm = build_engine::<B>(&self.model, EngineConfig::default(), &device)?;
-        println!("model {} ({}) on {}", llm.model_name, if llm.random_weights { "RANDOM weights" } else { "weights from files" }, device_description::<B>(&device));
+        println!(
+            "model {} ({}) on {}",
+            llm.model_name,
+            if llm.random_weights {
+                "RANDOM weights"
+            } else {
+                "weights from files"
+            },
+            device_description::<B>(&device)
+        );
         let prompts: Vec<Prompt> = match self.random_prompt_len {
             Some(len) => {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(0);
                 let vocab = llm.spec().vocab_size as u32;
-                (0..self.num_prompts).map(|_| Prompt::Tokens((0..len).map(|_| rng.random_range(0..vocab.min(10_000))).collect())).collect()
+                (0..self.num_prompts)
+                    .map(|_| {
+                        Prompt::Tokens(
+                            (0..len)
+                                .map(|_| rng.random_range(0..vocab.min(10_000)))
+                                .collect(),
+                        )
+                    })
+                    .collect()
             }
             None => self.prompt.iter().cloned().map(Prompt::Text).collect(),
         };
-        let params = SamplingParams { temperature: self.temperature, top_k: self.top_k, top_p: self.top_p, max_tokens: self.max_tokens, ignore_eos: self.ignore_eos, seed: Some(0) };
+        let params = SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            max_tokens: self.max_tokens,
+            ignore_eos: self.ignore_eos,
+            seed: Some(0),
+        };
         // Warm up so one-time kernel compilation stays out of the timing.
-        llm.generate(vec![prompts[0].clone()], &[SamplingParams { max_tokens: 2, ..params.clone() }])?;
+        llm.generate(
+            vec![prompts[0].clone()],
+            &[SamplingParams {
+                max_tokens: 2,
+                ..params.clone()
+            }],
+        )?;
         let started = Instant::now();
         let outputs = llm.generate(prompts.clone(), &[params])?;
         let secs = started.elapsed().as_secs_f64();
@@ -49,7 +89,10 @@ impl BackendTask for GenerateArgs {
                 Err(e) => println!("--- request failed: {e}"),
             }
         }
-        println!("{tokens} output tokens in {secs:.2} s: {:.1} tokens/s", tokens as f64 / secs);
+        println!(
+            "{tokens} output tokens in {secs:.2} s: {:.1} tokens/s",
+            tokens as f64 / secs
+        );
         Ok(())
     }
 }
@@ -57,13 +100,21 @@ impl BackendTask for GenerateArgs {
 impl BackendTask for PerplexityArgs {
     type Output = f64;
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<f64> {
-        let ids_path = self.ids.clone().unwrap_or_else(|| PathBuf::from(&self.model.model).join("heldout.json"));
+        let ids_path = self
+            .ids
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&self.model.model).join("heldout.json"));
         let ids = read_ids(&ids_path)?;
-        let mut windows: Vec<Vec<u32>> = ids.chunks_exact(self.window).map(|w| w.to_vec()).collect();
+        let mut windows: Vec<Vec<u32>> =
+            ids.chunks_exact(self.window).map(|w| w.to_vec()).collect();
         if let Some(n) = self.max_windows {
             windows.truncate(n);
         }
-        let config = EngineConfig { max_model_len: Some(self.window + 1), enable_prefix_caching: false, ..EngineConfig::default() };
+        let config = EngineConfig {
+            max_model_len: Some(self.window + 1),
+            enable_prefix_caching: false,
+            ..EngineConfig::default()
+        };
         let mut llm = build_engine::<B>(&self.model, config, &device)?;
         let started = Instant::now();
         let nll = llm.score(&windows, 8192)?;
@@ -84,10 +135,21 @@ impl BackendTask for PerplexityArgs {
 
 /// The `val_ids` list of a heldout.json file.
 pub fn read_ids(path: &std::path::Path) -> anyhow::Result<Vec<u32>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
-    let ids = json.get("val_ids").and_then(|v| v.as_array()).with_context(|| format!("{}: missing field `val_ids`", path.display()))?;
-    ids.iter().map(|v| v.as_u64().map(|x| x as u32).with_context(|| format!("{}: `val_ids` holds a non-integer", path.display()))).collect()
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
+    let ids = json
+        .get("val_ids")
+        .and_then(|v| v.as_array())
+        .with_context(|| format!("{}: missing field `val_ids`", path.display()))?;
+    ids.iter()
+        .map(|v| {
+            v.as_u64()
+                .map(|x| x as u32)
+                .with_context(|| format!("{}: `val_ids` holds a non-integer", path.display()))
+        })
+        .collect()
 }
 
 pub struct Info;

@@ -13,7 +13,8 @@ use crate::model::{load_model, ModelSource};
 /// Runs the experiment at `path`; results go to `<results_dir>/<name>/`, which is returned.
 pub fn run(path: &Path, results_dir: &Path) -> anyhow::Result<PathBuf> {
     let exp = load_experiment(path)?;
-    let mut factory = |variant: &Variant| dispatch(variant.config.engine.backend, BuildEngine(&variant.config));
+    let mut factory =
+        |variant: &Variant| dispatch(variant.config.engine.backend, BuildEngine(&variant.config));
     run_experiment(&exp, results_dir, &mut factory)
 }
 
@@ -24,7 +25,13 @@ impl BackendTask for BuildEngine<'_> {
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Box<dyn StepEngine>> {
         let cfg = self.0;
         let engine_config = cfg.engine_config();
-        let model = load_model::<B>(&ModelSource::parse(&cfg.model.source), cfg.model.weights, cfg.seed, engine_config.max_model_len, &device)?;
+        let model = load_model::<B>(
+            &ModelSource::parse(&cfg.model.source),
+            cfg.model.weights,
+            cfg.seed,
+            engine_config.max_model_len,
+            &device,
+        )?;
         let num_params = model.spec().num_params();
         let llm = LLM::new(model, engine_config, &device)?;
         let info = EngineInfo {
@@ -48,7 +55,9 @@ struct HarnessEngine<B: Backend> {
 
 impl<B: Backend> StepEngine for HarnessEngine<B> {
     fn add_request(&mut self, prompt: Prompt, params: SamplingParams) -> Result<RequestId, String> {
-        self.llm.add_request(prompt, params).map_err(|e| e.to_string())
+        self.llm
+            .add_request(prompt, params)
+            .map_err(|e| e.to_string())
     }
 
     fn step(&mut self) -> anyhow::Result<StepReport> {

@@ -7,10 +7,13 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match (cli.command, cli.experiment) {
         (Some(Command::Generate(args)), _) => dispatch(args.model.backend.backend, args),
-        (Some(Command::Perplexity(args)), _) => dispatch(args.model.backend.backend, args).map(|_| ()),
+        (Some(Command::Perplexity(args)), _) => {
+            dispatch(args.model.backend.backend, args).map(|_| ())
+        }
         (Some(Command::Report { dir }), _) => nanovllm::harness::regenerate_report(&dir),
         (Some(Command::Info(args)), _) => dispatch(args.backend, Info),
-        (None, Some(path)) => nanovllm::experiment::run(&path, &cli.results_dir).map(|dir| println!("results in {}", dir.display())),
+        (None, Some(path)) => nanovllm::experiment::run(&path, &cli.results_dir)
+            .map(|dir| println!("results in {}", dir.display())),
         (None, None) => {
             eprintln!("usage: nanovllm <experiment.toml> | nanovllm --help");
             std::process::exit(2)

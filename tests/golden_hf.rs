@@ -3,7 +3,9 @@
 use std::path::Path;
 
 use nanovllm::backend::Cpu;
-use nanovllm::engine::{ChunkOrder, EngineConfig, KvBudget, Prompt, SamplingParams, SchedulerPolicy, LLM};
+use nanovllm::engine::{
+    ChunkOrder, EngineConfig, KvBudget, Prompt, SamplingParams, SchedulerPolicy, LLM,
+};
 use nanovllm::model::{load_model, ModelSource, WeightsKind};
 use serde::Deserialize;
 
@@ -20,23 +22,44 @@ const TOL: f32 = 1e-3;
 
 fn fixture(name: &str) -> (String, Golden) {
     let dir = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    let golden = serde_json::from_str(&std::fs::read_to_string(Path::new(&dir).join("golden.json")).unwrap()).unwrap();
+    let golden = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(&dir).join("golden.json")).unwrap(),
+    )
+    .unwrap();
     (dir, golden)
 }
 
 fn engine(dir: &str, config: EngineConfig) -> LLM<Cpu> {
     let device = Default::default();
-    let model = load_model::<Cpu>(&ModelSource::Folder(dir.into()), WeightsKind::File, 0, None, &device).unwrap();
+    let model = load_model::<Cpu>(
+        &ModelSource::Folder(dir.into()),
+        WeightsKind::File,
+        0,
+        None,
+        &device,
+    )
+    .unwrap();
     LLM::new(model, config, &device).unwrap()
 }
 
 fn small_blocks() -> EngineConfig {
-    EngineConfig { block_size: 16, max_num_batched_tokens: 512, kv_budget: KvBudget { cpu_bytes: 8 << 20, ..Default::default() }, ..Default::default() }
+    EngineConfig {
+        block_size: 16,
+        max_num_batched_tokens: 512,
+        kv_budget: KvBudget {
+            cpu_bytes: 8 << 20,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn check_prefill_logits(name: &str) {
@@ -47,10 +70,16 @@ fn check_prefill_logits(name: &str) {
         let logits = llm.prompt_logits(prompt, usize::MAX).unwrap();
         let last = &logits[(prompt.len() - 1) * vocab..];
         let err = max_abs_diff(last, &g.prefill_last_logits[p]);
-        assert!(err <= TOL, "{name} prompt {p}: last-position logits off by {err}");
+        assert!(
+            err <= TOL,
+            "{name} prompt {p}: last-position logits off by {err}"
+        );
         if let Some(all) = g.prefill_logits_positions.get(p) {
             let err = max_abs_diff(&logits, &all.concat());
-            assert!(err <= TOL, "{name} prompt {p}: per-position logits off by {err}");
+            assert!(
+                err <= TOL,
+                "{name} prompt {p}: per-position logits off by {err}"
+            );
         }
     }
 }
@@ -68,22 +97,48 @@ fn check_decode_logits(name: &str) {
         for (i, want) in g.decode_logits[p].iter().enumerate() {
             let row = &logits[(prompt.len() - 1 + i) * vocab..(prompt.len() + i) * vocab];
             let err = max_abs_diff(row, want);
-            assert!(err <= TOL, "{name} prompt {p} decode step {i}: logits off by {err}");
+            assert!(
+                err <= TOL,
+                "{name} prompt {p} decode step {i}: logits off by {err}"
+            );
         }
     }
 }
 
 fn greedy(dir: &str, config: EngineConfig, prompts: &[Vec<u32>]) -> Vec<Vec<u32>> {
     let mut llm = engine(dir, config);
-    let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(8) };
+    let params = SamplingParams {
+        ignore_eos: true,
+        ..SamplingParams::greedy(8)
+    };
     let prompts = prompts.iter().cloned().map(Prompt::Tokens).collect();
-    llm.generate(prompts, &[params]).unwrap().into_iter().map(|o| o.unwrap().token_ids).collect()
+    llm.generate(prompts, &[params])
+        .unwrap()
+        .into_iter()
+        .map(|o| o.unwrap().token_ids)
+        .collect()
 }
 
 fn check_greedy(name: &str) {
     let (dir, g) = fixture(name);
-    assert_eq!(greedy(&dir, small_blocks(), &g.prompts), g.greedy_tokens, "{name}: batched greedy tokens");
-    assert_eq!(greedy(&dir, EngineConfig { max_num_batched_tokens: 4096, max_model_len: Some(512), ..Default::default() }, &g.prompts), g.greedy_tokens, "{name}: block size 256");
+    assert_eq!(
+        greedy(&dir, small_blocks(), &g.prompts),
+        g.greedy_tokens,
+        "{name}: batched greedy tokens"
+    );
+    assert_eq!(
+        greedy(
+            &dir,
+            EngineConfig {
+                max_num_batched_tokens: 4096,
+                max_model_len: Some(512),
+                ..Default::default()
+            },
+            &g.prompts
+        ),
+        g.greedy_tokens,
+        "{name}: block size 256"
+    );
 }
 
 #[test]
@@ -130,16 +185,40 @@ fn greedy_tokens_survive_chunking_and_preemption() {
     let (dir, g) = fixture("qwen3");
     for chunk_size in [1, 7, 16, 64] {
         for order in [ChunkOrder::PrefillFirst, ChunkOrder::DecodeFirst] {
-            let config = EngineConfig { scheduler: SchedulerPolicy::Chunked { chunk_size, order }, ..small_blocks() };
-            assert_eq!(greedy(&dir, config, &g.prompts), g.greedy_tokens, "chunk {chunk_size} {order:?}");
+            let config = EngineConfig {
+                scheduler: SchedulerPolicy::Chunked { chunk_size, order },
+                ..small_blocks()
+            };
+            assert_eq!(
+                greedy(&dir, config, &g.prompts),
+                g.greedy_tokens,
+                "chunk {chunk_size} {order:?}"
+            );
         }
     }
     // Blocks of 4: the prompts (5, 17, 40 tokens) take 2 + 5 + 10 = 17 blocks, all admitted at
     // once; each decode that crosses a block boundary then finds the cache full.
-    let tiny_cache = EngineConfig { block_size: 4, kv_budget: KvBudget { max_blocks: Some(17), ..Default::default() }, ..small_blocks() };
+    let tiny_cache = EngineConfig {
+        block_size: 4,
+        kv_budget: KvBudget {
+            max_blocks: Some(17),
+            ..Default::default()
+        },
+        ..small_blocks()
+    };
     let mut llm = engine(&dir, tiny_cache);
-    let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(8) };
-    let ids: Vec<_> = g.prompts.iter().map(|p| llm.add_request(Prompt::Tokens(p.clone()), params.clone()).unwrap()).collect();
+    let params = SamplingParams {
+        ignore_eos: true,
+        ..SamplingParams::greedy(8)
+    };
+    let ids: Vec<_> = g
+        .prompts
+        .iter()
+        .map(|p| {
+            llm.add_request(Prompt::Tokens(p.clone()), params.clone())
+                .unwrap()
+        })
+        .collect();
     let (mut preempted, mut outputs) = (0, std::collections::HashMap::new());
     while llm.has_unfinished() {
         let report = llm.step().unwrap();
@@ -157,9 +236,13 @@ fn prefix_cache_reuses_blocks_and_keeps_outputs() {
     let (dir, g) = fixture("qwen3");
     let mut llm = engine(&dir, small_blocks());
     let prompt = g.prompts[2].clone(); // 40 tokens: 2 full blocks of 16 + 8
-    let params = SamplingParams { ignore_eos: true, ..SamplingParams::greedy(8) };
+    let params = SamplingParams {
+        ignore_eos: true,
+        ..SamplingParams::greedy(8)
+    };
     let run = |llm: &mut LLM<Cpu>| {
-        llm.add_request(Prompt::Tokens(prompt.clone()), params.clone()).unwrap();
+        llm.add_request(Prompt::Tokens(prompt.clone()), params.clone())
+            .unwrap();
         let (mut hits, mut tokens) = (0, Vec::new());
         while llm.has_unfinished() {
             let r = llm.step().unwrap();

@@ -12,10 +12,26 @@ fn tiny_qwen3_reproduces_hf_perplexity() {
     let windows: Vec<Vec<u32>> = ids.chunks_exact(512).map(|w| w.to_vec()).collect();
     assert_eq!(windows.len(), 128);
     let device = Default::default();
-    let model = load_model::<Cpu>(&ModelSource::Folder(dir), WeightsKind::File, 0, None, &device).unwrap();
-    let config = EngineConfig { max_model_len: Some(513), enable_prefix_caching: false, ..Default::default() };
+    let model = load_model::<Cpu>(
+        &ModelSource::Folder(dir),
+        WeightsKind::File,
+        0,
+        None,
+        &device,
+    )
+    .unwrap();
+    let config = EngineConfig {
+        max_model_len: Some(513),
+        enable_prefix_caching: false,
+        ..Default::default()
+    };
     let mut llm = LLM::new(model, config, &device).unwrap();
     let nll = llm.score(&windows, 4096).unwrap();
     assert_eq!(nll.count, 65_408);
-    assert!((nll.mean() - 2.299239).abs() < 1e-3, "mean NLL {} vs HF 2.299239 (ppl {})", nll.mean(), nll.perplexity());
+    assert!(
+        (nll.mean() - 2.299239).abs() < 1e-3,
+        "mean NLL {} vs HF 2.299239 (ppl {})",
+        nll.mean(),
+        nll.perplexity()
+    );
 }

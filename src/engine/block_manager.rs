@@ -88,7 +88,10 @@ impl BlockManager {
     /// number of its tokens the prefix cache would serve.
     pub fn admission_cost(&self, seq: &Sequence) -> (usize, usize) {
         let hits = self.match_prefix(seq);
-        let revived = hits.iter().filter(|(b, _)| self.blocks[*b as usize].ref_count == 0).count();
+        let revived = hits
+            .iter()
+            .filter(|(b, _)| self.blocks[*b as usize].ref_count == 0)
+            .count();
         let fresh = self.blocks_for(seq.len()) - hits.len();
         (fresh + revived, hits.len() * self.block_size)
     }
@@ -134,7 +137,9 @@ impl BlockManager {
 
     /// Whether `seq` can hold `extra` more tokens, counting blocks still to take.
     pub fn can_grow(&self, seq: &Sequence, extra: usize) -> bool {
-        let needed = self.blocks_for(seq.num_computed + extra).saturating_sub(seq.block_table.len());
+        let needed = self
+            .blocks_for(seq.num_computed + extra)
+            .saturating_sub(seq.block_table.len());
         needed <= self.free.len()
     }
 
@@ -155,7 +160,10 @@ impl BlockManager {
             let h = block_hash(seq.block_hashes.last().copied(), chunk);
             seq.block_hashes.push(h);
             let b = seq.block_table[i];
-            if self.prefix_caching && self.blocks[b as usize].hash.is_none() && !self.hash_to_block.contains_key(&h) {
+            if self.prefix_caching
+                && self.blocks[b as usize].hash.is_none()
+                && !self.hash_to_block.contains_key(&h)
+            {
                 self.blocks[b as usize].hash = Some(h);
                 self.blocks[b as usize].tokens = chunk.to_vec();
                 self.hash_to_block.insert(h, b);
@@ -186,12 +194,27 @@ impl BlockManager {
             }
         }
         for (i, block) in self.blocks.iter().enumerate() {
-            assert_eq!(block.ref_count, counts[i], "block {i}: ref count vs holders");
-            assert_eq!(block.ref_count == 0, self.free.contains(&(i as u32)), "block {i}: free list membership");
+            assert_eq!(
+                block.ref_count, counts[i],
+                "block {i}: ref count vs holders"
+            );
+            assert_eq!(
+                block.ref_count == 0,
+                self.free.contains(&(i as u32)),
+                "block {i}: free list membership"
+            );
         }
-        assert_eq!(self.free.len() + counts.iter().filter(|&&c| c > 0).count(), self.blocks.len(), "no block leaked");
+        assert_eq!(
+            self.free.len() + counts.iter().filter(|&&c| c > 0).count(),
+            self.blocks.len(),
+            "no block leaked"
+        );
         for (&h, &b) in &self.hash_to_block {
-            assert_eq!(self.blocks[b as usize].hash, Some(h), "hash map points at block {b}");
+            assert_eq!(
+                self.blocks[b as usize].hash,
+                Some(h),
+                "hash map points at block {b}"
+            );
         }
     }
 }

@@ -8,7 +8,12 @@ use super::runner::{ModelRunner, SeqWork};
 use super::sequence::Sequence;
 use crate::backend::device_memory;
 
-pub fn plan_num_blocks<B: Backend>(runner: &mut ModelRunner<B>, cfg: &EngineConfig, max_model_len: usize, device: &B::Device) -> anyhow::Result<usize> {
+pub fn plan_num_blocks<B: Backend>(
+    runner: &mut ModelRunner<B>,
+    cfg: &EngineConfig,
+    max_model_len: usize,
+    device: &B::Device,
+) -> anyhow::Result<usize> {
     let dtype_bytes = Tensor::<B, 1>::zeros([1], device).dtype().size();
     let block_bytes = runner.model.spec.kv_bytes_per_token(dtype_bytes) * cfg.block_size;
     let budget = match device_memory::<B>(device) {
@@ -26,7 +31,11 @@ pub fn plan_num_blocks<B: Backend>(runner: &mut ModelRunner<B>, cfg: &EngineConf
     if let Some(cap) = cfg.kv_budget.max_blocks {
         blocks = blocks.min(cap);
     }
-    anyhow::ensure!(blocks >= 1, "engine.kv_budget: {budget} bytes hold no KV block of {block_bytes} bytes ({} tokens)", cfg.block_size);
+    anyhow::ensure!(
+        blocks >= 1,
+        "engine.kv_budget: {budget} bytes hold no KV block of {block_bytes} bytes ({} tokens)",
+        cfg.block_size
+    );
     Ok(blocks)
 }
 
@@ -40,11 +49,20 @@ fn warm_up<B: Backend>(runner: &mut ModelRunner<B>, cfg: &EngineConfig, max_mode
     let seqs: Vec<Sequence> = (0..num_seqs)
         .map(|i| {
             let mut s = Sequence::new(i as u64, vec![1; seq_len], Default::default());
-            s.block_table = (0..blocks_per_seq as u32).map(|b| i as u32 * blocks_per_seq as u32 + b).collect();
+            s.block_table = (0..blocks_per_seq as u32)
+                .map(|b| i as u32 * blocks_per_seq as u32 + b)
+                .collect();
             s
         })
         .collect();
-    let work: Vec<SeqWork> = seqs.iter().map(|seq| SeqWork { seq, num_tokens: seq_len, samples: true }).collect();
+    let work: Vec<SeqWork> = seqs
+        .iter()
+        .map(|seq| SeqWork {
+            seq,
+            num_tokens: seq_len,
+            samples: true,
+        })
+        .collect();
     if let Some(logits) = runner.execute(&work, false) {
         ModelRunner::argmax_rows(logits);
     }

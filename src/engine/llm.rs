@@ -56,16 +56,32 @@ pub struct LLM<B: Backend> {
 
 impl<B: Backend> LLM<B> {
     /// Sizes the KV cache from `config.kv_budget` and builds the engine.
-    pub fn new(model: LoadedModel<B>, config: EngineConfig, device: &B::Device) -> anyhow::Result<Self> {
+    pub fn new(
+        model: LoadedModel<B>,
+        config: EngineConfig,
+        device: &B::Device,
+    ) -> anyhow::Result<Self> {
         let spec = model.spec().clone();
-        let max_model_len = config.max_model_len.unwrap_or(spec.max_position_embeddings).min(spec.max_position_embeddings);
+        let max_model_len = config
+            .max_model_len
+            .unwrap_or(spec.max_position_embeddings)
+            .min(spec.max_position_embeddings);
         config.validate(max_model_len).map_err(anyhow::Error::msg)?;
         let mut runner = ModelRunner::new(model.decoder, 1, config.block_size, device);
         let num_blocks = plan_num_blocks(&mut runner, &config, max_model_len, device)?;
         runner.reset_cache(num_blocks);
         let blocks = BlockManager::new(num_blocks, config.block_size, config.enable_prefix_caching);
-        let limits = SchedulerLimits { max_num_seqs: config.max_num_seqs, max_num_batched_tokens: config.max_num_batched_tokens, max_model_len };
-        let scheduler = Scheduler::new(config.scheduler.clone(), limits, spec.eos_token_ids.clone(), blocks);
+        let limits = SchedulerLimits {
+            max_num_seqs: config.max_num_seqs,
+            max_num_batched_tokens: config.max_num_batched_tokens,
+            max_model_len,
+        };
+        let scheduler = Scheduler::new(
+            config.scheduler.clone(),
+            limits,
+            spec.eos_token_ids.clone(),
+            blocks,
+        );
         Ok(Self {
             runner,
             scheduler,
@@ -103,27 +119,38 @@ impl<B: Backend> LLM<B> {
             Prompt::Tokens(ids) => Ok(ids),
             Prompt::Text(text) => {
                 let tok = self.tokenizer.as_ref().ok_or(RequestError::NoTokenizer)?;
-                tok.encode(text, false).map(|e| e.get_ids().to_vec()).map_err(|e| RequestError::Tokenizer(e.to_string()))
+                tok.encode(text, false)
+                    .map(|e| e.get_ids().to_vec())
+                    .map_err(|e| RequestError::Tokenizer(e.to_string()))
             }
         }
     }
 
     /// Queues a request. Errors concern this request only.
-    pub fn add_request(&mut self, prompt: Prompt, params: SamplingParams) -> Result<RequestId, RequestError> {
+    pub fn add_request(
+        &mut self,
+        prompt: Prompt,
+        params: SamplingParams,
+    ) -> Result<RequestId, RequestError> {
         params.validate().map_err(RequestError::Sampling)?;
         let ids = self.tokenize(prompt)?;
         if ids.is_empty() {
             return Err(RequestError::EmptyPrompt);
         }
         if ids.len() >= self.max_model_len {
-            return Err(RequestError::PromptTooLong { len: ids.len(), max_model_len: self.max_model_len });
+            return Err(RequestError::PromptTooLong {
+                len: ids.len(),
+                max_model_len: self.max_model_len,
+            });
         }
         let vocab_size = self.spec().vocab_size;
         if let Some(&id) = ids.iter().find(|&&t| t as usize >= vocab_size) {
             return Err(RequestError::TokenOutOfRange { id, vocab_size });
         }
         // A request that cannot fit alone would be preempted forever.
-        let needed = (ids.len() + params.max_tokens).min(self.max_model_len).div_ceil(self.block_size);
+        let needed = (ids.len() + params.max_tokens)
+            .min(self.max_model_len)
+            .div_ceil(self.block_size);
         let total = self.num_kv_blocks();
         if needed > total {
             return Err(RequestError::CacheTooSmall { needed, total });
@@ -140,13 +167,32 @@ impl<B: Backend> LLM<B> {
         let batch = self.scheduler.schedule();
         let mut new_tokens = Vec::new();
         if !batch.is_empty() {
-            let work: Vec<SeqWork> = batch.seqs.iter().map(|s| SeqWork { seq: self.scheduler.seq(s.id), num_tokens: s.num_tokens, samples: s.samples }).collect();
-            let samplers: Vec<RequestId> = batch.seqs.iter().filter(|s| s.samples).map(|s| s.id).collect();
-            let all_greedy = samplers.iter().all(|&id| self.scheduler.seq(id).params.temperature == 0.0);
+            let work: Vec<SeqWork> = batch
+                .seqs
+                .iter()
+                .map(|s| SeqWork {
+                    seq: self.scheduler.seq(s.id),
+                    num_tokens: s.num_tokens,
+                    samples: s.samples,
+                })
+                .collect();
+            let samplers: Vec<RequestId> = batch
+                .seqs
+                .iter()
+                .filter(|s| s.samples)
+                .map(|s| s.id)
+                .collect();
+            let all_greedy = samplers
+                .iter()
+                .all(|&id| self.scheduler.seq(id).params.temperature == 0.0);
             let logits = self.runner.execute(&work, false);
             new_tokens = match (logits, all_greedy) {
                 (None, _) => Vec::new(),
-                (Some(logits), true) => samplers.iter().copied().zip(ModelRunner::argmax_rows(logits)).collect(),
+                (Some(logits), true) => samplers
+                    .iter()
+                    .copied()
+                    .zip(ModelRunner::argmax_rows(logits))
+                    .collect(),
                 (Some(logits), false) => {
                     let vocab = logits.dims()[1];
                     let host = ModelRunner::to_host(logits);
@@ -166,8 +212,18 @@ impl<B: Backend> LLM<B> {
             .into_iter()
             .map(|(seq, reason)| {
                 let token_ids = seq.tokens[seq.num_prompt_tokens..].to_vec();
-                let text = self.tokenizer.as_ref().and_then(|t| t.decode(&token_ids, true).ok()).unwrap_or_default();
-                RequestOutput { id: seq.id, prompt_token_ids: seq.tokens[..seq.num_prompt_tokens].to_vec(), token_ids, text, finish_reason: reason }
+                let text = self
+                    .tokenizer
+                    .as_ref()
+                    .and_then(|t| t.decode(&token_ids, true).ok())
+                    .unwrap_or_default();
+                RequestOutput {
+                    id: seq.id,
+                    prompt_token_ids: seq.tokens[..seq.num_prompt_tokens].to_vec(),
+                    token_ids,
+                    text,
+                    finish_reason: reason,
+                }
             })
             .collect();
         Ok(StepReport {
@@ -187,15 +243,31 @@ impl<B: Backend> LLM<B> {
 
     /// Runs `prompts` to completion; `params` holds one entry for all or one per prompt.
     /// Results come back in prompt order; a refused prompt gets its error, the rest still run.
-    pub fn generate(&mut self, prompts: Vec<Prompt>, params: &[SamplingParams]) -> anyhow::Result<Vec<Result<RequestOutput, RequestError>>> {
-        anyhow::ensure!(params.len() == 1 || params.len() == prompts.len(), "generate: {} sampling params for {} prompts", params.len(), prompts.len());
-        let ids: Vec<Result<RequestId, RequestError>> = prompts.into_iter().enumerate().map(|(i, p)| self.add_request(p, params[i.min(params.len() - 1)].clone())).collect();
+    pub fn generate(
+        &mut self,
+        prompts: Vec<Prompt>,
+        params: &[SamplingParams],
+    ) -> anyhow::Result<Vec<Result<RequestOutput, RequestError>>> {
+        anyhow::ensure!(
+            params.len() == 1 || params.len() == prompts.len(),
+            "generate: {} sampling params for {} prompts",
+            params.len(),
+            prompts.len()
+        );
+        let ids: Vec<Result<RequestId, RequestError>> = prompts
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| self.add_request(p, params[i.min(params.len() - 1)].clone()))
+            .collect();
         let mut done = std::collections::HashMap::new();
         while self.has_unfinished() {
             for out in self.step()?.finished {
                 done.insert(out.id, out);
             }
         }
-        Ok(ids.into_iter().map(|r| r.map(|id| done.remove(&id).expect("every admitted request finishes"))).collect())
+        Ok(ids
+            .into_iter()
+            .map(|r| r.map(|id| done.remove(&id).expect("every admitted request finishes")))
+            .collect())
     }
 }

@@ -22,22 +22,39 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { temperature: 1.0, top_k: None, top_p: 1.0, max_tokens: 64, ignore_eos: false, seed: None }
+        Self {
+            temperature: 1.0,
+            top_k: None,
+            top_p: 1.0,
+            max_tokens: 64,
+            ignore_eos: false,
+            seed: None,
+        }
     }
 }
 
 impl SamplingParams {
     /// Greedy decoding of `max_tokens` tokens.
     pub fn greedy(max_tokens: usize) -> Self {
-        Self { temperature: 0.0, max_tokens, ..Self::default() }
+        Self {
+            temperature: 0.0,
+            max_tokens,
+            ..Self::default()
+        }
     }
 
     pub fn validate(&self) -> Result<(), String> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return Err(format!("sampling.temperature must be >= 0, got {}", self.temperature));
+            return Err(format!(
+                "sampling.temperature must be >= 0, got {}",
+                self.temperature
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(format!("sampling.top_p must be in (0, 1], got {}", self.top_p));
+            return Err(format!(
+                "sampling.top_p must be in (0, 1], got {}",
+                self.top_p
+            ));
         }
         if self.top_k == Some(0) {
             return Err("sampling.top_k must be >= 1 (leave it out to keep every token)".into());
@@ -90,7 +107,11 @@ pub struct KvBudget {
 
 impl Default for KvBudget {
     fn default() -> Self {
-        Self { gpu_memory_utilization: 0.9, cpu_bytes: 1 << 30, max_blocks: None }
+        Self {
+            gpu_memory_utilization: 0.9,
+            cpu_bytes: 1 << 29,
+            max_blocks: None,
+        }
     }
 }
 
@@ -157,11 +178,41 @@ mod tests {
     #[test]
     fn invalid_sampling_params_name_the_field() {
         let bad = [
-            (SamplingParams { temperature: -0.5, ..Default::default() }, "temperature"),
-            (SamplingParams { top_p: 0.0, ..Default::default() }, "top_p"),
-            (SamplingParams { top_p: 1.5, ..Default::default() }, "top_p"),
-            (SamplingParams { top_k: Some(0), ..Default::default() }, "top_k"),
-            (SamplingParams { max_tokens: 0, ..Default::default() }, "max_tokens"),
+            (
+                SamplingParams {
+                    temperature: -0.5,
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                SamplingParams {
+                    top_p: 0.0,
+                    ..Default::default()
+                },
+                "top_p",
+            ),
+            (
+                SamplingParams {
+                    top_p: 1.5,
+                    ..Default::default()
+                },
+                "top_p",
+            ),
+            (
+                SamplingParams {
+                    top_k: Some(0),
+                    ..Default::default()
+                },
+                "top_k",
+            ),
+            (
+                SamplingParams {
+                    max_tokens: 0,
+                    ..Default::default()
+                },
+                "max_tokens",
+            ),
         ];
         for (params, field) in bad {
             let err = params.validate().unwrap_err();
@@ -172,16 +223,36 @@ mod tests {
 
     #[test]
     fn policy_none_needs_whole_prompts_in_one_step() {
-        let cfg = EngineConfig { max_num_batched_tokens: 512, ..Default::default() };
-        assert!(cfg.validate(1024).unwrap_err().contains("max_num_batched_tokens"));
-        let chunked = EngineConfig { scheduler: SchedulerPolicy::Chunked { chunk_size: 512, order: ChunkOrder::DecodeFirst }, ..cfg };
+        let cfg = EngineConfig {
+            max_num_batched_tokens: 512,
+            ..Default::default()
+        };
+        assert!(cfg
+            .validate(1024)
+            .unwrap_err()
+            .contains("max_num_batched_tokens"));
+        let chunked = EngineConfig {
+            scheduler: SchedulerPolicy::Chunked {
+                chunk_size: 512,
+                order: ChunkOrder::DecodeFirst,
+            },
+            ..cfg
+        };
         assert!(chunked.validate(1024).is_ok());
     }
 
     #[test]
     fn scheduler_policy_toml_shape() {
-        let p: SchedulerPolicy = toml::from_str("policy = \"chunked\"\nchunk_size = 512\norder = \"decode_first\"").unwrap();
-        assert_eq!(p, SchedulerPolicy::Chunked { chunk_size: 512, order: ChunkOrder::DecodeFirst });
+        let p: SchedulerPolicy =
+            toml::from_str("policy = \"chunked\"\nchunk_size = 512\norder = \"decode_first\"")
+                .unwrap();
+        assert_eq!(
+            p,
+            SchedulerPolicy::Chunked {
+                chunk_size: 512,
+                order: ChunkOrder::DecodeFirst
+            }
+        );
         let p: SchedulerPolicy = toml::from_str("policy = \"none\"").unwrap();
         assert_eq!(p, SchedulerPolicy::None);
     }

@@ -30,8 +30,18 @@ fn ints<B: Backend>(v: Vec<i32>, device: &B::Device) -> Tensor<B, 1, Int> {
 }
 
 impl<B: Backend> ModelRunner<B> {
-    pub fn new(model: Decoder<B>, num_blocks: usize, block_size: usize, device: &B::Device) -> Self {
-        let mut runner = Self { model, cache: Vec::new(), block_size, device: device.clone() };
+    pub fn new(
+        model: Decoder<B>,
+        num_blocks: usize,
+        block_size: usize,
+        device: &B::Device,
+    ) -> Self {
+        let mut runner = Self {
+            model,
+            cache: Vec::new(),
+            block_size,
+            device: device.clone(),
+        };
         runner.reset_cache(num_blocks);
         runner
     }
@@ -40,17 +50,28 @@ impl<B: Backend> ModelRunner<B> {
     pub fn reset_cache(&mut self, num_blocks: usize) {
         let spec = &self.model.spec;
         self.cache.clear();
-        self.cache = (0..spec.num_layers).map(|_| LayerCache::zeros(num_blocks * self.block_size, spec.num_kv_heads, spec.head_dim, &self.device)).collect();
+        self.cache = (0..spec.num_layers)
+            .map(|_| {
+                LayerCache::zeros(
+                    num_blocks * self.block_size,
+                    spec.num_kv_heads,
+                    spec.head_dim,
+                    &self.device,
+                )
+            })
+            .collect();
     }
 
     fn slot(&self, seq: &Sequence, pos: usize) -> u32 {
-        seq.block_table[pos / self.block_size] * self.block_size as u32 + (pos % self.block_size) as u32
+        seq.block_table[pos / self.block_size] * self.block_size as u32
+            + (pos % self.block_size) as u32
     }
 
     /// Runs one forward pass. Returns logits `[rows, vocab]`: one row per sampling sequence in
     /// `work` order, or with `all_rows`, one per new token (for scoring); `None` without rows.
     pub fn execute(&mut self, work: &[SeqWork], all_rows: bool) -> Option<Tensor<B, 2>> {
-        let (mut token_ids, mut positions, mut slots, mut rows) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut token_ids, mut positions, mut slots, mut rows) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut ctx_slots: Vec<Vec<u32>> = Vec::with_capacity(work.len());
         for w in work {
             let start = w.seq.num_computed;
@@ -68,7 +89,14 @@ impl<B: Backend> ModelRunner<B> {
                 rows.push(first_row + w.num_tokens as i32 - 1);
             }
         }
-        let seqs: Vec<SeqSlots> = work.iter().zip(&ctx_slots).map(|(w, s)| SeqSlots { q_len: w.num_tokens, slots: s }).collect();
+        let seqs: Vec<SeqSlots> = work
+            .iter()
+            .zip(&ctx_slots)
+            .map(|(w, s)| SeqSlots {
+                q_len: w.num_tokens,
+                slots: s,
+            })
+            .collect();
         let n = slots.len();
         let step = StepTensors {
             token_ids: ints(token_ids, &self.device),
@@ -82,11 +110,24 @@ impl<B: Backend> ModelRunner<B> {
 
     /// Greedy tokens of each logits row, computed on the device so only ids travel.
     pub fn argmax_rows(logits: Tensor<B, 2>) -> Vec<u32> {
-        logits.argmax(1).into_data().convert::<i64>().to_vec::<i64>().expect("int data").into_iter().map(|t| t as u32).collect()
+        logits
+            .argmax(1)
+            .into_data()
+            .convert::<i64>()
+            .to_vec::<i64>()
+            .expect("int data")
+            .into_iter()
+            .map(|t| t as u32)
+            .collect()
     }
 
     /// Logits rows on the host as f32, row-major.
     pub fn to_host(logits: Tensor<B, 2>) -> Vec<f32> {
-        logits.cast(DType::F32).into_data().convert::<f32>().to_vec::<f32>().expect("float data")
+        logits
+            .cast(DType::F32)
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .expect("float data")
     }
 }

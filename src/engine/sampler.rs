@@ -26,7 +26,10 @@ pub fn sample(logits: &[f32], params: &SamplingParams, rng: &mut dyn RngCore) ->
         order.truncate(k.max(1));
     }
     let max = logits[order[0] as usize];
-    let mut probs: Vec<f64> = order.iter().map(|&i| (((logits[i as usize] - max) / params.temperature) as f64).exp()).collect();
+    let mut probs: Vec<f64> = order
+        .iter()
+        .map(|&i| (((logits[i as usize] - max) / params.temperature) as f64).exp())
+        .collect();
     let total: f64 = probs.iter().sum();
     probs.iter_mut().for_each(|p| *p /= total);
     if params.top_p < 1.0 {
@@ -59,14 +62,22 @@ mod tests {
     use super::*;
 
     fn params(temperature: f32, top_k: Option<usize>, top_p: f32) -> SamplingParams {
-        SamplingParams { temperature, top_k, top_p, ..SamplingParams::default() }
+        SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            ..SamplingParams::default()
+        }
     }
 
     #[test]
     fn greedy_takes_the_first_maximum() {
         assert_eq!(argmax(&[0.1, 3.0, 3.0, -1.0]), 1);
         let mut rng = StdRng::seed_from_u64(0);
-        assert_eq!(sample(&[0.1, 3.0, 2.0], &params(0.0, None, 1.0), &mut rng), 1);
+        assert_eq!(
+            sample(&[0.1, 3.0, 2.0], &params(0.0, None, 1.0), &mut rng),
+            1
+        );
     }
 
     #[test]
@@ -98,7 +109,9 @@ mod tests {
         let p = params(0.8, Some(50), 0.9);
         let draw = |seed| {
             let mut rng = StdRng::seed_from_u64(seed);
-            (0..20).map(|_| sample(&logits, &p, &mut rng)).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| sample(&logits, &p, &mut rng))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(3), draw(3));
         assert_ne!(draw(3), draw(4));

@@ -69,8 +69,21 @@ struct Draft {
 }
 
 impl Scheduler {
-    pub fn new(policy: SchedulerPolicy, limits: SchedulerLimits, eos: Vec<u32>, blocks: BlockManager) -> Self {
-        Self { policy, limits, eos, blocks, seqs: HashMap::new(), waiting: VecDeque::new(), running: VecDeque::new() }
+    pub fn new(
+        policy: SchedulerPolicy,
+        limits: SchedulerLimits,
+        eos: Vec<u32>,
+        blocks: BlockManager,
+    ) -> Self {
+        Self {
+            policy,
+            limits,
+            eos,
+            blocks,
+            seqs: HashMap::new(),
+            waiting: VecDeque::new(),
+            running: VecDeque::new(),
+        }
     }
 
     pub fn add(&mut self, seq: Sequence) {
@@ -103,7 +116,10 @@ impl Scheduler {
     }
 
     pub fn schedule(&mut self) -> Batch {
-        let mut draft = Draft { batch: Batch::default(), ids: HashSet::new() };
+        let mut draft = Draft {
+            batch: Batch::default(),
+            ids: HashSet::new(),
+        };
         match self.policy.clone() {
             SchedulerPolicy::None => {
                 self.admit_waiting(&mut draft, self.limits.max_num_batched_tokens, true);
@@ -133,7 +149,11 @@ impl Scheduler {
             true => draft.batch.prefill_tokens += num_tokens,
             false => draft.batch.decode_tokens += num_tokens,
         }
-        draft.batch.seqs.push(ScheduledSeq { id, num_tokens, samples });
+        draft.batch.seqs.push(ScheduledSeq {
+            id,
+            num_tokens,
+            samples,
+        });
         draft.ids.insert(id);
     }
 
@@ -166,7 +186,12 @@ impl Scheduler {
     /// Gives running sequences with unfinished prefill their next chunk. Returns tokens scheduled.
     fn continue_prefills(&mut self, draft: &mut Draft, budget: usize) -> usize {
         let mut used = 0;
-        let ids: Vec<RequestId> = self.running.iter().copied().filter(|id| self.seqs[id].in_prefill() && !draft.ids.contains(id)).collect();
+        let ids: Vec<RequestId> = self
+            .running
+            .iter()
+            .copied()
+            .filter(|id| self.seqs[id].in_prefill() && !draft.ids.contains(id))
+            .collect();
         for id in ids {
             if used >= budget {
                 break;
@@ -182,7 +207,12 @@ impl Scheduler {
     /// of the running queue when blocks run out. Returns tokens scheduled.
     fn schedule_decodes(&mut self, draft: &mut Draft, budget: usize) -> usize {
         let mut used = 0;
-        let ids: Vec<RequestId> = self.running.iter().copied().filter(|id| !self.seqs[id].in_prefill()).collect();
+        let ids: Vec<RequestId> = self
+            .running
+            .iter()
+            .copied()
+            .filter(|id| !self.seqs[id].in_prefill())
+            .collect();
         for id in ids {
             if used >= budget || draft.batch.seqs.len() >= self.limits.max_num_seqs {
                 break;
@@ -206,7 +236,12 @@ impl Scheduler {
                 self.blocks.grow(seq, 1);
                 return true;
             }
-            let victim = self.running.iter().rev().copied().find(|v| *v != id && !draft.ids.contains(v));
+            let victim = self
+                .running
+                .iter()
+                .rev()
+                .copied()
+                .find(|v| *v != id && !draft.ids.contains(v));
             self.preempt(victim.unwrap_or(id));
             draft.batch.preempted += 1;
             if victim.is_none() {
@@ -226,7 +261,11 @@ impl Scheduler {
 
     /// Records a finished step: computed tokens, committed blocks, sampled tokens. Returns the
     /// sequences that finished, removed from the scheduler with their blocks freed.
-    pub fn postprocess(&mut self, batch: &Batch, sampled: &[(RequestId, u32)]) -> Vec<(Sequence, FinishReason)> {
+    pub fn postprocess(
+        &mut self,
+        batch: &Batch,
+        sampled: &[(RequestId, u32)],
+    ) -> Vec<(Sequence, FinishReason)> {
         for s in &batch.seqs {
             let seq = self.seqs.get_mut(&s.id).expect("scheduled id is live");
             seq.num_computed += s.num_tokens;
@@ -238,7 +277,9 @@ impl Scheduler {
             seq.tokens.push(token);
             let reason = if !seq.params.ignore_eos && self.eos.contains(&token) {
                 Some(FinishReason::Stop)
-            } else if seq.num_output_tokens() >= seq.params.max_tokens || seq.len() >= self.limits.max_model_len {
+            } else if seq.num_output_tokens() >= seq.params.max_tokens
+                || seq.len() >= self.limits.max_model_len
+            {
                 Some(FinishReason::Length)
             } else {
                 None

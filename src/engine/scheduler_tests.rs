@@ -3,21 +3,49 @@ use proptest::prelude::*;
 use super::*;
 use crate::engine::params::SamplingParams;
 
-fn scheduler(policy: SchedulerPolicy, num_blocks: usize, block_size: usize, max_num_seqs: usize) -> Scheduler {
-    let limits = SchedulerLimits { max_num_seqs, max_num_batched_tokens: 4096, max_model_len: 4096 };
-    Scheduler::new(policy, limits, vec![0], BlockManager::new(num_blocks, block_size, true))
+fn scheduler(
+    policy: SchedulerPolicy,
+    num_blocks: usize,
+    block_size: usize,
+    max_num_seqs: usize,
+) -> Scheduler {
+    let limits = SchedulerLimits {
+        max_num_seqs,
+        max_num_batched_tokens: 4096,
+        max_model_len: 4096,
+    };
+    Scheduler::new(
+        policy,
+        limits,
+        vec![0],
+        BlockManager::new(num_blocks, block_size, true),
+    )
 }
 
 fn add(s: &mut Scheduler, id: u64, prompt_len: usize, max_tokens: usize) {
-    let prompt = (0..prompt_len as u32).map(|t| 1 + (t * 7 + id as u32) % 50).collect();
-    s.add(Sequence::new(id, prompt, SamplingParams { ignore_eos: true, ..SamplingParams::greedy(max_tokens) }));
+    let prompt = (0..prompt_len as u32)
+        .map(|t| 1 + (t * 7 + id as u32) % 50)
+        .collect();
+    s.add(Sequence::new(
+        id,
+        prompt,
+        SamplingParams {
+            ignore_eos: true,
+            ..SamplingParams::greedy(max_tokens)
+        },
+    ));
 }
 
 /// Runs one step with a fake model that samples token 1 for everyone; checks invariants.
 fn step(s: &mut Scheduler) -> (Batch, Vec<(Sequence, FinishReason)>) {
     let batch = s.schedule();
     s.blocks.check_invariants(s.block_tables());
-    let sampled: Vec<_> = batch.seqs.iter().filter(|e| e.samples).map(|e| (e.id, 1)).collect();
+    let sampled: Vec<_> = batch
+        .seqs
+        .iter()
+        .filter(|e| e.samples)
+        .map(|e| (e.id, 1))
+        .collect();
     let done = s.postprocess(&batch, &sampled);
     s.blocks.check_invariants(s.block_tables());
     (batch, done)
@@ -41,32 +69,79 @@ fn policy_none_prefills_whole_prompts_then_decodes() {
     add(&mut s, 2, 6, 3);
     let (b, _) = step(&mut s);
     assert_eq!(b.kind(), StepKind::Prefill);
-    assert_eq!(b.seqs, vec![ScheduledSeq { id: 1, num_tokens: 10, samples: true }, ScheduledSeq { id: 2, num_tokens: 6, samples: true }]);
+    assert_eq!(
+        b.seqs,
+        vec![
+            ScheduledSeq {
+                id: 1,
+                num_tokens: 10,
+                samples: true
+            },
+            ScheduledSeq {
+                id: 2,
+                num_tokens: 6,
+                samples: true
+            }
+        ]
+    );
     let (b, _) = step(&mut s);
     assert_eq!(b.kind(), StepKind::Decode);
     assert_eq!(b.decode_tokens, 2);
     let done = run_to_end(&mut s, 10);
     assert_eq!(done.len(), 2);
-    assert!(done.iter().all(|(seq, r)| seq.num_output_tokens() == 3 && *r == FinishReason::Length));
+    assert!(done
+        .iter()
+        .all(|(seq, r)| seq.num_output_tokens() == 3 && *r == FinishReason::Length));
     assert_eq!(s.blocks.num_free(), 64);
 }
 
 #[test]
 fn chunked_splits_long_prompts_and_mixes_decodes() {
-    let policy = SchedulerPolicy::Chunked { chunk_size: 8, order: ChunkOrder::DecodeFirst };
+    let policy = SchedulerPolicy::Chunked {
+        chunk_size: 8,
+        order: ChunkOrder::DecodeFirst,
+    };
     let mut s = scheduler(policy, 64, 4, 8);
     add(&mut s, 1, 3, 5);
     step(&mut s); // prompt 1 whole, samples
     add(&mut s, 2, 20, 2);
     let (b, _) = step(&mut s);
     assert_eq!(b.kind(), StepKind::Mixed);
-    assert_eq!(b.seqs[0], ScheduledSeq { id: 1, num_tokens: 1, samples: true });
-    assert_eq!(b.seqs[1], ScheduledSeq { id: 2, num_tokens: 7, samples: false });
+    assert_eq!(
+        b.seqs[0],
+        ScheduledSeq {
+            id: 1,
+            num_tokens: 1,
+            samples: true
+        }
+    );
+    assert_eq!(
+        b.seqs[1],
+        ScheduledSeq {
+            id: 2,
+            num_tokens: 7,
+            samples: false
+        }
+    );
     let (b, _) = step(&mut s);
-    assert_eq!(b.seqs[1], ScheduledSeq { id: 2, num_tokens: 7, samples: false });
+    assert_eq!(
+        b.seqs[1],
+        ScheduledSeq {
+            id: 2,
+            num_tokens: 7,
+            samples: false
+        }
+    );
     let (b, _) = step(&mut s);
     // 20 = 7 + 7 + 6: the last chunk samples; the prompt's last token is never fed twice.
-    assert_eq!(b.seqs[1], ScheduledSeq { id: 2, num_tokens: 6, samples: true });
+    assert_eq!(
+        b.seqs[1],
+        ScheduledSeq {
+            id: 2,
+            num_tokens: 6,
+            samples: true
+        }
+    );
     assert_eq!(s.seq(2).num_computed, 20);
     assert_eq!(s.seq(2).len(), 21);
     run_to_end(&mut s, 20);
@@ -74,7 +149,10 @@ fn chunked_splits_long_prompts_and_mixes_decodes() {
 
 #[test]
 fn decode_first_never_blocks_decodes_behind_a_long_prefill() {
-    let policy = SchedulerPolicy::Chunked { chunk_size: 16, order: ChunkOrder::DecodeFirst };
+    let policy = SchedulerPolicy::Chunked {
+        chunk_size: 16,
+        order: ChunkOrder::DecodeFirst,
+    };
     let mut s = scheduler(policy, 256, 4, 16);
     for id in 0..4 {
         add(&mut s, id, 4, 50);
@@ -98,8 +176,17 @@ fn decode_first_never_blocks_decodes_behind_a_long_prefill() {
 fn preemption_frees_blocks_and_the_victim_resumes_by_recomputing() {
     // 6 blocks of 4 tokens: two sequences of 8 prompt tokens fill 4; decoding to 12 needs 6.
     // Prefix caching off, so a resumed sequence recomputes everything.
-    let limits = SchedulerLimits { max_num_seqs: 8, max_num_batched_tokens: 4096, max_model_len: 4096 };
-    let mut s = Scheduler::new(SchedulerPolicy::None, limits, vec![0], BlockManager::new(6, 4, false));
+    let limits = SchedulerLimits {
+        max_num_seqs: 8,
+        max_num_batched_tokens: 4096,
+        max_model_len: 4096,
+    };
+    let mut s = Scheduler::new(
+        SchedulerPolicy::None,
+        limits,
+        vec![0],
+        BlockManager::new(6, 4, false),
+    );
     add(&mut s, 1, 8, 8);
     add(&mut s, 2, 8, 8);
     let mut preempted = 0;
@@ -114,8 +201,14 @@ fn preemption_frees_blocks_and_the_victim_resumes_by_recomputing() {
         recompute_seen |= b.seqs.iter().any(|e| e.num_tokens > 8);
         done.extend(d);
     }
-    assert!(preempted > 0, "the cache was too small: someone must be preempted");
-    assert!(recompute_seen, "a resumed sequence recomputes prompt + outputs in one prefill");
+    assert!(
+        preempted > 0,
+        "the cache was too small: someone must be preempted"
+    );
+    assert!(
+        recompute_seen,
+        "a resumed sequence recomputes prompt + outputs in one prefill"
+    );
     assert_eq!(done.len(), 2);
     assert!(done.iter().all(|(seq, _)| seq.num_output_tokens() == 8));
 }
@@ -138,7 +231,11 @@ fn policies() -> impl Strategy<Value = SchedulerPolicy> {
         Just(SchedulerPolicy::None),
         (1usize..40, any::<bool>()).prop_map(|(c, d)| SchedulerPolicy::Chunked {
             chunk_size: c,
-            order: if d { ChunkOrder::DecodeFirst } else { ChunkOrder::PrefillFirst }
+            order: if d {
+                ChunkOrder::DecodeFirst
+            } else {
+                ChunkOrder::PrefillFirst
+            }
         }),
     ]
 }

@@ -25,13 +25,25 @@ impl NllSum {
 
 impl<B: Backend> LLM<B> {
     /// Scores each window's tokens `1..` given the ones before. Needs an idle engine.
-    pub fn score(&mut self, windows: &[Vec<u32>], max_tokens_per_pass: usize) -> anyhow::Result<NllSum> {
-        anyhow::ensure!(!self.has_unfinished(), "score needs an engine with no requests in flight");
+    pub fn score(
+        &mut self,
+        windows: &[Vec<u32>],
+        max_tokens_per_pass: usize,
+    ) -> anyhow::Result<NllSum> {
+        anyhow::ensure!(
+            !self.has_unfinished(),
+            "score needs an engine with no requests in flight"
+        );
         let mut total = NllSum::default();
         let mut group: Vec<Sequence> = Vec::new();
         let mut group_tokens = 0;
         for (i, w) in windows.iter().enumerate() {
-            anyhow::ensure!(w.len() >= 2 && w.len() < self.max_model_len(), "window {i}: {} tokens; need 2..{}", w.len(), self.max_model_len());
+            anyhow::ensure!(
+                w.len() >= 2 && w.len() < self.max_model_len(),
+                "window {i}: {} tokens; need 2..{}",
+                w.len(),
+                self.max_model_len()
+            );
             if group_tokens + w.len() > max_tokens_per_pass && !group.is_empty() {
                 total = add(total, self.score_group(&mut group)?);
                 group_tokens = 0;
@@ -40,7 +52,10 @@ impl<B: Backend> LLM<B> {
             if self.scheduler.blocks.allocate(&mut seq).is_none() {
                 total = add(total, self.score_group(&mut group)?);
                 group_tokens = 0;
-                anyhow::ensure!(self.scheduler.blocks.allocate(&mut seq).is_some(), "window {i} does not fit in the KV cache");
+                anyhow::ensure!(
+                    self.scheduler.blocks.allocate(&mut seq).is_some(),
+                    "window {i} does not fit in the KV cache"
+                );
             }
             group_tokens += w.len();
             group.push(seq);
@@ -52,7 +67,14 @@ impl<B: Backend> LLM<B> {
         if group.is_empty() {
             return Ok(NllSum::default());
         }
-        let work: Vec<SeqWork> = group.iter().map(|seq| SeqWork { seq, num_tokens: seq.len() - seq.num_computed, samples: true }).collect();
+        let work: Vec<SeqWork> = group
+            .iter()
+            .map(|seq| SeqWork {
+                seq,
+                num_tokens: seq.len() - seq.num_computed,
+                samples: true,
+            })
+            .collect();
         // Each row's target is the next token; a window's last row has none (masked below).
         let mut targets = Vec::new();
         let mut valid = Vec::new();
@@ -69,7 +91,12 @@ impl<B: Backend> LLM<B> {
         let idx = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
         let logp = log_softmax(logits.cast(DType::F32), 1).gather(1, idx);
         let logp = ModelRunner::to_host(logp);
-        let nll: f64 = logp.iter().zip(&valid).filter(|(_, v)| **v).map(|(l, _)| -(*l as f64)).sum();
+        let nll: f64 = logp
+            .iter()
+            .zip(&valid)
+            .filter(|(_, v)| **v)
+            .map(|(l, _)| -(*l as f64))
+            .sum();
         let count = valid.iter().filter(|v| **v).count();
         for mut seq in group.drain(..) {
             self.scheduler.blocks.free(&mut seq);
@@ -79,23 +106,45 @@ impl<B: Backend> LLM<B> {
 }
 
 fn add(a: NllSum, b: NllSum) -> NllSum {
-    NllSum { nll: a.nll + b.nll, count: a.count + b.count }
+    NllSum {
+        nll: a.nll + b.nll,
+        count: a.count + b.count,
+    }
 }
 
 impl<B: Backend> LLM<B> {
     /// Logits `[len, vocab]` (row-major, f32) of every position of `tokens`, fed `chunk` tokens
     /// per forward pass: `chunk = 1` walks the decode path, a large chunk the prefill path.
     pub fn prompt_logits(&mut self, tokens: &[u32], chunk: usize) -> anyhow::Result<Vec<f32>> {
-        anyhow::ensure!(!self.has_unfinished(), "prompt_logits needs an engine with no requests in flight");
-        anyhow::ensure!(chunk >= 1 && !tokens.is_empty(), "need tokens and chunk >= 1");
+        anyhow::ensure!(
+            !self.has_unfinished(),
+            "prompt_logits needs an engine with no requests in flight"
+        );
+        anyhow::ensure!(
+            chunk >= 1 && !tokens.is_empty(),
+            "need tokens and chunk >= 1"
+        );
         let mut seq = Sequence::new(u64::MAX, tokens.to_vec(), Default::default());
-        self.scheduler.blocks.allocate(&mut seq).ok_or_else(|| anyhow::anyhow!("prompt does not fit in the KV cache"))?;
+        self.scheduler
+            .blocks
+            .allocate(&mut seq)
+            .ok_or_else(|| anyhow::anyhow!("prompt does not fit in the KV cache"))?;
         // Recompute from the start even if a prefix was cached: this measures the model.
         seq.num_computed = 0;
         let mut out = Vec::new();
         while seq.num_computed < seq.len() {
             let n = chunk.min(seq.len() - seq.num_computed);
-            let logits = self.runner.execute(&[SeqWork { seq: &seq, num_tokens: n, samples: true }], true).expect("every row wanted");
+            let logits = self
+                .runner
+                .execute(
+                    &[SeqWork {
+                        seq: &seq,
+                        num_tokens: n,
+                        samples: true,
+                    }],
+                    true,
+                )
+                .expect("every row wanted");
             out.extend(ModelRunner::to_host(logits));
             seq.num_computed += n;
         }

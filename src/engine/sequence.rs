@@ -36,7 +36,9 @@ pub struct Sequence {
 impl Sequence {
     pub fn new(id: RequestId, prompt: Vec<u32>, params: SamplingParams) -> Self {
         // Requests without a seed still get a reproducible stream, distinct per request.
-        let seed = params.seed.unwrap_or(id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let seed = params
+            .seed
+            .unwrap_or(id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let n = prompt.len();
         Self {
             id,

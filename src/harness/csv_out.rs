@@ -20,6 +20,12 @@ pub const VARIANTS_CSV: &str = "variants.csv";
 pub const META_CSV: &str = "meta.csv";
 pub const SUMMARY_CSV: &str = "summary.csv";
 
+/// Seconds rounded to whole nanoseconds (the clock's resolution), so the CSVs hold `0.1994`
+/// rather than `0.19940000000000008`.
+pub fn ns(secs: f64) -> f64 {
+    (secs * 1e9).round() / 1e9
+}
+
 /// `<variant>/requests.csv`: one row per measured request, in arrival order.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RequestRow {
@@ -46,13 +52,13 @@ impl RequestRow {
             variant: variant.to_string(),
             class: r.class.clone(),
             id,
-            arrival_s: r.arrival_s,
+            arrival_s: ns(r.arrival_s),
             prompt_tokens: r.prompt_tokens,
             output_tokens: r.output_tokens,
-            ttft_s: m.ttft_s,
-            tpot_s: m.tpot_s,
-            e2e_s: m.e2e_s,
-            max_itl_s: m.max_itl_s,
+            ttft_s: m.ttft_s.map(ns),
+            tpot_s: m.tpot_s.map(ns),
+            e2e_s: m.e2e_s.map(ns),
+            max_itl_s: m.max_itl_s.map(ns),
             finish_reason: r.outcome.as_str().to_string(),
             error: r.error.clone().unwrap_or_default(),
         }
@@ -93,10 +99,10 @@ impl StepRow {
         StepRow {
             variant: variant.to_string(),
             step,
-            start_s: s.start_s,
-            end_s: s.end_s,
-            step_s: s.end_s - s.start_s,
-            engine_s: s.engine_s,
+            start_s: ns(s.start_s),
+            end_s: ns(s.end_s),
+            step_s: ns(s.end_s - s.start_s),
+            engine_s: ns(s.engine_s),
             kind: kind.to_string(),
             prefill_tokens: s.prefill_tokens,
             decode_tokens: s.decode_tokens,
@@ -139,8 +145,8 @@ impl TokenRow {
                 variant: variant.clone(),
                 id,
                 index,
-                time_s,
-                itl_s: index.checked_sub(1).map(|p| time_s - times[p]),
+                time_s: ns(time_s),
+                itl_s: index.checked_sub(1).map(|p| ns(time_s - times[p])),
             })
     }
 }

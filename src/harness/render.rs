@@ -14,7 +14,7 @@ use super::csv_out::{
 use super::plots::save;
 use super::report::{render_markdown, ReportInput};
 use super::summary::{summarize, SummaryRow, ALL_CLASS};
-use super::timeline_chart::Timeline;
+use super::timeline_chart::{StepBar, Timeline};
 
 pub const REPORT_MD: &str = "report.md";
 
@@ -70,13 +70,11 @@ pub fn regenerate_report(dir: &Path) -> anyhow::Result<()> {
             variant: v.variant.clone(),
             steps: steps
                 .iter()
-                .map(|s| {
-                    (
-                        s.start_s,
-                        s.end_s,
-                        s.prefill_tokens as f64,
-                        s.decode_tokens as f64,
-                    )
+                .map(|s| StepBar {
+                    start_s: s.start_s,
+                    end_s: s.end_s,
+                    prefill_tokens: s.prefill_tokens as f64,
+                    decode_tokens: s.decode_tokens as f64,
                 })
                 .collect(),
         };

@@ -234,7 +234,7 @@ fn variant_row(
         workload: cfg.workload.kind_name().to_string(),
         requests,
         warmup_requests: cfg.workload.warmup_requests(),
-        wall_s: record.wall_s,
+        wall_s: super::csv_out::ns(record.wall_s),
         interrupted: record.interrupted,
         error: record.engine_error.clone().unwrap_or_default(),
     }

@@ -8,8 +8,25 @@ use super::plots::{color, font, pe, tick, Chart};
 /// and decode tokens get a panel each, since a prefill step can be 100x a decode step.
 pub struct Timeline {
     pub variant: String,
-    /// (start s, end s, prefill tokens, decode tokens).
-    pub steps: Vec<(f64, f64, f64, f64)>,
+    pub steps: Vec<StepBar>,
+}
+
+/// One step of `steps.csv`, as drawn.
+pub struct StepBar {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub prefill_tokens: f64,
+    pub decode_tokens: f64,
+}
+
+impl StepBar {
+    fn tokens(&self, prefill: bool) -> f64 {
+        if prefill {
+            self.prefill_tokens
+        } else {
+            self.decode_tokens
+        }
+    }
 }
 
 impl Chart for Timeline {
@@ -22,13 +39,25 @@ impl Chart for Timeline {
         let root = root
             .titled(&format!("Step timeline: {}", self.variant), font(22))
             .map_err(pe)?;
-        let x_max = self.steps.iter().map(|s| s.1).fold(0.0, f64::max).max(1e-3) * 1.02;
-        let panels: [(&str, fn(&(f64, f64, f64, f64)) -> f64, RGBColor); 2] = [
-            ("prefill tokens in step", |s| s.2, color(0)),
-            ("decode tokens in step", |s| s.3, color(1)),
+        let x_max = self
+            .steps
+            .iter()
+            .map(|s| s.end_s)
+            .fold(0.0, f64::max)
+            .max(1e-3)
+            * 1.02;
+        let panels = [
+            ("prefill tokens in step", true, color(0)),
+            ("decode tokens in step", false, color(1)),
         ];
-        for (area, (desc, pick, c)) in root.split_evenly((2, 1)).iter().zip(panels) {
-            let y_max = self.steps.iter().map(pick).fold(0.0, f64::max).max(1.0) * 1.1;
+        for (area, (desc, prefill, c)) in root.split_evenly((2, 1)).iter().zip(panels) {
+            let y_max = self
+                .steps
+                .iter()
+                .map(|s| s.tokens(prefill))
+                .fold(0.0, f64::max)
+                .max(1.0)
+                * 1.1;
             let mut chart = ChartBuilder::on(area)
                 .margin(10)
                 .x_label_area_size(45)
@@ -39,6 +68,7 @@ impl Chart for Timeline {
                 .configure_mesh()
                 .x_desc("time since start (s)")
                 .y_desc(desc)
+                .x_label_formatter(&|v| tick(*v, x_max))
                 .y_label_formatter(&|v| tick(*v, y_max))
                 .label_style(font(14))
                 .axis_desc_style(font(15))
@@ -48,8 +78,13 @@ impl Chart for Timeline {
                 .draw_series(
                     self.steps
                         .iter()
-                        .filter(|s| pick(s) > 0.0)
-                        .map(|s| Rectangle::new([(s.0, 0.0), (s.1, pick(s))], c.filled())),
+                        .filter(|s| s.tokens(prefill) > 0.0)
+                        .map(|s| {
+                            Rectangle::new(
+                                [(s.start_s, 0.0), (s.end_s, s.tokens(prefill))],
+                                c.filled(),
+                            )
+                        }),
                 )
                 .map_err(pe)?;
         }

@@ -25,7 +25,12 @@ pub enum Architecture {
 pub enum RopeScaling {
     None,
     /// Llama 3.1's frequency-dependent scaling.
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position_embeddings: usize },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: usize,
+    },
 }
 
 /// Everything the decoder needs to know about a model's shape, resolved once.
@@ -57,7 +62,11 @@ impl ArchSpec {
     pub fn num_params(&self) -> usize {
         let (h, hd) = (self.hidden_size, self.head_dim);
         let qkv = h * (self.num_heads + 2 * self.num_kv_heads) * hd;
-        let bias = if self.qkv_bias { (self.num_heads + 2 * self.num_kv_heads) * hd } else { 0 };
+        let bias = if self.qkv_bias {
+            (self.num_heads + 2 * self.num_kv_heads) * hd
+        } else {
+            0
+        };
         let norms = 2 * h + if self.qk_norm { 2 * hd } else { 0 };
         let layer = qkv + bias + self.num_heads * hd * h + 3 * h * self.intermediate_size + norms;
         let embed = self.vocab_size * h * if self.tie_word_embeddings { 1 } else { 2 };
@@ -119,25 +128,38 @@ pub fn load_arch(dir: &Path) -> Result<ArchSpec, ModelError> {
 
 /// Resolves the text of a `config.json`; `path` is only for messages.
 pub fn parse_arch(text: &str, path: &Path) -> Result<ArchSpec, ModelError> {
-    let raw: RawConfig = serde_json::from_str(text).map_err(|e| ModelError::Json { path: path.into(), source: e })?;
-    let field = |name: &str| ModelError::MissingField { path: path.into(), field: name.to_string() };
+    let raw: RawConfig = serde_json::from_str(text).map_err(|e| ModelError::Json {
+        path: path.into(),
+        source: e,
+    })?;
+    let field = |name: &str| ModelError::MissingField {
+        path: path.into(),
+        field: name.to_string(),
+    };
     let model_type = raw.model_type.clone().ok_or_else(|| field("model_type"))?;
     let architecture = match model_type.as_str() {
         "qwen3" => Architecture::Qwen3,
         "qwen2" => Architecture::Qwen2,
         "llama" => Architecture::Llama,
         other => {
-            return Err(ModelError::UnknownModelType { path: path.into(), model_type: other.to_string() });
+            return Err(ModelError::UnknownModelType {
+                path: path.into(),
+                model_type: other.to_string(),
+            });
         }
     };
     let hidden_size = raw.hidden_size.ok_or_else(|| field("hidden_size"))?;
-    let num_heads = raw.num_attention_heads.ok_or_else(|| field("num_attention_heads"))?;
+    let num_heads = raw
+        .num_attention_heads
+        .ok_or_else(|| field("num_attention_heads"))?;
     let num_kv_heads = raw.num_key_value_heads.unwrap_or(num_heads);
     if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
         return Err(ModelError::BadField {
             path: path.into(),
             field: "num_key_value_heads".into(),
-            msg: format!("{num_heads} attention heads are not a multiple of {num_kv_heads} KV heads"),
+            msg: format!(
+                "{num_heads} attention heads are not a multiple of {num_kv_heads} KV heads"
+            ),
         });
     }
     // The 5.x dialect keeps rope_theta inside rope_parameters; the 4.x one at the top level.
@@ -149,11 +171,15 @@ pub fn parse_arch(text: &str, path: &Path) -> Result<ArchSpec, ModelError> {
         architecture,
         vocab_size: raw.vocab_size.ok_or_else(|| field("vocab_size"))?,
         hidden_size,
-        num_layers: raw.num_hidden_layers.ok_or_else(|| field("num_hidden_layers"))?,
+        num_layers: raw
+            .num_hidden_layers
+            .ok_or_else(|| field("num_hidden_layers"))?,
         num_heads,
         num_kv_heads,
         head_dim: raw.head_dim.unwrap_or(hidden_size / num_heads),
-        intermediate_size: raw.intermediate_size.ok_or_else(|| field("intermediate_size"))?,
+        intermediate_size: raw
+            .intermediate_size
+            .ok_or_else(|| field("intermediate_size"))?,
         rms_norm_eps: raw.rms_norm_eps.unwrap_or(if qwen { 1e-6 } else { 1e-5 }),
         rope_theta,
         rope_scaling,
@@ -168,19 +194,30 @@ pub fn parse_arch(text: &str, path: &Path) -> Result<ArchSpec, ModelError> {
         },
     };
     if spec.head_dim % 2 != 0 {
-        return Err(ModelError::BadField { path: path.into(), field: "head_dim".into(), msg: "rotary needs an even head_dim".into() });
+        return Err(ModelError::BadField {
+            path: path.into(),
+            field: "head_dim".into(),
+            msg: "rotary needs an even head_dim".into(),
+        });
     }
     Ok(spec)
 }
 
 fn resolve_rope_scaling(rope: &RawRope, path: &Path) -> Result<RopeScaling, ModelError> {
-    let missing = |f: &str| ModelError::MissingField { path: path.into(), field: format!("rope_scaling.{f}") };
+    let missing = |f: &str| ModelError::MissingField {
+        path: path.into(),
+        field: format!("rope_scaling.{f}"),
+    };
     match rope.rope_type.as_deref() {
         None | Some("default") => Ok(RopeScaling::None),
         Some("llama3") => Ok(RopeScaling::Llama3 {
             factor: rope.factor.ok_or_else(|| missing("factor"))?,
-            low_freq_factor: rope.low_freq_factor.ok_or_else(|| missing("low_freq_factor"))?,
-            high_freq_factor: rope.high_freq_factor.ok_or_else(|| missing("high_freq_factor"))?,
+            low_freq_factor: rope
+                .low_freq_factor
+                .ok_or_else(|| missing("low_freq_factor"))?,
+            high_freq_factor: rope
+                .high_freq_factor
+                .ok_or_else(|| missing("high_freq_factor"))?,
             original_max_position_embeddings: rope
                 .original_max_position_embeddings
                 .ok_or_else(|| missing("original_max_position_embeddings"))?,

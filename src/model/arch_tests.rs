@@ -32,7 +32,12 @@ fn transformers4_llama31_resolves_llama3_rope() {
     assert_eq!(spec.rope_theta, 500000.0);
     assert_eq!(
         spec.rope_scaling,
-        RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 }
+        RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192
+        }
     );
     assert_eq!(spec.eos_token_ids, vec![128001, 128008, 128009]);
     assert!(!spec.qk_norm && !spec.qkv_bias);
@@ -44,7 +49,10 @@ fn transformers4_llama31_resolves_llama3_rope() {
 fn transformers5_qwen3_resolves_rope_parameters_and_qk_norm() {
     let spec = parse(QWEN3_V5).unwrap();
     assert_eq!(spec.architecture, Architecture::Qwen3);
-    assert_eq!((spec.num_heads, spec.num_kv_heads, spec.head_dim), (8, 4, 32));
+    assert_eq!(
+        (spec.num_heads, spec.num_kv_heads, spec.head_dim),
+        (8, 4, 32)
+    );
     assert_eq!(spec.rope_scaling, RopeScaling::None);
     assert!(spec.qk_norm && spec.tie_word_embeddings);
     assert_eq!(spec.eos_token_ids, vec![0]);
@@ -64,21 +72,43 @@ fn transformers5_llama3_rope_parameters() {
         "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}"#;
     let spec = parse(text).unwrap();
     assert_eq!(spec.rope_theta, 500000.0);
-    assert!(matches!(spec.rope_scaling, RopeScaling::Llama3 { original_max_position_embeddings: 64, .. }));
+    assert!(matches!(
+        spec.rope_scaling,
+        RopeScaling::Llama3 {
+            original_max_position_embeddings: 64,
+            ..
+        }
+    ));
 }
 
 #[test]
 fn bad_configs_name_file_and_field() {
-    let err = parse(&QWEN3_V5.replace("\"hidden_size\": 256,", "")).unwrap_err().to_string();
-    assert!(err.contains("m/config.json") && err.contains("hidden_size"), "{err}");
-    let err = parse(&QWEN3_V5.replace("qwen3", "gpt2")).unwrap_err().to_string();
+    let err = parse(&QWEN3_V5.replace("\"hidden_size\": 256,", ""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("m/config.json") && err.contains("hidden_size"),
+        "{err}"
+    );
+    let err = parse(&QWEN3_V5.replace("qwen3", "gpt2"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("unknown model_type \"gpt2\""), "{err}");
     let err = parse("{\"model_type\": ").unwrap_err().to_string();
-    assert!(err.contains("m/config.json") && err.contains("invalid JSON"), "{err}");
-    let err = parse(&QWEN3_V5.replace("\"num_key_value_heads\": 4", "\"num_key_value_heads\": 3")).unwrap_err().to_string();
+    assert!(
+        err.contains("m/config.json") && err.contains("invalid JSON"),
+        "{err}"
+    );
+    let err = parse(&QWEN3_V5.replace("\"num_key_value_heads\": 4", "\"num_key_value_heads\": 3"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("num_key_value_heads"), "{err}");
-    let err = parse(&QWEN3_V5.replace("\"default\"", "\"yarn\"")).unwrap_err().to_string();
+    let err = parse(&QWEN3_V5.replace("\"default\"", "\"yarn\""))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("rope_type") && err.contains("yarn"), "{err}");
-    let err = parse(&LLAMA31_V4.replace("\"factor\": 8.0,", "")).unwrap_err().to_string();
+    let err = parse(&LLAMA31_V4.replace("\"factor\": 8.0,", ""))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("rope_scaling.factor"), "{err}");
 }

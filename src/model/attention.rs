@@ -54,7 +54,9 @@ impl<B: Backend> AttnMetadata<B> {
                 // Query i sits at position ctx - q_len + i; padded queries see the whole context.
                 let last_visible = (ctx - s.q_len + i).min(ctx - 1);
                 let base = (b * max_q + i) * max_ctx;
-                mask[base..=base + last_visible].iter_mut().for_each(|m| *m = false);
+                mask[base..=base + last_visible]
+                    .iter_mut()
+                    .for_each(|m| *m = false);
             }
             row += s.q_len;
         }
@@ -76,20 +78,45 @@ impl<B: Backend> AttnMetadata<B> {
 
 /// Attention of packed queries `q` `[tokens, heads, head_dim]` over the cache
 /// `k_cache`/`v_cache` `[slots, kv_heads, head_dim]`. Returns `[tokens, heads * head_dim]`.
-pub fn paged_attention<B: Backend>(q: Tensor<B, 3>, k_cache: &Tensor<B, 3>, v_cache: &Tensor<B, 3>, meta: &AttnMetadata<B>, scale: f32) -> Tensor<B, 2> {
+pub fn paged_attention<B: Backend>(
+    q: Tensor<B, 3>,
+    k_cache: &Tensor<B, 3>,
+    v_cache: &Tensor<B, 3>,
+    meta: &AttnMetadata<B>,
+    scale: f32,
+) -> Tensor<B, 2> {
     let [_, heads, hd] = q.dims();
     let kv_heads = k_cache.dims()[1];
     let group = heads / kv_heads;
     let (b, mq, mc) = (meta.batch, meta.max_q, meta.max_ctx);
-    let gather_kv = |cache: &Tensor<B, 3>| cache.clone().select(0, meta.kv_gather.clone()).reshape([b, mc, kv_heads, hd]).swap_dims(1, 2);
+    let gather_kv = |cache: &Tensor<B, 3>| {
+        cache
+            .clone()
+            .select(0, meta.kv_gather.clone())
+            .reshape([b, mc, kv_heads, hd])
+            .swap_dims(1, 2)
+    };
     let k = gather_kv(k_cache); // [b, kv_heads, mc, hd]
     let v = gather_kv(v_cache);
     // Query head h uses KV head h / group (HF's repeat_kv), so heads split as (kv_heads, group).
-    let q = q.select(0, meta.q_gather.clone()).reshape([b, mq, kv_heads, group, hd]).permute([0, 2, 3, 1, 4]).reshape([b, kv_heads, group * mq, hd]);
+    let q = q
+        .select(0, meta.q_gather.clone())
+        .reshape([b, mq, kv_heads, group, hd])
+        .permute([0, 2, 3, 1, 4])
+        .reshape([b, kv_heads, group * mq, hd]);
     let scores = q.matmul(k.transpose()).reshape([b, heads, mq, mc]);
     let dtype = scores.dtype();
-    let scores = scores.cast(DType::F32).mul_scalar(scale).mask_fill(meta.mask.clone().expand([b, heads, mq, mc]), f32::NEG_INFINITY);
-    let probs = softmax(scores, 3).cast(dtype).reshape([b, kv_heads, group * mq, mc]);
-    let out = probs.matmul(v).reshape([b, kv_heads, group, mq, hd]).permute([0, 3, 1, 2, 4]).reshape([b * mq, heads * hd]);
+    let scores = scores.cast(DType::F32).mul_scalar(scale).mask_fill(
+        meta.mask.clone().expand([b, heads, mq, mc]),
+        f32::NEG_INFINITY,
+    );
+    let probs = softmax(scores, 3)
+        .cast(dtype)
+        .reshape([b, kv_heads, group * mq, mc]);
+    let out = probs
+        .matmul(v)
+        .reshape([b, kv_heads, group, mq, hd])
+        .permute([0, 3, 1, 2, 4])
+        .reshape([b * mq, heads * hd]);
     out.select(0, meta.out_unpad.clone())
 }

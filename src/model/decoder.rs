@@ -17,12 +17,19 @@ pub struct LayerCache<B: Backend> {
 impl<B: Backend> LayerCache<B> {
     pub fn zeros(slots: usize, kv_heads: usize, head_dim: usize, device: &B::Device) -> Self {
         let t = || Tensor::zeros([slots, kv_heads, head_dim], device);
-        Self { kv: Some((t(), t())) }
+        Self {
+            kv: Some((t(), t())),
+        }
     }
 
     /// Writes this step's K and V at `slot_mapping` `[tokens, 1]` in place (the cache tensors are
     /// uniquely owned, so burn reuses their buffers), and returns views for attention.
-    fn store(&mut self, slot_mapping: &Tensor<B, 2, Int>, k: Tensor<B, 3>, v: Tensor<B, 3>) -> (&Tensor<B, 3>, &Tensor<B, 3>) {
+    fn store(
+        &mut self,
+        slot_mapping: &Tensor<B, 2, Int>,
+        k: Tensor<B, 3>,
+        v: Tensor<B, 3>,
+    ) -> (&Tensor<B, 3>, &Tensor<B, 3>) {
         let (kc, vc) = self.kv.take().expect("cache present between steps");
         let kc = kc.scatter_nd(slot_mapping.clone(), k, IndexingUpdateOp::Assign);
         let vc = vc.scatter_nd(slot_mapping.clone(), v, IndexingUpdateOp::Assign);
@@ -71,34 +78,77 @@ pub struct Decoder<B: Backend> {
 }
 
 /// RMSNorm over the last dim, computed in f32 as HF does.
-fn rms_norm<B: Backend, const D: usize>(x: Tensor<B, D>, weight: &Tensor<B, 1>, eps: f64) -> Tensor<B, D> {
+fn rms_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: &Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, D> {
     let dtype = x.dtype();
     let x = x.cast(DType::F32);
-    let inv_rms = x.clone().square().mean_dim(D - 1).add_scalar(eps).sqrt().recip();
+    let inv_rms = x
+        .clone()
+        .square()
+        .mean_dim(D - 1)
+        .add_scalar(eps)
+        .sqrt()
+        .recip();
     (x * inv_rms).cast(dtype) * weight.clone().unsqueeze()
 }
 
 impl<B: Backend> Decoder<B> {
     /// Loads (or draws) every parameter, checking shapes against `spec`.
-    pub fn load(spec: &ArchSpec, source: &WeightSource, max_positions: usize, device: &B::Device) -> Result<Self, ModelError> {
-        let (h, hd, nq, nkv, inter) = (spec.hidden_size, spec.head_dim, spec.num_heads, spec.num_kv_heads, spec.intermediate_size);
+    pub fn load(
+        spec: &ArchSpec,
+        source: &WeightSource,
+        max_positions: usize,
+        device: &B::Device,
+    ) -> Result<Self, ModelError> {
+        let (h, hd, nq, nkv, inter) = (
+            spec.hidden_size,
+            spec.head_dim,
+            spec.num_heads,
+            spec.num_kv_heads,
+            spec.intermediate_size,
+        );
         // HF stores linear weights as [out, in]; we keep [in, out] so activations multiply on the left.
-        let linear = |name: String, out: usize, inp: usize| source.load::<B, 2>(&name, [out, inp], Init::Matrix, device).map(|w| w.transpose());
-        let vector = |name: String, n: usize, init: Init| source.load::<B, 1>(&name, [n], init, device);
+        let linear = |name: String, out: usize, inp: usize| {
+            source
+                .load::<B, 2>(&name, [out, inp], Init::Matrix, device)
+                .map(|w| w.transpose())
+        };
+        let vector =
+            |name: String, n: usize, init: Init| source.load::<B, 1>(&name, [n], init, device);
         let mut layers = Vec::with_capacity(spec.num_layers);
         for i in 0..spec.num_layers {
             let n = |rest: &str| names::layer(i, rest);
             let proj = |p: &str, out: usize| linear(n(&format!("{p}.weight")), out, h);
-            let qkv = Tensor::cat(vec![proj(names::Q, nq * hd)?, proj(names::K, nkv * hd)?, proj(names::V, nkv * hd)?], 1);
+            let qkv = Tensor::cat(
+                vec![
+                    proj(names::Q, nq * hd)?,
+                    proj(names::K, nkv * hd)?,
+                    proj(names::V, nkv * hd)?,
+                ],
+                1,
+            );
             let qkv_bias = match spec.qkv_bias {
                 true => {
                     let b = |p: &str, len: usize| vector(n(&format!("{p}.bias")), len, Init::Zeros);
-                    Some(Tensor::cat(vec![b(names::Q, nq * hd)?, b(names::K, nkv * hd)?, b(names::V, nkv * hd)?], 0))
+                    Some(Tensor::cat(
+                        vec![
+                            b(names::Q, nq * hd)?,
+                            b(names::K, nkv * hd)?,
+                            b(names::V, nkv * hd)?,
+                        ],
+                        0,
+                    ))
                 }
                 false => None,
             };
             let (q_norm, k_norm) = match spec.qk_norm {
-                true => (Some(vector(n(names::Q_NORM), hd, Init::Ones)?), Some(vector(n(names::K_NORM), hd, Init::Ones)?)),
+                true => (
+                    Some(vector(n(names::Q_NORM), hd, Init::Ones)?),
+                    Some(vector(n(names::K_NORM), hd, Init::Ones)?),
+                ),
                 false => (None, None),
             };
             layers.push(Layer {
@@ -109,11 +159,18 @@ impl<B: Backend> Decoder<B> {
                 q_norm,
                 k_norm,
                 o: linear(n(names::O), h, nq * hd)?,
-                gate_up: Tensor::cat(vec![linear(n(names::GATE), inter, h)?, linear(n(names::UP), inter, h)?], 1),
+                gate_up: Tensor::cat(
+                    vec![
+                        linear(n(names::GATE), inter, h)?,
+                        linear(n(names::UP), inter, h)?,
+                    ],
+                    1,
+                ),
                 down: linear(n(names::DOWN), h, inter)?,
             });
         }
-        let embed = source.load::<B, 2>(names::EMBED, [spec.vocab_size, h], Init::Matrix, device)?;
+        let embed =
+            source.load::<B, 2>(names::EMBED, [spec.vocab_size, h], Init::Matrix, device)?;
         // Some tied checkpoints still ship lm_head.weight; tying wins only when it is absent.
         let lm_head = match spec.tie_word_embeddings && !source.has(names::LM_HEAD) {
             true => embed.clone().transpose(),
@@ -132,7 +189,11 @@ impl<B: Backend> Decoder<B> {
     /// Runs one step: stores every new token's K and V in `cache` and returns the logits
     /// `[rows, vocab]` of `step.logits_rows`, or `None` when no row is wanted (a chunk that
     /// ends no prompt).
-    pub fn forward(&self, step: &StepTensors<B>, cache: &mut [LayerCache<B>]) -> Option<Tensor<B, 2>> {
+    pub fn forward(
+        &self,
+        step: &StepTensors<B>,
+        cache: &mut [LayerCache<B>],
+    ) -> Option<Tensor<B, 2>> {
         let mut x = self.embed.clone().select(0, step.token_ids.clone());
         for (layer, layer_cache) in self.layers.iter().zip(cache.iter_mut()) {
             x = self.layer_forward(layer, x, step, layer_cache);
@@ -144,7 +205,13 @@ impl<B: Backend> Decoder<B> {
         Some(rms_norm(last, &self.final_norm, self.spec.rms_norm_eps).matmul(self.lm_head.clone()))
     }
 
-    fn layer_forward(&self, layer: &Layer<B>, x: Tensor<B, 2>, step: &StepTensors<B>, cache: &mut LayerCache<B>) -> Tensor<B, 2> {
+    fn layer_forward(
+        &self,
+        layer: &Layer<B>,
+        x: Tensor<B, 2>,
+        step: &StepTensors<B>,
+        cache: &mut LayerCache<B>,
+    ) -> Tensor<B, 2> {
         let s = &self.spec;
         let (hd, nq, nkv) = (s.head_dim, s.num_heads, s.num_kv_heads);
         let tokens = x.dims()[0];
@@ -154,8 +221,13 @@ impl<B: Backend> Decoder<B> {
             qkv = qkv + bias.clone().unsqueeze();
         }
         let mut q = qkv.clone().narrow(1, 0, nq * hd).reshape([tokens, nq, hd]);
-        let mut k = qkv.clone().narrow(1, nq * hd, nkv * hd).reshape([tokens, nkv, hd]);
-        let v = qkv.narrow(1, (nq + nkv) * hd, nkv * hd).reshape([tokens, nkv, hd]);
+        let mut k = qkv
+            .clone()
+            .narrow(1, nq * hd, nkv * hd)
+            .reshape([tokens, nkv, hd]);
+        let v = qkv
+            .narrow(1, (nq + nkv) * hd, nkv * hd)
+            .reshape([tokens, nkv, hd]);
         if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
             q = rms_norm(q, qn, s.rms_norm_eps);
             k = rms_norm(k, kn, s.rms_norm_eps);

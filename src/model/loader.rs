@@ -57,21 +57,43 @@ impl<B: Backend> LoadedModel<B> {
 
 /// Loads a model. `max_positions` bounds the rotary table (the engine's `max_model_len`);
 /// `None` takes the model's `max_position_embeddings`. `seed` seeds random weights.
-pub fn load_model<B: Backend>(source: &ModelSource, weights: WeightsKind, seed: u64, max_positions: Option<usize>, device: &B::Device) -> Result<LoadedModel<B>, ModelError> {
+pub fn load_model<B: Backend>(
+    source: &ModelSource,
+    weights: WeightsKind,
+    seed: u64,
+    max_positions: Option<usize>,
+    device: &B::Device,
+) -> Result<LoadedModel<B>, ModelError> {
     let (name, spec, dir) = match source {
-        ModelSource::Preset(name) => (name.clone(), preset(name).ok_or_else(|| ModelError::UnknownPreset(name.clone()))?, None),
+        ModelSource::Preset(name) => (
+            name.clone(),
+            preset(name).ok_or_else(|| ModelError::UnknownPreset(name.clone()))?,
+            None,
+        ),
         ModelSource::Folder(dir) => {
             if !dir.is_dir() {
-                return Err(ModelError::Io { path: dir.clone(), source: std::io::Error::new(std::io::ErrorKind::NotFound, "model folder not found") });
+                return Err(ModelError::Io {
+                    path: dir.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "model folder not found",
+                    ),
+                });
             }
-            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| dir.display().to_string());
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| dir.display().to_string());
             (name, load_arch(dir)?, Some(dir.as_path()))
         }
     };
     let source = match (weights, dir) {
         (WeightsKind::File, Some(dir)) => WeightSource::Files(SafetensorFiles::open(dir)?),
         (WeightsKind::File, None) => {
-            return Err(ModelError::BadWeights { path: PathBuf::from(&name), msg: "a preset has no weight files: use weights = \"random\"".into() });
+            return Err(ModelError::BadWeights {
+                path: PathBuf::from(&name),
+                msg: "a preset has no weight files: use weights = \"random\"".into(),
+            });
         }
         (WeightsKind::Random, _) => {
             B::seed(device, seed);
@@ -84,7 +106,12 @@ pub fn load_model<B: Backend>(source: &ModelSource, weights: WeightsKind, seed: 
         Some(dir) => load_tokenizer(dir)?,
         None => None,
     };
-    Ok(LoadedModel { name, decoder, tokenizer, random_weights: weights == WeightsKind::Random })
+    Ok(LoadedModel {
+        name,
+        decoder,
+        tokenizer,
+        random_weights: weights == WeightsKind::Random,
+    })
 }
 
 /// `<dir>/tokenizer.json` when present.
@@ -93,5 +120,10 @@ fn load_tokenizer(dir: &Path) -> Result<Option<Tokenizer>, ModelError> {
     if !path.exists() {
         return Ok(None);
     }
-    Tokenizer::from_file(&path).map(Some).map_err(|e| ModelError::Tokenizer { path, msg: e.to_string() })
+    Tokenizer::from_file(&path)
+        .map(Some)
+        .map_err(|e| ModelError::Tokenizer {
+            path,
+            msg: e.to_string(),
+        })
 }

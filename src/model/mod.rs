@@ -9,7 +9,7 @@ pub mod rope;
 pub mod safetensor_files;
 pub mod weights;
 
-pub use arch::{Architecture, ArchSpec, RopeScaling};
+pub use arch::{ArchSpec, Architecture, RopeScaling};
 pub use decoder::{Decoder, LayerCache, StepTensors};
 pub use error::ModelError;
 pub use loader::{load_model, LoadedModel, ModelSource, WeightsKind};

@@ -1,7 +1,13 @@
 //! Named architectures for seeded random weights: real shapes without files, for benchmarks.
-use super::arch::{Architecture, ArchSpec, RopeScaling};
+use super::arch::{ArchSpec, Architecture, RopeScaling};
 
-pub const PRESET_NAMES: &[&str] = &["qwen3-0.6b", "llama-3.1-8b", "llama-2-7b", "tiny-qwen3", "tiny-llama"];
+pub const PRESET_NAMES: &[&str] = &[
+    "qwen3-0.6b",
+    "llama-3.1-8b",
+    "llama-2-7b",
+    "tiny-qwen3",
+    "tiny-llama",
+];
 
 /// The spec of preset `name`, or `None` when there is no such preset.
 pub fn preset(name: &str) -> Option<ArchSpec> {
@@ -34,7 +40,12 @@ pub fn preset(name: &str) -> Option<ArchSpec> {
         intermediate_size: 14_336,
         rms_norm_eps: 1e-5,
         rope_theta: 500_000.0,
-        rope_scaling: RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 },
+        rope_scaling: RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        },
         max_position_embeddings: 131_072,
         tie_word_embeddings: false,
         qk_norm: false,

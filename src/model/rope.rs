@@ -12,12 +12,20 @@ pub struct Rope<B: Backend> {
 
 /// Inverse frequencies `theta^(-2i/d)`, rescaled per `scaling` (HF `_compute_llama3_parameters`).
 pub fn inv_freq(head_dim: usize, theta: f64, scaling: &RopeScaling) -> Vec<f64> {
-    let base: Vec<f64> = (0..head_dim / 2).map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)).collect();
+    let base: Vec<f64> = (0..head_dim / 2)
+        .map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64))
+        .collect();
     match *scaling {
         RopeScaling::None => base,
-        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } => {
             let old_len = original_max_position_embeddings as f64;
-            let (low_wavelen, high_wavelen) = (old_len / low_freq_factor, old_len / high_freq_factor);
+            let (low_wavelen, high_wavelen) =
+                (old_len / low_freq_factor, old_len / high_freq_factor);
             base.into_iter()
                 .map(|f| {
                     let wavelen = 2.0 * std::f64::consts::PI / f;
@@ -26,7 +34,8 @@ pub fn inv_freq(head_dim: usize, theta: f64, scaling: &RopeScaling) -> Vec<f64> 
                     } else if wavelen > low_wavelen {
                         f / factor
                     } else {
-                        let smooth = (old_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                        let smooth = (old_len / wavelen - low_freq_factor)
+                            / (high_freq_factor - low_freq_factor);
                         (1.0 - smooth) * f / factor + smooth * f
                     }
                 })
@@ -40,24 +49,46 @@ impl<B: Backend> Rope<B> {
         let freqs = inv_freq(spec.head_dim, spec.rope_theta, &spec.rope_scaling);
         let half = freqs.len();
         // HF computes inv_freq in f32 and the angles in f32; round the frequencies the same way.
-        let angles: Vec<f64> = (0..max_positions).flat_map(|p| freqs.iter().map(move |&f| p as f64 * (f as f32) as f64)).collect();
+        let angles: Vec<f64> = (0..max_positions)
+            .flat_map(|p| freqs.iter().map(move |&f| p as f64 * (f as f32) as f64))
+            .collect();
         let table = |f: fn(f64) -> f64| {
             let vals: Vec<f32> = angles.iter().map(|&a| f(a) as f32).collect();
-            Tensor::from_data(TensorData::new(vals, [max_positions, half]), (device, DType::F32))
+            Tensor::from_data(
+                TensorData::new(vals, [max_positions, half]),
+                (device, DType::F32),
+            )
         };
-        Self { cos: table(f64::cos), sin: table(f64::sin) }
+        Self {
+            cos: table(f64::cos),
+            sin: table(f64::sin),
+        }
     }
 
     /// Rotates `x` `[tokens, heads, head_dim]` by each token's position `[tokens]`.
     pub fn apply(&self, x: Tensor<B, 3>, positions: &Tensor<B, 1, Int>) -> Tensor<B, 3> {
         let [t, h, d] = x.dims();
         let dtype = x.dtype();
-        let cos = self.cos.clone().select(0, positions.clone()).unsqueeze_dim::<3>(1);
-        let sin = self.sin.clone().select(0, positions.clone()).unsqueeze_dim::<3>(1);
+        let cos = self
+            .cos
+            .clone()
+            .select(0, positions.clone())
+            .unsqueeze_dim::<3>(1);
+        let sin = self
+            .sin
+            .clone()
+            .select(0, positions.clone())
+            .unsqueeze_dim::<3>(1);
         let x = x.cast(DType::F32);
         let x1 = x.clone().narrow(2, 0, d / 2);
         let x2 = x.narrow(2, d / 2, d / 2);
-        let out = Tensor::cat(vec![x1.clone() * cos.clone() - x2.clone() * sin.clone(), x2 * cos + x1 * sin], 2);
+        let out = Tensor::cat(
+            vec![
+                x1.clone() * cos.clone() - x2.clone() * sin.clone(),
+                x2 * cos + x1 * sin,
+            ],
+            2,
+        );
         debug_assert_eq!(out.dims(), [t, h, d]);
         out.cast(dtype)
     }
@@ -69,12 +100,19 @@ mod tests {
 
     #[test]
     fn llama3_scaling_keeps_high_and_divides_low_frequencies() {
-        let scaling = RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 };
+        let scaling = RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        };
         let plain = inv_freq(128, 500000.0, &RopeScaling::None);
         let scaled = inv_freq(128, 500000.0, &scaling);
         assert_eq!(scaled[0], plain[0]); // wavelength 2*pi: high frequency, kept
         assert!((scaled[63] - plain[63] / 8.0).abs() < 1e-18); // longest wavelength: divided by factor
-        let medium = (0..64).filter(|&i| scaled[i] != plain[i] && (scaled[i] - plain[i] / 8.0).abs() > 1e-18).count();
+        let medium = (0..64)
+            .filter(|&i| scaled[i] != plain[i] && (scaled[i] - plain[i] / 8.0).abs() > 1e-18)
+            .count();
         assert!(medium > 0, "some frequencies are smoothly interpolated");
     }
 }

@@ -36,44 +36,79 @@ impl SafetensorFiles {
             let file = File::open(&path).map_err(|e| ModelError::io(&path, e))?;
             // SAFETY: the file is opened read-only and not modified while the model loads.
             let map = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(&path, e))?;
-            let bad = |msg: String| ModelError::BadWeights { path: path.clone(), msg };
-            let (header_len, meta) = SafeTensors::read_metadata(&map).map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
+            let bad = |msg: String| ModelError::BadWeights {
+                path: path.clone(),
+                msg,
+            };
+            let (header_len, meta) = SafeTensors::read_metadata(&map)
+                .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
             let data_start = 8 + header_len;
             let data_len = map.len().saturating_sub(data_start);
             if meta.data_len() > data_len {
-                return Err(bad(format!("truncated: header promises {} data bytes, file has {data_len}", meta.data_len())));
+                return Err(bad(format!(
+                    "truncated: header promises {} data bytes, file has {data_len}",
+                    meta.data_len()
+                )));
             }
             for name in meta.tensors().keys() {
                 shard_of.insert(name.clone(), shards.len());
             }
-            shards.push(Shard { path, map, data_start, meta });
+            shards.push(Shard {
+                path,
+                map,
+                data_start,
+                meta,
+            });
         }
         Ok(Self { shards, shard_of })
     }
 
     /// Loads tensor `name`, checking that its shape is `shape`; converts to the device's float dtype.
-    pub fn load<B: Backend, const D: usize>(&self, name: &str, shape: [usize; D], device: &B::Device) -> Result<Tensor<B, D>, ModelError> {
+    pub fn load<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>, ModelError> {
         let Some(&i) = self.shard_of.get(name) else {
-            let path = self.shards.first().map(|s| s.path.parent().unwrap_or(&s.path).to_path_buf()).unwrap_or_default();
-            return Err(ModelError::MissingTensor { path, name: name.into() });
+            let path = self
+                .shards
+                .first()
+                .map(|s| s.path.parent().unwrap_or(&s.path).to_path_buf())
+                .unwrap_or_default();
+            return Err(ModelError::MissingTensor {
+                path,
+                name: name.into(),
+            });
         };
         let shard = &self.shards[i];
         let info = shard.meta.info(name).expect("indexed name has info");
         if info.shape != shape {
-            return Err(ModelError::WrongShape { path: shard.path.clone(), name: name.into(), got: info.shape.clone(), expected: shape.to_vec() });
+            return Err(ModelError::WrongShape {
+                path: shard.path.clone(),
+                name: name.into(),
+                got: info.shape.clone(),
+                expected: shape.to_vec(),
+            });
         }
         let dtype = match info.dtype {
             Dtype::BF16 => DType::BF16,
             Dtype::F16 => DType::F16,
             Dtype::F32 => DType::F32,
             other => {
-                return Err(ModelError::BadWeights { path: shard.path.clone(), msg: format!("tensor `{name}` has dtype {other:?}; expected bf16, f16 or f32") });
+                return Err(ModelError::BadWeights {
+                    path: shard.path.clone(),
+                    msg: format!("tensor `{name}` has dtype {other:?}; expected bf16, f16 or f32"),
+                });
             }
         };
         let (start, end) = info.data_offsets;
         let bytes = shard.map[shard.data_start + start..shard.data_start + end].to_vec();
         // from_data converts on the host only when the dtype differs from the device's default.
-        Ok(Tensor::from_data(TensorData::from_bytes_vec(bytes, shape.to_vec(), dtype), device))
+        Ok(Tensor::from_data(
+            TensorData::from_bytes_vec(bytes, shape.to_vec(), dtype),
+            device,
+        ))
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -85,23 +120,46 @@ fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
         let text = std::fs::read_to_string(&index).map_err(|e| ModelError::io(&index, e))?;
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Json { path: index.clone(), source: e })?;
-        let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| ModelError::MissingField { path: index.clone(), field: "weight_map".into() })?;
-        let mut files: Vec<PathBuf> = map.values().filter_map(|v| v.as_str()).map(|f| dir.join(f)).collect();
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ModelError::Json {
+                path: index.clone(),
+                source: e,
+            })?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| ModelError::MissingField {
+                path: index.clone(),
+                field: "weight_map".into(),
+            })?;
+        let mut files: Vec<PathBuf> = map
+            .values()
+            .filter_map(|v| v.as_str())
+            .map(|f| dir.join(f))
+            .collect();
         files.dedup();
         files.sort();
         files.dedup();
         for f in &files {
             if !f.exists() {
-                return Err(ModelError::BadWeights { path: f.clone(), msg: format!("listed in {} but missing", index.display()) });
+                return Err(ModelError::BadWeights {
+                    path: f.clone(),
+                    msg: format!("listed in {} but missing", index.display()),
+                });
             }
         }
         return Ok(files);
     }
     let entries = std::fs::read_dir(dir).map_err(|e| ModelError::io(dir, e))?;
-    let files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "safetensors")).collect();
+    let files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
     if files.is_empty() {
-        return Err(ModelError::BadWeights { path: dir.into(), msg: "no *.safetensors file in the model folder".into() });
+        return Err(ModelError::BadWeights {
+            path: dir.into(),
+            msg: "no *.safetensors file in the model folder".into(),
+        });
     }
     Ok(files)
 }

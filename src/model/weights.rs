@@ -23,7 +23,13 @@ pub enum WeightSource {
 }
 
 impl WeightSource {
-    pub fn load<B: Backend, const D: usize>(&self, name: &str, shape: [usize; D], init: Init, device: &B::Device) -> Result<Tensor<B, D>, ModelError> {
+    pub fn load<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        init: Init,
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>, ModelError> {
         match self {
             WeightSource::Files(files) => files.load(name, shape, device),
             WeightSource::Random => Ok(match init {
