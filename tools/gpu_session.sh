@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
 # One batched run on the GPU machine (see README "GPU machine"). Build here first:
 #   ../shared/tools/device-build.sh --bin nanovllm --example golden_check
-# then run this script there with .devbin carried. Logs and results go under $OUT.
+# then run this script there with .devbin carried (xz-compressed binaries are unpacked).
+# STEPS picks what runs; logs and a results tarball go under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 B=./.devbin
-log() { echo "=== $*" | tee -a "$OUT/session.log"; }
-run() { log "$*"; "$@" 2>&1 | tee -a "$OUT/session.log"; }
+(cd $B && for f in *.xz; do [ -e "$f" ] && xz -d -T4 "$f"; done; chmod +x ./*)
+log() { echo "=== $(date +%T) $*" | tee -a "$OUT/session.log"; }
+run() { log "$*"; "$@" 2>&1 | grep -v "^ *[0-9]*: <unknown>$\|^ *[0-9]*: __libc\|^stack backtrace\|^note: Some\|^No backtrace" | tee -a "$OUT/session.log"; }
+exp() { run timeout -s INT -k 20 "$2" $B/nanovllm "experiments/$1.toml" --results-dir "$OUT/results"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$OUT/session.log"
-run $B/nanovllm info --backend cuda
-run $B/golden_check --backend cuda
-run $B/nanovllm perplexity --backend cuda --model models/tiny-qwen3-pystdlib
-# Batch-1 decode latency: one 100-token prompt, 256 output tokens.
-run $B/nanovllm generate --backend cuda --model qwen3-0.6b --weights random --random-prompt-len 100 --max-tokens 256 --ignore-eos
-for exp in ${EXPERIMENTS:-bench chunk512}; do
-  run timeout ${EXP_TIMEOUT:-240} $B/nanovllm experiments/$exp.toml --results-dir "$OUT/results"
+for step in ${STEPS:-info golden perplexity decode_latency bench chunk512}; do
+  case $step in
+    info) run $B/nanovllm info --backend cuda ;;
+    golden) run timeout -s INT 150 $B/golden_check --backend cuda ;;
+    perplexity) run timeout -s INT 90 $B/nanovllm perplexity --backend cuda --model models/tiny-qwen3-pystdlib ;;
+    decode_latency) exp decode_latency 100 ;;
+    bench) exp bench ${BENCH_TIMEOUT:-240} ;;
+    bench_part) exp bench_part ${BENCH_TIMEOUT:-240} ;;
+    chunk512) exp chunk512 150 ;;
+    chunk_sweep) exp chunk_sweep 400 ;;
+  esac
 done
 # The device tool returns at most 8 files, 2 folders deep: pack the results folder.
-tar czf "$OUT/results.tgz" -C "$OUT" results 2>/dev/null && rm -rf "$OUT/results"
+[ -d "$OUT/results" ] && tar czf "$OUT/results.tgz" -C "$OUT" results && rm -rf "$OUT/results"
+grep -h -A4 "Inference Engine" "$OUT"/session.log 2>/dev/null | head -0
+exit 0

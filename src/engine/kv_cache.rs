@@ -16,9 +16,12 @@ pub fn plan_num_blocks<B: Backend>(
 ) -> anyhow::Result<usize> {
     let dtype_bytes = Tensor::<B, 1>::zeros([1], device).dtype().size();
     let block_bytes = runner.model.spec.kv_bytes_per_token(dtype_bytes) * cfg.block_size;
+    // Give back pool pages a previous engine (an earlier experiment variant) left reserved.
+    B::memory_cleanup(device);
     let budget = match device_memory::<B>(device) {
         Some(_) => {
             warm_up(runner, cfg, max_model_len);
+            B::memory_cleanup(device);
             let mem = device_memory::<B>(device).expect("still a GPU");
             let allowed = (mem.total as f64 * cfg.kv_budget.gpu_memory_utilization) as u64;
             allowed.saturating_sub(mem.total - mem.free)

@@ -95,7 +95,7 @@ pub enum SchedulerPolicy {
 
 /// Where the KV cache's size comes from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct KvBudget {
     /// On CUDA: the fraction of the card's memory the engine may use in all (as vLLM).
     pub gpu_memory_utilization: f64,
@@ -108,7 +108,9 @@ pub struct KvBudget {
 impl Default for KvBudget {
     fn default() -> Self {
         Self {
-            gpu_memory_utilization: 0.9,
+            // 0.7, not vLLM's 0.9: the reference attention materialises padded score
+            // matrices (several GB for a 16k-token prefill) beside the cache.
+            gpu_memory_utilization: 0.7,
             cpu_bytes: 1 << 29,
             max_blocks: None,
         }
@@ -125,7 +127,8 @@ pub struct EngineConfig {
     pub max_num_seqs: usize,
     /// Tokens in one forward pass at most.
     pub max_num_batched_tokens: usize,
-    /// Longest prompt + output; `None` takes the model's `max_position_embeddings`.
+    /// Longest prompt + output (capped by the model's `max_position_embeddings`); `None` takes
+    /// the model's maximum.
     pub max_model_len: Option<usize>,
     pub enable_prefix_caching: bool,
     pub kv_budget: KvBudget,
@@ -139,7 +142,9 @@ impl Default for EngineConfig {
             block_size: 256,
             max_num_seqs: 256,
             max_num_batched_tokens: 16384,
-            max_model_len: None,
+            // nano-vllm's default; the model's own maximum (40,960 for Qwen3) would need a
+            // 40k-token batch budget under policy none.
+            max_model_len: Some(4096),
             enable_prefix_caching: true,
             kv_budget: KvBudget::default(),
             scheduler: SchedulerPolicy::None,

@@ -193,7 +193,7 @@ pub fn parse_arch(text: &str, path: &Path) -> Result<ArchSpec, ModelError> {
             None => Vec::new(),
         },
     };
-    if spec.head_dim % 2 != 0 {
+    if !spec.head_dim.is_multiple_of(2) {
         return Err(ModelError::BadField {
             path: path.into(),
             field: "head_dim".into(),
