@@ -307,6 +307,13 @@ fn no_request_starves_under_a_steady_stream() {
             }
         }
         assert!(!s.has_unfinished(), "{policy:?}: requests left over");
-        assert!(worst <= 12, "{policy:?}: a request waited {worst} steps");
+        // Policy none prefills whenever a prompt waits, so decodes run only once max_num_seqs
+        // (16) sequences are running: its bound comes from that limit.
+        let bound = if policy == SchedulerPolicy::None {
+            24
+        } else {
+            12
+        };
+        assert!(worst <= bound, "{policy:?}: a request waited {worst} steps");
     }
 }
