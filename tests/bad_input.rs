@@ -1,0 +1,138 @@
+//! Bad model folders and bad prompts give errors that name the file, field or tensor; a bad
+//! request fails alone while the others finish.
+use std::path::{Path, PathBuf};
+
+use nanovllm::backend::Cpu;
+use nanovllm::engine::{EngineConfig, Prompt, RequestError, SamplingParams, LLM};
+use nanovllm::model::{load_model, ModelSource, WeightsKind};
+
+fn fixture_copy(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3");
+    let dst = dir.join("qwen3");
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    dst
+}
+
+fn load_err(dir: &Path) -> String {
+    match load_model::<Cpu>(
+        &ModelSource::Folder(dir.into()),
+        WeightsKind::File,
+        0,
+        None,
+        &Default::default(),
+    ) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn edit_config(dir: &Path, from: &str, to: &str) {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{from}");
+    std::fs::write(path, text.replace(from, to)).unwrap();
+}
+
+#[test]
+fn missing_folder_names_the_path() {
+    let err = load_err(Path::new("no/such/model"));
+    assert!(
+        err.contains("no/such/model") && err.contains("not found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn truncated_weights_name_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixture_copy(tmp.path());
+    let file = dir.join("model.safetensors");
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let err = load_err(&dir);
+    assert!(
+        err.contains("model.safetensors") && err.contains("not fully covered"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_shape_names_the_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixture_copy(tmp.path());
+    edit_config(
+        &dir,
+        "\"intermediate_size\": 128",
+        "\"intermediate_size\": 96",
+    );
+    let err = load_err(&dir);
+    assert!(
+        err.contains("model.layers.0.mlp.gate_proj.weight")
+            && err.contains("[128, 64]")
+            && err.contains("[96, 64]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_tensor_names_the_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixture_copy(tmp.path());
+    edit_config(&dir, "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3");
+    let err = load_err(&dir);
+    assert!(
+        err.contains("model.layers.2.") && err.contains("missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn too_long_prompt_fails_alone() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3");
+    let device = Default::default();
+    let model = load_model::<Cpu>(
+        &ModelSource::Folder(dir),
+        WeightsKind::File,
+        0,
+        None,
+        &device,
+    )
+    .unwrap();
+    let config = EngineConfig {
+        max_model_len: Some(32),
+        block_size: 16,
+        ..Default::default()
+    };
+    let mut llm = LLM::new(model, config, &device).unwrap();
+    let prompts = vec![Prompt::Tokens(vec![5; 40]), Prompt::Tokens(vec![7; 4])];
+    let out = llm.generate(prompts, &[SamplingParams::greedy(3)]).unwrap();
+    assert_eq!(
+        out[0].as_ref().unwrap_err(),
+        &RequestError::PromptTooLong {
+            len: 40,
+            max_model_len: 32
+        }
+    );
+    assert!(out[0]
+        .as_ref()
+        .unwrap_err()
+        .to_string()
+        .contains("max_model_len is 32"));
+    assert_eq!(out[1].as_ref().unwrap().token_ids.len(), 3);
+    let bad = llm.add_request(
+        Prompt::Tokens(vec![1]),
+        SamplingParams {
+            temperature: -1.0,
+            ..Default::default()
+        },
+    );
+    assert!(bad.unwrap_err().to_string().contains("temperature"));
+}
