@@ -1,12 +1,13 @@
 //! Compares the engine's logits with the HF golden fixtures on any backend, printing the
 //! error instead of asserting: the bf16 check on the GPU machine
-//! (`golden_check --backend cuda`), where `cargo test` cannot run.
-use burn::tensor::backend::Backend;
+//! (`golden_check --backend cuda`), where `cargo test` cannot run. On a backend with kernels it
+//! runs both attention paths and checks that their greedy outputs agree.
 use clap::Parser;
 use nanovllm::backend::{dispatch, BackendTask};
 use nanovllm::cli::BackendChoice;
-use nanovllm::engine::{EngineConfig, Prompt, SamplingParams, LLM};
+use nanovllm::engine::{AttentionBackend, EngineConfig, Prompt, SamplingParams, LLM};
 use nanovllm::model::{load_model, ModelSource, WeightsKind};
+use nanovllm_kernels::KernelBackend;
 
 #[derive(Parser)]
 struct Args {
@@ -20,12 +21,21 @@ struct Check(String);
 
 impl BackendTask for Check {
     type Output = ();
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+    fn run<B: KernelBackend>(self, device: B::Device) -> anyhow::Result<()> {
+        let mut paths = vec![AttentionBackend::Reference];
+        if B::kernel_caps(&device).is_some() {
+            paths.push(AttentionBackend::Kernel);
+        }
         println!(
-            "{:<8} {:>22} {:>22} {:>14}",
-            "model", "prefill max|err| (rel)", "decode max|err| (rel)", "greedy equal"
+            "{:<8} {:<9} {:>22} {:>22} {:>14}",
+            "model", "attention", "prefill max|err| (rel)", "decode max|err| (rel)", "greedy equal"
         );
-        for name in ["qwen3", "llama3", "llama2"] {
+        // Greedy continuations of 32 tokens per prompt, per attention path, to compare paths.
+        let mut continuations: Vec<Vec<Vec<u32>>> = Vec::new();
+        for (name, attention) in ["qwen3", "llama3", "llama2"]
+            .into_iter()
+            .flat_map(|n| paths.iter().map(move |&a| (n, a)))
+        {
             let dir = format!("{}/{name}", self.0);
             let golden: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(format!("{dir}/golden.json"))?)?;
@@ -53,6 +63,7 @@ impl BackendTask for Check {
             let config = EngineConfig {
                 block_size: 16,
                 max_num_batched_tokens: 512,
+                attention,
                 ..Default::default()
             };
             let mut llm = LLM::new(model, config, &device)?;
@@ -98,8 +109,22 @@ impl BackendTask for Check {
                     .remove(0)?;
                 greedy_ok += (out.token_ids == greedy) as usize;
             }
+            let long = SamplingParams {
+                ignore_eos: true,
+                ..SamplingParams::greedy(32)
+            };
+            let outs = llm.generate(
+                prompts.iter().map(|p| Prompt::Tokens(ids(p))).collect(),
+                &vec![long; prompts.len()],
+            )?;
+            continuations.push(
+                outs.into_iter()
+                    .map(|o| o.map(|o| o.token_ids).unwrap_or_default())
+                    .collect(),
+            );
             println!(
-                "{name:<8} {:>12.4} ({:.4}) {:>12.4} ({:.4}) {:>10}/{}",
+                "{name:<8} {:<9} {:>12.4} ({:.4}) {:>12.4} ({:.4}) {:>10}/{}",
+                attention.as_str(),
                 prefill,
                 prefill / scale,
                 decode,
@@ -107,6 +132,15 @@ impl BackendTask for Check {
                 greedy_ok,
                 prompts.len()
             );
+        }
+        if paths.len() == 2 {
+            let pairs: Vec<_> = continuations.chunks(2).collect();
+            let same = pairs
+                .iter()
+                .map(|p| p[0].iter().zip(&p[1]).filter(|(a, b)| a == b).count())
+                .sum::<usize>();
+            let total = pairs.iter().map(|p| p[0].len()).sum::<usize>();
+            println!("kernel vs reference: {same}/{total} greedy 32-token continuations identical");
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! The backends the engine runs on, and what the harness needs to know about them.
 //! CPU: burn-ndarray in f32 (default). CUDA (`--features cuda`): burn-cuda in bf16.
-use burn::tensor::backend::Backend;
+use nanovllm_kernels::KernelBackend;
 
 /// The CPU backend: f32, runs anywhere.
 pub type Cpu = burn::backend::NdArray<f32>;
@@ -16,7 +16,7 @@ pub struct DeviceMemory {
 }
 
 /// Device memory of a CUDA device; `None` on the CPU.
-pub fn device_memory<B: Backend>(device: &B::Device) -> Option<DeviceMemory> {
+pub fn device_memory<B: KernelBackend>(device: &B::Device) -> Option<DeviceMemory> {
     if !B::name(device).contains("cuda") {
         return None;
     }
@@ -24,7 +24,7 @@ pub fn device_memory<B: Backend>(device: &B::Device) -> Option<DeviceMemory> {
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_memory<B: Backend>(device: &B::Device) -> Option<DeviceMemory> {
+fn cuda_memory<B: KernelBackend>(device: &B::Device) -> Option<DeviceMemory> {
     B::sync(device).ok()?;
     // The primary context: the one cubecl uses, so its pool counts as used.
     let ctx = cudarc::driver::CudaContext::new(0).ok()?;
@@ -36,12 +36,12 @@ fn cuda_memory<B: Backend>(device: &B::Device) -> Option<DeviceMemory> {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_memory<B: Backend>(_device: &B::Device) -> Option<DeviceMemory> {
+fn cuda_memory<B: KernelBackend>(_device: &B::Device) -> Option<DeviceMemory> {
     None
 }
 
 /// A one-line description of the device, for reports.
-pub fn device_description<B: Backend>(device: &B::Device) -> String {
+pub fn device_description<B: KernelBackend>(device: &B::Device) -> String {
     #[cfg(feature = "cuda")]
     if B::name(device).contains("cuda") {
         if let Ok(ctx) = cudarc::driver::CudaContext::new(0) {
@@ -71,7 +71,7 @@ pub fn device_description<B: Backend>(device: &B::Device) -> String {
 /// Something to run on whichever backend the user chose.
 pub trait BackendTask {
     type Output;
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Self::Output>;
+    fn run<B: KernelBackend>(self, device: B::Device) -> anyhow::Result<Self::Output>;
 }
 
 /// Resolves `auto` and runs `task` on the chosen backend.

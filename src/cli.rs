@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::engine::AttentionBackend;
 use crate::model::WeightsKind;
 
 #[derive(Parser, Debug)]
@@ -33,6 +34,28 @@ pub enum Command {
     Report { dir: PathBuf },
     /// Print the backend, device and attention path in use.
     Info(BackendArgs),
+    /// The cubecl kernels: parity against the reference, and benches.
+    Kernels(KernelsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KernelsArgs {
+    #[command(subcommand)]
+    pub command: KernelsCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KernelsCommand {
+    /// Each kernel against its plain-burn reference on fresh random inputs (bf16 on CUDA).
+    Check(BackendArgs),
+    /// Decode attention bandwidth and the prefill attention table, kernel vs reference.
+    Bench {
+        #[command(flatten)]
+        backend: BackendArgs,
+        /// Folder for decode_attention.csv and prefill_attention.csv.
+        #[arg(long, default_value = "results/kernels")]
+        out: PathBuf,
+    },
 }
 
 #[derive(
@@ -65,6 +88,9 @@ pub struct ModelArgs {
     pub seed: u64,
     #[command(flatten)]
     pub backend: BackendArgs,
+    /// Attention implementation: cubecl kernels (GPU) or the plain-burn reference.
+    #[arg(long, value_enum, default_value_t = AttentionBackend::Auto)]
+    pub attention: AttentionBackend,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

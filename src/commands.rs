@@ -1,9 +1,9 @@
 //! The subcommands other than running an experiment: generate, perplexity, info.
+use nanovllm_kernels::KernelBackend;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use burn::tensor::backend::Backend;
 use rand::{Rng, SeedableRng};
 
 use crate::backend::{device_description, BackendTask};
@@ -12,11 +12,12 @@ use crate::engine::{EngineConfig, Prompt, SamplingParams, LLM};
 use crate::model::{load_model, ModelSource};
 
 /// Loads the model named by `args` and builds an engine with `config`.
-pub fn build_engine<B: Backend>(
+pub fn build_engine<B: KernelBackend>(
     args: &ModelArgs,
-    config: EngineConfig,
+    mut config: EngineConfig,
     device: &B::Device,
 ) -> anyhow::Result<LLM<B>> {
+    config.attention = args.attention;
     let source = ModelSource::parse(&args.model);
     let model = load_model::<B>(
         &source,
@@ -30,7 +31,7 @@ pub fn build_engine<B: Backend>(
 
 impl BackendTask for GenerateArgs {
     type Output = ();
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+    fn run<B: KernelBackend>(self, device: B::Device) -> anyhow::Result<()> {
         let mut llm = build_engine::<B>(&self.model, EngineConfig::default(), &device)?;
         println!(
             "model {} ({}) on {}",
@@ -99,7 +100,7 @@ impl BackendTask for GenerateArgs {
 
 impl BackendTask for PerplexityArgs {
     type Output = f64;
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<f64> {
+    fn run<B: KernelBackend>(self, device: B::Device) -> anyhow::Result<f64> {
         let ids_path = self
             .ids
             .clone()
@@ -156,10 +157,21 @@ pub struct Info;
 
 impl BackendTask for Info {
     type Output = ();
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+    fn run<B: KernelBackend>(self, device: B::Device) -> anyhow::Result<()> {
         println!("backend:   {}", B::name(&device));
         println!("device:    {}", device_description::<B>(&device));
-        println!("attention: reference (plain burn ops over the paged cache)");
+        match B::kernel_caps(&device) {
+            Some(caps) => println!(
+                "attention: kernel (cubecl paged attention; {} compute units, {} KiB shared \
+                 memory per cube) by default; `--attention reference` for plain burn ops",
+                caps.compute_units,
+                caps.max_shared_bytes / 1024
+            ),
+            None => println!(
+                "attention: reference (plain burn ops over the paged cache); this backend has \
+                 no cubecl kernels"
+            ),
+        }
         Ok(())
     }
 }

@@ -1,8 +1,9 @@
 //! Glue between the harness and the engine: loads an experiment file and, per variant, the
 //! model and an `LLM` on the chosen backend, behind the harness's [`StepEngine`] port.
+use nanovllm_kernels::KernelBackend;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::Tensor;
 
 use crate::backend::{device_description, dispatch, BackendTask};
 use crate::config::{load_experiment, ExperimentConfig, Variant};
@@ -22,7 +23,7 @@ struct BuildEngine<'a>(&'a ExperimentConfig);
 
 impl BackendTask for BuildEngine<'_> {
     type Output = Box<dyn StepEngine>;
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Box<dyn StepEngine>> {
+    fn run<B: KernelBackend>(self, device: B::Device) -> anyhow::Result<Box<dyn StepEngine>> {
         let cfg = self.0;
         let engine_config = cfg.engine_config();
         let model = load_model::<B>(
@@ -40,6 +41,7 @@ impl BackendTask for BuildEngine<'_> {
             backend: B::name(&device),
             device: device_description::<B>(&device),
             dtype: format!("{:?}", Tensor::<B, 1>::zeros([1], &device).dtype()).to_lowercase(),
+            attention_backend: llm.attention_impl().as_str().to_string(),
             num_params,
             vocab_size: llm.spec().vocab_size,
             max_model_len: llm.max_model_len(),
@@ -48,12 +50,12 @@ impl BackendTask for BuildEngine<'_> {
     }
 }
 
-struct HarnessEngine<B: Backend> {
+struct HarnessEngine<B: KernelBackend> {
     llm: LLM<B>,
     info: EngineInfo,
 }
 
-impl<B: Backend> StepEngine for HarnessEngine<B> {
+impl<B: KernelBackend> StepEngine for HarnessEngine<B> {
     fn add_request(&mut self, prompt: Prompt, params: SamplingParams) -> Result<RequestId, String> {
         self.llm
             .add_request(prompt, params)

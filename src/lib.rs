@@ -11,4 +11,5 @@ pub mod config;
 pub mod engine;
 pub mod experiment;
 pub mod harness;
+pub mod kernels_cmd;
 pub mod model;

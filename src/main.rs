@@ -12,6 +12,7 @@ fn main() -> anyhow::Result<()> {
         }
         (Some(Command::Report { dir }), _) => nanovllm::harness::regenerate_report(&dir),
         (Some(Command::Info(args)), _) => dispatch(args.backend, Info),
+        (Some(Command::Kernels(args)), _) => dispatch(args.backend().backend, args),
         (None, Some(path)) => nanovllm::experiment::run(&path, &cli.results_dir)
             .map(|dir| println!("results in {}", dir.display())),
         (None, None) => {

@@ -11,9 +11,13 @@ log() { echo "=== $(date +%T) $*" | tee -a "$OUT/session.log"; }
 run() { log "$*"; "$@" 2>&1 | grep -v "^ *[0-9]*: <unknown>$\|^ *[0-9]*: __libc\|^stack backtrace\|^note: Some\|^No backtrace" | tee -a "$OUT/session.log"; }
 exp() { run timeout -s INT -k 20 "$2" $B/nanovllm "experiments/$1.toml" --results-dir "$OUT/results"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$OUT/session.log"
-for step in ${STEPS:-info golden perplexity decode_latency bench chunk512}; do
+for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_latency bench hf_peer chunk512}; do
   case $step in
     info) run $B/nanovllm info --backend cuda ;;
+    kernels_check) run timeout -s INT 120 $B/nanovllm kernels check --backend cuda ;;
+    kernels_bench) run timeout -s INT 240 $B/nanovllm kernels bench --backend cuda --out "$OUT/results/kernels" ;;
+    hf_peer) run timeout -s INT ${PEER_TIMEOUT:-400} python tools/hf_peer.py --requests "$(ls -d $OUT/results/bench/*/requests.csv | head -1)" \
+               ${PEER_ARGS:-} --out "$OUT/results/bench/hf_peer.csv" ;;
     golden) run timeout -s INT 150 $B/golden_check --backend cuda ;;
     perplexity) run timeout -s INT 90 $B/nanovllm perplexity --backend cuda --model models/tiny-qwen3-pystdlib ;;
     decode_latency) exp decode_latency 100 ;;

@@ -1,1 +1,25 @@
-//! cubecl kernels for nanovllm (see README: each kernel is kernel + launcher + plain-burn reference).
+//! cubecl kernels for nanovllm's GPU hot path. Each kernel has a host launcher and a plain-burn
+//! reference that is the oracle of its parity tests (`tests/parity.rs`, on wgpu in CI and on CUDA
+//! in bf16 through `nanovllm kernels-check`).
+//!
+//! - [`plan`]: host-side work items and tile shapes for paged attention.
+//! - [`attention_kernel`]: the cubecl kernels (tiled online softmax over the paged cache, and
+//!   the log-sum-exp merge of split decode contexts).
+//! - [`attention`]: their launcher on cubecl tensors.
+//! - [`reference`]: the same attention in plain burn.
+//! - [`backend`]: [`KernelBackend`], implemented for ndarray (no kernels), cubecl backends and,
+//!   with the `fusion` feature, fused cubecl backends.
+pub mod attention;
+pub mod attention_kernel;
+pub mod backend;
+pub mod bench;
+pub mod parity;
+pub mod plan;
+pub mod reference;
+pub mod sample;
+pub mod sample_kernel;
+
+pub use backend::{DeviceSampling, KernelBackend, KernelPlan};
+pub use plan::{AttentionPlan, DeviceCaps, SeqAttn, TileShape};
+pub use reference::{paged_attention_reference, ReferenceLayout};
+pub use sample::{key_from_seed, RowSampling};

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::workload_spec::WorkloadSpec;
 /// `auto` | `cpu` | `cuda`: the same choice as the command line's `--backend`.
 pub use crate::cli::BackendChoice;
-use crate::engine::{EngineConfig, SamplingParams, SchedulerPolicy};
+use crate::engine::{AttentionBackend, EngineConfig, SamplingParams, SchedulerPolicy};
 use crate::model::WeightsKind;
 
 /// One fully resolved experiment configuration, as one variant runs it.
@@ -37,6 +37,7 @@ impl ExperimentConfig {
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
             scheduler: self.scheduler.clone(),
+            attention: self.attention.backend,
             ..self.engine.engine.clone()
         }
     }
@@ -71,6 +72,9 @@ pub struct EngineSection {
 pub struct AttentionConfig {
     #[serde(default)]
     pub mode: AttentionMode,
+    /// `auto` (kernels on the GPU, reference elsewhere) | `kernel` | `reference`.
+    #[serde(default)]
+    pub backend: AttentionBackend,
 }
 
 /// Attention implementations; cascade (shared-prefix) attention is planned.

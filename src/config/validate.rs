@@ -92,10 +92,13 @@ fn check_engine(cfg: &ExperimentConfig) -> Check {
         );
     }
     let kv = &engine.kv_budget;
-    if !(kv.gpu_memory_utilization > 0.0 && kv.gpu_memory_utilization <= 1.0) {
+    if let Some(u) = kv
+        .gpu_memory_utilization
+        .filter(|u| !(*u > 0.0 && *u <= 1.0))
+    {
         return bad(
             "engine.kv_budget.gpu_memory_utilization",
-            format!("must be in (0, 1], got {}", kv.gpu_memory_utilization),
+            format!("must be in (0, 1], got {u}"),
         );
     }
     if kv.cpu_bytes == 0 {

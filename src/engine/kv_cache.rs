@@ -1,14 +1,16 @@
 //! How many KV blocks the cache gets: a byte budget (the CPU's `kv_budget.cpu_bytes`, or on CUDA
 //! `gpu_memory_utilization` of the card minus what weights and a warm-up pass already hold),
 //! capped at what `max_num_seqs` sequences of `max_model_len` tokens could ever use.
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::Tensor;
+use nanovllm_kernels::KernelBackend;
 
 use super::params::EngineConfig;
 use super::runner::{ModelRunner, SeqWork};
 use super::sequence::Sequence;
 use crate::backend::device_memory;
+use crate::model::attention::AttentionImpl;
 
-pub fn plan_num_blocks<B: Backend>(
+pub fn plan_num_blocks<B: KernelBackend>(
     runner: &mut ModelRunner<B>,
     cfg: &EngineConfig,
     max_model_len: usize,
@@ -23,7 +25,14 @@ pub fn plan_num_blocks<B: Backend>(
             warm_up(runner, cfg, max_model_len);
             B::memory_cleanup(device);
             let mem = device_memory::<B>(device).expect("still a GPU");
-            let allowed = (mem.total as f64 * cfg.kv_budget.gpu_memory_utilization) as u64;
+            let utilization =
+                cfg.kv_budget
+                    .gpu_memory_utilization
+                    .unwrap_or(match runner.attention() {
+                        AttentionImpl::Kernel => 0.9,
+                        AttentionImpl::Reference => 0.7,
+                    });
+            let allowed = (mem.total as f64 * utilization) as u64;
             allowed.saturating_sub(mem.total - mem.free)
         }
         None => cfg.kv_budget.cpu_bytes,
@@ -44,7 +53,11 @@ pub fn plan_num_blocks<B: Backend>(
 
 /// One forward pass as large as a real prefill step, so the memory pool reaches its working
 /// size before free memory is measured.
-fn warm_up<B: Backend>(runner: &mut ModelRunner<B>, cfg: &EngineConfig, max_model_len: usize) {
+fn warm_up<B: KernelBackend>(
+    runner: &mut ModelRunner<B>,
+    cfg: &EngineConfig,
+    max_model_len: usize,
+) {
     let seq_len = max_model_len.min(1024).min(cfg.max_num_batched_tokens);
     let num_seqs = (cfg.max_num_batched_tokens / seq_len).clamp(1, cfg.max_num_seqs);
     let blocks_per_seq = seq_len.div_ceil(cfg.block_size);

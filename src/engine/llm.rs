@@ -1,10 +1,11 @@
 //! The vLLM-style entry point: `LLM::new(model, config)`, `generate(prompts, params)` for offline
 //! use, and `add_request` / `step` for arrival-timed use by the harness.
+use nanovllm_kernels::{DeviceSampling, KernelBackend, RowSampling};
 use std::time::Instant;
 
-use burn::tensor::backend::Backend;
 use tokenizers::Tokenizer;
 
+use crate::model::attention::AttentionImpl;
 use crate::model::{ArchSpec, LoadedModel};
 
 use super::block_manager::BlockManager;
@@ -42,7 +43,7 @@ pub enum RequestError {
     CacheTooSmall { needed: usize, total: usize },
 }
 
-pub struct LLM<B: Backend> {
+pub struct LLM<B: KernelBackend> {
     pub(crate) runner: ModelRunner<B>,
     pub(crate) scheduler: Scheduler,
     tokenizer: Option<Tokenizer>,
@@ -54,7 +55,7 @@ pub struct LLM<B: Backend> {
     pub random_weights: bool,
 }
 
-impl<B: Backend> LLM<B> {
+impl<B: KernelBackend> LLM<B> {
     /// Sizes the KV cache from `config.kv_budget` and builds the engine.
     pub fn new(
         model: LoadedModel<B>,
@@ -67,7 +68,11 @@ impl<B: Backend> LLM<B> {
             .unwrap_or(spec.max_position_embeddings)
             .min(spec.max_position_embeddings);
         config.validate(max_model_len).map_err(anyhow::Error::msg)?;
-        let mut runner = ModelRunner::new(model.decoder, 1, config.block_size, device);
+        let attention = config
+            .attention
+            .resolve(B::kernel_caps(device).is_some())
+            .map_err(anyhow::Error::msg)?;
+        let mut runner = ModelRunner::new(model.decoder, 1, config.block_size, attention, device);
         let num_blocks = plan_num_blocks(&mut runner, &config, max_model_len, device)?;
         runner.reset_cache(num_blocks);
         let blocks = BlockManager::new(num_blocks, config.block_size, config.enable_prefix_caching);
@@ -96,6 +101,10 @@ impl<B: Backend> LLM<B> {
 
     pub fn spec(&self) -> &ArchSpec {
         &self.runner.model.spec
+    }
+
+    pub fn attention_impl(&self) -> AttentionImpl {
+        self.runner.attention()
     }
 
     pub fn max_model_len(&self) -> usize {
@@ -185,9 +194,31 @@ impl<B: Backend> LLM<B> {
             let all_greedy = samplers
                 .iter()
                 .all(|&id| self.scheduler.seq(id).params.temperature == 0.0);
+            // Temperature alone samples on the device; top-k / top-p rows go to the host sampler.
+            let device_sampling = B::kernel_caps(&self.runner.device).is_some()
+                && samplers.iter().all(|&id| {
+                    let p = &self.scheduler.seq(id).params;
+                    p.top_k.is_none() && p.top_p >= 1.0
+                });
             let logits = self.runner.execute(&work, false);
-            new_tokens = match (logits, all_greedy) {
+            new_tokens = match (logits, all_greedy || device_sampling) {
                 (None, _) => Vec::new(),
+                (Some(logits), true) if !all_greedy => {
+                    let rows: Vec<RowSampling> = samplers
+                        .iter()
+                        .map(|&id| {
+                            let seq = self.scheduler.seq(id);
+                            RowSampling {
+                                temperature: seq.params.temperature,
+                                key: seq.sample_key,
+                                step: seq.len() as u32,
+                            }
+                        })
+                        .collect();
+                    let params = DeviceSampling::new(&rows, &self.runner.device);
+                    let tokens = ModelRunner::<B>::ids_to_host(B::sample_rows(logits, &params));
+                    samplers.iter().copied().zip(tokens).collect()
+                }
                 (Some(logits), true) => samplers
                     .iter()
                     .copied()

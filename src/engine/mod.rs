@@ -11,5 +11,7 @@ pub mod sequence;
 pub mod types;
 
 pub use llm::{Prompt, RequestError, LLM};
-pub use params::{ChunkOrder, EngineConfig, KvBudget, SamplingParams, SchedulerPolicy};
+pub use params::{
+    AttentionBackend, ChunkOrder, EngineConfig, KvBudget, SamplingParams, SchedulerPolicy,
+};
 pub use types::{FinishReason, RequestId, RequestOutput, StepKind, StepReport};

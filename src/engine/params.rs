@@ -3,6 +3,8 @@
 //! bad values into errors that name the field.
 use serde::{Deserialize, Serialize};
 
+use crate::model::attention::AttentionImpl;
+
 /// How one request samples, as in vLLM. `temperature = 0` is greedy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -93,12 +95,51 @@ pub enum SchedulerPolicy {
     },
 }
 
+/// Which attention implementation the engine runs (`[attention] backend` in an experiment,
+/// `--attention` on the command line).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionBackend {
+    /// The cubecl kernels where the backend has them (CUDA), else the reference.
+    #[default]
+    Auto,
+    /// The cubecl kernels; an error on a backend without them.
+    Kernel,
+    /// Plain burn ops: the kernels' oracle and baseline.
+    Reference,
+}
+
+impl AttentionBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttentionBackend::Auto => "auto",
+            AttentionBackend::Kernel => "kernel",
+            AttentionBackend::Reference => "reference",
+        }
+    }
+
+    /// The implementation to run on a backend that has (or lacks) the kernels.
+    pub fn resolve(self, has_kernels: bool) -> Result<AttentionImpl, String> {
+        match (self, has_kernels) {
+            (AttentionBackend::Auto | AttentionBackend::Kernel, true) => Ok(AttentionImpl::Kernel),
+            (AttentionBackend::Kernel, false) => Err(
+                "attention.backend = \"kernel\" needs a backend with cubecl kernels: \
+                 build with --features cuda and run on the GPU, or use \"reference\""
+                    .into(),
+            ),
+            _ => Ok(AttentionImpl::Reference),
+        }
+    }
+}
+
 /// Where the KV cache's size comes from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KvBudget {
-    /// On CUDA: the fraction of the card's memory the engine may use in all (as vLLM).
-    pub gpu_memory_utilization: f64,
+    /// On CUDA: the fraction of the card's memory the engine may use in all (as vLLM). Unset:
+    /// 0.9 with the attention kernels, 0.7 with the reference attention, which materialises
+    /// padded score matrices (GBs for a 16k-token prefill) beside the cache.
+    pub gpu_memory_utilization: Option<f64>,
     /// On the CPU: bytes for the KV cache.
     pub cpu_bytes: u64,
     /// Cap the cache at this many blocks (tests use it to force preemption).
@@ -108,9 +149,7 @@ pub struct KvBudget {
 impl Default for KvBudget {
     fn default() -> Self {
         Self {
-            // 0.7, not vLLM's 0.9: the reference attention materialises padded score
-            // matrices (several GB for a 16k-token prefill) beside the cache.
-            gpu_memory_utilization: 0.7,
+            gpu_memory_utilization: None,
             cpu_bytes: 1 << 29,
             max_blocks: None,
         }
@@ -134,6 +173,8 @@ pub struct EngineConfig {
     pub kv_budget: KvBudget,
     #[serde(skip)]
     pub scheduler: SchedulerPolicy,
+    #[serde(skip)]
+    pub attention: AttentionBackend,
 }
 
 impl Default for EngineConfig {
@@ -148,6 +189,7 @@ impl Default for EngineConfig {
             enable_prefix_caching: true,
             kv_budget: KvBudget::default(),
             scheduler: SchedulerPolicy::None,
+            attention: AttentionBackend::Auto,
         }
     }
 }

@@ -1,10 +1,12 @@
 //! Turns a scheduled batch into the tensors of one forward pass (packed tokens, positions,
 //! slot mapping, attention layout, logits rows), runs the decoder over the paged KV cache,
 //! and reads back sampled tokens.
-use burn::tensor::{backend::Backend, DType, Int, Tensor, TensorData};
+use burn::tensor::{DType, Int, Tensor, TensorData};
+use nanovllm_kernels::KernelBackend;
 
-use crate::model::attention::{AttnMetadata, SeqSlots};
+use crate::model::attention::{AttentionImpl, StepAttention};
 use crate::model::{Decoder, LayerCache, StepTensors};
+use nanovllm_kernels::SeqAttn;
 
 use super::sequence::Sequence;
 
@@ -17,29 +19,32 @@ pub struct SeqWork<'a> {
     pub samples: bool,
 }
 
-pub struct ModelRunner<B: Backend> {
+pub struct ModelRunner<B: KernelBackend> {
     pub model: Decoder<B>,
     cache: Vec<LayerCache<B>>,
     block_size: usize,
-    device: B::Device,
+    attention: AttentionImpl,
+    pub device: B::Device,
 }
 
-fn ints<B: Backend>(v: Vec<i32>, device: &B::Device) -> Tensor<B, 1, Int> {
+fn ints<B: KernelBackend>(v: Vec<i32>, device: &B::Device) -> Tensor<B, 1, Int> {
     let n = v.len();
     Tensor::from_data(TensorData::new(v, [n]), device)
 }
 
-impl<B: Backend> ModelRunner<B> {
+impl<B: KernelBackend> ModelRunner<B> {
     pub fn new(
         model: Decoder<B>,
         num_blocks: usize,
         block_size: usize,
+        attention: AttentionImpl,
         device: &B::Device,
     ) -> Self {
         let mut runner = Self {
             model,
             cache: Vec::new(),
             block_size,
+            attention,
             device: device.clone(),
         };
         runner.reset_cache(num_blocks);
@@ -62,6 +67,10 @@ impl<B: Backend> ModelRunner<B> {
             .collect();
     }
 
+    pub fn attention(&self) -> AttentionImpl {
+        self.attention
+    }
+
     fn slot(&self, seq: &Sequence, pos: usize) -> u32 {
         seq.block_table[pos / self.block_size] * self.block_size as u32
             + (pos % self.block_size) as u32
@@ -72,7 +81,7 @@ impl<B: Backend> ModelRunner<B> {
     pub fn execute(&mut self, work: &[SeqWork], all_rows: bool) -> Option<Tensor<B, 2>> {
         let (mut token_ids, mut positions, mut slots, mut rows) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut ctx_slots: Vec<Vec<u32>> = Vec::with_capacity(work.len());
+        let mut seqs = Vec::with_capacity(work.len());
         for w in work {
             let start = w.seq.num_computed;
             let end = start + w.num_tokens;
@@ -80,29 +89,31 @@ impl<B: Backend> ModelRunner<B> {
             let first_row = token_ids.len() as i32;
             token_ids.extend(w.seq.tokens[start..end].iter().map(|&t| t as i32));
             positions.extend((start..end).map(|p| p as i32));
-            let seq_slots: Vec<u32> = (0..end).map(|p| self.slot(w.seq, p)).collect();
-            slots.extend(seq_slots[start..end].iter().map(|&s| s as i32));
-            ctx_slots.push(seq_slots);
+            slots.extend((start..end).map(|p| self.slot(w.seq, p) as i32));
+            seqs.push(SeqAttn {
+                q_len: w.num_tokens,
+                ctx_len: end,
+                block_table: &w.seq.block_table,
+            });
             if all_rows {
                 rows.extend(first_row..first_row + w.num_tokens as i32);
             } else if w.samples {
                 rows.push(first_row + w.num_tokens as i32 - 1);
             }
         }
-        let seqs: Vec<SeqSlots> = work
-            .iter()
-            .zip(&ctx_slots)
-            .map(|(w, s)| SeqSlots {
-                q_len: w.num_tokens,
-                slots: s,
-            })
-            .collect();
         let n = slots.len();
+        let attn = StepAttention::new(
+            self.attention,
+            &seqs,
+            self.block_size,
+            &self.model.spec,
+            &self.device,
+        );
         let step = StepTensors {
             token_ids: ints(token_ids, &self.device),
             positions: ints(positions, &self.device),
             slot_mapping: Tensor::from_data(TensorData::new(slots, [n, 1]), &self.device),
-            attn: AttnMetadata::new(&seqs, &self.device),
+            attn,
             logits_rows: ints(rows, &self.device),
         };
         self.model.forward(&step, &mut self.cache)
@@ -110,9 +121,12 @@ impl<B: Backend> ModelRunner<B> {
 
     /// Greedy tokens of each logits row, computed on the device so only ids travel.
     pub fn argmax_rows(logits: Tensor<B, 2>) -> Vec<u32> {
-        logits
-            .argmax(1)
-            .into_data()
+        Self::ids_to_host(logits.argmax(1).flatten(0, 1))
+    }
+
+    /// Token ids on the host.
+    pub fn ids_to_host(ids: Tensor<B, 1, Int>) -> Vec<u32> {
+        ids.into_data()
             .convert::<i64>()
             .to_vec::<i64>()
             .expect("int data")

@@ -1,6 +1,7 @@
 //! Teacher-forced scoring (perplexity): every window is prefilled through the same paged path
 //! as generation, with logits for every position. The golden end-to-end check uses it.
-use burn::tensor::{activation::log_softmax, backend::Backend, DType, Int, Tensor, TensorData};
+use burn::tensor::{activation::log_softmax, DType, Int, Tensor, TensorData};
+use nanovllm_kernels::KernelBackend;
 
 use super::llm::LLM;
 use super::runner::{ModelRunner, SeqWork};
@@ -23,7 +24,7 @@ impl NllSum {
     }
 }
 
-impl<B: Backend> LLM<B> {
+impl<B: KernelBackend> LLM<B> {
     /// Scores each window's tokens `1..` given the ones before. Needs an idle engine.
     pub fn score(
         &mut self,
@@ -112,7 +113,7 @@ fn add(a: NllSum, b: NllSum) -> NllSum {
     }
 }
 
-impl<B: Backend> LLM<B> {
+impl<B: KernelBackend> LLM<B> {
     /// Logits `[len, vocab]` (row-major, f32) of every position of `tokens`, fed `chunk` tokens
     /// per forward pass: `chunk = 1` walks the decode path, a large chunk the prefill path.
     pub fn prompt_logits(&mut self, tokens: &[u32], chunk: usize) -> anyhow::Result<Vec<f32>> {

@@ -30,6 +30,8 @@ pub struct Sequence {
     pub block_hashes: Vec<u64>,
     pub params: SamplingParams,
     pub rng: StdRng,
+    /// The same seed folded for the device sampler's counter-based noise.
+    pub sample_key: u32,
     pub status: SeqStatus,
 }
 
@@ -50,6 +52,7 @@ impl Sequence {
             block_hashes: Vec::new(),
             params,
             rng: StdRng::seed_from_u64(seed),
+            sample_key: nanovllm_kernels::key_from_seed(seed),
             status: SeqStatus::Waiting,
         }
     }

@@ -165,6 +165,8 @@ pub struct VariantRow {
     pub max_num_batched_tokens: usize,
     pub enable_prefix_caching: bool,
     pub attention: String,
+    /// `kernel` (cubecl) or `reference` (plain burn).
+    pub attention_backend: String,
     pub backend: String,
     pub device: String,
     pub dtype: String,

@@ -27,6 +27,8 @@ pub struct EngineInfo {
     pub device: String,
     /// e.g. `f32`, `bf16`.
     pub dtype: String,
+    /// The attention implementation in use: `kernel` or `reference`.
+    pub attention_backend: String,
     pub num_params: usize,
     pub vocab_size: usize,
     pub max_model_len: usize,

@@ -224,6 +224,7 @@ fn variant_row(
         max_num_batched_tokens: engine.max_num_batched_tokens,
         enable_prefix_caching: engine.enable_prefix_caching,
         attention: cfg.attention.mode.as_str().to_string(),
+        attention_backend: info.attention_backend.clone(),
         backend: info.backend.clone(),
         device: info.device.clone(),
         dtype: info.dtype.clone(),

@@ -1,20 +1,21 @@
 //! The one decoder for every architecture: embeddings, `num_layers` pre-norm blocks
 //! (attention over the paged cache + gated MLP), final norm and LM head. Architecture
 //! differences are switches on [`ArchSpec`] (q/k norm, qkv bias, tied embeddings), resolved at load.
-use burn::tensor::{activation::silu, backend::Backend, DType, IndexingUpdateOp, Int, Tensor};
+use burn::tensor::{activation::silu, DType, IndexingUpdateOp, Int, Tensor};
+use nanovllm_kernels::KernelBackend;
 
 use super::arch::ArchSpec;
-use super::attention::{paged_attention, AttnMetadata};
+use super::attention::StepAttention;
 use super::error::ModelError;
 use super::rope::Rope;
 use super::weights::{names, Init, WeightSource};
 
 /// One layer's K and V cache, `[slots, kv_heads, head_dim]` each. `None` only while being updated.
-pub struct LayerCache<B: Backend> {
+pub struct LayerCache<B: KernelBackend> {
     kv: Option<(Tensor<B, 3>, Tensor<B, 3>)>,
 }
 
-impl<B: Backend> LayerCache<B> {
+impl<B: KernelBackend> LayerCache<B> {
     pub fn zeros(slots: usize, kv_heads: usize, head_dim: usize, device: &B::Device) -> Self {
         let t = || Tensor::zeros([slots, kv_heads, head_dim], device);
         Self {
@@ -39,19 +40,19 @@ impl<B: Backend> LayerCache<B> {
 }
 
 /// The tensors of one forward pass, built by the runner.
-pub struct StepTensors<B: Backend> {
+pub struct StepTensors<B: KernelBackend> {
     /// `[tokens]` packed token ids of every scheduled sequence.
     pub token_ids: Tensor<B, 1, Int>,
     /// `[tokens]` absolute position of each token.
     pub positions: Tensor<B, 1, Int>,
     /// `[tokens, 1]` cache slot each token's K and V go to.
     pub slot_mapping: Tensor<B, 2, Int>,
-    pub attn: AttnMetadata<B>,
+    pub attn: StepAttention<B>,
     /// `[rows]` packed rows whose logits are wanted (last token of sequences that sample).
     pub logits_rows: Tensor<B, 1, Int>,
 }
 
-struct Layer<B: Backend> {
+struct Layer<B: KernelBackend> {
     input_norm: Tensor<B, 1>,
     post_attn_norm: Tensor<B, 1>,
     /// `[hidden, (heads + 2 * kv_heads) * head_dim]`: q, k and v projections side by side.
@@ -67,7 +68,7 @@ struct Layer<B: Backend> {
     down: Tensor<B, 2>,
 }
 
-pub struct Decoder<B: Backend> {
+pub struct Decoder<B: KernelBackend> {
     pub spec: ArchSpec,
     embed: Tensor<B, 2>,
     layers: Vec<Layer<B>>,
@@ -78,7 +79,7 @@ pub struct Decoder<B: Backend> {
 }
 
 /// RMSNorm over the last dim, computed in f32 as HF does.
-fn rms_norm<B: Backend, const D: usize>(
+fn rms_norm<B: KernelBackend, const D: usize>(
     x: Tensor<B, D>,
     weight: &Tensor<B, 1>,
     eps: f64,
@@ -95,7 +96,7 @@ fn rms_norm<B: Backend, const D: usize>(
     (x * inv_rms).cast(dtype) * weight.clone().unsqueeze()
 }
 
-impl<B: Backend> Decoder<B> {
+impl<B: KernelBackend> Decoder<B> {
     /// Loads (or draws) every parameter, checking shapes against `spec`.
     pub fn load(
         spec: &ArchSpec,
@@ -235,7 +236,9 @@ impl<B: Backend> Decoder<B> {
         let q = self.rope.apply(q, &step.positions);
         let k = self.rope.apply(k, &step.positions);
         let (k_cache, v_cache) = cache.store(&step.slot_mapping, k, v);
-        let attn = paged_attention(q, k_cache, v_cache, &step.attn, 1.0 / (hd as f32).sqrt());
+        let attn = step
+            .attn
+            .attend(q, k_cache, v_cache, 1.0 / (hd as f32).sqrt());
         let x = x + attn.matmul(layer.o.clone());
         let h = rms_norm(x.clone(), &layer.post_attn_norm, s.rms_norm_eps);
         let gate_up = h.matmul(layer.gate_up.clone());

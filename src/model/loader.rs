@@ -1,7 +1,7 @@
 //! Turns a model source (HF folder or preset name) and a weights choice into a [`LoadedModel`].
+use nanovllm_kernels::KernelBackend;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
@@ -42,14 +42,14 @@ pub enum WeightsKind {
     Random,
 }
 
-pub struct LoadedModel<B: Backend> {
+pub struct LoadedModel<B: KernelBackend> {
     pub name: String,
     pub decoder: Decoder<B>,
     pub tokenizer: Option<Tokenizer>,
     pub random_weights: bool,
 }
 
-impl<B: Backend> LoadedModel<B> {
+impl<B: KernelBackend> LoadedModel<B> {
     pub fn spec(&self) -> &ArchSpec {
         &self.decoder.spec
     }
@@ -57,7 +57,7 @@ impl<B: Backend> LoadedModel<B> {
 
 /// Loads a model. `max_positions` bounds the rotary table (the engine's `max_model_len`);
 /// `None` takes the model's `max_position_embeddings`. `seed` seeds random weights.
-pub fn load_model<B: Backend>(
+pub fn load_model<B: KernelBackend>(
     source: &ModelSource,
     weights: WeightsKind,
     seed: u64,

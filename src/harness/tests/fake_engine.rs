@@ -173,6 +173,7 @@ impl StepEngine for FakeEngine {
             backend: "fake".into(),
             device: "simulated".into(),
             dtype: "f32".into(),
+            attention_backend: "reference".into(),
             num_params: 1234,
             vocab_size: 1024,
             max_model_len: 4096,

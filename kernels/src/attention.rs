@@ -1,0 +1,103 @@
+//! Host launcher of the paged attention kernels on cubecl tensors.
+use burn::tensor::{DType, Shape, TensorMetadata};
+use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
+use cubecl::prelude::*;
+
+use crate::attention_kernel::{merge_partials_kernel, paged_attention_kernel};
+use crate::plan::{AttentionPlan, DeviceCaps};
+
+/// The plan's int arrays on the device.
+pub struct DevicePlan<R: CubeRuntime> {
+    pub block_tables: CubeTensor<R>,
+    pub items: CubeTensor<R>,
+    pub merges: Option<CubeTensor<R>>,
+}
+
+/// What the device offers. Static shared memory is capped at 48 KiB (CUDA's limit without
+/// opting in to dynamic shared memory).
+pub fn device_caps<R: CubeRuntime>(client: &ComputeClient<R>) -> DeviceCaps {
+    let hw = &client.properties().hardware;
+    DeviceCaps {
+        compute_units: hw.num_streaming_multiprocessors.unwrap_or(16) as usize,
+        max_shared_bytes: hw.max_shared_memory_size.min(48 * 1024),
+    }
+}
+
+fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape, dtype: DType) -> CubeTensor<R> {
+    let handle = like.client.empty(shape.num_elements() * dtype.size());
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        shape,
+        handle,
+        dtype,
+    )
+}
+
+/// Attention of packed queries `q` `[tokens, heads, head_dim]` over the paged caches
+/// `[slots, kv_heads, head_dim]`. Returns `[tokens, heads, head_dim]` in `q`'s dtype.
+pub fn paged_attention<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
+    q: CubeTensor<R>,
+    k_cache: CubeTensor<R>,
+    v_cache: CubeTensor<R>,
+    plan: &AttentionPlan,
+    device_plan: &DevicePlan<R>,
+    scale: f32,
+) -> CubeTensor<R> {
+    let q = into_contiguous(q);
+    let [tokens, heads, head_dim] = q.shape().dims();
+    let kv_heads = k_cache.shape()[1];
+    let tile = plan.tile;
+    assert_eq!(
+        heads,
+        kv_heads * tile.group,
+        "heads must be kv_heads * group"
+    );
+    assert_eq!(head_dim, tile.head_dim);
+    assert_eq!(tokens, plan.num_tokens);
+    let out = empty(&q, q.shape(), q.dtype);
+    let split = !plan.merges.is_empty();
+    let part_len = |n: usize| match split {
+        true => plan.num_items() * kv_heads * tile.rows() * n,
+        false => 1,
+    };
+    let part_out = empty(&q, Shape::new([part_len(head_dim)]), DType::F32);
+    let part_stats = empty(&q, Shape::new([part_len(2)]), DType::F32);
+    let client = q.client.clone();
+    paged_attention_kernel::launch::<F, I, R>(
+        &client,
+        CubeCount::Static(plan.num_items() as u32, kv_heads as u32, 1),
+        CubeDim::new_1d(tile.threads as u32),
+        q.into_tensor_arg(),
+        k_cache.into_tensor_arg(),
+        v_cache.into_tensor_arg(),
+        device_plan.block_tables.clone().into_tensor_arg(),
+        device_plan.items.clone().into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        part_out.clone().into_tensor_arg(),
+        part_stats.clone().into_tensor_arg(),
+        scale,
+        plan.block_size as u32,
+        tile.group,
+        tile.tile_q,
+        tile.head_dim,
+        tile.kv_tile,
+        tile.threads,
+        tile.acc_per_thread(),
+    );
+    if let Some(merges) = &device_plan.merges {
+        merge_partials_kernel::launch::<F, I, R>(
+            &client,
+            CubeCount::Static(plan.num_merges() as u32, kv_heads as u32, 1),
+            CubeDim::new_1d(tile.threads as u32),
+            part_out.into_tensor_arg(),
+            part_stats.into_tensor_arg(),
+            merges.clone().into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            tile.group,
+            tile.head_dim,
+            tile.threads,
+        );
+    }
+    out
+}

@@ -1,0 +1,277 @@
+//! The paged attention kernels (cubecl). One cube computes one work item of
+//! [`AttentionPlan`](crate::plan::AttentionPlan) for one KV head: every query head of the GQA
+//! group for every query of the tile, so each key and value loaded is used `rows` times.
+//! Online softmax in f32 over key tiles in shared memory; no score matrix is materialised.
+use cubecl::prelude::*;
+
+/// Stands in for -inf: WGSL has no infinite literals, and a finite value keeps `exp` NaN-free.
+const NEG_BIG: f32 = -1.0e30;
+
+/// Loads `kv_tile` keys (or values) starting at position `start` into shared memory, one row of
+/// `head_dim + 1` per key (the pad keeps the score loop free of bank conflicts).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn load_kv_tile<F: Float, I: Int>(
+    cache: &Tensor<F>,
+    block_tables: &Tensor<I>,
+    tile: &mut SharedMemory<f32>,
+    seq: usize,
+    kv_head: usize,
+    start: usize,
+    end: usize,
+    block_size: usize,
+    #[comptime] kv_tile: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] threads: usize,
+) {
+    let mut idx = UNIT_POS_X as usize;
+    while idx < kv_tile * head_dim {
+        let t = idx / head_dim;
+        let d = idx % head_dim;
+        let pos = start + t;
+        let mut val = f32::new(0.0);
+        if pos < end {
+            let block =
+                usize::cast_from(block_tables[seq * block_tables.stride(0) + pos / block_size]);
+            let slot = block * block_size + pos % block_size;
+            val = f32::cast_from(cache[slot * cache.stride(0) + kv_head * cache.stride(1) + d]);
+        }
+        tile[t * (head_dim + 1) + d] = val;
+        idx += threads;
+    }
+}
+
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn paged_attention_kernel<F: Float, I: Int>(
+    q: &Tensor<F>,
+    k_cache: &Tensor<F>,
+    v_cache: &Tensor<F>,
+    block_tables: &Tensor<I>,
+    items: &Tensor<I>,
+    out: &mut Tensor<F>,
+    part_out: &mut Tensor<f32>,
+    part_stats: &mut Tensor<f32>,
+    scale: f32,
+    block_size: u32,
+    #[comptime] group: usize,
+    #[comptime] tile_q: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] kv_tile: usize,
+    #[comptime] threads: usize,
+    #[comptime] acc_per_thread: usize,
+) {
+    let item = CUBE_POS_X as usize;
+    let kv_head = CUBE_POS_Y as usize;
+    let kv_heads = CUBE_COUNT_Y as usize;
+    let tid = UNIT_POS_X as usize;
+    let block_size = block_size as usize;
+    let rows = group * tile_q;
+    let p_stride = kv_tile + 1;
+
+    let base = item * items.stride(0);
+    let seq = usize::cast_from(items[base]);
+    let q_row0 = usize::cast_from(items[base + 1]);
+    let q_count = usize::cast_from(items[base + 2]);
+    let pos0 = usize::cast_from(items[base + 3]);
+    let kv_start = usize::cast_from(items[base + 4]);
+    let kv_end = usize::cast_from(items[base + 5]);
+    let partial = usize::cast_from(items[base + 6]) == 1;
+
+    let mut q_s = SharedMemory::<f32>::new(rows * head_dim);
+    let mut kv_s = SharedMemory::<f32>::new(kv_tile * (head_dim + 1));
+    let mut p_s = SharedMemory::<f32>::new(rows * (kv_tile + 1));
+    let mut m_s = SharedMemory::<f32>::new(rows);
+    let mut l_s = SharedMemory::<f32>::new(rows);
+    let mut alpha_s = SharedMemory::<f32>::new(rows);
+
+    // Row r is query r / group of the tile, head kv_head * group + r % group (HF's repeat_kv).
+    let mut idx = tid;
+    while idx < rows * head_dim {
+        let r = idx / head_dim;
+        let d = idx % head_dim;
+        let qi = r / group;
+        let head = kv_head * group + r % group;
+        let mut val = f32::new(0.0);
+        if qi < q_count {
+            val = f32::cast_from(q[(q_row0 + qi) * q.stride(0) + head * q.stride(1) + d]) * scale;
+        }
+        q_s[idx] = val;
+        idx += threads;
+    }
+    if tid < rows {
+        m_s[tid] = f32::new(NEG_BIG);
+        l_s[tid] = f32::new(0.0);
+    }
+    let mut acc = Array::<f32>::new(acc_per_thread);
+    #[unroll]
+    for j in 0..acc_per_thread {
+        acc[j] = f32::new(0.0);
+    }
+
+    let mut start = kv_start;
+    while start < kv_end {
+        load_kv_tile::<F, I>(
+            k_cache,
+            block_tables,
+            &mut kv_s,
+            seq,
+            kv_head,
+            start,
+            kv_end,
+            block_size,
+            kv_tile,
+            head_dim,
+            threads,
+        );
+        sync_cube();
+
+        // Scores; keys past a row's own position (causal) or past the range score NEG_BIG.
+        let mut idx = tid;
+        while idx < rows * kv_tile {
+            let r = idx / kv_tile;
+            let t = idx % kv_tile;
+            let pos = start + t;
+            let mut s = f32::new(NEG_BIG);
+            if pos < kv_end && pos <= pos0 + r / group {
+                let mut dot = f32::new(0.0);
+                for d in 0..head_dim {
+                    dot += q_s[r * head_dim + d] * kv_s[t * (head_dim + 1) + d];
+                }
+                s = dot;
+            }
+            p_s[r * p_stride + t] = s;
+            idx += threads;
+        }
+        sync_cube();
+
+        // Online softmax, one thread per row, while every thread loads the value tile.
+        if tid < rows {
+            let m_old = m_s[tid];
+            let mut m_new = m_old;
+            for t in 0..kv_tile {
+                m_new = f32::max(m_new, p_s[tid * p_stride + t]);
+            }
+            let mut sum = f32::new(0.0);
+            for t in 0..kv_tile {
+                let s = p_s[tid * p_stride + t];
+                let mut p = f32::new(0.0);
+                if s > f32::new(-1.0e29) {
+                    p = f32::exp(s - m_new);
+                }
+                p_s[tid * p_stride + t] = p;
+                sum += p;
+            }
+            let alpha = f32::exp(m_old - m_new);
+            m_s[tid] = m_new;
+            l_s[tid] = l_s[tid] * alpha + sum;
+            alpha_s[tid] = alpha;
+        }
+        load_kv_tile::<F, I>(
+            v_cache,
+            block_tables,
+            &mut kv_s,
+            seq,
+            kv_head,
+            start,
+            kv_end,
+            block_size,
+            kv_tile,
+            head_dim,
+            threads,
+        );
+        sync_cube();
+
+        #[unroll]
+        for j in 0..acc_per_thread {
+            let idx = tid + j * threads;
+            if idx < rows * head_dim {
+                let r = idx / head_dim;
+                let d = idx % head_dim;
+                let mut a = acc[j] * alpha_s[r];
+                for t in 0..kv_tile {
+                    a += p_s[r * p_stride + t] * kv_s[t * (head_dim + 1) + d];
+                }
+                acc[j] = a;
+            }
+        }
+        sync_cube();
+        start += kv_tile;
+    }
+
+    #[unroll]
+    for j in 0..acc_per_thread {
+        let idx = tid + j * threads;
+        if idx < rows * head_dim {
+            let r = idx / head_dim;
+            let d = idx % head_dim;
+            let qi = r / group;
+            if qi < q_count {
+                if partial {
+                    part_out[((item * kv_heads + kv_head) * rows + r) * head_dim + d] = acc[j];
+                } else {
+                    let l = l_s[r];
+                    let mut o = f32::new(0.0);
+                    if l > f32::new(0.0) {
+                        o = acc[j] / l;
+                    }
+                    let head = kv_head * group + r % group;
+                    out[(q_row0 + qi) * out.stride(0) + head * out.stride(1) + d] = F::cast_from(o);
+                }
+            }
+        }
+    }
+    if partial && tid < rows {
+        let at = ((item * kv_heads + kv_head) * rows + tid) * 2;
+        part_stats[at] = m_s[tid];
+        part_stats[at + 1] = l_s[tid];
+    }
+}
+
+/// Merges the partial results of a split decode context by log-sum-exp. One cube per
+/// (merge entry, KV head); `rows` = the group (one query per decode item).
+#[cube(launch)]
+pub fn merge_partials_kernel<F: Float, I: Int>(
+    part_out: &Tensor<f32>,
+    part_stats: &Tensor<f32>,
+    merges: &Tensor<I>,
+    out: &mut Tensor<F>,
+    #[comptime] group: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] threads: usize,
+) {
+    let entry = CUBE_POS_X as usize;
+    let kv_head = CUBE_POS_Y as usize;
+    let kv_heads = CUBE_COUNT_Y as usize;
+    let base = entry * merges.stride(0);
+    let row = usize::cast_from(merges[base]);
+    let first = usize::cast_from(merges[base + 1]);
+    let count = usize::cast_from(merges[base + 2]);
+    let mut idx = UNIT_POS_X as usize;
+    while idx < group * head_dim {
+        let r = idx / head_dim;
+        let d = idx % head_dim;
+        let mut m = f32::new(NEG_BIG);
+        for i in 0..count {
+            m = f32::max(
+                m,
+                part_stats[(((first + i) * kv_heads + kv_head) * group + r) * 2],
+            );
+        }
+        let mut total = f32::new(0.0);
+        let mut o = f32::new(0.0);
+        for i in 0..count {
+            let at = ((first + i) * kv_heads + kv_head) * group + r;
+            let w = f32::exp(part_stats[at * 2] - m);
+            total += w * part_stats[at * 2 + 1];
+            o += w * part_out[at * head_dim + d];
+        }
+        let mut val = f32::new(0.0);
+        if total > f32::new(0.0) {
+            val = o / total;
+        }
+        let head = kv_head * group + r;
+        out[row * out.stride(0) + head * out.stride(1) + d] = F::cast_from(val);
+        idx += threads;
+    }
+}

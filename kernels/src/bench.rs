@@ -1,0 +1,116 @@
+//! Timings of the attention kernel against the reference, for `nanovllm kernels bench`:
+//! decode attention's achieved bandwidth (KV bytes read per second) beside the card's copy
+//! bandwidth, and the seeds' prefill attention table. Times exclude building the plan (once per
+//! step, shared by every layer) and include the launch.
+use std::time::Instant;
+
+use burn::tensor::{Distribution, Tensor};
+
+use crate::backend::{KernelBackend, KernelPlan};
+use crate::plan::{AttentionPlan, SeqAttn};
+use crate::reference::{paged_attention_reference, ReferenceLayout};
+
+/// The attention shape under test (a model's heads and head dim).
+#[derive(Debug, Clone, Copy)]
+pub struct AttnShape {
+    pub kv_heads: usize,
+    pub group: usize,
+    pub head_dim: usize,
+    pub block_size: usize,
+}
+
+/// One timed configuration.
+#[derive(Debug, Clone)]
+pub struct AttnTiming {
+    pub batch: usize,
+    pub q_len: usize,
+    pub ctx_len: usize,
+    /// Mean milliseconds per call.
+    pub kernel_ms: f64,
+    pub reference_ms: Option<f64>,
+    /// K and V bytes the step must read, over the kernel's time.
+    pub kernel_gb_per_s: f64,
+}
+
+fn time<B: KernelBackend>(dev: &B::Device, iters: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..3 {
+        f();
+    }
+    B::sync(dev).expect("device sync");
+    let t = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    B::sync(dev).expect("device sync");
+    t.elapsed().as_secs_f64() * 1e3 / iters as f64
+}
+
+/// Times `batch` sequences of `q_len` new tokens over `ctx_len` cached tokens each.
+pub fn time_attention<B: KernelBackend>(
+    shape: AttnShape,
+    batch: usize,
+    q_len: usize,
+    ctx_len: usize,
+    with_reference: bool,
+    dev: &B::Device,
+) -> AttnTiming {
+    let caps = B::kernel_caps(dev).expect("a backend with kernels");
+    let bs = shape.block_size;
+    let blocks_per_seq = ctx_len.div_ceil(bs);
+    let tables: Vec<Vec<u32>> = (0..batch)
+        .map(|b| {
+            (0..blocks_per_seq)
+                .map(|i| (b * blocks_per_seq + i) as u32)
+                .collect()
+        })
+        .collect();
+    let seqs: Vec<SeqAttn> = tables
+        .iter()
+        .map(|t| SeqAttn {
+            q_len,
+            ctx_len,
+            block_table: t,
+        })
+        .collect();
+    let heads = shape.kv_heads * shape.group;
+    let hd = shape.head_dim;
+    let slots = batch * blocks_per_seq * bs;
+    let normal = Distribution::Normal(0.0, 1.0);
+    let q = Tensor::<B, 3>::random([batch * q_len, heads, hd], normal, dev);
+    let k = Tensor::<B, 3>::random([slots, shape.kv_heads, hd], normal, dev);
+    let v = Tensor::<B, 3>::random([slots, shape.kv_heads, hd], normal, dev);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let plan = AttentionPlan::new(&seqs, bs, shape.group, hd, shape.kv_heads, caps);
+    let plan = KernelPlan::<B>::new(plan, dev);
+    let iters = 20;
+    let kernel_ms = time::<B>(dev, iters, || {
+        let _ = B::paged_attention(q.clone(), &k, &v, &plan, scale);
+    });
+    let reference_ms = with_reference.then(|| {
+        let layout = ReferenceLayout::<B>::new(&seqs, bs, dev);
+        time::<B>(dev, iters.min(5), || {
+            let _ = paged_attention_reference(q.clone(), &k, &v, &layout, scale);
+        })
+    });
+    let elem = k.dtype().size();
+    let kv_bytes = 2 * batch * ctx_len * shape.kv_heads * hd * elem;
+    AttnTiming {
+        batch,
+        q_len,
+        ctx_len,
+        kernel_ms,
+        reference_ms,
+        kernel_gb_per_s: kv_bytes as f64 / (kernel_ms * 1e-3) / 1e9,
+    }
+}
+
+/// Device copy bandwidth in GB/s (bytes read plus written), from an elementwise pass over a
+/// 1 GiB tensor: the ceiling a memory-bound kernel is measured against.
+pub fn copy_bandwidth<B: KernelBackend>(dev: &B::Device) -> f64 {
+    let x = Tensor::<B, 1>::random([1 << 29], Distribution::Default, dev);
+    let elem = x.dtype().size();
+    let ms = time::<B>(dev, 20, || {
+        let _ = x.clone().add_scalar(1.0);
+    });
+    (2 * (1usize << 29) * elem) as f64 / (ms * 1e-3) / 1e9
+}

@@ -1,0 +1,282 @@
+//! Parity of the attention kernel against the plain-burn reference on random inputs, over
+//! shapes chosen to hit the edges: one token, a block boundary, a context of exactly one block,
+//! GQA ratios 1, 2, 4 and 8, head dims 64 and 128, split decode contexts, chunked prefill over a
+//! cached prefix. Used by the wgpu test in CI (f32) and by `nanovllm kernels-check` on CUDA (bf16).
+//!
+//! The oracle runs on ndarray in f32 on the inputs as the kernel's backend stored them (bf16-
+//! rounded on CUDA), so the comparison measures the kernel alone.
+use burn::backend::NdArray;
+use burn::tensor::{DType, Int, Tensor, TensorData};
+use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
+
+use crate::backend::{DeviceSampling, KernelBackend, KernelPlan};
+use crate::plan::{AttentionPlan, SeqAttn};
+use crate::reference::{paged_attention_reference, ReferenceLayout};
+use crate::sample::{key_from_seed, sample_row_host, RowSampling};
+
+/// One attention shape: `(q_len, ctx_len)` per sequence.
+#[derive(Debug, Clone)]
+pub struct ParityCase {
+    pub name: &'static str,
+    pub kv_heads: usize,
+    pub group: usize,
+    pub head_dim: usize,
+    pub block_size: usize,
+    pub seqs: Vec<(usize, usize)>,
+}
+
+/// How far the kernel landed from the reference on one case.
+#[derive(Debug, Clone)]
+pub struct ParityResult {
+    pub name: &'static str,
+    pub max_abs_err: f32,
+    pub max_abs_ref: f32,
+    /// `max_abs_err / max_abs_ref`.
+    pub rel_err: f32,
+    /// Whether the step split a decode context (and so ran the merge kernel).
+    pub split: bool,
+}
+
+pub fn standard_cases() -> Vec<ParityCase> {
+    let case = |name, kv_heads, group, head_dim, block_size, seqs| ParityCase {
+        name,
+        kv_heads,
+        group,
+        head_dim,
+        block_size,
+        seqs,
+    };
+    vec![
+        case(
+            "decode, edges, gqa 1",
+            2,
+            1,
+            64,
+            16,
+            vec![(1, 1), (1, 16), (1, 17), (1, 33)],
+        ),
+        case("decode, long split, gqa 2", 2, 2, 128, 16, vec![(1, 1000)]),
+        case(
+            "decode, batch, gqa 4",
+            2,
+            4,
+            128,
+            16,
+            vec![(1, 300), (1, 517), (1, 64), (1, 2)],
+        ),
+        case(
+            "decode, gqa 8",
+            1,
+            8,
+            64,
+            16,
+            vec![(1, 1), (1, 2), (1, 600)],
+        ),
+        case(
+            "prefill, gqa 2",
+            2,
+            2,
+            64,
+            16,
+            vec![(37, 37), (16, 16), (1, 1)],
+        ),
+        case(
+            "chunk over cached prefix, gqa 4",
+            2,
+            4,
+            128,
+            16,
+            vec![(20, 100), (1, 50), (64, 64)],
+        ),
+        case("prefill, block 8, gqa 1", 2, 1, 128, 8, vec![(100, 130)]),
+        case("prefill, gqa 8", 1, 8, 128, 16, vec![(5, 5), (33, 70)]),
+    ]
+}
+
+fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// Uploads `values` to `B` and reads them back as f32: the values `B` actually holds.
+fn upload<B: KernelBackend>(
+    values: Vec<f32>,
+    shape: [usize; 3],
+    dev: &B::Device,
+) -> (Tensor<B, 3>, Vec<f32>) {
+    let t = Tensor::<B, 3>::from_data(TensorData::new(values, shape), dev);
+    let held = t
+        .clone()
+        .cast(DType::F32)
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap();
+    (t, held)
+}
+
+/// Runs one case with inputs drawn from `seed`.
+pub fn run_case<B: KernelBackend>(case: &ParityCase, seed: u64, dev: &B::Device) -> ParityResult {
+    let caps = B::kernel_caps(dev).expect("a backend with kernels");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let bs = case.block_size;
+    let heads = case.kv_heads * case.group;
+    let hd = case.head_dim;
+    // Blocks handed out in a random order, with spares, as the block manager would.
+    let needed: usize = case.seqs.iter().map(|&(_, c)| c.div_ceil(bs)).sum();
+    let mut blocks: Vec<u32> = (0..(needed + 3) as u32).collect();
+    blocks.shuffle(&mut rng);
+    let mut tables = Vec::new();
+    let mut next = 0;
+    for &(_, ctx) in &case.seqs {
+        tables.push(blocks[next..next + ctx.div_ceil(bs)].to_vec());
+        next += ctx.div_ceil(bs);
+    }
+    let seqs: Vec<SeqAttn> = case
+        .seqs
+        .iter()
+        .zip(&tables)
+        .map(|(&(q_len, ctx_len), t)| SeqAttn {
+            q_len,
+            ctx_len,
+            block_table: t,
+        })
+        .collect();
+    let tokens: usize = case.seqs.iter().map(|s| s.0).sum();
+    let slots = blocks.len() * bs;
+    let (q, q_host) = upload::<B>(
+        random(&mut rng, tokens * heads * hd),
+        [tokens, heads, hd],
+        dev,
+    );
+    let kv_shape = [slots, case.kv_heads, hd];
+    let (k, k_host) = upload::<B>(random(&mut rng, slots * case.kv_heads * hd), kv_shape, dev);
+    let (v, v_host) = upload::<B>(random(&mut rng, slots * case.kv_heads * hd), kv_shape, dev);
+    let scale = 1.0 / (hd as f32).sqrt();
+
+    let plan = AttentionPlan::new(&seqs, bs, case.group, hd, case.kv_heads, caps);
+    let split = !plan.merges.is_empty();
+    let plan = KernelPlan::<B>::new(plan, dev);
+    let got = B::paged_attention(q, &k, &v, &plan, scale)
+        .cast(DType::F32)
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap();
+
+    type Cpu = NdArray<f32>;
+    let cpu = Default::default();
+    let host = |v: Vec<f32>, shape: [usize; 3]| {
+        Tensor::<Cpu, 3>::from_data(TensorData::new(v, shape), &cpu)
+    };
+    let layout = ReferenceLayout::<Cpu>::new(&seqs, bs, &cpu);
+    let want = paged_attention_reference(
+        host(q_host, [tokens, heads, hd]),
+        &host(k_host, kv_shape),
+        &host(v_host, kv_shape),
+        &layout,
+        scale,
+    )
+    .into_data()
+    .to_vec::<f32>()
+    .unwrap();
+    assert_eq!(got.len(), want.len());
+    let max_abs_err = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    let max_abs_ref = want.iter().map(|v| v.abs()).fold(0.0, f32::max);
+    ParityResult {
+        name: case.name,
+        max_abs_err,
+        max_abs_ref,
+        rel_err: max_abs_err / max_abs_ref.max(f32::MIN_POSITIVE),
+        split,
+    }
+}
+
+/// How the device sampler agreed with its host twin.
+#[derive(Debug, Clone)]
+pub struct SamplingParity {
+    pub greedy_rows: usize,
+    pub greedy_mismatches: usize,
+    pub sampled_rows: usize,
+    /// Rows where device and host picked different tokens: only possible when two noised
+    /// scores tie within the rounding of `ln` on the two sides.
+    pub sampled_mismatches: usize,
+    /// Frequency ratio of two tokens whose probabilities are 2:1 (should be near 2).
+    pub two_to_one_ratio: f64,
+}
+
+/// Device sampling against [`sample_row_host`] on random logits (an odd vocabulary size), and
+/// the frequencies of many draws against softmax.
+pub fn run_sampling<B: KernelBackend>(seed: u64, dev: &B::Device) -> SamplingParity {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (rows, vocab) = (64, 4999);
+    let logits: Vec<f32> = (0..rows * vocab)
+        .map(|_| rng.random_range(-6.0f32..6.0))
+        .collect();
+    let params: Vec<RowSampling> = (0..rows)
+        .map(|r| RowSampling {
+            temperature: if r % 2 == 0 {
+                0.0
+            } else {
+                rng.random_range(0.3..1.5)
+            },
+            key: key_from_seed(rng.random()),
+            step: rng.random_range(0..5000),
+        })
+        .collect();
+    let t = Tensor::<B, 2>::from_data(TensorData::new(logits, [rows, vocab]), dev);
+    let held = t
+        .clone()
+        .cast(DType::F32)
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap();
+    let got = ids(B::sample_rows(t, &DeviceSampling::new(&params, dev)));
+    let (mut greedy_mismatches, mut sampled_mismatches) = (0, 0);
+    for (r, p) in params.iter().enumerate() {
+        let want = sample_row_host(&held[r * vocab..(r + 1) * vocab], *p);
+        if got[r] != want {
+            match p.temperature == 0.0 {
+                true => greedy_mismatches += 1,
+                false => sampled_mismatches += 1,
+            }
+        }
+    }
+    // p(1) / p(0) = 2 at temperature 1; the other tokens are far below.
+    let draws = 4000;
+    let mut row = vec![-30.0f32; 8];
+    row[0] = 0.0;
+    row[1] = 2.0f32.ln();
+    let many: Vec<f32> = (0..draws).flat_map(|_| row.clone()).collect();
+    let params: Vec<RowSampling> = (0..draws)
+        .map(|i| RowSampling {
+            temperature: 1.0,
+            key: 12345,
+            step: i as u32,
+        })
+        .collect();
+    let t = Tensor::<B, 2>::from_data(TensorData::new(many, [draws, 8]), dev);
+    let picks = ids(B::sample_rows(t, &DeviceSampling::new(&params, dev)));
+    let count = |tok| picks.iter().filter(|&&p| p == tok).count() as f64;
+    SamplingParity {
+        greedy_rows: rows / 2,
+        greedy_mismatches,
+        sampled_rows: rows / 2,
+        sampled_mismatches,
+        two_to_one_ratio: count(1) / count(0).max(1.0),
+    }
+}
+
+fn ids<B: KernelBackend>(t: Tensor<B, 1, Int>) -> Vec<u32> {
+    t.into_data()
+        .convert::<i64>()
+        .to_vec::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|v| v as u32)
+        .collect()
+}

@@ -1,0 +1,299 @@
+//! Host side of paged attention: cuts one step's sequences into work items, one cube each
+//! (per KV head), and picks the tile shape. Pure host code; the kernel reads the arrays built here.
+//!
+//! A work item is a tile of up to `tile_q` consecutive query tokens of one sequence, attending to
+//! a range of its keys. Decode steps (every sequence brings one query) use one query per tile and
+//! may split a long context over several items (flash-decoding), whose partial results a second
+//! kernel merges by log-sum-exp; steps with prefill use tiles of many queries and no split.
+
+/// One sequence's share of a step.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqAttn<'a> {
+    /// New query tokens this step (their K and V are already stored).
+    pub q_len: usize,
+    /// Tokens in the cache for this sequence, the new ones included.
+    pub ctx_len: usize,
+    /// Cache block of each `block_size` run of positions.
+    pub block_table: &'a [u32],
+}
+
+/// What the device offers, for choosing tiles.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceCaps {
+    /// Streaming multiprocessors (or the equivalent): how many cubes run at once, roughly.
+    pub compute_units: usize,
+    pub max_shared_bytes: usize,
+}
+
+/// Compile-time shape of the attention kernel (each distinct one is one compiled kernel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TileShape {
+    /// Query heads per KV head.
+    pub group: usize,
+    /// Query tokens per item.
+    pub tile_q: usize,
+    pub head_dim: usize,
+    /// Keys loaded into shared memory at a time.
+    pub kv_tile: usize,
+    /// Threads per cube.
+    pub threads: usize,
+}
+
+impl TileShape {
+    /// Query rows one cube computes: every head of the group for every query of the tile.
+    pub fn rows(&self) -> usize {
+        self.group * self.tile_q
+    }
+
+    /// Output accumulators each thread keeps in registers.
+    pub fn acc_per_thread(&self) -> usize {
+        (self.rows() * self.head_dim).div_ceil(self.threads)
+    }
+
+    /// Shared memory the kernel allocates, in bytes (f32 throughout).
+    pub fn shared_bytes(&self) -> usize {
+        let rows = self.rows();
+        4 * (rows * self.head_dim
+            + self.kv_tile * (self.head_dim + 1)
+            + rows * (self.kv_tile + 1)
+            + 3 * rows)
+    }
+}
+
+/// Fields of one work item in [`AttentionPlan::items`], in order.
+pub const ITEM_FIELDS: usize = 7;
+/// Fields of one merge entry in [`AttentionPlan::merges`]: packed query row, first item, items.
+pub const MERGE_FIELDS: usize = 3;
+
+const THREADS: usize = 128;
+/// Query rows per cube in prefill tiles: enough to reuse each loaded key many times.
+const PREFILL_ROWS: usize = 32;
+/// Shortest context range worth its own decode item.
+const MIN_SPLIT: usize = 256;
+
+/// The arrays and tile shape for one step's attention.
+#[derive(Debug, Clone)]
+pub struct AttentionPlan {
+    pub tile: TileShape,
+    /// `[items, ITEM_FIELDS]`: sequence, first packed query row, queries, position of the first
+    /// query, first key, end key (exclusive), 1 if the item writes a partial result.
+    pub items: Vec<i32>,
+    /// `[batch, max_blocks]` block tables, padded with 0.
+    pub block_tables: Vec<i32>,
+    pub max_blocks: usize,
+    /// `[merges, MERGE_FIELDS]`: decode tokens whose context was split.
+    pub merges: Vec<i32>,
+    pub num_tokens: usize,
+    pub block_size: usize,
+}
+
+impl AttentionPlan {
+    pub fn new(
+        seqs: &[SeqAttn],
+        block_size: usize,
+        group: usize,
+        head_dim: usize,
+        kv_heads: usize,
+        caps: DeviceCaps,
+    ) -> Self {
+        let decode_only = seqs.iter().all(|s| s.q_len == 1);
+        let tile_q = match decode_only {
+            true => 1,
+            false => (PREFILL_ROWS / group).max(1),
+        };
+        let tile = Self::tile_shape(group, tile_q, head_dim, caps.max_shared_bytes);
+        let split_len = match decode_only {
+            true => Self::split_len(seqs, kv_heads, caps.compute_units, tile.kv_tile),
+            false => usize::MAX,
+        };
+        let max_blocks = seqs
+            .iter()
+            .map(|s| s.block_table.len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let mut plan = Self {
+            tile,
+            items: Vec::new(),
+            block_tables: vec![0; seqs.len() * max_blocks],
+            max_blocks,
+            merges: Vec::new(),
+            num_tokens: seqs.iter().map(|s| s.q_len).sum(),
+            block_size,
+        };
+        let mut row = 0;
+        for (b, s) in seqs.iter().enumerate() {
+            assert!(
+                s.q_len >= 1 && s.q_len <= s.ctx_len,
+                "sequence {b}: {} queries over {} cached tokens",
+                s.q_len,
+                s.ctx_len
+            );
+            assert!(
+                s.ctx_len <= s.block_table.len() * block_size,
+                "sequence {b}: block table too short"
+            );
+            for (j, &blk) in s.block_table.iter().enumerate() {
+                plan.block_tables[b * max_blocks + j] = blk as i32;
+            }
+            let first_pos = s.ctx_len - s.q_len;
+            let splits = s.ctx_len.div_ceil(split_len.min(s.ctx_len));
+            if splits > 1 {
+                plan.merges
+                    .extend([row as i32, plan.num_items() as i32, splits as i32]);
+            }
+            for start in (0..s.q_len).step_by(tile_q) {
+                let count = tile_q.min(s.q_len - start);
+                let pos = first_pos + start;
+                for split in 0..splits {
+                    let kv_start = split * split_len;
+                    let kv_end = ((split + 1).saturating_mul(split_len)).min(pos + count);
+                    plan.items.extend([
+                        b as i32,
+                        (row + start) as i32,
+                        count as i32,
+                        pos as i32,
+                        kv_start as i32,
+                        kv_end as i32,
+                        (splits > 1) as i32,
+                    ]);
+                }
+            }
+            row += s.q_len;
+        }
+        plan
+    }
+
+    pub fn num_items(&self) -> usize {
+        self.items.len() / ITEM_FIELDS
+    }
+
+    pub fn num_merges(&self) -> usize {
+        self.merges.len() / MERGE_FIELDS
+    }
+
+    /// The largest key tile whose shared memory fits the device.
+    fn tile_shape(group: usize, tile_q: usize, head_dim: usize, max_shared: usize) -> TileShape {
+        let shape = |kv_tile| TileShape {
+            group,
+            tile_q,
+            head_dim,
+            kv_tile,
+            threads: THREADS,
+        };
+        [64, 32, 16, 8]
+            .into_iter()
+            .map(shape)
+            .find(|t| t.shared_bytes() <= max_shared)
+            .unwrap_or_else(|| shape(8))
+    }
+
+    /// Context length per decode item: whole contexts when the batch already fills the device,
+    /// else split so about two cubes per compute unit run.
+    fn split_len(seqs: &[SeqAttn], kv_heads: usize, units: usize, kv_tile: usize) -> usize {
+        let cubes = seqs.len() * kv_heads;
+        let target = 2 * units;
+        if cubes >= target {
+            return usize::MAX;
+        }
+        let longest = seqs.iter().map(|s| s.ctx_len).max().unwrap_or(1);
+        let parts = target.div_ceil(cubes.max(1));
+        longest
+            .div_ceil(parts)
+            .max(MIN_SPLIT)
+            .next_multiple_of(kv_tile)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAPS: DeviceCaps = DeviceCaps {
+        compute_units: 132,
+        max_shared_bytes: 48 * 1024,
+    };
+
+    fn item(plan: &AttentionPlan, i: usize) -> &[i32] {
+        &plan.items[i * ITEM_FIELDS..(i + 1) * ITEM_FIELDS]
+    }
+
+    #[test]
+    fn prefill_tiles_cover_every_query_once_in_order() {
+        let table: Vec<u32> = (0..8).collect();
+        let seqs = [
+            SeqAttn {
+                q_len: 40,
+                ctx_len: 100,
+                block_table: &table,
+            },
+            SeqAttn {
+                q_len: 1,
+                ctx_len: 7,
+                block_table: &table[..1],
+            },
+        ];
+        let plan = AttentionPlan::new(&seqs, 16, 2, 64, 4, CAPS);
+        assert_eq!(plan.tile.tile_q, 16);
+        let rows: Vec<(i32, i32, i32)> = (0..plan.num_items())
+            .map(|i| (item(&plan, i)[1], item(&plan, i)[2], item(&plan, i)[3]))
+            .collect();
+        // 40 queries at positions 60..100 in tiles of 16, then the decode at position 6.
+        assert_eq!(
+            rows,
+            vec![(0, 16, 60), (16, 16, 76), (32, 8, 92), (40, 1, 6)]
+        );
+        // Keys end after each tile's last query (causal).
+        assert_eq!(item(&plan, 0)[5], 76);
+        assert_eq!(item(&plan, 2)[5], 100);
+        assert!(plan.merges.is_empty());
+        assert_eq!(plan.max_blocks, 8);
+        assert_eq!(&plan.block_tables[8..10], &[0, 0]);
+    }
+
+    #[test]
+    fn small_decode_batches_split_long_contexts_and_merge() {
+        let table: Vec<u32> = (0..128).collect();
+        let seqs = [SeqAttn {
+            q_len: 1,
+            ctx_len: 2048,
+            block_table: &table,
+        }];
+        let plan = AttentionPlan::new(&seqs, 16, 4, 128, 8, CAPS);
+        let n = plan.num_items();
+        assert!(n > 1, "one long sequence should be split");
+        assert_eq!(plan.merges, vec![0, 0, n as i32]);
+        // The splits tile [0, 2048) without gaps.
+        let mut next = 0;
+        for i in 0..n {
+            assert_eq!(item(&plan, i)[4], next);
+            assert_eq!(item(&plan, i)[6], 1);
+            next = item(&plan, i)[5];
+        }
+        assert_eq!(next, 2048);
+    }
+
+    #[test]
+    fn large_decode_batches_do_not_split() {
+        let table: Vec<u32> = (0..64).collect();
+        let seqs = vec![
+            SeqAttn {
+                q_len: 1,
+                ctx_len: 1000,
+                block_table: &table
+            };
+            256
+        ];
+        let plan = AttentionPlan::new(&seqs, 16, 2, 128, 8, CAPS);
+        assert_eq!(plan.num_items(), 256);
+        assert!(plan.merges.is_empty());
+    }
+
+    #[test]
+    fn tile_fits_the_shared_memory() {
+        for max in [32 * 1024, 48 * 1024] {
+            let t = AttentionPlan::tile_shape(4, 8, 128, max);
+            assert!(t.shared_bytes() <= max, "{t:?} over {max}");
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Host side of device sampling: per-row parameters, the launcher, and the host reference.
+use burn::tensor::{DType, Shape, TensorMetadata};
+use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
+use cubecl::prelude::*;
+
+use crate::sample_kernel::{sample_rows_kernel, uniform_host};
+
+const THREADS: usize = 256;
+
+/// How one logits row is sampled on the device.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowSampling {
+    /// 0 is greedy.
+    pub temperature: f32,
+    /// The request's key (from its seed; 31 bits).
+    pub key: u32,
+    /// Which draw of the request this is (its position), so each step gets fresh noise.
+    pub step: u32,
+}
+
+impl RowSampling {
+    pub fn inv_temperature(&self) -> f32 {
+        match self.temperature {
+            t if t > 0.0 => 1.0 / t,
+            _ => 0.0,
+        }
+    }
+}
+
+/// A request key from its 64-bit seed (31 bits, so it survives a trip through i32).
+pub fn key_from_seed(seed: u64) -> u32 {
+    ((seed ^ (seed >> 32)) as u32) & 0x7fff_ffff
+}
+
+/// The token the kernel picks for one row, computed on the host (the parity oracle).
+pub fn sample_row_host(logits: &[f32], row: RowSampling) -> u32 {
+    let it = row.inv_temperature();
+    let mut best = (f32::NEG_INFINITY, 0u32);
+    for (v, &l) in logits.iter().enumerate() {
+        let s = match it > 0.0 {
+            true => l * it - (-uniform_host(row.key, row.step, v as u32).ln()).ln(),
+            false => l,
+        };
+        if s > best.0 {
+            best = (s, v as u32);
+        }
+    }
+    best.1
+}
+
+/// Samples one token per row of `logits` `[rows, vocab]`; `inv_temp` is `[rows]` f32 and
+/// `keys` `[rows, 2]` ints (key, step). Returns `[rows]` token ids in the backend's int dtype.
+pub fn sample_rows<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
+    logits: CubeTensor<R>,
+    inv_temp: CubeTensor<R>,
+    keys: CubeTensor<R>,
+    int_dtype: DType,
+) -> CubeTensor<R> {
+    let logits = into_contiguous(logits);
+    let rows = logits.shape()[0];
+    let handle = logits.client.empty(rows * int_dtype.size());
+    let out = CubeTensor::new_contiguous(
+        logits.client.clone(),
+        logits.device.clone(),
+        Shape::new([rows]),
+        handle,
+        int_dtype,
+    );
+    let client = logits.client.clone();
+    sample_rows_kernel::launch::<F, I, R>(
+        &client,
+        CubeCount::Static(rows as u32, 1, 1),
+        CubeDim::new_1d(THREADS as u32),
+        logits.into_tensor_arg(),
+        into_contiguous(inv_temp).into_tensor_arg(),
+        into_contiguous(keys).into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        THREADS,
+    );
+    out
+}
