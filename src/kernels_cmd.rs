@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use nanovllm_kernels::bench::{copy_bandwidth, time_attention, AttnShape, AttnTiming};
-use nanovllm_kernels::parity::{run_case, run_sampling, standard_cases};
+use nanovllm_kernels::parity::{run_case, run_sampling, run_store_kv, standard_cases};
 use nanovllm_kernels::KernelBackend;
 
 use crate::backend::{device_description, BackendTask};
@@ -72,6 +72,11 @@ fn check<B: KernelBackend>(device: &B::Device) -> anyhow::Result<()> {
         if !ok {
             failed.push(r.name);
         }
+    }
+    let store_err = run_store_kv::<B>(seed, device);
+    println!("store_kv: max abs err {store_err:e} (must be 0: a copy)");
+    if store_err != 0.0 {
+        failed.push("store_kv");
     }
     let s = run_sampling::<B>(seed, device);
     println!(

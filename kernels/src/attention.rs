@@ -3,7 +3,7 @@ use burn::tensor::{DType, Shape, TensorMetadata};
 use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
-use crate::attention_kernel::{merge_partials_kernel, paged_attention_kernel};
+use crate::attention_kernel::{merge_partials_kernel, paged_attention_kernel, store_kv_kernel};
 use crate::plan::{AttentionPlan, DeviceCaps};
 
 /// The plan's int arrays on the device.
@@ -100,4 +100,31 @@ pub fn paged_attention<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElem
         );
     }
     out
+}
+
+/// Writes `k` and `v` `[tokens, kv_heads, head_dim]` into the caches at `slots` `[tokens]`, in
+/// place: the caches' buffers are written through, whoever else holds them.
+pub fn store_kv<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
+    k_cache: CubeTensor<R>,
+    v_cache: CubeTensor<R>,
+    k: CubeTensor<R>,
+    v: CubeTensor<R>,
+    slots: CubeTensor<R>,
+) {
+    let n = k.shape().num_elements();
+    if n == 0 {
+        return;
+    }
+    let client = k.client.clone();
+    let threads = 256;
+    store_kv_kernel::launch::<F, I, R>(
+        &client,
+        CubeCount::Static(n.div_ceil(threads) as u32, 1, 1),
+        CubeDim::new_1d(threads as u32),
+        k.into_tensor_arg(),
+        v.into_tensor_arg(),
+        into_contiguous(slots).into_tensor_arg(),
+        k_cache.into_tensor_arg(),
+        v_cache.into_tensor_arg(),
+    );
 }

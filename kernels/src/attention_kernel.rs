@@ -7,19 +7,42 @@ use cubecl::prelude::*;
 /// Stands in for -inf: WGSL has no infinite literals, and a finite value keeps `exp` NaN-free.
 const NEG_BIG: f32 = -1.0e30;
 
-/// Loads `kv_tile` keys (or values) starting at position `start` into shared memory, one row of
-/// `head_dim + 1` per key (the pad keeps the score loop free of bank conflicts).
+/// Offset in the cache of each key of the tile starting at `start` (one block-table lookup per
+/// key rather than per element); -1 past `end`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn load_kv_tile<F: Float, I: Int>(
+fn tile_offsets<F: Float, I: Int>(
     cache: &Tensor<F>,
     block_tables: &Tensor<I>,
-    tile: &mut SharedMemory<f32>,
+    offsets: &mut SharedMemory<i32>,
     seq: usize,
     kv_head: usize,
     start: usize,
     end: usize,
     block_size: usize,
+    #[comptime] kv_tile: usize,
+) {
+    let t = UNIT_POS_X as usize;
+    if t < kv_tile {
+        let pos = start + t;
+        if pos < end {
+            let block =
+                usize::cast_from(block_tables[seq * block_tables.stride(0) + pos / block_size]);
+            let slot = block * block_size + pos % block_size;
+            offsets[t] = i32::cast_from(slot * cache.stride(0) + kv_head * cache.stride(1));
+        } else {
+            offsets[t] = i32::new(-1);
+        }
+    }
+}
+
+/// Loads the tile's keys (or values) into shared memory, one row of `head_dim + 1` per key
+/// (the pad keeps the score loop free of bank conflicts); zeros past the end.
+#[cube]
+fn load_kv_tile<F: Float>(
+    cache: &Tensor<F>,
+    offsets: &SharedMemory<i32>,
+    tile: &mut SharedMemory<f32>,
     #[comptime] kv_tile: usize,
     #[comptime] head_dim: usize,
     #[comptime] threads: usize,
@@ -28,13 +51,10 @@ fn load_kv_tile<F: Float, I: Int>(
     while idx < kv_tile * head_dim {
         let t = idx / head_dim;
         let d = idx % head_dim;
-        let pos = start + t;
+        let off = offsets[t];
         let mut val = f32::new(0.0);
-        if pos < end {
-            let block =
-                usize::cast_from(block_tables[seq * block_tables.stride(0) + pos / block_size]);
-            let slot = block * block_size + pos % block_size;
-            val = f32::cast_from(cache[slot * cache.stride(0) + kv_head * cache.stride(1) + d]);
+        if off >= 0 {
+            val = f32::cast_from(cache[usize::cast_from(off) + d]);
         }
         tile[t * (head_dim + 1) + d] = val;
         idx += threads;
@@ -84,6 +104,11 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
     let mut m_s = SharedMemory::<f32>::new(rows);
     let mut l_s = SharedMemory::<f32>::new(rows);
     let mut alpha_s = SharedMemory::<f32>::new(rows);
+    let mut offsets = SharedMemory::<i32>::new(kv_tile);
+    let plane = PLANE_DIM as usize;
+    let lane = UNIT_POS_PLANE as usize;
+    let warp = tid / plane;
+    let warps = threads / plane;
 
     // Row r is query r / group of the tile, head kv_head * group + r % group (HF's repeat_kv).
     let mut idx = tid;
@@ -111,19 +136,19 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
 
     let mut start = kv_start;
     while start < kv_end {
-        load_kv_tile::<F, I>(
+        tile_offsets::<F, I>(
             k_cache,
             block_tables,
-            &mut kv_s,
+            &mut offsets,
             seq,
             kv_head,
             start,
             kv_end,
             block_size,
             kv_tile,
-            head_dim,
-            threads,
         );
+        sync_cube();
+        load_kv_tile::<F>(k_cache, &offsets, &mut kv_s, kv_tile, head_dim, threads);
         sync_cube();
 
         // Scores; keys past a row's own position (causal) or past the range score NEG_BIG.
@@ -145,41 +170,39 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
         }
         sync_cube();
 
-        // Online softmax, one thread per row, while every thread loads the value tile.
-        if tid < rows {
-            let m_old = m_s[tid];
-            let mut m_new = m_old;
-            for t in 0..kv_tile {
-                m_new = f32::max(m_new, p_s[tid * p_stride + t]);
+        // Online softmax, one plane (warp) per row, while every thread loads the value tile.
+        let mut r = warp;
+        while r < rows {
+            let mut mx = f32::new(NEG_BIG);
+            let mut t = lane;
+            while t < kv_tile {
+                mx = f32::max(mx, p_s[r * p_stride + t]);
+                t += plane;
             }
+            let m_old = m_s[r];
+            let m_new = f32::max(m_old, plane_max(mx));
             let mut sum = f32::new(0.0);
-            for t in 0..kv_tile {
-                let s = p_s[tid * p_stride + t];
+            let mut t = lane;
+            while t < kv_tile {
+                let s = p_s[r * p_stride + t];
                 let mut p = f32::new(0.0);
                 if s > f32::new(-1.0e29) {
                     p = f32::exp(s - m_new);
                 }
-                p_s[tid * p_stride + t] = p;
+                p_s[r * p_stride + t] = p;
                 sum += p;
+                t += plane;
             }
-            let alpha = f32::exp(m_old - m_new);
-            m_s[tid] = m_new;
-            l_s[tid] = l_s[tid] * alpha + sum;
-            alpha_s[tid] = alpha;
+            let total = plane_sum(sum);
+            if lane == 0 {
+                let alpha = f32::exp(m_old - m_new);
+                m_s[r] = m_new;
+                l_s[r] = l_s[r] * alpha + total;
+                alpha_s[r] = alpha;
+            }
+            r += warps;
         }
-        load_kv_tile::<F, I>(
-            v_cache,
-            block_tables,
-            &mut kv_s,
-            seq,
-            kv_head,
-            start,
-            kv_end,
-            block_size,
-            kv_tile,
-            head_dim,
-            threads,
-        );
+        load_kv_tile::<F>(v_cache, &offsets, &mut kv_s, kv_tile, head_dim, threads);
         sync_cube();
 
         #[unroll]
@@ -274,4 +297,29 @@ pub fn merge_partials_kernel<F: Float, I: Int>(
         out[row * out.stride(0) + head * out.stride(1) + d] = F::cast_from(val);
         idx += threads;
     }
+}
+
+/// Writes each new token's K and V into its cache slot, in place: element `e` of token `t` goes
+/// to `cache[slots[t], e]`. Inputs may be strided views (`[tokens, kv_heads, head_dim]`).
+#[cube(launch)]
+pub fn store_kv_kernel<F: Float, I: Int>(
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    slots: &Tensor<I>,
+    k_cache: &mut Tensor<F>,
+    v_cache: &mut Tensor<F>,
+) {
+    let head_dim = k.shape(2);
+    let width = k.shape(1) * head_dim;
+    if ABSOLUTE_POS >= k.shape(0) * width {
+        terminate!();
+    }
+    let t = ABSOLUTE_POS / width;
+    let e = ABSOLUTE_POS % width;
+    let h = e / head_dim;
+    let d = e % head_dim;
+    let slot = usize::cast_from(slots[t]);
+    let at = slot * k_cache.stride(0) + h * k_cache.stride(1) + d;
+    k_cache[at] = k[t * k.stride(0) + h * k.stride(1) + d];
+    v_cache[at] = v[t * v.stride(0) + h * v.stride(1) + d];
 }

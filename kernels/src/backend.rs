@@ -10,7 +10,7 @@ use burn_cubecl::{
     CubeBackend, CubeRuntime,
 };
 
-use crate::attention::{device_caps, paged_attention, DevicePlan};
+use crate::attention::{device_caps, paged_attention, store_kv, DevicePlan};
 use crate::plan::{AttentionPlan, DeviceCaps, ITEM_FIELDS, MERGE_FIELDS};
 use crate::sample::{sample_rows, RowSampling};
 
@@ -76,6 +76,17 @@ pub trait KernelBackend: Backend {
         scale: f32,
     ) -> Tensor<Self, 3>;
 
+    /// Writes `k` and `v` `[tokens, kv_heads, head_dim]` into the caches at `slots` `[tokens]`,
+    /// in place: the caches' buffers change although they are passed by reference (burn's own
+    /// scatter copies the whole cache under fusion).
+    fn store_kv(
+        k_cache: &Tensor<Self, 3>,
+        v_cache: &Tensor<Self, 3>,
+        k: Tensor<Self, 3>,
+        v: Tensor<Self, 3>,
+        slots: &Tensor<Self, 1, Int>,
+    );
+
     /// One token per row of `logits` `[rows, vocab]`, drawn on the device (Gumbel-max).
     fn sample_rows(logits: Tensor<Self, 2>, params: &DeviceSampling<Self>) -> Tensor<Self, 1, Int>;
 }
@@ -93,6 +104,16 @@ impl KernelBackend for NdArray<f32> {
         _scale: f32,
     ) -> Tensor<Self, 3> {
         unreachable!("ndarray has no kernels: callers check kernel_caps and use the reference")
+    }
+
+    fn store_kv(
+        _k_cache: &Tensor<Self, 3>,
+        _v_cache: &Tensor<Self, 3>,
+        _k: Tensor<Self, 3>,
+        _v: Tensor<Self, 3>,
+        _slots: &Tensor<Self, 1, Int>,
+    ) {
+        unreachable!("ndarray has no kernels: callers check kernel_caps and scatter")
     }
 
     fn sample_rows(
@@ -132,6 +153,23 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
             scale,
         );
         Tensor::from_primitive(TensorPrimitive::Float(out))
+    }
+
+    fn store_kv(
+        k_cache: &Tensor<Self, 3>,
+        v_cache: &Tensor<Self, 3>,
+        k: Tensor<Self, 3>,
+        v: Tensor<Self, 3>,
+        slots: &Tensor<Self, 1, Int>,
+    ) {
+        let float = |t: Tensor<Self, 3>| -> CubeTensor<R> { t.into_primitive().tensor() };
+        store_kv::<R, F, I>(
+            float(k_cache.clone()),
+            float(v_cache.clone()),
+            float(k),
+            float(v),
+            slots.clone().into_primitive(),
+        );
     }
 
     fn sample_rows(logits: Tensor<Self, 2>, params: &DeviceSampling<Self>) -> Tensor<Self, 1, Int> {
@@ -195,6 +233,29 @@ mod fused {
             Tensor::from_primitive(TensorPrimitive::Float(register::<R, F, I, BT>(
                 &client, out,
             )))
+        }
+
+        fn store_kv(
+            k_cache: &Tensor<Self, 3>,
+            v_cache: &Tensor<Self, 3>,
+            k: Tensor<Self, 3>,
+            v: Tensor<Self, 3>,
+            slots: &Tensor<Self, 1, Int>,
+        ) {
+            let k = k.into_primitive().tensor();
+            let client = k.client.clone();
+            let float = |t: Tensor<Self, 3>| {
+                client.resolve_tensor_float::<Inner<R, F, I, BT>>(t.into_primitive().tensor())
+            };
+            // Resolving drains the stream, so every queued read of the old cache runs first.
+            let k = client.resolve_tensor_float::<Inner<R, F, I, BT>>(k);
+            store_kv::<R, F, I>(
+                float(k_cache.clone()),
+                float(v_cache.clone()),
+                k,
+                float(v),
+                client.resolve_tensor_int::<Inner<R, F, I, BT>>(slots.clone().into_primitive()),
+            );
         }
 
         fn sample_rows(

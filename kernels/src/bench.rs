@@ -32,17 +32,18 @@ pub struct AttnTiming {
     pub kernel_gb_per_s: f64,
 }
 
-fn time<B: KernelBackend>(dev: &B::Device, iters: usize, mut f: impl FnMut()) -> f64 {
-    for _ in 0..3 {
-        f();
-    }
+/// Mean milliseconds per call of `f`. Outputs stay alive until the device is synced: under
+/// fusion an output dropped unread may never be computed.
+fn time<B: KernelBackend, T>(dev: &B::Device, iters: usize, mut f: impl FnMut() -> T) -> f64 {
+    let warm: Vec<T> = (0..3).map(|_| f()).collect();
     B::sync(dev).expect("device sync");
+    drop(warm);
     let t = Instant::now();
-    for _ in 0..iters {
-        f();
-    }
+    let outs: Vec<T> = (0..iters).map(|_| f()).collect();
     B::sync(dev).expect("device sync");
-    t.elapsed().as_secs_f64() * 1e3 / iters as f64
+    let ms = t.elapsed().as_secs_f64() * 1e3 / iters as f64;
+    drop(outs);
+    ms
 }
 
 /// Times `batch` sequences of `q_len` new tokens over `ctx_len` cached tokens each.
@@ -83,13 +84,13 @@ pub fn time_attention<B: KernelBackend>(
     let plan = AttentionPlan::new(&seqs, bs, shape.group, hd, shape.kv_heads, caps);
     let plan = KernelPlan::<B>::new(plan, dev);
     let iters = 20;
-    let kernel_ms = time::<B>(dev, iters, || {
-        let _ = B::paged_attention(q.clone(), &k, &v, &plan, scale);
+    let kernel_ms = time::<B, _>(dev, iters, || {
+        B::paged_attention(q.clone(), &k, &v, &plan, scale)
     });
     let reference_ms = with_reference.then(|| {
         let layout = ReferenceLayout::<B>::new(&seqs, bs, dev);
-        time::<B>(dev, iters.min(5), || {
-            let _ = paged_attention_reference(q.clone(), &k, &v, &layout, scale);
+        time::<B, _>(dev, iters.min(5), || {
+            paged_attention_reference(q.clone(), &k, &v, &layout, scale)
         })
     });
     let elem = k.dtype().size();
@@ -105,12 +106,11 @@ pub fn time_attention<B: KernelBackend>(
 }
 
 /// Device copy bandwidth in GB/s (bytes read plus written), from an elementwise pass over a
-/// 1 GiB tensor: the ceiling a memory-bound kernel is measured against.
+/// 2^28-element tensor: the ceiling a memory-bound kernel is measured against.
 pub fn copy_bandwidth<B: KernelBackend>(dev: &B::Device) -> f64 {
-    let x = Tensor::<B, 1>::random([1 << 29], Distribution::Default, dev);
+    let n = 1usize << 28;
+    let x = Tensor::<B, 1>::random([n], Distribution::Default, dev);
     let elem = x.dtype().size();
-    let ms = time::<B>(dev, 20, || {
-        let _ = x.clone().add_scalar(1.0);
-    });
-    (2 * (1usize << 29) * elem) as f64 / (ms * 1e-3) / 1e9
+    let ms = time::<B, _>(dev, 10, || x.clone().add_scalar(1.0));
+    (2 * n * elem) as f64 / (ms * 1e-3) / 1e9
 }

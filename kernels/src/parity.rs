@@ -280,3 +280,31 @@ fn ids<B: KernelBackend>(t: Tensor<B, 1, Int>) -> Vec<u32> {
         .map(|v| v as u32)
         .collect()
 }
+
+/// `store_kv` against a host scatter: random K and V for tokens with distinct random slots
+/// (a strided V, as the decoder's narrow of the fused qkv gives). Returns the max abs error.
+pub fn run_store_kv<B: KernelBackend>(seed: u64, dev: &B::Device) -> f32 {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (slots, kv_heads, hd, tokens) = (64, 2, 64, 13);
+    let mut order: Vec<usize> = (0..slots).collect();
+    order.shuffle(&mut rng);
+    let targets = &order[..tokens];
+    let width = kv_heads * hd;
+    let (k_cache, mut want_k) = upload::<B>(random(&mut rng, slots * width), [slots, kv_heads, hd], dev);
+    let (v_cache, mut want_v) = upload::<B>(random(&mut rng, slots * width), [slots, kv_heads, hd], dev);
+    let (k, k_host) = upload::<B>(random(&mut rng, tokens * width), [tokens, kv_heads, hd], dev);
+    // V as the right half of a [tokens, 2 * width] tensor: a strided view.
+    let (kv, kv_host) = upload::<B>(random(&mut rng, tokens * 2 * width), [tokens, 2 * kv_heads, hd], dev);
+    let v = kv.narrow(1, kv_heads, kv_heads);
+    for (t, &slot) in targets.iter().enumerate() {
+        want_k[slot * width..(slot + 1) * width].copy_from_slice(&k_host[t * width..(t + 1) * width]);
+        want_v[slot * width..(slot + 1) * width]
+            .copy_from_slice(&kv_host[t * 2 * width + width..(t + 1) * 2 * width]);
+    }
+    let ids: Vec<i32> = targets.iter().map(|&s| s as i32).collect();
+    let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [tokens]), dev);
+    B::store_kv(&k_cache, &v_cache, k, v, &ids);
+    let host = |t: Tensor<B, 3>| t.cast(DType::F32).into_data().convert::<f32>().to_vec::<f32>().unwrap();
+    let err = |got: Vec<f32>, want: &[f32]| got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    err(host(k_cache), &want_k).max(err(host(v_cache), &want_v))
+}

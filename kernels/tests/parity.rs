@@ -49,3 +49,9 @@ fn device_sampling_matches_host_twin_and_softmax() {
         "{r:?} (seed {seed})"
     );
 }
+
+#[test]
+fn store_kv_writes_each_token_to_its_slot_in_place() {
+    let err = nanovllm_kernels::parity::run_store_kv::<Wgpu>(7, &WgpuDevice::default());
+    assert_eq!(err, 0.0, "store_kv must copy values exactly");
+}

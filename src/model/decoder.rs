@@ -23,17 +23,27 @@ impl<B: KernelBackend> LayerCache<B> {
         }
     }
 
-    /// Writes this step's K and V at `slot_mapping` `[tokens, 1]` in place (the cache tensors are
-    /// uniquely owned, so burn reuses their buffers), and returns views for attention.
+    /// Writes this step's K and V at their slots and returns the caches for attention. With the
+    /// kernels, `store_kv` writes in place; otherwise burn's scatter, which reuses the buffers on
+    /// ndarray but copies the whole cache under fusion.
     fn store(
         &mut self,
-        slot_mapping: &Tensor<B, 2, Int>,
+        step: &StepTensors<B>,
         k: Tensor<B, 3>,
         v: Tensor<B, 3>,
     ) -> (&Tensor<B, 3>, &Tensor<B, 3>) {
         let (kc, vc) = self.kv.take().expect("cache present between steps");
-        let kc = kc.scatter_nd(slot_mapping.clone(), k, IndexingUpdateOp::Assign);
-        let vc = vc.scatter_nd(slot_mapping.clone(), v, IndexingUpdateOp::Assign);
+        let (kc, vc) = match &step.attn {
+            StepAttention::Kernel(_) => {
+                let slots = step.slot_mapping.clone().flatten(0, 1);
+                B::store_kv(&kc, &vc, k, v, &slots);
+                (kc, vc)
+            }
+            StepAttention::Reference(_) => (
+                kc.scatter_nd(step.slot_mapping.clone(), k, IndexingUpdateOp::Assign),
+                vc.scatter_nd(step.slot_mapping.clone(), v, IndexingUpdateOp::Assign),
+            ),
+        };
         let (k, v) = self.kv.insert((kc, vc));
         (k, v)
     }
@@ -235,7 +245,7 @@ impl<B: KernelBackend> Decoder<B> {
         }
         let q = self.rope.apply(q, &step.positions);
         let k = self.rope.apply(k, &step.positions);
-        let (k_cache, v_cache) = cache.store(&step.slot_mapping, k, v);
+        let (k_cache, v_cache) = cache.store(step, k, v);
         let attn = step
             .attn
             .attend(q, k_cache, v_cache, 1.0 / (hd as f32).sqrt());
