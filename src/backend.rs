@@ -9,6 +9,10 @@ pub type Cpu = burn::backend::NdArray<f32>;
 #[cfg(feature = "cuda")]
 pub type Gpu = burn::backend::Cuda<half::bf16, i32>;
 
+/// The same without burn's fusion.
+#[cfg(feature = "cuda")]
+pub type GpuUnfused = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, half::bf16, i32, u8>;
+
 /// Free and total bytes of the device's memory.
 pub struct DeviceMemory {
     pub free: u64,
@@ -86,11 +90,36 @@ pub fn dispatch<T: BackendTask>(
         BackendChoice::Auto | BackendChoice::Cuda => {
             task.run::<Gpu>(burn::backend::cuda::CudaDevice::new(0))
         }
+        #[cfg(feature = "cuda")]
+        BackendChoice::CudaUnfused => {
+            task.run::<GpuUnfused>(burn::backend::cuda::CudaDevice::new(0))
+        }
         #[cfg(not(feature = "cuda"))]
         BackendChoice::Auto => task.run::<Cpu>(Default::default()),
         #[cfg(not(feature = "cuda"))]
-        BackendChoice::Cuda => {
+        BackendChoice::Cuda | BackendChoice::CudaUnfused => {
             anyhow::bail!("backend \"cuda\" needs a build with `--features cuda`")
         }
     }
+}
+
+static DEVICE_FAILURE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Records the first panic on a thread other than `main`. cubecl runs each device's server on
+/// its own thread, and a panic there (an allocation that does not fit, say) never reaches the
+/// caller: the op is dropped and the results are garbage. The engine checks after every step.
+/// Later panics of that thread are not printed again (one failed allocation fails every op after).
+pub fn install_device_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let main = std::thread::current().name() == Some("main");
+        if main || DEVICE_FAILURE.set(info.to_string()).is_ok() {
+            default(info);
+        }
+    }));
+}
+
+/// The first device-thread panic, if any (see [`install_device_panic_hook`]).
+pub fn device_failure() -> Option<&'static str> {
+    DEVICE_FAILURE.get().map(String::as_str)
 }

@@ -67,7 +67,11 @@ pub enum BackendChoice {
     #[default]
     Auto,
     Cpu,
+    /// burn-cuda with kernel fusion (bf16).
     Cuda,
+    /// burn-cuda without fusion: every op launches on its own, and the custom kernels need no
+    /// hand-off to the fusion stream.
+    CudaUnfused,
 }
 
 #[derive(Args, Debug, Clone)]

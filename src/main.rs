@@ -5,6 +5,7 @@ use nanovllm::commands::Info;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    nanovllm::backend::install_device_panic_hook();
     match (cli.command, cli.experiment) {
         (Some(Command::Generate(args)), _) => dispatch(args.model.backend.backend, args),
         (Some(Command::Perplexity(args)), _) => {

@@ -23,6 +23,7 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
     decode_latency) exp decode_latency 100 ;;
     bench) exp bench ${BENCH_TIMEOUT:-240} ;;
     bench_part) exp bench_part ${BENCH_TIMEOUT:-240} ;;
+    bench_fusion) exp bench_fusion ${BENCH_TIMEOUT:-400} ;;
     chunk512) exp chunk512 150 ;;
     chunk_sweep) exp chunk_sweep 400 ;;
   esac

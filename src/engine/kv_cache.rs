@@ -29,7 +29,7 @@ pub fn plan_num_blocks<B: KernelBackend>(
                 cfg.kv_budget
                     .gpu_memory_utilization
                     .unwrap_or(match runner.attention() {
-                        AttentionImpl::Kernel => 0.9,
+                        AttentionImpl::Kernel => 0.8,
                         AttentionImpl::Reference => 0.7,
                     });
             let allowed = (mem.total as f64 * utilization) as u64;

@@ -238,6 +238,9 @@ impl<B: KernelBackend> LLM<B> {
                 }
             };
         }
+        if let Some(failure) = crate::backend::device_failure() {
+            anyhow::bail!("the device failed during this step, so its results are void: {failure}");
+        }
         let finished = self.scheduler.postprocess(&batch, &new_tokens);
         let finished = finished
             .into_iter()

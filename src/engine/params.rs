@@ -137,8 +137,10 @@ impl AttentionBackend {
 #[serde(deny_unknown_fields, default)]
 pub struct KvBudget {
     /// On CUDA: the fraction of the card's memory the engine may use in all (as vLLM). Unset:
-    /// 0.9 with the attention kernels, 0.7 with the reference attention, which materialises
-    /// padded score matrices (GBs for a 16k-token prefill) beside the cache.
+    /// 0.8 with the attention kernels, 0.7 with the reference attention, which materialises
+    /// padded score matrices (GBs for a 16k-token prefill) beside the cache. Not vLLM's 0.9:
+    /// cubecl's pool grows in pages of 1/16 of the card (5.3 GB on an H100), and a page that no
+    /// longer fits fails every op after it.
     pub gpu_memory_utilization: Option<f64>,
     /// On the CPU: bytes for the KV cache.
     pub cpu_bytes: u64,

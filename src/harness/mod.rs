@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod options;
 pub mod plots;
 pub mod prompts_file;
+pub mod python_random;
 pub mod render;
 pub mod report;
 pub mod resolved;

@@ -6,14 +6,16 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::prompts_file::read_prompts;
+use super::python_random::PythonRandom;
 use crate::config::{
     ArrivalSpec, ClassesSpec, ExperimentConfig, LenRange, PromptsSpec, RandomSpec,
     SharedPrefixSpec, WorkloadSpec,
 };
 use crate::engine::{Prompt, SamplingParams};
 
-/// nano-vllm's bench draws prompt token ids with `randint(0, 10000)`.
-pub const DEFAULT_TOKEN_HI: u32 = 10_000;
+/// nano-vllm's bench draws prompt token ids with `randint(0, 10000)`, which includes 10000:
+/// the exclusive end of the range is 10001.
+pub const DEFAULT_TOKEN_HI: u32 = 10_001;
 
 /// One request of a workload.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,11 +70,16 @@ pub fn generate(
             output_len,
             ..
         }) => {
-            let mut rng = stream(cfg.seed, 0);
+            // bench.py's draws, in its order: every prompt (length, then ids), then every
+            // max_tokens, from Python's own generator.
+            let mut py = PythonRandom::new(cfg.seed);
+            let mut prompts = Vec::with_capacity(*num_requests);
             for _ in 0..*num_requests {
-                let len = draw(&mut rng, prompt_len);
-                let prompt = tokens(&mut rng, len);
-                let out_len = draw(&mut rng, output_len);
+                let len = py.randint(prompt_len.min as u32, prompt_len.max as u32) as usize;
+                prompts.push((0..len).map(|_| py.randint(lo, hi - 1)).collect::<Vec<u32>>());
+            }
+            for prompt in prompts {
+                let out_len = py.randint(output_len.min as u32, output_len.max as u32) as usize;
                 out.push(GenRequest {
                     class: "random".into(),
                     arrival_s: 0.0,

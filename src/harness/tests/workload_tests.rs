@@ -31,6 +31,18 @@ fn the_same_seed_gives_the_same_requests() {
     assert_ne!(a, generate(&config(RANDOM, 1), 1024).unwrap());
 }
 
+/// nano-vllm's bench.py: `seed(0)`, 256 prompts of `randint(100, 1024)` ids `randint(0, 10000)`,
+/// then 256 `max_tokens = randint(100, 1024)`: 133,966 output tokens, first prompt 964 long.
+#[test]
+fn random_workload_reproduces_bench_py_exactly() {
+    let bench = "[workload]\nkind = \"random\"\nnum_requests = 256\nprompt_len = [100, 1024]\noutput_len = [100, 1024]\n";
+    let reqs = generate(&config(bench, 0), 151_936).unwrap();
+    let out: usize = reqs.iter().map(|r| r.params.max_tokens).sum();
+    let prompt: usize = reqs.iter().map(|r| tokens(&r.prompt).len()).sum();
+    assert_eq!((out, prompt), (133_966, 142_827));
+    assert_eq!(&tokens(&reqs[0].prompt)[..5], &[6311, 6890, 663, 4242, 8376]);
+}
+
 #[test]
 fn random_workload_lengths_and_tokens_stay_in_range() {
     let reqs = generate(&config(RANDOM, 0), 1024).unwrap();
