@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use nanovllm_kernels::bench::{copy_bandwidth, time_attention, AttnShape, AttnTiming};
-use nanovllm_kernels::parity::{run_case, run_sampling, run_store_kv, standard_cases};
+use nanovllm_kernels::parity::{run_case, run_layers, run_sampling, run_store_kv, standard_cases};
 use nanovllm_kernels::KernelBackend;
 
 use crate::backend::{device_description, BackendTask};
@@ -77,6 +77,19 @@ fn check<B: KernelBackend>(device: &B::Device) -> anyhow::Result<()> {
     println!("store_kv: max abs err {store_err:e} (must be 0: a copy)");
     if store_err != 0.0 {
         failed.push("store_kv");
+    }
+    let l = run_layers::<B>(seed, device);
+    println!("fused layer kernels (rel err): {l:?}");
+    for (name, err) in [
+        ("rms_norm", l.rms_norm),
+        ("add_rms_norm", l.add_rms_norm),
+        ("qk_norm_rope", l.qk_norm_rope),
+        ("rope_without_norm", l.rope_without_norm),
+        ("silu_mul", l.silu_mul),
+    ] {
+        if err > tol {
+            failed.push(name);
+        }
     }
     let s = run_sampling::<B>(seed, device);
     println!(

@@ -9,8 +9,10 @@ use burn_cubecl::{
     tensor::CubeTensor,
     CubeBackend, CubeRuntime,
 };
+use cubecl::prelude::{CubeElement, Float as CubeFloat, Int as CubeInt};
 
 use crate::attention::{device_caps, paged_attention, store_kv, DevicePlan};
+use crate::layers::{add_rms_norm, qk_norm_rope, rms_norm, silu_mul, HeadShape};
 use crate::plan::{AttentionPlan, DeviceCaps, ITEM_FIELDS, MERGE_FIELDS};
 use crate::sample::{sample_rows, RowSampling};
 
@@ -60,14 +62,14 @@ impl<B: Backend> DeviceSampling<B> {
     }
 }
 
-/// A burn backend that may run the cubecl kernels.
+/// A burn backend that may run the cubecl kernels. Every kernel method panics on a backend
+/// whose [`kernel_caps`](Self::kernel_caps) is `None`; callers check first.
 pub trait KernelBackend: Backend {
     /// The device's capabilities when this backend runs the kernels; `None` when it has none.
     fn kernel_caps(device: &Self::Device) -> Option<DeviceCaps>;
 
-    /// The paged attention kernel: packed `q` `[tokens, heads, head_dim]` over the caches
+    /// Paged attention: packed `q` `[tokens, heads, head_dim]` over the caches
     /// `[slots, kv_heads, head_dim]`, returning `[tokens, heads, head_dim]`.
-    /// Panics on a backend whose [`kernel_caps`](Self::kernel_caps) is `None`.
     fn paged_attention(
         q: Tensor<Self, 3>,
         k_cache: &Tensor<Self, 3>,
@@ -89,46 +91,133 @@ pub trait KernelBackend: Backend {
 
     /// One token per row of `logits` `[rows, vocab]`, drawn on the device (Gumbel-max).
     fn sample_rows(logits: Tensor<Self, 2>, params: &DeviceSampling<Self>) -> Tensor<Self, 1, Int>;
+
+    /// `rmsnorm(x) * weight` per row of `x` `[rows, n]`.
+    fn rms_norm(x: Tensor<Self, 2>, weight: &Tensor<Self, 1>, eps: f32) -> Tensor<Self, 2>;
+
+    /// `(x + residual, rmsnorm(x + residual) * weight)`.
+    fn add_rms_norm(
+        x: Tensor<Self, 2>,
+        residual: Tensor<Self, 2>,
+        weight: &Tensor<Self, 1>,
+        eps: f32,
+    ) -> (Tensor<Self, 2>, Tensor<Self, 2>);
+
+    /// Splits the fused projection `qkv` `[tokens, (heads + 2 kv_heads) * head_dim]` into
+    /// contiguous q, k and v, with q/k RMSNorm (when `norms` is given) and the rotary
+    /// embedding from the f32 tables `cos`/`sin` `[positions, head_dim / 2]`.
+    #[allow(clippy::too_many_arguments)]
+    fn qk_norm_rope(
+        qkv: Tensor<Self, 2>,
+        norms: Option<(&Tensor<Self, 1>, &Tensor<Self, 1>)>,
+        cos: &Tensor<Self, 2>,
+        sin: &Tensor<Self, 2>,
+        positions: &Tensor<Self, 1, Int>,
+        shape: HeadShape,
+        eps: f32,
+    ) -> (Tensor<Self, 3>, Tensor<Self, 3>, Tensor<Self, 3>);
+
+    /// `silu(gate) * up` of `gate_up` `[tokens, 2 * inter]` (gate first).
+    fn silu_mul(gate_up: Tensor<Self, 2>) -> Tensor<Self, 2>;
 }
+
+const NO_KERNELS: &str = "ndarray has no kernels: callers check kernel_caps and use the reference";
 
 impl KernelBackend for NdArray<f32> {
     fn kernel_caps(_device: &Self::Device) -> Option<DeviceCaps> {
         None
     }
-
     fn paged_attention(
-        _q: Tensor<Self, 3>,
-        _k_cache: &Tensor<Self, 3>,
-        _v_cache: &Tensor<Self, 3>,
-        _plan: &KernelPlan<Self>,
-        _scale: f32,
+        _: Tensor<Self, 3>,
+        _: &Tensor<Self, 3>,
+        _: &Tensor<Self, 3>,
+        _: &KernelPlan<Self>,
+        _: f32,
     ) -> Tensor<Self, 3> {
-        unreachable!("ndarray has no kernels: callers check kernel_caps and use the reference")
+        unreachable!("{NO_KERNELS}")
     }
-
     fn store_kv(
-        _k_cache: &Tensor<Self, 3>,
-        _v_cache: &Tensor<Self, 3>,
-        _k: Tensor<Self, 3>,
-        _v: Tensor<Self, 3>,
-        _slots: &Tensor<Self, 1, Int>,
+        _: &Tensor<Self, 3>,
+        _: &Tensor<Self, 3>,
+        _: Tensor<Self, 3>,
+        _: Tensor<Self, 3>,
+        _: &Tensor<Self, 1, Int>,
     ) {
-        unreachable!("ndarray has no kernels: callers check kernel_caps and scatter")
+        unreachable!("{NO_KERNELS}")
     }
-
-    fn sample_rows(
-        _logits: Tensor<Self, 2>,
-        _params: &DeviceSampling<Self>,
-    ) -> Tensor<Self, 1, Int> {
-        unreachable!("ndarray has no kernels: callers check kernel_caps and sample on the host")
+    fn sample_rows(_: Tensor<Self, 2>, _: &DeviceSampling<Self>) -> Tensor<Self, 1, Int> {
+        unreachable!("{NO_KERNELS}")
+    }
+    fn rms_norm(_: Tensor<Self, 2>, _: &Tensor<Self, 1>, _: f32) -> Tensor<Self, 2> {
+        unreachable!("{NO_KERNELS}")
+    }
+    fn add_rms_norm(
+        _: Tensor<Self, 2>,
+        _: Tensor<Self, 2>,
+        _: &Tensor<Self, 1>,
+        _: f32,
+    ) -> (Tensor<Self, 2>, Tensor<Self, 2>) {
+        unreachable!("{NO_KERNELS}")
+    }
+    fn qk_norm_rope(
+        _: Tensor<Self, 2>,
+        _: Option<(&Tensor<Self, 1>, &Tensor<Self, 1>)>,
+        _: &Tensor<Self, 2>,
+        _: &Tensor<Self, 2>,
+        _: &Tensor<Self, 1, Int>,
+        _: HeadShape,
+        _: f32,
+    ) -> (Tensor<Self, 3>, Tensor<Self, 3>, Tensor<Self, 3>) {
+        unreachable!("{NO_KERNELS}")
+    }
+    fn silu_mul(_: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        unreachable!("{NO_KERNELS}")
     }
 }
 
-impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBackend
+/// How a cubecl-based backend hands tensors to the kernels and takes results back.
+pub trait CubeBridge: Backend {
+    type R: CubeRuntime;
+    type F: CubeFloat + CubeElement;
+    type I: CubeInt + CubeElement;
+    fn int_dtype() -> DType;
+    fn cube_device(device: &Self::Device) -> <Self::R as cubecl::Runtime>::Device;
+    fn float_in<const D: usize>(t: Tensor<Self, D>) -> CubeTensor<Self::R>;
+    fn int_in<const D: usize>(t: Tensor<Self, D, Int>) -> CubeTensor<Self::R>;
+    fn float_out<const D: usize>(t: CubeTensor<Self::R>) -> Tensor<Self, D>;
+    fn int_out<const D: usize>(t: CubeTensor<Self::R>) -> Tensor<Self, D, Int>;
+}
+
+impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> CubeBridge
     for CubeBackend<R, F, I, BT>
 {
+    type R = R;
+    type F = F;
+    type I = I;
+    fn int_dtype() -> DType {
+        I::dtype()
+    }
+    fn cube_device(device: &Self::Device) -> R::Device {
+        device.clone()
+    }
+    fn float_in<const D: usize>(t: Tensor<Self, D>) -> CubeTensor<R> {
+        t.into_primitive().tensor()
+    }
+    fn int_in<const D: usize>(t: Tensor<Self, D, Int>) -> CubeTensor<R> {
+        t.into_primitive()
+    }
+    fn float_out<const D: usize>(t: CubeTensor<R>) -> Tensor<Self, D> {
+        Tensor::from_primitive(TensorPrimitive::Float(t))
+    }
+    fn int_out<const D: usize>(t: CubeTensor<R>) -> Tensor<Self, D, Int> {
+        Tensor::from_primitive(t)
+    }
+}
+
+impl<B: CubeBridge> KernelBackend for B {
     fn kernel_caps(device: &Self::Device) -> Option<DeviceCaps> {
-        Some(device_caps(&R::client(device)))
+        let client = <B::R as cubecl::Runtime>::client(&B::cube_device(device));
+        Some(device_caps(&client))
     }
 
     fn paged_attention(
@@ -138,21 +227,20 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         plan: &KernelPlan<Self>,
         scale: f32,
     ) -> Tensor<Self, 3> {
-        let float = |t: Tensor<Self, 3>| -> CubeTensor<R> { t.into_primitive().tensor() };
         let device_plan = DevicePlan {
-            block_tables: plan.block_tables.clone().into_primitive(),
-            items: plan.items.clone().into_primitive(),
-            merges: plan.merges.clone().map(|m| m.into_primitive()),
+            block_tables: B::int_in(plan.block_tables.clone()),
+            items: B::int_in(plan.items.clone()),
+            merges: plan.merges.clone().map(B::int_in),
         };
-        let out = paged_attention::<R, F, I>(
-            float(q),
-            float(k_cache.clone()),
-            float(v_cache.clone()),
+        let out = paged_attention::<B::R, B::F, B::I>(
+            B::float_in(q),
+            B::float_in(k_cache.clone()),
+            B::float_in(v_cache.clone()),
             &plan.plan,
             &device_plan,
             scale,
         );
-        Tensor::from_primitive(TensorPrimitive::Float(out))
+        B::float_out(out)
     }
 
     fn store_kv(
@@ -162,24 +250,73 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
         v: Tensor<Self, 3>,
         slots: &Tensor<Self, 1, Int>,
     ) {
-        let float = |t: Tensor<Self, 3>| -> CubeTensor<R> { t.into_primitive().tensor() };
-        store_kv::<R, F, I>(
-            float(k_cache.clone()),
-            float(v_cache.clone()),
-            float(k),
-            float(v),
-            slots.clone().into_primitive(),
+        // Under fusion, resolving drains the stream: every queued read of the cache runs first.
+        store_kv::<B::R, B::F, B::I>(
+            B::float_in(k_cache.clone()),
+            B::float_in(v_cache.clone()),
+            B::float_in(k),
+            B::float_in(v),
+            B::int_in(slots.clone()),
         );
     }
 
     fn sample_rows(logits: Tensor<Self, 2>, params: &DeviceSampling<Self>) -> Tensor<Self, 1, Int> {
-        let out = sample_rows::<R, F, I>(
-            logits.into_primitive().tensor(),
-            params.inv_temp.clone().into_primitive().tensor(),
-            params.keys.clone().into_primitive(),
-            I::dtype(),
+        let out = sample_rows::<B::R, B::F, B::I>(
+            B::float_in(logits),
+            B::float_in(params.inv_temp.clone()),
+            B::int_in(params.keys.clone()),
+            B::int_dtype(),
         );
-        Tensor::from_primitive(out)
+        B::int_out(out)
+    }
+
+    fn rms_norm(x: Tensor<Self, 2>, weight: &Tensor<Self, 1>, eps: f32) -> Tensor<Self, 2> {
+        B::float_out(rms_norm::<B::R, B::F>(
+            B::float_in(x),
+            B::float_in(weight.clone()),
+            eps,
+        ))
+    }
+
+    fn add_rms_norm(
+        x: Tensor<Self, 2>,
+        residual: Tensor<Self, 2>,
+        weight: &Tensor<Self, 1>,
+        eps: f32,
+    ) -> (Tensor<Self, 2>, Tensor<Self, 2>) {
+        let (sum, normed) = add_rms_norm::<B::R, B::F>(
+            B::float_in(x),
+            B::float_in(residual),
+            B::float_in(weight.clone()),
+            eps,
+        );
+        (B::float_out(sum), B::float_out(normed))
+    }
+
+    fn qk_norm_rope(
+        qkv: Tensor<Self, 2>,
+        norms: Option<(&Tensor<Self, 1>, &Tensor<Self, 1>)>,
+        cos: &Tensor<Self, 2>,
+        sin: &Tensor<Self, 2>,
+        positions: &Tensor<Self, 1, Int>,
+        shape: HeadShape,
+        eps: f32,
+    ) -> (Tensor<Self, 3>, Tensor<Self, 3>, Tensor<Self, 3>) {
+        let norms = norms.map(|(q, k)| (B::float_in(q.clone()), B::float_in(k.clone())));
+        let (q, k, v) = qk_norm_rope::<B::R, B::F, B::I>(
+            B::float_in(qkv),
+            norms,
+            B::float_in(cos.clone()),
+            B::float_in(sin.clone()),
+            B::int_in(positions.clone()),
+            shape,
+            eps,
+        );
+        (B::float_out(q), B::float_out(k), B::float_out(v))
+    }
+
+    fn silu_mul(gate_up: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        B::float_out(silu_mul::<B::R, B::F>(B::float_in(gate_up)))
     }
 }
 
@@ -187,102 +324,48 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBack
 mod fused {
     use super::*;
     use burn::tensor::TensorMetadata;
-    use burn_fusion::{client::GlobalFusionClient, stream::OperationStreams, Fusion, NoOp};
+    use burn_fusion::{stream::OperationStreams, Fusion, FusionTensor, NoOp};
     use burn_ir::{BackendIr, InitOperationIr, OperationIr, OperationOutput};
 
     type Inner<R, F, I, BT> = CubeBackend<R, F, I, BT>;
 
-    impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> KernelBackend
+    /// Under fusion: resolving an input flushes the fused ops that produce it (clones of
+    /// long-lived tensors keep them registered); an output is registered back as a new tensor,
+    /// so later ops fuse again. The custom kernel itself is opaque to fusion.
+    impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> CubeBridge
         for Fusion<Inner<R, F, I, BT>>
     {
-        fn kernel_caps(device: &Self::Device) -> Option<DeviceCaps> {
-            Some(device_caps(&R::client(device)))
+        type R = R;
+        type F = F;
+        type I = I;
+        fn int_dtype() -> DType {
+            I::dtype()
         }
-
-        fn paged_attention(
-            q: Tensor<Self, 3>,
-            k_cache: &Tensor<Self, 3>,
-            v_cache: &Tensor<Self, 3>,
-            plan: &KernelPlan<Self>,
-            scale: f32,
-        ) -> Tensor<Self, 3> {
-            let q = q.into_primitive().tensor();
-            let client = q.client.clone();
-            // Resolving flushes the fused ops that produce each input; clones keep the caches
-            // and the plan registered for the next layers.
-            let float = |t: Tensor<Self, 3>| {
-                client.resolve_tensor_float::<Inner<R, F, I, BT>>(t.into_primitive().tensor())
-            };
-            let int = |t: &Tensor<Self, 2, Int>| {
-                client.resolve_tensor_int::<Inner<R, F, I, BT>>(t.clone().into_primitive())
-            };
-            let device_plan = DevicePlan {
-                block_tables: int(&plan.block_tables),
-                items: int(&plan.items),
-                merges: plan.merges.as_ref().map(int),
-            };
-            let q = client.resolve_tensor_float::<Inner<R, F, I, BT>>(q);
-            let out = paged_attention::<R, F, I>(
-                q,
-                float(k_cache.clone()),
-                float(v_cache.clone()),
-                &plan.plan,
-                &device_plan,
-                scale,
-            );
-            Tensor::from_primitive(TensorPrimitive::Float(register::<R, F, I, BT>(
-                &client, out,
-            )))
+        fn cube_device(device: &Self::Device) -> R::Device {
+            device.clone()
         }
-
-        fn store_kv(
-            k_cache: &Tensor<Self, 3>,
-            v_cache: &Tensor<Self, 3>,
-            k: Tensor<Self, 3>,
-            v: Tensor<Self, 3>,
-            slots: &Tensor<Self, 1, Int>,
-        ) {
-            let k = k.into_primitive().tensor();
-            let client = k.client.clone();
-            let float = |t: Tensor<Self, 3>| {
-                client.resolve_tensor_float::<Inner<R, F, I, BT>>(t.into_primitive().tensor())
-            };
-            // Resolving drains the stream, so every queued read of the old cache runs first.
-            let k = client.resolve_tensor_float::<Inner<R, F, I, BT>>(k);
-            store_kv::<R, F, I>(
-                float(k_cache.clone()),
-                float(v_cache.clone()),
-                k,
-                float(v),
-                client.resolve_tensor_int::<Inner<R, F, I, BT>>(slots.clone().into_primitive()),
-            );
+        fn float_in<const D: usize>(t: Tensor<Self, D>) -> CubeTensor<R> {
+            let t: FusionTensor<_> = t.into_primitive().tensor();
+            t.client
+                .clone()
+                .resolve_tensor_float::<Inner<R, F, I, BT>>(t)
         }
-
-        fn sample_rows(
-            logits: Tensor<Self, 2>,
-            params: &DeviceSampling<Self>,
-        ) -> Tensor<Self, 1, Int> {
-            let logits = logits.into_primitive().tensor();
-            let client = logits.client.clone();
-            let logits = client.resolve_tensor_float::<Inner<R, F, I, BT>>(logits);
-            let inv_temp = client.resolve_tensor_float::<Inner<R, F, I, BT>>(
-                params.inv_temp.clone().into_primitive().tensor(),
-            );
-            let keys = client
-                .resolve_tensor_int::<Inner<R, F, I, BT>>(params.keys.clone().into_primitive());
-            let out = sample_rows::<R, F, I>(logits, inv_temp, keys, I::dtype());
-            Tensor::from_primitive(register::<R, F, I, BT>(&client, out))
+        fn int_in<const D: usize>(t: Tensor<Self, D, Int>) -> CubeTensor<R> {
+            let t: FusionTensor<_> = t.into_primitive();
+            t.client.clone().resolve_tensor_int::<Inner<R, F, I, BT>>(t)
+        }
+        fn float_out<const D: usize>(t: CubeTensor<R>) -> Tensor<Self, D> {
+            Tensor::from_primitive(TensorPrimitive::Float(register::<R, F, I, BT>(t)))
+        }
+        fn int_out<const D: usize>(t: CubeTensor<R>) -> Tensor<Self, D, Int> {
+            Tensor::from_primitive(register::<R, F, I, BT>(t))
         }
     }
 
-    /// Hands a kernel's output to the fusion client as a new tensor, so later ops fuse again.
     fn register<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
-        client: &GlobalFusionClient<
-            <Inner<R, F, I, BT> as burn_fusion::FusionBackend>::FusionRuntime,
-        >,
         out: CubeTensor<R>,
-    ) -> burn_fusion::FusionTensor<<Inner<R, F, I, BT> as burn_fusion::FusionBackend>::FusionRuntime>
-    {
+    ) -> FusionTensor<<Inner<R, F, I, BT> as burn_fusion::FusionBackend>::FusionRuntime> {
+        let client = burn_fusion::get_client::<Inner<R, F, I, BT>>(&out.device);
         let (shape, dtype) = (out.shape(), out.dtype);
         let handle = <Inner<R, F, I, BT> as BackendIr>::float_tensor_handle(out);
         let desc = InitOperationIr::create(shape, dtype, || client.register_tensor_handle(handle));

@@ -13,6 +13,8 @@ pub mod attention;
 pub mod attention_kernel;
 pub mod backend;
 pub mod bench;
+pub mod layer_kernels;
+pub mod layers;
 pub mod parity;
 pub mod plan;
 pub mod reference;

@@ -10,6 +10,7 @@ use burn::tensor::{DType, Int, Tensor, TensorData};
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 
 use crate::backend::{DeviceSampling, KernelBackend, KernelPlan};
+use crate::layers::HeadShape;
 use crate::plan::{AttentionPlan, SeqAttn};
 use crate::reference::{paged_attention_reference, ReferenceLayout};
 use crate::sample::{key_from_seed, sample_row_host, RowSampling};
@@ -290,21 +291,198 @@ pub fn run_store_kv<B: KernelBackend>(seed: u64, dev: &B::Device) -> f32 {
     order.shuffle(&mut rng);
     let targets = &order[..tokens];
     let width = kv_heads * hd;
-    let (k_cache, mut want_k) = upload::<B>(random(&mut rng, slots * width), [slots, kv_heads, hd], dev);
-    let (v_cache, mut want_v) = upload::<B>(random(&mut rng, slots * width), [slots, kv_heads, hd], dev);
-    let (k, k_host) = upload::<B>(random(&mut rng, tokens * width), [tokens, kv_heads, hd], dev);
+    let (k_cache, mut want_k) =
+        upload::<B>(random(&mut rng, slots * width), [slots, kv_heads, hd], dev);
+    let (v_cache, mut want_v) =
+        upload::<B>(random(&mut rng, slots * width), [slots, kv_heads, hd], dev);
+    let (k, k_host) = upload::<B>(
+        random(&mut rng, tokens * width),
+        [tokens, kv_heads, hd],
+        dev,
+    );
     // V as the right half of a [tokens, 2 * width] tensor: a strided view.
-    let (kv, kv_host) = upload::<B>(random(&mut rng, tokens * 2 * width), [tokens, 2 * kv_heads, hd], dev);
+    let (kv, kv_host) = upload::<B>(
+        random(&mut rng, tokens * 2 * width),
+        [tokens, 2 * kv_heads, hd],
+        dev,
+    );
     let v = kv.narrow(1, kv_heads, kv_heads);
     for (t, &slot) in targets.iter().enumerate() {
-        want_k[slot * width..(slot + 1) * width].copy_from_slice(&k_host[t * width..(t + 1) * width]);
+        want_k[slot * width..(slot + 1) * width]
+            .copy_from_slice(&k_host[t * width..(t + 1) * width]);
         want_v[slot * width..(slot + 1) * width]
             .copy_from_slice(&kv_host[t * 2 * width + width..(t + 1) * 2 * width]);
     }
     let ids: Vec<i32> = targets.iter().map(|&s| s as i32).collect();
     let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [tokens]), dev);
     B::store_kv(&k_cache, &v_cache, k, v, &ids);
-    let host = |t: Tensor<B, 3>| t.cast(DType::F32).into_data().convert::<f32>().to_vec::<f32>().unwrap();
-    let err = |got: Vec<f32>, want: &[f32]| got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let host = |t: Tensor<B, 3>| {
+        t.cast(DType::F32)
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .unwrap()
+    };
+    let err = |got: Vec<f32>, want: &[f32]| {
+        got.iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
+    };
     err(host(k_cache), &want_k).max(err(host(v_cache), &want_v))
+}
+
+/// Relative errors of the fused layer kernels against host arithmetic in f32.
+#[derive(Debug, Clone)]
+pub struct LayerParity {
+    pub rms_norm: f32,
+    pub add_rms_norm: f32,
+    pub qk_norm_rope: f32,
+    pub rope_without_norm: f32,
+    pub silu_mul: f32,
+}
+
+fn rel_err(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    let err = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    err / want
+        .iter()
+        .map(|v| v.abs())
+        .fold(f32::MIN_POSITIVE, f32::max)
+}
+
+fn host_rms(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let inv = 1.0 / (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32 + eps).sqrt();
+    x.iter().zip(w).map(|(v, w)| v * inv * w).collect()
+}
+
+fn to_host<B: KernelBackend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.cast(DType::F32)
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap()
+}
+
+/// RMSNorm (with and without the residual add), q/k norm + rotary embedding (with and without
+/// the norms; GQA; odd token count), and SiLU·mul, on random inputs.
+pub fn run_layers<B: KernelBackend>(seed: u64, dev: &B::Device) -> LayerParity {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let eps = 1e-6;
+    let (rows, n) = (5, 1000);
+    let (x, xh) = upload2::<B>(random(&mut rng, rows * n), [rows, n], dev);
+    let (r, rh) = upload2::<B>(random(&mut rng, rows * n), [rows, n], dev);
+    let (w, wh) = upload1::<B>(random(&mut rng, n), dev);
+    let want: Vec<f32> = (0..rows)
+        .flat_map(|i| host_rms(&xh[i * n..(i + 1) * n], &wh, eps))
+        .collect();
+    let rms_norm = rel_err(&to_host(B::rms_norm(x.clone(), &w, eps)), &want);
+    let sum: Vec<f32> = xh.iter().zip(&rh).map(|(a, b)| a + b).collect();
+    let (got_sum, got_norm) = B::add_rms_norm(x, r, &w, eps);
+    let want: Vec<f32> = (0..rows)
+        .flat_map(|i| host_rms(&sum[i * n..(i + 1) * n], &wh, eps))
+        .collect();
+    let add_rms_norm = rel_err(&to_host(got_sum), &sum).max(rel_err(&to_host(got_norm), &want));
+
+    let shape = HeadShape {
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 64,
+    };
+    let (tokens, hd, half) = (3, 64, 32);
+    let width = (shape.heads + 2 * shape.kv_heads) * hd;
+    let (qkv, qkvh) = upload2::<B>(random(&mut rng, tokens * width), [tokens, width], dev);
+    let positions: Vec<i32> = vec![0, 7, 19];
+    let max_pos = 20;
+    let angles: Vec<f32> = (0..max_pos * half)
+        .map(|_| rng.random_range(0.0f32..6.3))
+        .collect();
+    let table = |f: fn(f32) -> f32| {
+        let v: Vec<f32> = angles.iter().map(|&a| f(a)).collect();
+        Tensor::<B, 2>::from_data(
+            TensorData::new(v.clone(), [max_pos, half]),
+            (dev, DType::F32),
+        )
+    };
+    let (cos, sin) = (table(f32::cos), table(f32::sin));
+    let pos = Tensor::<B, 1, Int>::from_data(TensorData::new(positions.clone(), [tokens]), dev);
+    let (qw, qwh) = upload1::<B>(random(&mut rng, hd), dev);
+    let (kw, kwh) = upload1::<B>(random(&mut rng, hd), dev);
+    let mut rope_err = [0.0f32; 2];
+    for (i, with_norm) in [true, false].into_iter().enumerate() {
+        let norms = with_norm.then_some((&qw, &kw));
+        let (q, k, v) = B::qk_norm_rope(qkv.clone(), norms, &cos, &sin, &pos, shape, eps);
+        let got: Vec<f32> = [to_host(q), to_host(k), to_host(v)].concat();
+        let mut want = Vec::new();
+        for kind in 0..3 {
+            let (first, count) = match kind {
+                0 => (0, shape.heads),
+                1 => (shape.heads, shape.kv_heads),
+                _ => (shape.heads + shape.kv_heads, shape.kv_heads),
+            };
+            for t in 0..tokens {
+                for h in first..first + count {
+                    let x = &qkvh[t * width + h * hd..t * width + (h + 1) * hd];
+                    if kind == 2 {
+                        want.extend_from_slice(x);
+                        continue;
+                    }
+                    let x = match with_norm {
+                        true => host_rms(x, if kind == 0 { &qwh } else { &kwh }, eps),
+                        false => x.to_vec(),
+                    };
+                    let p = positions[t] as usize;
+                    let (c, s) = (
+                        |j: usize| angles[p * half + j].cos(),
+                        |j: usize| angles[p * half + j].sin(),
+                    );
+                    want.extend((0..half).map(|j| x[j] * c(j) - x[j + half] * s(j)));
+                    want.extend((0..half).map(|j| x[j + half] * c(j) + x[j] * s(j)));
+                }
+            }
+        }
+        rope_err[i] = rel_err(&got, &want);
+    }
+
+    let inter = 300;
+    let (gu, guh) = upload2::<B>(
+        random(&mut rng, tokens * 2 * inter),
+        [tokens, 2 * inter],
+        dev,
+    );
+    let want: Vec<f32> = (0..tokens)
+        .flat_map(|t| {
+            let row = &guh[t * 2 * inter..(t + 1) * 2 * inter];
+            (0..inter).map(move |j| row[j] / (1.0 + (-row[j]).exp()) * row[inter + j])
+        })
+        .collect();
+    let silu_mul = rel_err(&to_host(B::silu_mul(gu)), &want);
+    LayerParity {
+        rms_norm,
+        add_rms_norm,
+        qk_norm_rope: rope_err[0],
+        rope_without_norm: rope_err[1],
+        silu_mul,
+    }
+}
+
+fn upload2<B: KernelBackend>(
+    v: Vec<f32>,
+    shape: [usize; 2],
+    dev: &B::Device,
+) -> (Tensor<B, 2>, Vec<f32>) {
+    let t = Tensor::<B, 2>::from_data(TensorData::new(v, shape), dev);
+    let held = to_host(t.clone());
+    (t, held)
+}
+
+fn upload1<B: KernelBackend>(v: Vec<f32>, dev: &B::Device) -> (Tensor<B, 1>, Vec<f32>) {
+    let n = v.len();
+    let t = Tensor::<B, 1>::from_data(TensorData::new(v, [n]), dev);
+    let held = to_host(t.clone());
+    (t, held)
 }

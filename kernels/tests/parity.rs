@@ -55,3 +55,18 @@ fn store_kv_writes_each_token_to_its_slot_in_place() {
     let err = nanovllm_kernels::parity::run_store_kv::<Wgpu>(7, &WgpuDevice::default());
     assert_eq!(err, 0.0, "store_kv must copy values exactly");
 }
+
+#[test]
+fn fused_layer_kernels_match_host_arithmetic() {
+    let r = nanovllm_kernels::parity::run_layers::<Wgpu>(11, &WgpuDevice::default());
+    println!("{r:?}");
+    for (name, err) in [
+        ("rms_norm", r.rms_norm),
+        ("add_rms_norm", r.add_rms_norm),
+        ("qk_norm_rope", r.qk_norm_rope),
+        ("rope_without_norm", r.rope_without_norm),
+        ("silu_mul", r.silu_mul),
+    ] {
+        assert!(err <= 1e-4, "{name}: rel err {err}");
+    }
+}

@@ -201,9 +201,10 @@ impl<B: KernelBackend> LLM<B> {
                     p.top_k.is_none() && p.top_p >= 1.0
                 });
             let logits = self.runner.execute(&work, false);
-            new_tokens = match (logits, all_greedy || device_sampling) {
-                (None, _) => Vec::new(),
-                (Some(logits), true) if !all_greedy => {
+            new_tokens = match logits {
+                None => Vec::new(),
+                // Greedy included: burn's argmax over a 150k vocabulary is one slow reduce.
+                Some(logits) if device_sampling => {
                     let rows: Vec<RowSampling> = samplers
                         .iter()
                         .map(|&id| {
@@ -219,12 +220,12 @@ impl<B: KernelBackend> LLM<B> {
                     let tokens = ModelRunner::<B>::ids_to_host(B::sample_rows(logits, &params));
                     samplers.iter().copied().zip(tokens).collect()
                 }
-                (Some(logits), true) => samplers
+                Some(logits) if all_greedy => samplers
                     .iter()
                     .copied()
                     .zip(ModelRunner::argmax_rows(logits))
                     .collect(),
-                (Some(logits), false) => {
+                Some(logits) => {
                     let vocab = logits.dims()[1];
                     let host = ModelRunner::to_host(logits);
                     samplers

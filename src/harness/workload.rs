@@ -76,7 +76,11 @@ pub fn generate(
             let mut prompts = Vec::with_capacity(*num_requests);
             for _ in 0..*num_requests {
                 let len = py.randint(prompt_len.min as u32, prompt_len.max as u32) as usize;
-                prompts.push((0..len).map(|_| py.randint(lo, hi - 1)).collect::<Vec<u32>>());
+                prompts.push(
+                    (0..len)
+                        .map(|_| py.randint(lo, hi - 1))
+                        .collect::<Vec<u32>>(),
+                );
             }
             for prompt in prompts {
                 let out_len = py.randint(output_len.min as u32, output_len.max as u32) as usize;

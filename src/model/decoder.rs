@@ -9,6 +9,7 @@ use super::attention::StepAttention;
 use super::error::ModelError;
 use super::rope::Rope;
 use super::weights::{names, Init, WeightSource};
+use nanovllm_kernels::layers::HeadShape;
 
 /// One layer's K and V cache, `[slots, kv_heads, head_dim]` each. `None` only while being updated.
 pub struct LayerCache<B: KernelBackend> {
@@ -205,6 +206,9 @@ impl<B: KernelBackend> Decoder<B> {
         step: &StepTensors<B>,
         cache: &mut [LayerCache<B>],
     ) -> Option<Tensor<B, 2>> {
+        if let StepAttention::Kernel(_) = &step.attn {
+            return self.forward_kernels(step, cache);
+        }
         let mut x = self.embed.clone().select(0, step.token_ids.clone());
         for (layer, layer_cache) in self.layers.iter().zip(cache.iter_mut()) {
             x = self.layer_forward(layer, x, step, layer_cache);
@@ -214,6 +218,53 @@ impl<B: KernelBackend> Decoder<B> {
         }
         let last = x.select(0, step.logits_rows.clone());
         Some(rms_norm(last, &self.final_norm, self.spec.rms_norm_eps).matmul(self.lm_head.clone()))
+    }
+
+    /// [`forward`](Self::forward) with the fused kernels: each sublayer's residual add is fused
+    /// into the next RMSNorm, q/k norm and rotary embedding into one launch, SiLU·mul into one.
+    fn forward_kernels(
+        &self,
+        step: &StepTensors<B>,
+        cache: &mut [LayerCache<B>],
+    ) -> Option<Tensor<B, 2>> {
+        let s = &self.spec;
+        let eps = s.rms_norm_eps as f32;
+        let shape = HeadShape {
+            heads: s.num_heads,
+            kv_heads: s.num_kv_heads,
+            head_dim: s.head_dim,
+        };
+        let (cos, sin) = self.rope.tables();
+        let mut x = self.embed.clone().select(0, step.token_ids.clone());
+        // The MLP output of the previous layer, not yet added to the residual stream `x`.
+        let mut pending: Option<Tensor<B, 2>> = None;
+        for (layer, layer_cache) in self.layers.iter().zip(cache.iter_mut()) {
+            let h;
+            (x, h) = match pending.take() {
+                Some(delta) => B::add_rms_norm(delta, x, &layer.input_norm, eps),
+                None => (x.clone(), B::rms_norm(x, &layer.input_norm, eps)),
+            };
+            let mut qkv = h.matmul(layer.qkv.clone());
+            if let Some(bias) = &layer.qkv_bias {
+                qkv = qkv + bias.clone().unsqueeze();
+            }
+            let norms = layer.q_norm.as_ref().zip(layer.k_norm.as_ref());
+            let (q, k, v) = B::qk_norm_rope(qkv, norms, cos, sin, &step.positions, shape, eps);
+            let (k_cache, v_cache) = layer_cache.store(step, k, v);
+            let attn = step
+                .attn
+                .attend(q, k_cache, v_cache, 1.0 / (s.head_dim as f32).sqrt());
+            let h;
+            (x, h) = B::add_rms_norm(attn.matmul(layer.o.clone()), x, &layer.post_attn_norm, eps);
+            let act = B::silu_mul(h.matmul(layer.gate_up.clone()));
+            pending = Some(act.matmul(layer.down.clone()));
+        }
+        if step.logits_rows.dims()[0] == 0 {
+            return None;
+        }
+        let x = x + pending.expect("at least one layer");
+        let last = x.select(0, step.logits_rows.clone());
+        Some(B::rms_norm(last, &self.final_norm, eps).matmul(self.lm_head.clone()))
     }
 
     fn layer_forward(

@@ -66,6 +66,11 @@ impl<B: Backend> Rope<B> {
     }
 
     /// Rotates `x` `[tokens, heads, head_dim]` by each token's position `[tokens]`.
+    /// The f32 `cos` and `sin` tables, `[positions, head_dim / 2]` (for the fused kernel).
+    pub fn tables(&self) -> (&Tensor<B, 2>, &Tensor<B, 2>) {
+        (&self.cos, &self.sin)
+    }
+
     pub fn apply(&self, x: Tensor<B, 3>, positions: &Tensor<B, 1, Int>) -> Tensor<B, 3> {
         let [t, h, d] = x.dims();
         let dtype = x.dtype();

@@ -40,7 +40,10 @@ fn random_workload_reproduces_bench_py_exactly() {
     let out: usize = reqs.iter().map(|r| r.params.max_tokens).sum();
     let prompt: usize = reqs.iter().map(|r| tokens(&r.prompt).len()).sum();
     assert_eq!((out, prompt), (133_966, 142_827));
-    assert_eq!(&tokens(&reqs[0].prompt)[..5], &[6311, 6890, 663, 4242, 8376]);
+    assert_eq!(
+        &tokens(&reqs[0].prompt)[..5],
+        &[6311, 6890, 663, 4242, 8376]
+    );
 }
 
 #[test]

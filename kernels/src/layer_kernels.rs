@@ -1,0 +1,147 @@
+//! Fused per-layer kernels (cubecl). In plain burn ops, an RMSNorm is nine launches, q/k norm +
+//! rotary embedding about forty, SiLU·mul three; at decode batch sizes each launch costs more
+//! than its work, so each of these becomes one launch. Arithmetic in f32, rounded where HF
+//! rounds (the normalised value before the weight, the residual sum, SiLU before the product).
+use cubecl::prelude::*;
+
+/// Sum of `v` over the cube, through shared memory (`threads` a power of two).
+#[cube]
+fn cube_sum(v: f32, smem: &mut SharedMemory<f32>) -> f32 {
+    let tid = UNIT_POS_X as usize;
+    smem[tid] = v;
+    sync_cube();
+    let mut s = (CUBE_DIM_X / 2) as usize;
+    while s > 0 {
+        if tid < s {
+            let o = smem[tid + s];
+            smem[tid] += o;
+        }
+        sync_cube();
+        s /= 2;
+    }
+    let total = smem[0];
+    sync_cube();
+    total
+}
+
+/// One cube per row: `out = rmsnorm(x (+ residual)) * weight`; with `add_residual` the sum
+/// `x + residual` (rounded to `F`, as HF adds in the model dtype) also goes to `sum_out`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_kernel<F: Float>(
+    x: &Tensor<F>,
+    residual: &Tensor<F>,
+    weight: &Tensor<F>,
+    out: &mut Tensor<F>,
+    sum_out: &mut Tensor<F>,
+    eps: f32,
+    #[comptime] add_residual: bool,
+    #[comptime] threads: usize,
+) {
+    let row = CUBE_POS_X as usize;
+    let tid = UNIT_POS_X as usize;
+    let n = x.shape(1);
+    let mut smem = SharedMemory::<f32>::new(threads);
+    let mut sq = f32::new(0.0);
+    let mut i = tid;
+    while i < n {
+        let mut h = x[row * x.stride(0) + i];
+        if add_residual {
+            h += residual[row * residual.stride(0) + i];
+            sum_out[row * n + i] = h;
+        }
+        let v = f32::cast_from(h);
+        sq += v * v;
+        i += threads;
+    }
+    let total = cube_sum(sq, &mut smem);
+    let inv = f32::inverse_sqrt(total / f32::cast_from(n) + eps);
+    let mut i = tid;
+    while i < n {
+        let mut h = x[row * x.stride(0) + i];
+        if add_residual {
+            h += residual[row * residual.stride(0) + i];
+        }
+        out[row * n + i] = F::cast_from(f32::cast_from(h) * inv) * weight[i];
+        i += threads;
+    }
+}
+
+/// One cube per (token, head) over the q, k and v heads of the fused qkv projection
+/// `[tokens, (heads + 2 kv_heads) * head_dim]`: q and k heads get their per-head RMSNorm (Qwen3,
+/// with `qk_norm`) and the rotary embedding (pairs `d`, `d + head_dim / 2`, as HF's
+/// `rotate_half`); v heads are copied. Outputs are contiguous `[tokens, heads, head_dim]`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn qk_norm_rope_kernel<F: Float, I: Int>(
+    qkv: &Tensor<F>,
+    q_weight: &Tensor<F>,
+    k_weight: &Tensor<F>,
+    cos: &Tensor<f32>,
+    sin: &Tensor<f32>,
+    positions: &Tensor<I>,
+    q_out: &mut Tensor<F>,
+    k_out: &mut Tensor<F>,
+    v_out: &mut Tensor<F>,
+    eps: f32,
+    #[comptime] heads: usize,
+    #[comptime] kv_heads: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] qk_norm: bool,
+) {
+    let token = CUBE_POS_X as usize;
+    let head = CUBE_POS_Y as usize;
+    let i = UNIT_POS_X as usize;
+    let half = head_dim / 2;
+    let base = token * qkv.stride(0) + head * head_dim;
+    let a = qkv[base + i];
+    let b = qkv[base + i + half];
+    if head >= heads + kv_heads {
+        let at = (token * kv_heads + head - heads - kv_heads) * head_dim;
+        v_out[at + i] = a;
+        v_out[at + i + half] = b;
+        terminate!();
+    }
+    let mut x1 = f32::cast_from(a);
+    let mut x2 = f32::cast_from(b);
+    if qk_norm {
+        let mut smem = SharedMemory::<f32>::new(half);
+        let total = cube_sum(x1 * x1 + x2 * x2, &mut smem);
+        let inv = f32::inverse_sqrt(total / f32::cast_from(head_dim) + eps);
+        if head < heads {
+            x1 = f32::cast_from(F::cast_from(x1 * inv) * q_weight[i]);
+            x2 = f32::cast_from(F::cast_from(x2 * inv) * q_weight[i + half]);
+        } else {
+            x1 = f32::cast_from(F::cast_from(x1 * inv) * k_weight[i]);
+            x2 = f32::cast_from(F::cast_from(x2 * inv) * k_weight[i + half]);
+        }
+    }
+    let pos = usize::cast_from(positions[token]);
+    let c = cos[pos * half + i];
+    let s = sin[pos * half + i];
+    let r1 = F::cast_from(x1 * c - x2 * s);
+    let r2 = F::cast_from(x2 * c + x1 * s);
+    if head < heads {
+        let at = (token * heads + head) * head_dim;
+        q_out[at + i] = r1;
+        q_out[at + i + half] = r2;
+    } else {
+        let at = (token * kv_heads + head - heads) * head_dim;
+        k_out[at + i] = r1;
+        k_out[at + i + half] = r2;
+    }
+}
+
+/// `out[t, j] = silu(gate_up[t, j]) * gate_up[t, inter + j]`, SiLU rounded to `F` first as HF.
+#[cube(launch)]
+pub fn silu_mul_kernel<F: Float>(gate_up: &Tensor<F>, out: &mut Tensor<F>) {
+    let inter = out.shape(1);
+    if ABSOLUTE_POS >= out.shape(0) * inter {
+        terminate!();
+    }
+    let t = ABSOLUTE_POS / inter;
+    let j = ABSOLUTE_POS % inter;
+    let g = f32::cast_from(gate_up[t * gate_up.stride(0) + j]);
+    let silu = F::cast_from(g / (f32::new(1.0) + f32::exp(-g)));
+    out[ABSOLUTE_POS] = silu * gate_up[t * gate_up.stride(0) + inter + j];
+}

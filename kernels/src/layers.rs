@@ -1,0 +1,155 @@
+//! Host launchers of the fused layer kernels on cubecl tensors.
+use burn::tensor::{DType, Shape, TensorMetadata};
+use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
+use cubecl::prelude::*;
+
+use crate::layer_kernels::{qk_norm_rope_kernel, rms_norm_kernel, silu_mul_kernel};
+
+/// Attention heads of one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadShape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+const THREADS: usize = 256;
+
+fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape, dtype: DType) -> CubeTensor<R> {
+    let handle = like.client.empty(shape.num_elements() * dtype.size());
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        shape,
+        handle,
+        dtype,
+    )
+}
+
+/// Rows must have unit stride along the hidden dim; a strided row start is fine.
+fn rows<R: CubeRuntime>(x: CubeTensor<R>) -> CubeTensor<R> {
+    match x.meta.strides()[1] == 1 {
+        true => x,
+        false => into_contiguous(x),
+    }
+}
+
+fn launch_norm<R: CubeRuntime, F: Float + CubeElement>(
+    x: CubeTensor<R>,
+    residual: Option<CubeTensor<R>>,
+    weight: CubeTensor<R>,
+    eps: f32,
+) -> (CubeTensor<R>, Option<CubeTensor<R>>) {
+    let x = rows(x);
+    let [n_rows, _] = x.shape().dims();
+    let out = empty(&x, x.shape(), x.dtype);
+    let sum = residual.as_ref().map(|_| empty(&x, x.shape(), x.dtype));
+    let client = x.client.clone();
+    let add = residual.is_some();
+    let residual = residual.map(rows).unwrap_or_else(|| x.clone());
+    // Without a residual, `sum_out` is never written: any buffer does.
+    let sum_arg = sum.clone().unwrap_or_else(|| out.clone());
+    rms_norm_kernel::launch::<F, R>(
+        &client,
+        CubeCount::Static(n_rows as u32, 1, 1),
+        CubeDim::new_1d(THREADS as u32),
+        x.into_tensor_arg(),
+        residual.into_tensor_arg(),
+        into_contiguous(weight).into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        sum_arg.into_tensor_arg(),
+        eps,
+        add,
+        THREADS,
+    );
+    (out, sum)
+}
+
+/// `rmsnorm(x) * weight` per row of `x` `[rows, n]`.
+pub fn rms_norm<R: CubeRuntime, F: Float + CubeElement>(
+    x: CubeTensor<R>,
+    weight: CubeTensor<R>,
+    eps: f32,
+) -> CubeTensor<R> {
+    launch_norm::<R, F>(x, None, weight, eps).0
+}
+
+/// `(x + residual, rmsnorm(x + residual) * weight)`.
+pub fn add_rms_norm<R: CubeRuntime, F: Float + CubeElement>(
+    x: CubeTensor<R>,
+    residual: CubeTensor<R>,
+    weight: CubeTensor<R>,
+    eps: f32,
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    let (normed, sum) = launch_norm::<R, F>(x, Some(residual), weight, eps);
+    (sum.expect("a residual was given"), normed)
+}
+
+/// q, k (normed when `norms` is given, rotated) and v, each contiguous, from the fused `qkv`.
+pub fn qk_norm_rope<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
+    qkv: CubeTensor<R>,
+    norms: Option<(CubeTensor<R>, CubeTensor<R>)>,
+    cos: CubeTensor<R>,
+    sin: CubeTensor<R>,
+    positions: CubeTensor<R>,
+    shape: HeadShape,
+    eps: f32,
+) -> (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>) {
+    let qkv = rows(qkv);
+    let tokens = qkv.shape()[0];
+    let HeadShape {
+        heads,
+        kv_heads,
+        head_dim,
+    } = shape;
+    let q = empty(&qkv, Shape::new([tokens, heads, head_dim]), qkv.dtype);
+    let k = empty(&qkv, Shape::new([tokens, kv_heads, head_dim]), qkv.dtype);
+    let v = empty(&qkv, Shape::new([tokens, kv_heads, head_dim]), qkv.dtype);
+    if tokens == 0 {
+        return (q, k, v);
+    }
+    let qk_norm = norms.is_some();
+    // Without q/k norms the weights are never read: pass any float tensor.
+    let (qw, kw) = norms.unwrap_or_else(|| (qkv.clone(), qkv.clone()));
+    let client = qkv.client.clone();
+    qk_norm_rope_kernel::launch::<F, I, R>(
+        &client,
+        CubeCount::Static(tokens as u32, (heads + 2 * kv_heads) as u32, 1),
+        CubeDim::new_1d((head_dim / 2) as u32),
+        qkv.into_tensor_arg(),
+        into_contiguous(qw).into_tensor_arg(),
+        into_contiguous(kw).into_tensor_arg(),
+        into_contiguous(cos).into_tensor_arg(),
+        into_contiguous(sin).into_tensor_arg(),
+        into_contiguous(positions).into_tensor_arg(),
+        q.clone().into_tensor_arg(),
+        k.clone().into_tensor_arg(),
+        v.clone().into_tensor_arg(),
+        eps,
+        heads,
+        kv_heads,
+        head_dim,
+        qk_norm,
+    );
+    (q, k, v)
+}
+
+/// `silu(gate) * up` of `gate_up` `[tokens, 2 * inter]`.
+pub fn silu_mul<R: CubeRuntime, F: Float + CubeElement>(gate_up: CubeTensor<R>) -> CubeTensor<R> {
+    let gate_up = rows(gate_up);
+    let [tokens, two_inter] = gate_up.shape().dims();
+    let out = empty(&gate_up, Shape::new([tokens, two_inter / 2]), gate_up.dtype);
+    let n = out.shape().num_elements();
+    if n == 0 {
+        return out;
+    }
+    let client = gate_up.client.clone();
+    silu_mul_kernel::launch::<F, R>(
+        &client,
+        CubeCount::Static(n.div_ceil(THREADS) as u32, 1, 1),
+        CubeDim::new_1d(THREADS as u32),
+        gate_up.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+    );
+    out
+}
