@@ -3,7 +3,12 @@ use burn::tensor::{DType, Shape, TensorMetadata};
 use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
-use crate::attention_kernel::{merge_partials_kernel, paged_attention_kernel, store_kv_kernel};
+use crate::attention_kernel::{
+    merge_partials_kernel, paged_attention_kernel, paged_decode_kernel, store_kv_kernel,
+};
+
+/// Keys per tile of the decode kernel (its shared memory is small whatever the tile).
+const DECODE_KV_TILE: usize = 64;
 use crate::plan::{AttentionPlan, DeviceCaps};
 
 /// The plan's int arrays on the device.
@@ -64,27 +69,51 @@ pub fn paged_attention<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElem
     let part_out = empty(&q, Shape::new([part_len(head_dim)]), DType::F32);
     let part_stats = empty(&q, Shape::new([part_len(2)]), DType::F32);
     let client = q.client.clone();
-    paged_attention_kernel::launch::<F, I, R>(
-        &client,
-        CubeCount::Static(plan.num_items() as u32, kv_heads as u32, 1),
-        CubeDim::new_1d(tile.threads as u32),
-        q.into_tensor_arg(),
-        k_cache.into_tensor_arg(),
-        v_cache.into_tensor_arg(),
-        device_plan.block_tables.clone().into_tensor_arg(),
-        device_plan.items.clone().into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        part_out.clone().into_tensor_arg(),
-        part_stats.clone().into_tensor_arg(),
-        scale,
-        plan.block_size as u32,
-        tile.group,
-        tile.tile_q,
-        tile.head_dim,
-        tile.kv_tile,
-        tile.threads,
-        tile.acc_per_thread(),
-    );
+    let plane = client.properties().hardware.plane_size_max as usize;
+    if tile.tile_q == 1 && head_dim % plane == 0 {
+        paged_decode_kernel::launch::<F, I, R>(
+            &client,
+            CubeCount::Static(plan.num_items() as u32, kv_heads as u32, 1),
+            CubeDim::new_1d(tile.threads as u32),
+            q.into_tensor_arg(),
+            k_cache.into_tensor_arg(),
+            v_cache.into_tensor_arg(),
+            device_plan.block_tables.clone().into_tensor_arg(),
+            device_plan.items.clone().into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            part_out.clone().into_tensor_arg(),
+            part_stats.clone().into_tensor_arg(),
+            scale,
+            plan.block_size as u32,
+            tile.group,
+            tile.head_dim,
+            DECODE_KV_TILE,
+            tile.threads,
+            plane,
+        );
+    } else {
+        paged_attention_kernel::launch::<F, I, R>(
+            &client,
+            CubeCount::Static(plan.num_items() as u32, kv_heads as u32, 1),
+            CubeDim::new_1d(tile.threads as u32),
+            q.into_tensor_arg(),
+            k_cache.into_tensor_arg(),
+            v_cache.into_tensor_arg(),
+            device_plan.block_tables.clone().into_tensor_arg(),
+            device_plan.items.clone().into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            part_out.clone().into_tensor_arg(),
+            part_stats.clone().into_tensor_arg(),
+            scale,
+            plan.block_size as u32,
+            tile.group,
+            tile.tile_q,
+            tile.head_dim,
+            tile.kv_tile,
+            tile.threads,
+            tile.acc_per_thread(),
+        );
+    }
     if let Some(merges) = &device_plan.merges {
         merge_partials_kernel::launch::<F, I, R>(
             &client,
