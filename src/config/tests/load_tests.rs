@@ -68,7 +68,7 @@ fn bench_matches_nano_vllm() {
             min: 100,
             max: 1024,
         },
-        token_range: Some([0, 10_000]),
+        token_range: Some([0, 10_001]),
         warmup_requests: 1,
     };
     assert_eq!(cfg.workload, WorkloadSpec::Random(want));

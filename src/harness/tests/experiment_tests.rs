@@ -65,7 +65,7 @@ const REQUESTS_HEADER: &str = "variant,class,id,arrival_s,prompt_tokens,output_t
 const STEPS_HEADER: &str =
     "variant,step,start_s,end_s,step_s,engine_s,kind,prefill_tokens,decode_tokens,num_seqs,kv_blocks_used,kv_blocks_total,preempted,prefix_hit_tokens,new_tokens,finished";
 const TOKENS_HEADER: &str = "variant,id,index,time_s,itl_s";
-const VARIANTS_HEADER: &str = "variant,sweep,policy,chunk_size,order,block_size,max_num_seqs,max_num_batched_tokens,enable_prefix_caching,attention,backend,device,dtype,model,\
+const VARIANTS_HEADER: &str = "variant,sweep,policy,chunk_size,order,block_size,max_num_seqs,max_num_batched_tokens,enable_prefix_caching,attention,attention_backend,backend,device,dtype,model,\
                                random_weights,num_params,seed,workload,requests,warmup_requests,wall_s,interrupted,error";
 const SUMMARY_HEADER: &str = "variant,class,sweep,policy,chunk_size,order,block_size,max_num_seqs,max_num_batched_tokens,enable_prefix_caching,backend,random_weights,\
                               requests,completed,failed,prompt_tokens,output_tokens,wall_s,output_throughput_tok_s,total_throughput_tok_s,\
