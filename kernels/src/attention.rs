@@ -28,7 +28,12 @@ pub fn device_caps<R: CubeRuntime>(client: &ComputeClient<R>) -> DeviceCaps {
     }
 }
 
-fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape, dtype: DType) -> CubeTensor<R> {
+/// An uninitialised contiguous tensor on `like`'s device.
+pub(crate) fn empty<R: CubeRuntime>(
+    like: &CubeTensor<R>,
+    shape: Shape,
+    dtype: DType,
+) -> CubeTensor<R> {
     let handle = like.client.empty(shape.num_elements() * dtype.size());
     CubeTensor::new_contiguous(
         like.client.clone(),

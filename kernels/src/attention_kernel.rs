@@ -61,6 +61,58 @@ fn load_kv_tile<F: Float>(
     }
 }
 
+/// Online softmax over one tile of scores `p_s` (`rows` rows of `kv_tile`, stride
+/// `kv_tile + 1`), one plane (warp) per row: turns scores into probabilities under the running
+/// max, and updates each row's max `m_s`, sum `l_s` and rescale factor `alpha_s`. Scores at or
+/// below -1e29 are masked keys.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn online_softmax_tile(
+    p_s: &mut SharedMemory<f32>,
+    m_s: &mut SharedMemory<f32>,
+    l_s: &mut SharedMemory<f32>,
+    alpha_s: &mut SharedMemory<f32>,
+    rows: usize,
+    #[comptime] kv_tile: usize,
+    warp: usize,
+    warps: usize,
+    lane: usize,
+    plane: usize,
+) {
+    let p_stride = kv_tile + 1;
+    let mut r = warp;
+    while r < rows {
+        let mut mx = f32::new(NEG_BIG);
+        let mut t = lane;
+        while t < kv_tile {
+            mx = f32::max(mx, p_s[r * p_stride + t]);
+            t += plane;
+        }
+        let m_old = m_s[r];
+        let m_new = f32::max(m_old, plane_max(mx));
+        let mut sum = f32::new(0.0);
+        let mut t = lane;
+        while t < kv_tile {
+            let s = p_s[r * p_stride + t];
+            let mut p = f32::new(0.0);
+            if s > f32::new(-1.0e29) {
+                p = f32::exp(s - m_new);
+            }
+            p_s[r * p_stride + t] = p;
+            sum += p;
+            t += plane;
+        }
+        let total = plane_sum(sum);
+        if lane == 0 {
+            let alpha = f32::exp(m_old - m_new);
+            m_s[r] = m_new;
+            l_s[r] = l_s[r] * alpha + total;
+            alpha_s[r] = alpha;
+        }
+        r += warps;
+    }
+}
+
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn paged_attention_kernel<F: Float, I: Int>(
@@ -171,37 +223,18 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
         sync_cube();
 
         // Online softmax, one plane (warp) per row, while every thread loads the value tile.
-        let mut r = warp;
-        while r < rows {
-            let mut mx = f32::new(NEG_BIG);
-            let mut t = lane;
-            while t < kv_tile {
-                mx = f32::max(mx, p_s[r * p_stride + t]);
-                t += plane;
-            }
-            let m_old = m_s[r];
-            let m_new = f32::max(m_old, plane_max(mx));
-            let mut sum = f32::new(0.0);
-            let mut t = lane;
-            while t < kv_tile {
-                let s = p_s[r * p_stride + t];
-                let mut p = f32::new(0.0);
-                if s > f32::new(-1.0e29) {
-                    p = f32::exp(s - m_new);
-                }
-                p_s[r * p_stride + t] = p;
-                sum += p;
-                t += plane;
-            }
-            let total = plane_sum(sum);
-            if lane == 0 {
-                let alpha = f32::exp(m_old - m_new);
-                m_s[r] = m_new;
-                l_s[r] = l_s[r] * alpha + total;
-                alpha_s[r] = alpha;
-            }
-            r += warps;
-        }
+        online_softmax_tile(
+            &mut p_s,
+            &mut m_s,
+            &mut l_s,
+            &mut alpha_s,
+            rows,
+            kv_tile,
+            warp,
+            warps,
+            lane,
+            plane,
+        );
         load_kv_tile::<F>(v_cache, &offsets, &mut kv_s, kv_tile, head_dim, threads);
         sync_cube();
 
@@ -440,38 +473,18 @@ pub fn paged_decode_kernel<F: Float, I: Int>(
             t += warps;
         }
         sync_cube();
-        // Online softmax, one plane per row.
-        let mut r = warp;
-        while r < group {
-            let mut mx = f32::new(NEG_BIG);
-            let mut t = lane;
-            while t < kv_tile {
-                mx = f32::max(mx, p_s[r * p_stride + t]);
-                t += plane;
-            }
-            let m_old = m_s[r];
-            let m_new = f32::max(m_old, plane_max(mx));
-            let mut sum = f32::new(0.0);
-            let mut t = lane;
-            while t < kv_tile {
-                let s = p_s[r * p_stride + t];
-                let mut p = f32::new(0.0);
-                if s > f32::new(-1.0e29) {
-                    p = f32::exp(s - m_new);
-                }
-                p_s[r * p_stride + t] = p;
-                sum += p;
-                t += plane;
-            }
-            let total = plane_sum(sum);
-            if lane == 0 {
-                let alpha = f32::exp(m_old - m_new);
-                m_s[r] = m_new;
-                l_s[r] = l_s[r] * alpha + total;
-                alpha_s[r] = alpha;
-            }
-            r += warps;
-        }
+        online_softmax_tile(
+            &mut p_s,
+            &mut m_s,
+            &mut l_s,
+            &mut alpha_s,
+            group,
+            kv_tile,
+            warp,
+            warps,
+            lane,
+            plane,
+        );
         sync_cube();
         // Values: the same keys per plane; every plane rescales its own partial sums.
         #[unroll]

@@ -1,8 +1,9 @@
 //! Host launchers of the fused layer kernels on cubecl tensors.
-use burn::tensor::{DType, Shape, TensorMetadata};
+use burn::tensor::{Shape, TensorMetadata};
 use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
+use crate::attention::empty;
 use crate::layer_kernels::{qk_norm_rope_kernel, rms_norm_kernel, silu_mul_kernel};
 
 /// Attention heads of one layer.
@@ -14,17 +15,6 @@ pub struct HeadShape {
 }
 
 const THREADS: usize = 256;
-
-fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape, dtype: DType) -> CubeTensor<R> {
-    let handle = like.client.empty(shape.num_elements() * dtype.size());
-    CubeTensor::new_contiguous(
-        like.client.clone(),
-        like.device.clone(),
-        shape,
-        handle,
-        dtype,
-    )
-}
 
 /// Rows must have unit stride along the hidden dim; a strided row start is fine.
 fn rows<R: CubeRuntime>(x: CubeTensor<R>) -> CubeTensor<R> {
