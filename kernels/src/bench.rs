@@ -1,6 +1,6 @@
 //! Timings of the attention kernel against the reference, for `nanovllm kernels bench`:
-//! decode attention's achieved bandwidth (KV bytes read per second) beside the card's copy
-//! bandwidth, and the seeds' prefill attention table. Times exclude building the plan (once per
+//! decode attention's achieved bandwidth (KV bytes read per second), and the seeds' prefill
+//! attention table. Times exclude building the plan (once per
 //! step, shared by every layer) and include the launch.
 use std::time::Instant;
 
@@ -103,14 +103,4 @@ pub fn time_attention<B: KernelBackend>(
         reference_ms,
         kernel_gb_per_s: kv_bytes as f64 / (kernel_ms * 1e-3) / 1e9,
     }
-}
-
-/// Device copy bandwidth in GB/s (bytes read plus written), from an elementwise pass over a
-/// 2^28-element tensor: the ceiling a memory-bound kernel is measured against.
-pub fn copy_bandwidth<B: KernelBackend>(dev: &B::Device) -> f64 {
-    let n = 1usize << 28;
-    let x = Tensor::<B, 1>::random([n], Distribution::Default, dev);
-    let elem = x.dtype().size();
-    let ms = time::<B, _>(dev, 10, || x.clone().add_scalar(1.0));
-    (2 * n * elem) as f64 / (ms * 1e-3) / 1e9
 }
