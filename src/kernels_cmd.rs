@@ -86,6 +86,7 @@ fn check<B: KernelBackend>(device: &B::Device) -> anyhow::Result<()> {
         ("qk_norm_rope", l.qk_norm_rope),
         ("rope_without_norm", l.rope_without_norm),
         ("silu_mul", l.silu_mul),
+        ("gemv", l.gemv),
     ] {
         if err > tol {
             failed.push(name);

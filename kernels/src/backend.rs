@@ -12,7 +12,7 @@ use burn_cubecl::{
 use cubecl::prelude::{CubeElement, Float as CubeFloat, Int as CubeInt};
 
 use crate::attention::{device_caps, paged_attention, store_kv, DevicePlan};
-use crate::layers::{add_rms_norm, qk_norm_rope, rms_norm, silu_mul, HeadShape};
+use crate::layers::{add_rms_norm, gemv, qk_norm_rope, rms_norm, silu_mul, HeadShape};
 use crate::plan::{AttentionPlan, DeviceCaps, ITEM_FIELDS, MERGE_FIELDS};
 use crate::sample::{sample_rows, RowSampling};
 
@@ -119,6 +119,10 @@ pub trait KernelBackend: Backend {
 
     /// `silu(gate) * up` of `gate_up` `[tokens, 2 * inter]` (gate first).
     fn silu_mul(gate_up: Tensor<Self, 2>) -> Tensor<Self, 2>;
+
+    /// `x @ w`: the small-M kernel for a few rows and a transposed-contiguous weight, burn's
+    /// matmul otherwise.
+    fn project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2>;
 }
 
 const NO_KERNELS: &str = "ndarray has no kernels: callers check kernel_caps and use the reference";
@@ -172,6 +176,9 @@ impl KernelBackend for NdArray<f32> {
     }
     fn silu_mul(_: Tensor<Self, 2>) -> Tensor<Self, 2> {
         unreachable!("{NO_KERNELS}")
+    }
+    fn project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2> {
+        x.matmul(w.clone())
     }
 }
 
@@ -317,6 +324,17 @@ impl<B: CubeBridge> KernelBackend for B {
 
     fn silu_mul(gate_up: Tensor<Self, 2>) -> Tensor<Self, 2> {
         B::float_out(silu_mul::<B::R, B::F>(B::float_in(gate_up)))
+    }
+
+    fn project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2> {
+        if x.dims()[0] > crate::layers::GEMV_MAX_ROWS {
+            return x.matmul(w.clone());
+        }
+        let w_cube = B::float_in(w.clone());
+        match gemv::<B::R, B::F>(B::float_in(x.clone()), &w_cube) {
+            Some(out) => B::float_out(out),
+            None => x.matmul(w.clone()),
+        }
     }
 }
 

@@ -145,3 +145,49 @@ pub fn silu_mul_kernel<F: Float>(gate_up: &Tensor<F>, out: &mut Tensor<F>) {
     let silu = F::cast_from(g / (f32::new(1.0) + f32::exp(-g)));
     out[ABSOLUTE_POS] = silu * gate_up[t * gate_up.stride(0) + inter + j];
 }
+
+/// Small-M matmul `out[m, n] = sum_k x[m, k] * w[k, n]` for a weight stored transposed
+/// (`w[k, n]` at `n * K + k`, as HF's `[out, in]` layout viewed as `[in, out]`). One plane per
+/// output column: its lanes read the column's weights with coalesced loads, each weight is used
+/// for every row, and the dot products reduce across the plane. Bandwidth-bound, as decode is.
+#[cube(launch)]
+pub fn gemv_kernel<F: Float>(
+    x: &Tensor<F>,
+    w: &Tensor<F>,
+    out: &mut Tensor<F>,
+    #[comptime] max_rows: usize,
+    #[comptime] plane: usize,
+) {
+    let warps = CUBE_DIM_X as usize / plane;
+    let n = CUBE_POS_X as usize * warps + UNIT_POS_X as usize / plane;
+    let lane = UNIT_POS_X as usize % plane;
+    let rows = x.shape(0);
+    let k_len = x.shape(1);
+    if n >= out.shape(1) {
+        terminate!();
+    }
+    let mut acc = Array::<f32>::new(max_rows);
+    #[unroll]
+    for m in 0..max_rows {
+        acc[m] = f32::new(0.0);
+    }
+    let w_col = n * w.stride(1);
+    let mut k = lane;
+    while k < k_len {
+        let wv = f32::cast_from(w[w_col + k * w.stride(0)]);
+        #[unroll]
+        for m in 0..max_rows {
+            if m < rows {
+                acc[m] += f32::cast_from(x[m * x.stride(0) + k]) * wv;
+            }
+        }
+        k += plane;
+    }
+    #[unroll]
+    for m in 0..max_rows {
+        let total = plane_sum(acc[m]);
+        if lane == 0 && m < rows {
+            out[m * out.stride(0) + n] = F::cast_from(total);
+        }
+    }
+}

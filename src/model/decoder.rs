@@ -244,7 +244,7 @@ impl<B: KernelBackend> Decoder<B> {
                 Some(delta) => B::add_rms_norm(delta, x, &layer.input_norm, eps),
                 None => (x.clone(), B::rms_norm(x, &layer.input_norm, eps)),
             };
-            let mut qkv = h.matmul(layer.qkv.clone());
+            let mut qkv = B::project(h, &layer.qkv);
             if let Some(bias) = &layer.qkv_bias {
                 qkv = qkv + bias.clone().unsqueeze();
             }
@@ -255,16 +255,19 @@ impl<B: KernelBackend> Decoder<B> {
                 .attn
                 .attend(q, k_cache, v_cache, 1.0 / (s.head_dim as f32).sqrt());
             let h;
-            (x, h) = B::add_rms_norm(attn.matmul(layer.o.clone()), x, &layer.post_attn_norm, eps);
-            let act = B::silu_mul(h.matmul(layer.gate_up.clone()));
-            pending = Some(act.matmul(layer.down.clone()));
+            (x, h) = B::add_rms_norm(B::project(attn, &layer.o), x, &layer.post_attn_norm, eps);
+            let act = B::silu_mul(B::project(h, &layer.gate_up));
+            pending = Some(B::project(act, &layer.down));
         }
         if step.logits_rows.dims()[0] == 0 {
             return None;
         }
         let x = x + pending.expect("at least one layer");
         let last = x.select(0, step.logits_rows.clone());
-        Some(B::rms_norm(last, &self.final_norm, eps).matmul(self.lm_head.clone()))
+        Some(B::project(
+            B::rms_norm(last, &self.final_norm, eps),
+            &self.lm_head,
+        ))
     }
 
     fn layer_forward(
