@@ -3,9 +3,8 @@ use burn::tensor::{DType, Shape, TensorMetadata};
 use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
-use crate::attention_kernel::{
-    merge_partials_kernel, paged_attention_kernel, paged_decode_kernel, store_kv_kernel,
-};
+use crate::attention_kernel::{merge_partials_kernel, paged_attention_kernel, store_kv_kernel};
+use crate::decode_kernel::paged_decode_kernel;
 
 /// Keys per tile of the decode kernel (its shared memory is small whatever the tile).
 const DECODE_KV_TILE: usize = 64;

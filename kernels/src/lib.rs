@@ -13,6 +13,7 @@ pub mod attention;
 pub mod attention_kernel;
 pub mod backend;
 pub mod bench;
+pub mod decode_kernel;
 pub mod layer_kernels;
 pub mod layers;
 pub mod parity;
