@@ -99,19 +99,13 @@ fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
 }
 
 /// Uploads `values` to `B` and reads them back as f32: the values `B` actually holds.
-fn upload<B: KernelBackend>(
+fn upload<B: KernelBackend, const D: usize>(
     values: Vec<f32>,
-    shape: [usize; 3],
+    shape: [usize; D],
     dev: &B::Device,
-) -> (Tensor<B, 3>, Vec<f32>) {
-    let t = Tensor::<B, 3>::from_data(TensorData::new(values, shape), dev);
-    let held = t
-        .clone()
-        .cast(DType::F32)
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .unwrap();
+) -> (Tensor<B, D>, Vec<f32>) {
+    let t = Tensor::<B, D>::from_data(TensorData::new(values, shape), dev);
+    let held = to_host(t.clone());
     (t, held)
 }
 
@@ -144,25 +138,20 @@ pub fn run_case<B: KernelBackend>(case: &ParityCase, seed: u64, dev: &B::Device)
         .collect();
     let tokens: usize = case.seqs.iter().map(|s| s.0).sum();
     let slots = blocks.len() * bs;
-    let (q, q_host) = upload::<B>(
+    let (q, q_host) = upload::<B, 3>(
         random(&mut rng, tokens * heads * hd),
         [tokens, heads, hd],
         dev,
     );
     let kv_shape = [slots, case.kv_heads, hd];
-    let (k, k_host) = upload::<B>(random(&mut rng, slots * case.kv_heads * hd), kv_shape, dev);
-    let (v, v_host) = upload::<B>(random(&mut rng, slots * case.kv_heads * hd), kv_shape, dev);
+    let (k, k_host) = upload::<B, 3>(random(&mut rng, slots * case.kv_heads * hd), kv_shape, dev);
+    let (v, v_host) = upload::<B, 3>(random(&mut rng, slots * case.kv_heads * hd), kv_shape, dev);
     let scale = 1.0 / (hd as f32).sqrt();
 
     let plan = AttentionPlan::new(&seqs, bs, case.group, hd, case.kv_heads, caps);
     let split = !plan.merges.is_empty();
     let plan = KernelPlan::<B>::new(plan, dev);
-    let got = B::paged_attention(q, &k, &v, &plan, scale)
-        .cast(DType::F32)
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .unwrap();
+    let got = to_host(B::paged_attention(q, &k, &v, &plan, scale));
 
     type Cpu = NdArray<f32>;
     let cpu = Default::default();
@@ -228,14 +217,7 @@ pub fn run_sampling<B: KernelBackend>(seed: u64, dev: &B::Device) -> SamplingPar
             step: rng.random_range(0..5000),
         })
         .collect();
-    let t = Tensor::<B, 2>::from_data(TensorData::new(logits, [rows, vocab]), dev);
-    let held = t
-        .clone()
-        .cast(DType::F32)
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .unwrap();
+    let (t, held) = upload::<B, 2>(logits, [rows, vocab], dev);
     let got = ids(B::sample_rows(t, &DeviceSampling::new(&params, dev)));
     let (mut greedy_mismatches, mut sampled_mismatches) = (0, 0);
     for (r, p) in params.iter().enumerate() {
@@ -292,16 +274,16 @@ pub fn run_store_kv<B: KernelBackend>(seed: u64, dev: &B::Device) -> f32 {
     let targets = &order[..tokens];
     let width = kv_heads * hd;
     let (k_cache, mut want_k) =
-        upload::<B>(random(&mut rng, slots * width), [slots, kv_heads, hd], dev);
+        upload::<B, 3>(random(&mut rng, slots * width), [slots, kv_heads, hd], dev);
     let (v_cache, mut want_v) =
-        upload::<B>(random(&mut rng, slots * width), [slots, kv_heads, hd], dev);
-    let (k, k_host) = upload::<B>(
+        upload::<B, 3>(random(&mut rng, slots * width), [slots, kv_heads, hd], dev);
+    let (k, k_host) = upload::<B, 3>(
         random(&mut rng, tokens * width),
         [tokens, kv_heads, hd],
         dev,
     );
     // V as the right half of a [tokens, 2 * width] tensor: a strided view.
-    let (kv, kv_host) = upload::<B>(
+    let (kv, kv_host) = upload::<B, 3>(
         random(&mut rng, tokens * 2 * width),
         [tokens, 2 * kv_heads, hd],
         dev,
@@ -316,20 +298,13 @@ pub fn run_store_kv<B: KernelBackend>(seed: u64, dev: &B::Device) -> f32 {
     let ids: Vec<i32> = targets.iter().map(|&s| s as i32).collect();
     let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [tokens]), dev);
     B::store_kv(&k_cache, &v_cache, k, v, &ids);
-    let host = |t: Tensor<B, 3>| {
-        t.cast(DType::F32)
-            .into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .unwrap()
-    };
     let err = |got: Vec<f32>, want: &[f32]| {
         got.iter()
             .zip(want)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f32::max)
     };
-    err(host(k_cache), &want_k).max(err(host(v_cache), &want_v))
+    err(to_host(k_cache), &want_k).max(err(to_host(v_cache), &want_v))
 }
 
 /// Relative errors of the fused layer kernels against host arithmetic in f32.
@@ -376,9 +351,9 @@ pub fn run_layers<B: KernelBackend>(seed: u64, dev: &B::Device) -> LayerParity {
     let mut rng = StdRng::seed_from_u64(seed);
     let eps = 1e-6;
     let (rows, n) = (5, 1000);
-    let (x, xh) = upload2::<B>(random(&mut rng, rows * n), [rows, n], dev);
-    let (r, rh) = upload2::<B>(random(&mut rng, rows * n), [rows, n], dev);
-    let (w, wh) = upload1::<B>(random(&mut rng, n), dev);
+    let (x, xh) = upload::<B, 2>(random(&mut rng, rows * n), [rows, n], dev);
+    let (r, rh) = upload::<B, 2>(random(&mut rng, rows * n), [rows, n], dev);
+    let (w, wh) = upload::<B, 1>(random(&mut rng, n), [n], dev);
     let want: Vec<f32> = (0..rows)
         .flat_map(|i| host_rms(&xh[i * n..(i + 1) * n], &wh, eps))
         .collect();
@@ -397,7 +372,7 @@ pub fn run_layers<B: KernelBackend>(seed: u64, dev: &B::Device) -> LayerParity {
     };
     let (tokens, hd, half) = (3, 64, 32);
     let width = (shape.heads + 2 * shape.kv_heads) * hd;
-    let (qkv, qkvh) = upload2::<B>(random(&mut rng, tokens * width), [tokens, width], dev);
+    let (qkv, qkvh) = upload::<B, 2>(random(&mut rng, tokens * width), [tokens, width], dev);
     let positions: Vec<i32> = vec![0, 7, 19];
     let max_pos = 20;
     let angles: Vec<f32> = (0..max_pos * half)
@@ -412,8 +387,8 @@ pub fn run_layers<B: KernelBackend>(seed: u64, dev: &B::Device) -> LayerParity {
     };
     let (cos, sin) = (table(f32::cos), table(f32::sin));
     let pos = Tensor::<B, 1, Int>::from_data(TensorData::new(positions.clone(), [tokens]), dev);
-    let (qw, qwh) = upload1::<B>(random(&mut rng, hd), dev);
-    let (kw, kwh) = upload1::<B>(random(&mut rng, hd), dev);
+    let (qw, qwh) = upload::<B, 1>(random(&mut rng, hd), [hd], dev);
+    let (kw, kwh) = upload::<B, 1>(random(&mut rng, hd), [hd], dev);
     let mut rope_err = [0.0f32; 2];
     for (i, with_norm) in [true, false].into_iter().enumerate() {
         let norms = with_norm.then_some((&qw, &kw));
@@ -451,7 +426,7 @@ pub fn run_layers<B: KernelBackend>(seed: u64, dev: &B::Device) -> LayerParity {
     }
 
     let inter = 300;
-    let (gu, guh) = upload2::<B>(
+    let (gu, guh) = upload::<B, 2>(
         random(&mut rng, tokens * 2 * inter),
         [tokens, 2 * inter],
         dev,
@@ -465,8 +440,8 @@ pub fn run_layers<B: KernelBackend>(seed: u64, dev: &B::Device) -> LayerParity {
     let silu_mul = rel_err(&to_host(B::silu_mul(gu)), &want);
 
     let (m, k, n) = (3, 300, 77);
-    let (x, xh) = upload2::<B>(random(&mut rng, m * k), [m, k], dev);
-    let (w_nk, wh) = upload2::<B>(random(&mut rng, n * k), [n, k], dev);
+    let (x, xh) = upload::<B, 2>(random(&mut rng, m * k), [m, k], dev);
+    let (w_nk, wh) = upload::<B, 2>(random(&mut rng, n * k), [n, k], dev);
     let want: Vec<f32> = (0..m)
         .flat_map(|i| {
             let (xh, wh) = (&xh, &wh);
@@ -482,21 +457,4 @@ pub fn run_layers<B: KernelBackend>(seed: u64, dev: &B::Device) -> LayerParity {
         silu_mul,
         gemv,
     }
-}
-
-fn upload2<B: KernelBackend>(
-    v: Vec<f32>,
-    shape: [usize; 2],
-    dev: &B::Device,
-) -> (Tensor<B, 2>, Vec<f32>) {
-    let t = Tensor::<B, 2>::from_data(TensorData::new(v, shape), dev);
-    let held = to_host(t.clone());
-    (t, held)
-}
-
-fn upload1<B: KernelBackend>(v: Vec<f32>, dev: &B::Device) -> (Tensor<B, 1>, Vec<f32>) {
-    let n = v.len();
-    let t = Tensor::<B, 1>::from_data(TensorData::new(v, [n]), dev);
-    let held = to_host(t.clone());
-    (t, held)
 }
