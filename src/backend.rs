@@ -87,11 +87,9 @@ pub fn dispatch<T: BackendTask>(
     match choice {
         BackendChoice::Cpu => task.run::<Cpu>(Default::default()),
         #[cfg(feature = "cuda")]
-        BackendChoice::Auto | BackendChoice::Cuda => {
-            task.run::<Gpu>(burn::backend::cuda::CudaDevice::new(0))
-        }
+        BackendChoice::Cuda => task.run::<Gpu>(burn::backend::cuda::CudaDevice::new(0)),
         #[cfg(feature = "cuda")]
-        BackendChoice::CudaUnfused => {
+        BackendChoice::Auto | BackendChoice::CudaUnfused => {
             task.run::<GpuUnfused>(burn::backend::cuda::CudaDevice::new(0))
         }
         #[cfg(not(feature = "cuda"))]

@@ -63,14 +63,16 @@ pub enum KernelsCommand {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum BackendChoice {
-    /// CUDA when built with `--features cuda`, else the CPU.
+    /// `cuda_unfused` when built with `--features cuda`, else the CPU.
     #[default]
     Auto,
     Cpu,
-    /// burn-cuda with kernel fusion (bf16).
+    /// burn-cuda with kernel fusion (bf16). Slower than `cuda_unfused` on every workload
+    /// measured (README, Performance): each custom kernel breaks the fusion stream and its
+    /// weights are resolved through the fusion server on every call.
     Cuda,
     /// burn-cuda without fusion: every op launches on its own, and the custom kernels need no
-    /// hand-off to the fusion stream.
+    /// hand-off to a fusion stream.
     CudaUnfused,
 }
 

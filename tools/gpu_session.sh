@@ -18,9 +18,19 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
     kernels_bench) run timeout -s INT 240 $B/nanovllm kernels bench --backend cuda --out "$OUT/results/kernels" ;;
     hf_peer) run timeout -s INT ${PEER_TIMEOUT:-400} python tools/hf_peer.py --requests "$(ls -d $OUT/results/bench/*/requests.csv | head -1)" \
                ${PEER_ARGS:-} --out "$OUT/results/bench/hf_peer.csv" ;;
-    golden) run timeout -s INT 150 $B/golden_check --backend cuda ;;
+    golden) run timeout -s INT 150 $B/golden_check --backend cuda
+            run timeout -s INT 150 $B/golden_check --f32 ;;
     perplexity) run timeout -s INT 90 $B/nanovllm perplexity --backend cuda --model models/tiny-qwen3-pystdlib ;;
     decode_latency) exp decode_latency 100 ;;
+    # Per-kernel device times (cubecl's profile log) of a batch-1 and a batch-256 decode, to
+    # split a step into kernel time and host time.
+    profile) for batch in 1 256; do
+               log "profile batch $batch"
+               CUBECL_DEBUG_OPTION=profile CUBECL_DEBUG_LOG="$OUT/profile-b$batch.log" timeout -s INT 120 \
+                 $B/nanovllm generate --backend cuda-unfused --model qwen3-0.6b --weights random \
+                 --random-prompt-len 1000 --num-prompts $batch --max-tokens 16 --ignore-eos 2>&1 | tail -5 | tee -a "$OUT/session.log"
+               xz -T4 "$OUT/profile-b$batch.log"
+             done ;;
     bench) exp bench ${BENCH_TIMEOUT:-240} ;;
     bench_part) exp bench_part ${BENCH_TIMEOUT:-240} ;;
     bench_fusion) exp bench_fusion ${BENCH_TIMEOUT:-400} ;;

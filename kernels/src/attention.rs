@@ -6,8 +6,44 @@ use cubecl::prelude::*;
 use crate::attention_kernel::{merge_partials_kernel, paged_attention_kernel, store_kv_kernel};
 use crate::decode_kernel::paged_decode_kernel;
 
-/// Keys per tile of the decode kernel (its shared memory is small whatever the tile).
-const DECODE_KV_TILE: usize = 64;
+/// Keys per tile of the decode kernel, at least (its shared memory is small whatever the tile,
+/// and a longer tile means fewer barriers per key).
+const DECODE_KV_TILE: usize = 128;
+/// Key passes whose loads a plane issues before using them (memory-level parallelism).
+const DECODE_UNROLL: usize = 4;
+
+/// How the decode kernel splits a key row over lanes: the widest vector the device loads in
+/// one go that divides the head dim, and `key_lanes` lanes per row (a power of two that
+/// divides the plane). `None` when no split fits.
+struct DecodeSplit {
+    width: usize,
+    key_lanes: usize,
+    kv_tile: usize,
+}
+
+fn decode_split<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    elem_bytes: usize,
+    head_dim: usize,
+    plane: usize,
+    threads: usize,
+) -> Option<DecodeSplit> {
+    let width = client
+        .io_optimized_vector_sizes(elem_bytes)
+        .find(|w| head_dim % w == 0)?;
+    let key_lanes = (head_dim / width).min(plane);
+    let fits = key_lanes.is_power_of_two()
+        && plane % key_lanes == 0
+        && head_dim % (width * key_lanes) == 0
+        && threads % plane == 0;
+    let sweep = (threads / plane) * (plane / key_lanes) * DECODE_UNROLL;
+    let kv_tile = DECODE_KV_TILE.next_multiple_of(sweep);
+    fits.then_some(DecodeSplit {
+        width,
+        key_lanes,
+        kv_tile,
+    })
+}
 use crate::plan::{AttentionPlan, DeviceCaps};
 
 /// The plan's int arrays on the device.
@@ -74,11 +110,16 @@ pub fn paged_attention<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElem
     let part_stats = empty(&q, Shape::new([part_len(2)]), DType::F32);
     let client = q.client.clone();
     let plane = client.properties().hardware.plane_size_max as usize;
-    if tile.tile_q == 1 && head_dim % plane == 0 {
+    let split_rows = match tile.tile_q {
+        1 => decode_split(&client, q.dtype.size(), head_dim, plane, tile.threads),
+        _ => None,
+    };
+    if let Some(split) = split_rows {
         paged_decode_kernel::launch::<F, I, R>(
             &client,
             CubeCount::Static(plan.num_items() as u32, kv_heads as u32, 1),
             CubeDim::new_1d(tile.threads as u32),
+            split.width,
             q.into_tensor_arg(),
             k_cache.into_tensor_arg(),
             v_cache.into_tensor_arg(),
@@ -91,9 +132,12 @@ pub fn paged_attention<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElem
             plan.block_size as u32,
             tile.group,
             tile.head_dim,
-            DECODE_KV_TILE,
+            split.kv_tile,
             tile.threads,
             plane,
+            split.key_lanes,
+            DECODE_UNROLL,
+            split.width,
         );
     } else {
         paged_attention_kernel::launch::<F, I, R>(

@@ -11,8 +11,9 @@ pub(crate) const NEG_BIG: f32 = -1.0e30;
 /// key rather than per element); -1 past `end`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn tile_offsets<F: Float, I: Int>(
-    cache: &Tensor<F>,
+pub(crate) fn tile_offsets<I: Int>(
+    slot_stride: usize,
+    head_stride: usize,
     block_tables: &Tensor<I>,
     offsets: &mut SharedMemory<i32>,
     seq: usize,
@@ -22,17 +23,18 @@ pub(crate) fn tile_offsets<F: Float, I: Int>(
     block_size: usize,
     #[comptime] kv_tile: usize,
 ) {
-    let t = UNIT_POS_X as usize;
-    if t < kv_tile {
+    let mut t = UNIT_POS_X as usize;
+    while t < kv_tile {
         let pos = start + t;
         if pos < end {
             let block =
                 usize::cast_from(block_tables[seq * block_tables.stride(0) + pos / block_size]);
             let slot = block * block_size + pos % block_size;
-            offsets[t] = i32::cast_from(slot * cache.stride(0) + kv_head * cache.stride(1));
+            offsets[t] = i32::cast_from(slot * slot_stride + kv_head * head_stride);
         } else {
             offsets[t] = i32::new(-1);
         }
+        t += CUBE_DIM_X as usize;
     }
 }
 
@@ -188,8 +190,9 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
 
     let mut start = kv_start;
     while start < kv_end {
-        tile_offsets::<F, I>(
-            k_cache,
+        tile_offsets::<I>(
+            k_cache.stride(0),
+            k_cache.stride(1),
             block_tables,
             &mut offsets,
             seq,

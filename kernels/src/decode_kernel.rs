@@ -1,21 +1,28 @@
 //! The decode attention kernel (cubecl): one query per sequence, the GQA group's rows in
-//! registers, planes splitting the keys of a tile. Shares the tile helpers of
+//! registers, keys read as vectors by groups of lanes. Shares the tile helpers of
 //! [`attention_kernel`](crate::attention_kernel).
 use cubecl::prelude::*;
 
 use crate::attention_kernel::{online_softmax_tile, tile_offsets, NEG_BIG};
 
-/// Decode attention (one query per item): the rows (the GQA group) live in registers, each
-/// plane (warp) takes every `warps`-th key of a tile, its lanes split the head dim so a key row
-/// is read with coalesced loads, and dot products reduce across the plane. Values accumulate
-/// per plane and the planes' partial sums meet in shared memory at the end. Writes final or
-/// partial (split context) results like [`paged_attention_kernel`](crate::attention_kernel::paged_attention_kernel).
+/// Decode attention (one query per item). Decode reads every cached key and value once per
+/// step, so the kernel is built for memory throughput:
+/// - `key_lanes` lanes read one key row together, each a run of `vecs` vectors of `N`
+///   elements (16-byte loads in bf16), so a plane reads `plane / key_lanes` rows per load;
+/// - each plane issues the loads of `unroll` such passes before it uses any of them;
+/// - the GQA group's query rows live in registers, so each key is read once for all of them;
+/// - dot products reduce over the key's lanes with xor shuffles; value sums stay per lane
+///   until the end, where they meet across key groups (shuffles) and planes (shared memory).
+///
+/// `width` is the launch's vector size `N` again, as a comptime value for register arrays.
+/// Writes final or partial (split context) results like
+/// [`paged_attention_kernel`](crate::attention_kernel::paged_attention_kernel).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-pub fn paged_decode_kernel<F: Float, I: Int>(
+pub fn paged_decode_kernel<F: Float, I: Int, N: Size>(
     q: &Tensor<F>,
-    k_cache: &Tensor<F>,
-    v_cache: &Tensor<F>,
+    k_cache: &Tensor<Vector<F, N>>,
+    v_cache: &Tensor<Vector<F, N>>,
     block_tables: &Tensor<I>,
     items: &Tensor<I>,
     out: &mut Tensor<F>,
@@ -28,6 +35,9 @@ pub fn paged_decode_kernel<F: Float, I: Int>(
     #[comptime] kv_tile: usize,
     #[comptime] threads: usize,
     #[comptime] plane: usize,
+    #[comptime] key_lanes: usize,
+    #[comptime] unroll: usize,
+    #[comptime] width: usize,
 ) {
     let item = CUBE_POS_X as usize;
     let kv_head = CUBE_POS_Y as usize;
@@ -36,7 +46,12 @@ pub fn paged_decode_kernel<F: Float, I: Int>(
     let lane = tid % plane;
     let warp = tid / plane;
     let warps = threads / plane;
-    let per_lane = head_dim / plane;
+    let vecs = head_dim / (width * key_lanes);
+    let per_lane = vecs * width;
+    let key_groups = plane / key_lanes;
+    let sub = lane % key_lanes;
+    let key_group = lane / key_lanes;
+    let sweep_keys = warps * key_groups * unroll;
     let block_size = block_size as usize;
     let p_stride = kv_tile + 1;
 
@@ -54,18 +69,21 @@ pub fn paged_decode_kernel<F: Float, I: Int>(
     let mut offsets = SharedMemory::<i32>::new(kv_tile);
     let mut red = SharedMemory::<f32>::new(group * head_dim);
 
-    // This lane's slice of every row's query (dims lane, lane + plane, ...), pre-scaled.
+    // This lane's dims of a row: vector `sub + v * key_lanes`, elements 0..width, for v < vecs.
     let mut qr = Array::<f32>::new(group * per_lane);
     let mut acc = Array::<f32>::new(group * per_lane);
     #[unroll]
     for r in 0..group {
+        let head = kv_head * group + r;
         #[unroll]
-        for j in 0..per_lane {
-            let head = kv_head * group + r;
-            qr[r * per_lane + j] =
-                f32::cast_from(q[q_row * q.stride(0) + head * q.stride(1) + lane + j * plane])
-                    * scale;
-            acc[r * per_lane + j] = f32::new(0.0);
+        for v in 0..vecs {
+            #[unroll]
+            for e in 0..width {
+                let d = (sub + v * key_lanes) * width + e;
+                let at = r * per_lane + v * width + e;
+                qr[at] = f32::cast_from(q[q_row * q.stride(0) + head * q.stride(1) + d]) * scale;
+                acc[at] = f32::new(0.0);
+            }
         }
     }
     if tid < group {
@@ -78,10 +96,12 @@ pub fn paged_decode_kernel<F: Float, I: Int>(
         idx += threads;
     }
 
+    let mut kx = Array::<Vector<F, N>>::new(unroll * vecs);
     let mut start = kv_start;
     while start < kv_end {
-        tile_offsets::<F, I>(
-            k_cache,
+        tile_offsets::<I>(
+            k_cache.stride(0),
+            k_cache.stride(1),
             block_tables,
             &mut offsets,
             seq,
@@ -92,33 +112,52 @@ pub fn paged_decode_kernel<F: Float, I: Int>(
             kv_tile,
         );
         sync_cube();
-        // Scores: plane `warp` takes keys warp, warp + warps, ...
-        let mut t = warp;
-        while t < kv_tile {
-            let off = offsets[t];
-            if off >= 0 {
-                let off = usize::cast_from(off);
-                let mut kx = Array::<f32>::new(per_lane);
-                #[unroll]
-                for j in 0..per_lane {
-                    kx[j] = f32::cast_from(k_cache[off + lane + j * plane]);
-                }
+        // Scores. Keys past the end are masked after the shuffles, which every lane of the plane
+        // must reach.
+        let mut sweep = warp * key_groups * unroll;
+        while sweep < kv_tile {
+            load_rows::<F, N>(
+                k_cache,
+                &offsets,
+                &mut kx,
+                sweep + key_group,
+                sub,
+                key_groups,
+                key_lanes,
+                unroll,
+                vecs,
+                width,
+            );
+            #[unroll]
+            for u in 0..unroll {
+                let t = sweep + u * key_groups + key_group;
+                let valid = offsets[t] >= 0;
                 #[unroll]
                 for r in 0..group {
                     let mut dot = f32::new(0.0);
                     #[unroll]
-                    for j in 0..per_lane {
-                        dot += qr[r * per_lane + j] * kx[j];
+                    for v in 0..vecs {
+                        let k = kx[u * vecs + v];
+                        #[unroll]
+                        for e in 0..width {
+                            dot += qr[r * per_lane + v * width + e] * f32::cast_from(k[e]);
+                        }
                     }
-                    let s = plane_sum(dot);
-                    if lane == 0 {
+                    let mut mask = u32::new(1);
+                    while mask < key_lanes as u32 {
+                        dot += plane_shuffle_xor(dot, mask);
+                        mask *= 2;
+                    }
+                    if sub == 0 {
+                        let mut s = f32::new(NEG_BIG);
+                        if valid {
+                            s = dot;
+                        }
                         p_s[r * p_stride + t] = s;
                     }
                 }
-            } else if lane < group {
-                p_s[lane * p_stride + t] = f32::new(NEG_BIG);
             }
-            t += warps;
+            sweep += sweep_keys;
         }
         sync_cube();
         online_softmax_tile(
@@ -134,7 +173,7 @@ pub fn paged_decode_kernel<F: Float, I: Int>(
             plane,
         );
         sync_cube();
-        // Values: the same keys per plane; every plane rescales its own partial sums.
+        // Values: the same keys per lane group; each lane rescales its own partial sums.
         #[unroll]
         for r in 0..group {
             let a = alpha_s[r];
@@ -143,40 +182,66 @@ pub fn paged_decode_kernel<F: Float, I: Int>(
                 acc[r * per_lane + j] *= a;
             }
         }
-        let mut t = warp;
-        while t < kv_tile {
-            let off = offsets[t];
-            if off >= 0 {
-                let off = usize::cast_from(off);
-                let mut vx = Array::<f32>::new(per_lane);
-                #[unroll]
-                for j in 0..per_lane {
-                    vx[j] = f32::cast_from(v_cache[off + lane + j * plane]);
-                }
-                #[unroll]
-                for r in 0..group {
-                    let p = p_s[r * p_stride + t];
+        let mut sweep = warp * key_groups * unroll;
+        while sweep < kv_tile {
+            load_rows::<F, N>(
+                v_cache,
+                &offsets,
+                &mut kx,
+                sweep + key_group,
+                sub,
+                key_groups,
+                key_lanes,
+                unroll,
+                vecs,
+                width,
+            );
+            #[unroll]
+            for u in 0..unroll {
+                let t = sweep + u * key_groups + key_group;
+                // Past the end p is 0, but vector 0 may hold NaN bits: skip, don't multiply.
+                if offsets[t] >= 0 {
                     #[unroll]
-                    for j in 0..per_lane {
-                        acc[r * per_lane + j] += p * vx[j];
+                    for r in 0..group {
+                        let p = p_s[r * p_stride + t];
+                        #[unroll]
+                        for v in 0..vecs {
+                            let x = kx[u * vecs + v];
+                            #[unroll]
+                            for e in 0..width {
+                                acc[r * per_lane + v * width + e] += p * f32::cast_from(x[e]);
+                            }
+                        }
                     }
                 }
             }
-            t += warps;
+            sweep += sweep_keys;
         }
         sync_cube();
         start += kv_tile;
     }
 
-    // The planes' partial sums meet in shared memory, one plane at a time.
+    // Sums meet across the plane's key groups, then across planes in shared memory.
+    #[unroll]
+    for j in 0..group * per_lane {
+        let mut mask = u32::new(key_lanes as i64);
+        while mask < plane as u32 {
+            let x = acc[j];
+            acc[j] = x + plane_shuffle_xor(x, mask);
+            mask *= 2;
+        }
+    }
     for w in 0..warps {
-        if warp == w {
+        if warp == w && key_group == 0 {
             #[unroll]
             for r in 0..group {
                 #[unroll]
-                for j in 0..per_lane {
-                    let at = r * head_dim + lane + j * plane;
-                    red[at] += acc[r * per_lane + j];
+                for v in 0..vecs {
+                    #[unroll]
+                    for e in 0..width {
+                        let d = (sub + v * key_lanes) * width + e;
+                        red[r * head_dim + d] += acc[r * per_lane + v * width + e];
+                    }
                 }
             }
         }
@@ -203,5 +268,32 @@ pub fn paged_decode_kernel<F: Float, I: Int>(
         let at = ((item * kv_heads + kv_head) * group + tid) * 2;
         part_stats[at] = m_s[tid];
         part_stats[at + 1] = l_s[tid];
+    }
+}
+
+/// This lane's vectors of `unroll` keys (`first`, `first + key_groups`, ...), all loads issued
+/// before any is used. Keys past the end read vector 0 (always valid memory); callers mask them.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn load_rows<F: Float, N: Size>(
+    cache: &Tensor<Vector<F, N>>,
+    offsets: &SharedMemory<i32>,
+    rows: &mut Array<Vector<F, N>>,
+    first: usize,
+    sub: usize,
+    #[comptime] key_groups: usize,
+    #[comptime] key_lanes: usize,
+    #[comptime] unroll: usize,
+    #[comptime] vecs: usize,
+    #[comptime] width: usize,
+) {
+    #[unroll]
+    for u in 0..unroll {
+        let off = offsets[first + u * key_groups];
+        let row = usize::cast_from(i32::max(off, 0)) / width;
+        #[unroll]
+        for v in 0..vecs {
+            rows[u * vecs + v] = cache[row + sub + v * key_lanes];
+        }
     }
 }
