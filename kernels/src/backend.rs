@@ -123,6 +123,13 @@ pub trait KernelBackend: Backend {
     /// `x @ w`: the small-M kernel for a few rows and a transposed-contiguous weight, burn's
     /// matmul otherwise.
     fn project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2>;
+
+    /// A projection weight `[in, out]` as loaded (a transposed view of HF's `[out, in]`), in
+    /// the layout this backend's `project` reads best. Kept as the view by default: the
+    /// small-M kernel reads it along `in`.
+    fn prepare_weight(w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        w
+    }
 }
 
 const NO_KERNELS: &str = "ndarray has no kernels: callers check kernel_caps and use the reference";
@@ -179,6 +186,12 @@ impl KernelBackend for NdArray<f32> {
     }
     fn project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2> {
         x.matmul(w.clone())
+    }
+    /// burn-ndarray's matmul copies a transposed operand into standard layout on every call
+    /// (the whole weight, every step): copy it once here instead.
+    fn prepare_weight(w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        let device = w.device();
+        Tensor::from_data(w.into_data(), &device)
     }
 }
 

@@ -122,26 +122,29 @@ impl<B: KernelBackend> Decoder<B> {
             spec.num_kv_heads,
             spec.intermediate_size,
         );
-        // HF stores linear weights as [out, in]; we keep [in, out] so activations multiply on the left.
-        let linear = |name: String, out: usize, inp: usize| {
+        // HF stores linear weights as [out, in]; we keep [in, out] so activations multiply on the
+        // left, in the layout the backend's `project` wants (`prepare_weight`).
+        let hf_linear = |name: String, out: usize, inp: usize| {
             source
                 .load::<B, 2>(&name, [out, inp], Init::Matrix, device)
                 .map(|w| w.transpose())
         };
+        let linear =
+            |name: String, out: usize, inp: usize| hf_linear(name, out, inp).map(B::prepare_weight);
         let vector =
             |name: String, n: usize, init: Init| source.load::<B, 1>(&name, [n], init, device);
         let mut layers = Vec::with_capacity(spec.num_layers);
         for i in 0..spec.num_layers {
             let n = |rest: &str| names::layer(i, rest);
-            let proj = |p: &str, out: usize| linear(n(&format!("{p}.weight")), out, h);
-            let qkv = Tensor::cat(
+            let proj = |p: &str, out: usize| hf_linear(n(&format!("{p}.weight")), out, h);
+            let qkv = B::prepare_weight(Tensor::cat(
                 vec![
                     proj(names::Q, nq * hd)?,
                     proj(names::K, nkv * hd)?,
                     proj(names::V, nkv * hd)?,
                 ],
                 1,
-            );
+            ));
             let qkv_bias = match spec.qkv_bias {
                 true => {
                     let b = |p: &str, len: usize| vector(n(&format!("{p}.bias")), len, Init::Zeros);
@@ -171,13 +174,13 @@ impl<B: KernelBackend> Decoder<B> {
                 q_norm,
                 k_norm,
                 o: linear(n(names::O), h, nq * hd)?,
-                gate_up: Tensor::cat(
+                gate_up: B::prepare_weight(Tensor::cat(
                     vec![
-                        linear(n(names::GATE), inter, h)?,
-                        linear(n(names::UP), inter, h)?,
+                        hf_linear(n(names::GATE), inter, h)?,
+                        hf_linear(n(names::UP), inter, h)?,
                     ],
                     1,
-                ),
+                )),
                 down: linear(n(names::DOWN), h, inter)?,
             });
         }
@@ -185,7 +188,7 @@ impl<B: KernelBackend> Decoder<B> {
             source.load::<B, 2>(names::EMBED, [spec.vocab_size, h], Init::Matrix, device)?;
         // Some tied checkpoints still ship lm_head.weight; tying wins only when it is absent.
         let lm_head = match spec.tie_word_embeddings && !source.has(names::LM_HEAD) {
-            true => embed.clone().transpose(),
+            true => B::prepare_weight(embed.clone().transpose()),
             false => linear(names::LM_HEAD.into(), spec.vocab_size, h)?,
         };
         Ok(Self {
