@@ -30,12 +30,12 @@ fn decode_split<R: CubeRuntime>(
 ) -> Option<DecodeSplit> {
     let width = client
         .io_optimized_vector_sizes(elem_bytes)
-        .find(|w| head_dim % w == 0)?;
+        .find(|w| head_dim.is_multiple_of(*w))?;
     let key_lanes = (head_dim / width).min(plane);
     let fits = key_lanes.is_power_of_two()
-        && plane % key_lanes == 0
-        && head_dim % (width * key_lanes) == 0
-        && threads % plane == 0;
+        && plane.is_multiple_of(key_lanes)
+        && head_dim.is_multiple_of(width * key_lanes)
+        && threads.is_multiple_of(plane);
     let sweep = (threads / plane) * (plane / key_lanes) * DECODE_UNROLL;
     let kv_tile = DECODE_KV_TILE.next_multiple_of(sweep);
     fits.then_some(DecodeSplit {

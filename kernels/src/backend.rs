@@ -184,8 +184,26 @@ impl KernelBackend for NdArray<f32> {
     fn silu_mul(_: Tensor<Self, 2>) -> Tensor<Self, 2> {
         unreachable!("{NO_KERNELS}")
     }
+    /// burn-ndarray 0.21's matmul copies both operands on every call, even contiguous ones
+    /// (its reshape turns a view into an owned array): for a weight that is the whole weight,
+    /// every step. ndarray's own `dot` reads them in place.
     fn project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2> {
-        x.matmul(w.clone())
+        use burn::tensor::TensorPrimitive;
+        use burn_ndarray::NdArrayTensor;
+        let primitive = |t: Tensor<Self, 2>| t.into_primitive().tensor();
+        let (NdArrayTensor::F32(xs), NdArrayTensor::F32(ws)) =
+            (primitive(x.clone()), primitive(w.clone()))
+        else {
+            return x.matmul(w.clone());
+        };
+        let (xv, wv) = (xs.view(), ws.view());
+        let matrix = "project takes 2-D tensors";
+        let xm = xv.into_dimensionality::<ndarray::Ix2>().expect(matrix);
+        let wm = wv.into_dimensionality::<ndarray::Ix2>().expect(matrix);
+        let out = xm.dot(&wm);
+        Tensor::from_primitive(TensorPrimitive::Float(NdArrayTensor::from(
+            out.into_dyn().into_shared(),
+        )))
     }
     /// burn-ndarray's matmul copies a transposed operand into standard layout on every call
     /// (the whole weight, every step): copy it once here instead.

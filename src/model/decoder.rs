@@ -220,7 +220,10 @@ impl<B: KernelBackend> Decoder<B> {
             return None;
         }
         let last = x.select(0, step.logits_rows.clone());
-        Some(rms_norm(last, &self.final_norm, self.spec.rms_norm_eps).matmul(self.lm_head.clone()))
+        Some(B::project(
+            rms_norm(last, &self.final_norm, self.spec.rms_norm_eps),
+            &self.lm_head,
+        ))
     }
 
     /// [`forward`](Self::forward) with the fused kernels: each sublayer's residual add is fused
@@ -284,7 +287,7 @@ impl<B: KernelBackend> Decoder<B> {
         let (hd, nq, nkv) = (s.head_dim, s.num_heads, s.num_kv_heads);
         let tokens = x.dims()[0];
         let h = rms_norm(x.clone(), &layer.input_norm, s.rms_norm_eps);
-        let mut qkv = h.matmul(layer.qkv.clone());
+        let mut qkv = B::project(h, &layer.qkv);
         if let Some(bias) = &layer.qkv_bias {
             qkv = qkv + bias.clone().unsqueeze();
         }
@@ -306,11 +309,11 @@ impl<B: KernelBackend> Decoder<B> {
         let attn = step
             .attn
             .attend(q, k_cache, v_cache, 1.0 / (hd as f32).sqrt());
-        let x = x + attn.matmul(layer.o.clone());
+        let x = x + B::project(attn, &layer.o);
         let h = rms_norm(x.clone(), &layer.post_attn_norm, s.rms_norm_eps);
-        let gate_up = h.matmul(layer.gate_up.clone());
+        let gate_up = B::project(h, &layer.gate_up);
         let inter = s.intermediate_size;
         let act = silu(gate_up.clone().narrow(1, 0, inter)) * gate_up.narrow(1, inter, inter);
-        x + act.matmul(layer.down.clone())
+        x + B::project(act, &layer.down)
     }
 }
