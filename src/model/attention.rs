@@ -54,7 +54,12 @@ impl<B: KernelBackend> StepAttention<B> {
                 );
                 StepAttention::Kernel(KernelPlan::new(plan, device))
             }
-            _ => StepAttention::Reference(ReferenceLayout::new(seqs, block_size, device)),
+            _ => StepAttention::Reference(ReferenceLayout::new(
+                seqs,
+                block_size,
+                spec.num_kv_heads,
+                device,
+            )),
         }
     }
 
