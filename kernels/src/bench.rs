@@ -88,7 +88,7 @@ pub fn time_attention<B: KernelBackend>(
         B::paged_attention(q.clone(), &k, &v, &plan, scale)
     });
     let reference_ms = with_reference.then(|| {
-        let layout = ReferenceLayout::<B>::new(&seqs, bs, shape.kv_heads, dev);
+        let layout = ReferenceLayout::<B>::new(&seqs, bs, dev);
         time::<B, _>(dev, iters.min(5), || {
             paged_attention_reference(q.clone(), &k, &v, &layout, scale)
         })

@@ -158,7 +158,7 @@ pub fn run_case<B: KernelBackend>(case: &ParityCase, seed: u64, dev: &B::Device)
     let host = |v: Vec<f32>, shape: [usize; 3]| {
         Tensor::<Cpu, 3>::from_data(TensorData::new(v, shape), &cpu)
     };
-    let layout = ReferenceLayout::<Cpu>::new(&seqs, bs, case.kv_heads, &cpu);
+    let layout = ReferenceLayout::<Cpu>::new(&seqs, bs, &cpu);
     let want = paged_attention_reference(
         host(q_host, [tokens, heads, hd]),
         &host(k_host, kv_shape),

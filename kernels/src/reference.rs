@@ -16,22 +16,20 @@ pub struct ReferenceLayout<B: Backend> {
     q_gather: Tensor<B, 1, Int>,
     /// `[tokens]`: padded row `b * max_q + i` of each packed query row.
     out_unpad: Tensor<B, 1, Int>,
-    /// `[batch * kv_heads * max_ctx]`: row `slot * kv_heads + h` of the cache seen as
-    /// `[slots * kv_heads, head_dim]`, for key `j` of KV head `h` of sequence `b`, in that
-    /// order, so the gathered keys are contiguous per (sequence, head) (slot 0 for padding).
+    /// `[batch * max_ctx]`: cache slot of key `j` of sequence `b` (slot 0 for padding).
     kv_gather: Tensor<B, 1, Int>,
     /// `[batch, 1, max_q, max_ctx]`: true where attention is not allowed.
     mask: Tensor<B, 4, Bool>,
 }
 
 impl<B: Backend> ReferenceLayout<B> {
-    pub fn new(seqs: &[SeqAttn], block_size: usize, kv_heads: usize, device: &B::Device) -> Self {
+    pub fn new(seqs: &[SeqAttn], block_size: usize, device: &B::Device) -> Self {
         let batch = seqs.len();
         let max_q = seqs.iter().map(|s| s.q_len).max().unwrap_or(1).max(1);
         let max_ctx = seqs.iter().map(|s| s.ctx_len).max().unwrap_or(1).max(1);
         let mut q_gather = vec![0i32; batch * max_q];
         let mut out_unpad = Vec::new();
-        let mut kv_gather = vec![0i32; batch * kv_heads * max_ctx];
+        let mut kv_gather = vec![0i32; batch * max_ctx];
         let mut mask = vec![true; batch * max_q * max_ctx];
         let mut row = 0;
         for (b, s) in seqs.iter().enumerate() {
@@ -43,9 +41,7 @@ impl<B: Backend> ReferenceLayout<B> {
             }
             for pos in 0..ctx {
                 let slot = s.block_table[pos / block_size] as usize * block_size + pos % block_size;
-                for h in 0..kv_heads {
-                    kv_gather[(b * kv_heads + h) * max_ctx + pos] = (slot * kv_heads + h) as i32;
-                }
+                kv_gather[b * max_ctx + pos] = slot as i32;
             }
             for i in 0..max_q {
                 // Query i sits at position ctx - q_len + i; padded queries see the whole context.
@@ -86,16 +82,14 @@ pub fn paged_attention_reference<B: Backend>(
     let kv_heads = k_cache.dims()[1];
     let group = heads / kv_heads;
     let (b, mq, mc) = (layout.batch, layout.max_q, layout.max_ctx);
-    // Contiguous per (sequence, KV head), so no matmul below copies keys or values again.
     let gather_kv = |cache: &Tensor<B, 3>| {
-        let slots = cache.dims()[0];
         cache
             .clone()
-            .reshape([slots * kv_heads, hd])
             .select(0, layout.kv_gather.clone())
-            .reshape([b, kv_heads, mc, hd])
+            .reshape([b, mc, kv_heads, hd])
+            .swap_dims(1, 2)
     };
-    let k = gather_kv(k_cache);
+    let k = gather_kv(k_cache); // [b, kv_heads, mc, hd]
     let v = gather_kv(v_cache);
     // Query head h uses KV head h / group (HF's repeat_kv), so heads split as (kv_heads, group).
     let q = q
@@ -103,11 +97,7 @@ pub fn paged_attention_reference<B: Backend>(
         .reshape([b, mq, kv_heads, group, hd])
         .permute([0, 2, 3, 1, 4])
         .reshape([b, kv_heads, group * mq, hd]);
-    // k @ qᵀ rather than q @ kᵀ: the transposed operand is the (small) query, not the keys.
-    let scores = k
-        .matmul(q.transpose())
-        .swap_dims(2, 3)
-        .reshape([b, heads, mq, mc]);
+    let scores = q.matmul(k.transpose()).reshape([b, heads, mq, mc]);
     let dtype = scores.dtype();
     let scores = scores.cast(DType::F32).mul_scalar(scale).mask_fill(
         layout.mask.clone().expand([b, heads, mq, mc]),

@@ -54,12 +54,7 @@ impl<B: KernelBackend> StepAttention<B> {
                 );
                 StepAttention::Kernel(KernelPlan::new(plan, device))
             }
-            _ => StepAttention::Reference(ReferenceLayout::new(
-                seqs,
-                block_size,
-                spec.num_kv_heads,
-                device,
-            )),
+            _ => StepAttention::Reference(ReferenceLayout::new(seqs, block_size, device)),
         }
     }
 
