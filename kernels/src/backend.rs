@@ -205,8 +205,8 @@ impl KernelBackend for NdArray<f32> {
             out.into_dyn().into_shared(),
         )))
     }
-    /// burn-ndarray's matmul copies a transposed operand into standard layout on every call
-    /// (the whole weight, every step): copy it once here instead.
+    /// `project` reads strided weights in place, but matrixmultiply packs a row-major weight
+    /// from contiguous rows faster than from a transposed view: lay it out once at load.
     fn prepare_weight(w: Tensor<Self, 2>) -> Tensor<Self, 2> {
         let device = w.device();
         Tensor::from_data(w.into_data(), &device)
