@@ -56,6 +56,14 @@ pub enum KernelsCommand {
         #[arg(long, default_value = "results/kernels")]
         out: PathBuf,
     },
+    /// cubek's matmul strategies on qwen3-0.6b's projections, both weight layouts.
+    Matmul {
+        #[command(flatten)]
+        backend: BackendArgs,
+        /// Folder for matmul.csv.
+        #[arg(long, default_value = "results/kernels")]
+        out: PathBuf,
+    },
 }
 
 #[derive(
@@ -94,7 +102,7 @@ pub struct ModelArgs {
     pub seed: u64,
     #[command(flatten)]
     pub backend: BackendArgs,
-    /// Attention implementation: cubecl kernels (GPU) or the plain-burn reference.
+    /// Attention implementation: the kernels (cubecl on the GPU, host attention on the CPU) or the plain-burn reference.
     #[arg(long, value_enum, default_value_t = AttentionBackend::Auto)]
     pub attention: AttentionBackend,
 }

@@ -167,6 +167,10 @@ impl BackendTask for Info {
                 caps.compute_units,
                 caps.max_shared_bytes / 1024
             ),
+            None if B::HOST_ATTENTION => println!(
+                "attention: kernel (host attention on the arrays in place; this backend has no \
+                 cubecl kernels) by default; `--attention reference` for plain burn ops"
+            ),
             None => println!(
                 "attention: reference (plain burn ops over the paged cache); this backend has \
                  no cubecl kernels"

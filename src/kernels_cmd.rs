@@ -1,4 +1,4 @@
-//! `nanovllm kernels check|bench`: the kernel parity check and the attention benches, on
+//! `nanovllm kernels check|bench` (`matmul`: see `matmul_cmd`): the kernel parity check and the attention benches, on
 //! whichever backend is chosen (CUDA in bf16 on the GPU machine). Bench results go to CSV.
 use std::path::PathBuf;
 
@@ -34,6 +34,9 @@ impl BackendTask for KernelsArgs {
         match self.command {
             KernelsCommand::Check(_) => check::<B>(&device),
             KernelsCommand::Bench { out, .. } => bench::<B>(&device, &out),
+            KernelsCommand::Matmul { out, .. } => {
+                crate::matmul_cmd::bench_matmul::<B>(&device, &out)
+            }
         }
     }
 }
@@ -42,7 +45,9 @@ impl KernelsArgs {
     pub fn backend(&self) -> &BackendArgs {
         match &self.command {
             KernelsCommand::Check(b) => b,
-            KernelsCommand::Bench { backend, .. } => backend,
+            KernelsCommand::Bench { backend, .. } | KernelsCommand::Matmul { backend, .. } => {
+                backend
+            }
         }
     }
 }

@@ -12,4 +12,5 @@ pub mod engine;
 pub mod experiment;
 pub mod harness;
 pub mod kernels_cmd;
+pub mod matmul_cmd;
 pub mod model;

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use nanovllm::backend::Cpu;
 use nanovllm::engine::{
-    ChunkOrder, EngineConfig, KvBudget, Prompt, SamplingParams, SchedulerPolicy, LLM,
+    AttentionBackend, ChunkOrder, EngineConfig, KvBudget, Prompt, SamplingParams, SchedulerPolicy,
+    LLM,
 };
 use nanovllm::model::{load_model, ModelSource, WeightsKind};
 use serde::Deserialize;
@@ -138,6 +139,19 @@ fn check_greedy(name: &str) {
         ),
         g.greedy_tokens,
         "{name}: block size 256"
+    );
+    // The CPU engine runs the host attention; the plain-burn oracle must agree with HF too.
+    assert_eq!(
+        greedy(
+            &dir,
+            EngineConfig {
+                attention: AttentionBackend::Reference,
+                ..small_blocks()
+            },
+            &g.prompts
+        ),
+        g.greedy_tokens,
+        "{name}: reference attention"
     );
 }
 

@@ -2,7 +2,8 @@
 # One batched run on the GPU machine (see README "GPU machine"). Build here first:
 #   ../shared/tools/device-build.sh --bin nanovllm --example golden_check
 # then run this script there with .devbin carried (xz-compressed binaries are unpacked).
-# STEPS picks what runs; logs and a results tarball go under $OUT.
+# STEPS picks what runs (info kernels_check golden perplexity kernels_bench matmul profile
+# decode_latency bench bench_part bench_fusion hf_peer chunk512 chunk_sweep); logs and a results tarball go under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 B=./.devbin
@@ -16,6 +17,8 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
     info) run $B/nanovllm info --backend cuda ;;
     kernels_check) run timeout -s INT 120 $B/nanovllm kernels check --backend cuda ;;
     kernels_bench) run timeout -s INT 240 $B/nanovllm kernels bench --backend cuda --out "$OUT/results/kernels" ;;
+    matmul) run timeout -s INT ${MATMUL_TIMEOUT:-500} $B/nanovllm kernels matmul --backend cuda-unfused --out "$OUT/results/kernels"
+            run timeout -s INT 120 python tools/matmul_torch.py --out "$OUT/results/kernels/matmul_torch.csv" ;;
     hf_peer) run timeout -s INT ${PEER_TIMEOUT:-400} python tools/hf_peer.py --requests "$(ls -d $OUT/results/bench/*/requests.csv | head -1)" \
                ${PEER_ARGS:-} --out "$OUT/results/bench/hf_peer.csv" ;;
     golden) run timeout -s INT 150 $B/golden_check --backend cuda

@@ -11,7 +11,11 @@ use burn_cubecl::{
 };
 use cubecl::prelude::{CubeElement, Float as CubeFloat, Int as CubeInt};
 
+use cubek::matmul::launch::Strategy;
+
 use crate::attention::{device_caps, paged_attention, store_kv, DevicePlan};
+use crate::host_attention::{host_attention, HostLayout};
+use crate::host_matmul::{few_rows_matmul, FEW_ROWS};
 use crate::layers::{add_rms_norm, gemv, qk_norm_rope, rms_norm, silu_mul, HeadShape};
 use crate::plan::{AttentionPlan, DeviceCaps, ITEM_FIELDS, MERGE_FIELDS};
 use crate::sample::{sample_rows, RowSampling};
@@ -120,9 +124,34 @@ pub trait KernelBackend: Backend {
     /// `silu(gate) * up` of `gate_up` `[tokens, 2 * inter]` (gate first).
     fn silu_mul(gate_up: Tensor<Self, 2>) -> Tensor<Self, 2>;
 
-    /// `x @ w`: the small-M kernel for a few rows and a transposed-contiguous weight, burn's
-    /// matmul otherwise.
+    /// `x @ w`: cubek's matmul with the strategy measured best for the row count
+    /// ([`project_strategy`](crate::matmul::project_strategy)), or the small-M kernel.
     fn project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2>;
+
+    /// `x @ w` through cubek's matmul with `strategy` (`nanovllm kernels matmul`); an error
+    /// when the strategy does not take the shapes, or the backend has no cubek.
+    fn matmul_with(
+        _strategy: &Strategy,
+        _x: Tensor<Self, 2>,
+        _w: &Tensor<Self, 2>,
+    ) -> Result<Tensor<Self, 2>, String> {
+        Err("this backend has no cubek matmul".into())
+    }
+
+    /// Whether [`host_attention`](Self::host_attention) exists: tensors in host memory.
+    const HOST_ATTENTION: bool = false;
+
+    /// Paged attention computed on the host arrays in place (see [`crate::host_attention`]),
+    /// for a backend without kernels whose tensors live in host memory.
+    fn host_attention(
+        _q: Tensor<Self, 3>,
+        _k_cache: &Tensor<Self, 3>,
+        _v_cache: &Tensor<Self, 3>,
+        _layout: &HostLayout,
+        _scale: f32,
+    ) -> Tensor<Self, 3> {
+        unreachable!("callers check HOST_ATTENTION")
+    }
 
     /// A projection weight `[in, out]` as loaded (a transposed view of HF's `[out, in]`), in
     /// the layout this backend's `project` reads best. Kept as the view by default: the
@@ -184,9 +213,38 @@ impl KernelBackend for NdArray<f32> {
     fn silu_mul(_: Tensor<Self, 2>) -> Tensor<Self, 2> {
         unreachable!("{NO_KERNELS}")
     }
+    const HOST_ATTENTION: bool = true;
+    fn host_attention(
+        q: Tensor<Self, 3>,
+        k_cache: &Tensor<Self, 3>,
+        v_cache: &Tensor<Self, 3>,
+        layout: &HostLayout,
+        scale: f32,
+    ) -> Tensor<Self, 3> {
+        use burn_ndarray::NdArrayTensor;
+        let primitive = |t: Tensor<Self, 3>| t.into_primitive().tensor();
+        let (NdArrayTensor::F32(qs), NdArrayTensor::F32(ks), NdArrayTensor::F32(vs)) = (
+            primitive(q),
+            primitive(k_cache.clone()),
+            primitive(v_cache.clone()),
+        ) else {
+            unreachable!("NdArray<f32> holds f32 tensors")
+        };
+        let out = host_attention(
+            view3(qs.view()),
+            view3(ks.view()),
+            view3(vs.view()),
+            layout,
+            scale,
+        );
+        Tensor::from_primitive(TensorPrimitive::Float(NdArrayTensor::from(
+            out.into_dyn().into_shared(),
+        )))
+    }
     /// burn-ndarray 0.21's matmul copies both operands on every call, even contiguous ones
     /// (its reshape turns a view into an owned array): for a weight that is the whole weight,
-    /// every step. ndarray's own `dot` reads them in place.
+    /// every step. ndarray's own `dot` reads them in place; a few rows (decodes) take
+    /// [`few_rows_matmul`], which also skips matrixmultiply's packing of the weight.
     fn project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2> {
         use burn::tensor::TensorPrimitive;
         use burn_ndarray::NdArrayTensor;
@@ -200,7 +258,10 @@ impl KernelBackend for NdArray<f32> {
         let matrix = "project takes 2-D tensors";
         let xm = xv.into_dimensionality::<ndarray::Ix2>().expect(matrix);
         let wm = wv.into_dimensionality::<ndarray::Ix2>().expect(matrix);
-        let out = xm.dot(&wm);
+        let out = match xm.nrows() <= FEW_ROWS {
+            true => few_rows_matmul(xm, wm).unwrap_or_else(|| xm.dot(&wm)),
+            false => xm.dot(&wm),
+        };
         Tensor::from_primitive(TensorPrimitive::Float(NdArrayTensor::from(
             out.into_dyn().into_shared(),
         )))
@@ -211,6 +272,11 @@ impl KernelBackend for NdArray<f32> {
         let device = w.device();
         Tensor::from_data(w.into_data(), &device)
     }
+}
+
+fn view3(v: ndarray::ArrayViewD<'_, f32>) -> ndarray::ArrayView3<'_, f32> {
+    v.into_dimensionality()
+        .expect("attention takes 3-D tensors")
 }
 
 /// How a cubecl-based backend hands tensors to the kernels and takes results back.
@@ -357,15 +423,26 @@ impl<B: CubeBridge> KernelBackend for B {
         B::float_out(silu_mul::<B::R, B::F>(B::float_in(gate_up)))
     }
 
+    fn matmul_with(
+        strategy: &Strategy,
+        x: Tensor<Self, 2>,
+        w: &Tensor<Self, 2>,
+    ) -> Result<Tensor<Self, 2>, String> {
+        crate::matmul::matmul_with::<B::R>(strategy, B::float_in(x), B::float_in(w.clone()))
+            .map(B::float_out)
+            .map_err(|e| format!("{e:?}"))
+    }
+
     fn project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2> {
-        if x.dims()[0] > crate::layers::GEMV_MAX_ROWS {
-            return x.matmul(w.clone());
-        }
         let w_cube = B::float_in(w.clone());
-        match gemv::<B::R, B::F>(B::float_in(x.clone()), &w_cube) {
-            Some(out) => B::float_out(out),
-            None => x.matmul(w.clone()),
-        }
+        let out = match crate::matmul::project_strategy(x.dims()[0]) {
+            Some(strategy) => {
+                crate::matmul::matmul_with::<B::R>(&strategy, B::float_in(x.clone()), w_cube).ok()
+            }
+            None => gemv::<B::R, B::F>(B::float_in(x.clone()), &w_cube),
+        };
+        // A shape or layout the chosen kernel does not take: burn's default.
+        out.map(B::float_out).unwrap_or_else(|| x.matmul(w.clone()))
     }
 }
 

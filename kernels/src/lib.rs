@@ -7,6 +7,7 @@
 //!   the log-sum-exp merge of split decode contexts).
 //! - [`attention`]: their launcher on cubecl tensors.
 //! - [`reference`]: the same attention in plain burn.
+//! - [`host_attention`]: the same attention on host arrays in place: the CPU engine's.
 //! - [`backend`]: [`KernelBackend`], implemented for ndarray (no kernels), cubecl backends and,
 //!   with the `fusion` feature, fused cubecl backends.
 pub mod attention;
@@ -14,8 +15,12 @@ pub mod attention_kernel;
 pub mod backend;
 pub mod bench;
 pub mod decode_kernel;
+pub mod host_attention;
+pub mod host_matmul;
 pub mod layer_kernels;
 pub mod layers;
+pub mod matmul;
+pub mod matmul_bench;
 pub mod parity;
 pub mod plan;
 pub mod reference;
@@ -23,6 +28,7 @@ pub mod sample;
 pub mod sample_kernel;
 
 pub use backend::{DeviceSampling, KernelBackend, KernelPlan};
+pub use host_attention::HostLayout;
 pub use plan::{AttentionPlan, DeviceCaps, SeqAttn, TileShape};
 pub use reference::{paged_attention_reference, ReferenceLayout};
 pub use sample::{key_from_seed, RowSampling};

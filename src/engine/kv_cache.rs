@@ -52,7 +52,8 @@ pub fn plan_num_blocks<B: KernelBackend>(
 }
 
 /// One forward pass as large as a real prefill step, so the memory pool reaches its working
-/// size before free memory is measured.
+/// size before free memory is measured; then every matmul kernel the steps will need, so
+/// compilation stays out of the measured steps.
 fn warm_up<B: KernelBackend>(
     runner: &mut ModelRunner<B>,
     cfg: &EngineConfig,
@@ -83,4 +84,9 @@ fn warm_up<B: KernelBackend>(
         ModelRunner::argmax_rows(logits);
     }
     runner.reset_cache(1);
+    // Each row-count class of `project` (see `nanovllm_kernels::matmul::project_strategy`),
+    // at a multiple of every tile and off it.
+    runner
+        .model
+        .warm_up_projections(&[1, 4, 63, 64, 255, 256, 1023, 1024, 4095, 4096]);
 }

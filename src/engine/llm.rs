@@ -70,7 +70,7 @@ impl<B: KernelBackend> LLM<B> {
         config.validate(max_model_len).map_err(anyhow::Error::msg)?;
         let attention = config
             .attention
-            .resolve(B::kernel_caps(device).is_some())
+            .resolve(B::kernel_caps(device).is_some() || B::HOST_ATTENTION)
             .map_err(anyhow::Error::msg)?;
         let mut runner = ModelRunner::new(model.decoder, 1, config.block_size, attention, device);
         let num_blocks = plan_num_blocks(&mut runner, &config, max_model_len, device)?;

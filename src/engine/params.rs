@@ -100,10 +100,11 @@ pub enum SchedulerPolicy {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum AttentionBackend {
-    /// The cubecl kernels where the backend has them (CUDA), else the reference.
+    /// The kernels where the backend has them (cubecl on CUDA, host attention on ndarray),
+    /// else the reference.
     #[default]
     Auto,
-    /// The cubecl kernels; an error on a backend without them.
+    /// The kernels; an error on a backend without them (wgpu).
     Kernel,
     /// Plain burn ops: the kernels' oracle and baseline.
     Reference,
@@ -118,13 +119,14 @@ impl AttentionBackend {
         }
     }
 
-    /// The implementation to run on a backend that has (or lacks) the kernels.
+    /// The implementation to run on a backend that has (or lacks) kernels: cubecl ones, or
+    /// the host attention of a CPU backend.
     pub fn resolve(self, has_kernels: bool) -> Result<AttentionImpl, String> {
         match (self, has_kernels) {
             (AttentionBackend::Auto | AttentionBackend::Kernel, true) => Ok(AttentionImpl::Kernel),
             (AttentionBackend::Kernel, false) => Err(
-                "attention.backend = \"kernel\" needs a backend with cubecl kernels: \
-                 build with --features cuda and run on the GPU, or use \"reference\""
+                "attention.backend = \"kernel\" needs a backend with kernels (CUDA with \
+                 --features cuda, or the CPU's host attention), or use \"reference\""
                     .into(),
             ),
             _ => Ok(AttentionImpl::Reference),

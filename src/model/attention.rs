@@ -1,12 +1,16 @@
 //! Attention over the paged KV cache, by one of two implementations chosen per engine:
 //! the cubecl kernel (GPU backends) or the plain-burn reference (every backend; the oracle).
 //!
+//! On a backend without kernels whose tensors live in host memory (ndarray), "kernel" means
+//! the host attention: the same attention computed on the arrays in place.
+//!
 //! One code path serves whole prefills, prefills whose prefix is cached, prefill chunks and
 //! decodes, mixed in one batch: each sequence brings `q_len` new query tokens and attends
 //! causally to its first `ctx_len` cached tokens (the new ones included, already stored).
 use burn::tensor::Tensor;
 use nanovllm_kernels::{
-    paged_attention_reference, AttentionPlan, KernelBackend, KernelPlan, ReferenceLayout, SeqAttn,
+    paged_attention_reference, AttentionPlan, HostLayout, KernelBackend, KernelPlan,
+    ReferenceLayout, SeqAttn,
 };
 
 use super::arch::ArchSpec;
@@ -30,6 +34,7 @@ impl AttentionImpl {
 /// One step's attention layout, built once and shared by every layer.
 pub enum StepAttention<B: KernelBackend> {
     Kernel(KernelPlan<B>),
+    Host(HostLayout),
     Reference(ReferenceLayout<B>),
 }
 
@@ -54,6 +59,9 @@ impl<B: KernelBackend> StepAttention<B> {
                 );
                 StepAttention::Kernel(KernelPlan::new(plan, device))
             }
+            (AttentionImpl::Kernel, None) if B::HOST_ATTENTION => {
+                StepAttention::Host(HostLayout::new(seqs, block_size))
+            }
             _ => StepAttention::Reference(ReferenceLayout::new(seqs, block_size, device)),
         }
     }
@@ -69,6 +77,7 @@ impl<B: KernelBackend> StepAttention<B> {
     ) -> Tensor<B, 2> {
         let out = match self {
             StepAttention::Kernel(plan) => B::paged_attention(q, k_cache, v_cache, plan, scale),
+            StepAttention::Host(layout) => B::host_attention(q, k_cache, v_cache, layout, scale),
             StepAttention::Reference(layout) => {
                 paged_attention_reference(q, k_cache, v_cache, layout, scale)
             }

@@ -40,7 +40,7 @@ impl<B: KernelBackend> LayerCache<B> {
                 B::store_kv(&kc, &vc, k, v, &slots);
                 (kc, vc)
             }
-            StepAttention::Reference(_) => (
+            StepAttention::Host(_) | StepAttention::Reference(_) => (
                 kc.scatter_nd(step.slot_mapping.clone(), k, IndexingUpdateOp::Assign),
                 vc.scatter_nd(step.slot_mapping.clone(), v, IndexingUpdateOp::Assign),
             ),
@@ -123,28 +123,30 @@ impl<B: KernelBackend> Decoder<B> {
             spec.intermediate_size,
         );
         // HF stores linear weights as [out, in]; we keep [in, out] so activations multiply on the
-        // left, in the layout the backend's `project` wants (`prepare_weight`).
-        let hf_linear = |name: String, out: usize, inp: usize| {
-            source
-                .load::<B, 2>(&name, [out, inp], Init::Matrix, device)
-                .map(|w| w.transpose())
+        // left: a transposed view of HF's rows (a fused projection stacks its parts' rows first),
+        // which the GPU's matmul strategies read fastest (`nanovllm kernels matmul`), then the
+        // layout the backend's `project` wants (`prepare_weight`).
+        let linear = |parts: &[(String, usize)], inp: usize| -> Result<Tensor<B, 2>, ModelError> {
+            let rows = parts
+                .iter()
+                .map(|(name, out)| source.load::<B, 2>(name, [*out, inp], Init::Matrix, device))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(B::prepare_weight(Tensor::cat(rows, 0).transpose()))
         };
-        let linear =
-            |name: String, out: usize, inp: usize| hf_linear(name, out, inp).map(B::prepare_weight);
         let vector =
             |name: String, n: usize, init: Init| source.load::<B, 1>(&name, [n], init, device);
         let mut layers = Vec::with_capacity(spec.num_layers);
         for i in 0..spec.num_layers {
             let n = |rest: &str| names::layer(i, rest);
-            let proj = |p: &str, out: usize| hf_linear(n(&format!("{p}.weight")), out, h);
-            let qkv = B::prepare_weight(Tensor::cat(
-                vec![
-                    proj(names::Q, nq * hd)?,
-                    proj(names::K, nkv * hd)?,
-                    proj(names::V, nkv * hd)?,
+            let weight = |p: &str| n(&format!("{p}.weight"));
+            let qkv = linear(
+                &[
+                    (weight(names::Q), nq * hd),
+                    (weight(names::K), nkv * hd),
+                    (weight(names::V), nkv * hd),
                 ],
-                1,
-            ));
+                h,
+            )?;
             let qkv_bias = match spec.qkv_bias {
                 true => {
                     let b = |p: &str, len: usize| vector(n(&format!("{p}.bias")), len, Init::Zeros);
@@ -173,15 +175,9 @@ impl<B: KernelBackend> Decoder<B> {
                 qkv_bias,
                 q_norm,
                 k_norm,
-                o: linear(n(names::O), h, nq * hd)?,
-                gate_up: B::prepare_weight(Tensor::cat(
-                    vec![
-                        hf_linear(n(names::GATE), inter, h)?,
-                        hf_linear(n(names::UP), inter, h)?,
-                    ],
-                    1,
-                )),
-                down: linear(n(names::DOWN), h, inter)?,
+                o: linear(&[(n(names::O), h)], nq * hd)?,
+                gate_up: linear(&[(n(names::GATE), inter), (n(names::UP), inter)], h)?,
+                down: linear(&[(n(names::DOWN), h)], inter)?,
             });
         }
         let embed =
@@ -189,7 +185,7 @@ impl<B: KernelBackend> Decoder<B> {
         // Some tied checkpoints still ship lm_head.weight; tying wins only when it is absent.
         let lm_head = match spec.tie_word_embeddings && !source.has(names::LM_HEAD) {
             true => B::prepare_weight(embed.clone().transpose()),
-            false => linear(names::LM_HEAD.into(), spec.vocab_size, h)?,
+            false => linear(&[(names::LM_HEAD.into(), spec.vocab_size)], h)?,
         };
         Ok(Self {
             spec: spec.clone(),
@@ -199,6 +195,27 @@ impl<B: KernelBackend> Decoder<B> {
             lm_head,
             rope: Rope::new(spec, max_positions, device),
         })
+    }
+
+    /// Runs every projection shape once at each of `rows`, discarding the results. cubecl
+    /// compiles a matmul kernel per strategy and per bounds check (rows a multiple of the tile
+    /// or not) on first sight, 1 to 3 s each on an H100: unwarmed, a benchmark's first steps
+    /// pay that inside their timings.
+    pub fn warm_up_projections(&self, rows: &[usize]) {
+        let layer = &self.layers[0];
+        for w in [
+            &layer.qkv,
+            &layer.o,
+            &layer.gate_up,
+            &layer.down,
+            &self.lm_head,
+        ] {
+            let [k, _] = w.dims();
+            for &m in rows {
+                let x = Tensor::<B, 2>::zeros([m, k], &w.device());
+                let _ = B::project(x, w).into_data();
+            }
+        }
     }
 
     /// Runs one step: stores every new token's K and V in `cache` and returns the logits
