@@ -25,12 +25,12 @@ pub fn project_strategy(rows: usize) -> Option<Strategy> {
     Some(match rows {
         // A vector-matrix kernel with a plane per output block: 2.1x our kernel on the LM head.
         1 => Strategy::GemvPlaneParallel(Inferred(Default::default())),
-        2..=crate::layers::GEMV_MAX_ROWS => return None,
+        m if m <= crate::layers::GEMV_MAX_ROWS => return None,
         // Specialized loaders (warps that only load, warps that only multiply) with Hopper's
         // `mma`: the best over the five shapes at 16 rows.
-        ..=64 => Strategy::SpecializedCyclicMma(Inferred(().into())),
+        m if m <= 64 => Strategy::SpecializedCyclicMma(Inferred(().into())),
         // Double buffering in k with rows ordered per plane: the best at 256 rows.
-        ..=1024 => Strategy::OrderedDoubleMma(Inferred(OrderedSelectionArgs {
+        m if m <= 1024 => Strategy::OrderedDoubleMma(Inferred(OrderedSelectionArgs {
             partition_k: Some(2),
             row_count: Some(8),
             rows_per_plane: Some(2),
