@@ -230,23 +230,19 @@ impl KernelBackend for NdArray<f32> {
         ) else {
             unreachable!("NdArray<f32> holds f32 tensors")
         };
-        let out = host_attention(
+        ndarray_tensor(host_attention(
             view3(qs.view()),
             view3(ks.view()),
             view3(vs.view()),
             layout,
             scale,
-        );
-        Tensor::from_primitive(TensorPrimitive::Float(NdArrayTensor::from(
-            out.into_dyn().into_shared(),
-        )))
+        ))
     }
     /// burn-ndarray 0.21's matmul copies both operands on every call, even contiguous ones
     /// (its reshape turns a view into an owned array): for a weight that is the whole weight,
     /// every step. ndarray's own `dot` reads them in place; a few rows (decodes) take
     /// [`few_rows_matmul`], which also skips matrixmultiply's packing of the weight.
     fn project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2> {
-        use burn::tensor::TensorPrimitive;
         use burn_ndarray::NdArrayTensor;
         let primitive = |t: Tensor<Self, 2>| t.into_primitive().tensor();
         let (NdArrayTensor::F32(xs), NdArrayTensor::F32(ws)) =
@@ -258,13 +254,10 @@ impl KernelBackend for NdArray<f32> {
         let matrix = "project takes 2-D tensors";
         let xm = xv.into_dimensionality::<ndarray::Ix2>().expect(matrix);
         let wm = wv.into_dimensionality::<ndarray::Ix2>().expect(matrix);
-        let out = match xm.nrows() <= FEW_ROWS {
+        ndarray_tensor(match xm.nrows() <= FEW_ROWS {
             true => few_rows_matmul(xm, wm).unwrap_or_else(|| xm.dot(&wm)),
             false => xm.dot(&wm),
-        };
-        Tensor::from_primitive(TensorPrimitive::Float(NdArrayTensor::from(
-            out.into_dyn().into_shared(),
-        )))
+        })
     }
     /// `project` reads strided weights in place, but matrixmultiply packs a row-major weight
     /// from contiguous rows faster than from a transposed view: lay it out once at load.
@@ -272,6 +265,15 @@ impl KernelBackend for NdArray<f32> {
         let device = w.device();
         Tensor::from_data(w.into_data(), &device)
     }
+}
+
+/// An ndarray result as a tensor of the CPU backend, without a copy.
+fn ndarray_tensor<D: ndarray::Dimension, const R: usize>(
+    a: ndarray::Array<f32, D>,
+) -> Tensor<NdArray<f32>, R> {
+    Tensor::from_primitive(TensorPrimitive::Float(burn_ndarray::NdArrayTensor::from(
+        a.into_dyn().into_shared(),
+    )))
 }
 
 fn view3(v: ndarray::ArrayViewD<'_, f32>) -> ndarray::ArrayView3<'_, f32> {
