@@ -56,13 +56,16 @@ pub enum KernelsCommand {
         #[arg(long, default_value = "results/kernels")]
         out: PathBuf,
     },
-    /// cubek's matmul strategies on qwen3-0.6b's projections, both weight layouts.
+    /// cubek's matmul strategies and cuBLAS on qwen3-0.6b's projections, both weight layouts.
     Matmul {
         #[command(flatten)]
         backend: BackendArgs,
         /// Folder for matmul.csv.
         #[arg(long, default_value = "results/kernels")]
         out: PathBuf,
+        /// Time only the engine's `project`, cuBLAS and burn's default (minutes faster).
+        #[arg(long)]
+        engine_only: bool,
     },
 }
 

@@ -34,9 +34,9 @@ impl BackendTask for KernelsArgs {
         match self.command {
             KernelsCommand::Check(_) => check::<B>(&device),
             KernelsCommand::Bench { out, .. } => bench::<B>(&device, &out),
-            KernelsCommand::Matmul { out, .. } => {
-                crate::matmul_cmd::bench_matmul::<B>(&device, &out)
-            }
+            KernelsCommand::Matmul {
+                out, engine_only, ..
+            } => crate::matmul_cmd::bench_matmul::<B>(&device, &out, engine_only),
         }
     }
 }
@@ -91,7 +91,7 @@ fn check<B: KernelBackend>(device: &B::Device) -> anyhow::Result<()> {
         ("qk_norm_rope", l.qk_norm_rope),
         ("rope_without_norm", l.rope_without_norm),
         ("silu_mul", l.silu_mul),
-        ("gemv", l.gemv),
+        ("project", l.project),
     ] {
         if err > tol {
             failed.push(name);

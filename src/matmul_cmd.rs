@@ -1,5 +1,5 @@
-//! `nanovllm kernels matmul`: every cubek matmul strategy, burn's default and the engine's
-//! `project` on qwen3-0.6b's projection shapes, at decode and prefill row counts, in both
+//! `nanovllm kernels matmul`: every cubek matmul strategy, cuBLAS, burn's default and the
+//! engine's `project` on qwen3-0.6b's projection shapes, at decode and prefill row counts, in both
 //! weight layouts. Writes `matmul.csv` row by row (a strategy that kills the device leaves
 //! the rows before it) and prints the best strategy per case.
 use std::path::Path;
@@ -7,7 +7,8 @@ use std::path::Path;
 use anyhow::Context;
 use nanovllm_kernels::matmul::{few_rows_strategies, tiled_strategies};
 use nanovllm_kernels::matmul_bench::{
-    matmul_inputs, tflops, time_calls, time_strategy, weight_gb_per_s, MatmulCase, WeightLayout,
+    launch_cost_us, matmul_inputs, tflops, time_calls, time_strategy, weight_gb_per_s, MatmulCase,
+    WeightLayout,
 };
 use nanovllm_kernels::KernelBackend;
 
@@ -22,12 +23,16 @@ const SHAPES: [(&str, usize, usize); 5] = [
 
 /// Rows: batch-1 and small-batch decode, the bench's decode batch, and a prefill step. The
 /// LM head only sees sampled rows (at most a decode batch).
-const ROWS: [usize; 4] = [1, 16, 256, 4096];
+const ROWS: [usize; 6] = [1, 4, 16, 64, 256, 4096];
 
 /// Up to this many rows the few-rows strategies are timed too (beyond, they are far slower).
 const FEW_ROWS: usize = 16;
 
-pub fn bench_matmul<B: KernelBackend>(device: &B::Device, out: &Path) -> anyhow::Result<()> {
+pub fn bench_matmul<B: KernelBackend>(
+    device: &B::Device,
+    out: &Path,
+    engine_only: bool,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let path = out.join("matmul.csv");
     let mut csv =
@@ -46,6 +51,10 @@ pub fn bench_matmul<B: KernelBackend>(device: &B::Device, out: &Path) -> anyhow:
     let elem = burn::tensor::Tensor::<B, 1>::zeros([1], device)
         .dtype()
         .size();
+    println!(
+        "launch cost: {:.1} us per tiny element-wise op (2,000 chained, one sync)",
+        launch_cost_us::<B>(device, 2000)
+    );
     let (tiled, few) = (tiled_strategies(), few_rows_strategies());
     for (proj, k, n) in SHAPES {
         for m in ROWS.into_iter().filter(|&m| proj != "lm_head" || m <= 256) {
@@ -56,11 +65,15 @@ pub fn bench_matmul<B: KernelBackend>(device: &B::Device, out: &Path) -> anyhow:
                 let engine = time_calls::<B, _, ()>(device, || Ok(B::project(x.clone(), &w)));
                 let burn_default =
                     time_calls::<B, _, ()>(device, || Ok(x.clone().matmul(w.clone())));
+                let cublas =
+                    time_calls::<B, _, _>(device, || B::cublas_project(x.clone(), &w).ok_or(()));
                 timings.extend(engine.map(|ms| ("engine_project".to_string(), ms)));
                 timings.extend(burn_default.map(|ms| ("burn_matmul".to_string(), ms)));
+                timings.extend(cublas.map(|ms| ("cublas".to_string(), ms)));
                 drop((x, w));
                 let few_rows = few.iter().filter(|_| m <= FEW_ROWS);
-                for strategy in tiled.iter().chain(few_rows) {
+                let cubek = tiled.iter().chain(few_rows).filter(|_| !engine_only);
+                for strategy in cubek {
                     // A strategy that panics on a shape it cannot take loses only its row.
                     let timed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         time_strategy::<B>(strategy, case, device)
@@ -89,10 +102,11 @@ pub fn bench_matmul<B: KernelBackend>(device: &B::Device, out: &Path) -> anyhow:
                     .context("no strategy ran")?;
                 let burn_ms = burn_default.unwrap_or(f64::NAN);
                 println!(
-                    "{proj:>8} m {m:>6} {:<10}: burn {burn_ms:.4} ms ({:.1} TFLOP/s), engine {:.4} ms, best {} {:.4} ms ({:.1} TFLOP/s, {:.0} GB/s)",
+                    "{proj:>8} m {m:>6} {:<10}: burn {burn_ms:.4} ms ({:.1} TFLOP/s), engine {:.4} ms, cuBLAS {:.4} ms, best {} {:.4} ms ({:.1} TFLOP/s, {:.0} GB/s)",
                     layout.as_str(),
                     tflops(case, burn_ms),
                     engine.unwrap_or(f64::NAN),
+                    cublas.unwrap_or(f64::NAN),
                     best.0,
                     best.1,
                     tflops(case, best.1),

@@ -3,7 +3,7 @@
 #   ../shared/tools/device-build.sh --bin nanovllm --example golden_check
 # then run this script there with .devbin carried (xz-compressed binaries are unpacked).
 # STEPS picks what runs (info kernels_check golden perplexity kernels_bench matmul profile
-# decode_latency bench bench_part bench_fusion hf_peer chunk512 chunk_sweep); logs and a results tarball go under $OUT.
+# decode_latency bench bench_part bench_fusion hf_peer chunk512 chunk_sweep profile_mixed); logs and a results tarball go under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 B=./.devbin
@@ -11,13 +11,20 @@ B=./.devbin
 log() { echo "=== $(date +%T) $*" | tee -a "$OUT/session.log"; }
 run() { log "$*"; "$@" 2>&1 | grep -v "^ *[0-9]*: <unknown>$\|^ *[0-9]*: __libc\|^stack backtrace\|^note: Some\|^No backtrace" | tee -a "$OUT/session.log"; }
 exp() { run timeout -s INT -k 20 "$2" $B/nanovllm "experiments/$1.toml" --results-dir "$OUT/results"; }
+# cuBLAS and CUPTI (see kernels/src/cublas.rs) are loaded at run time: put them on the path.
+for lib in libcublas.so libcupti.so; do
+  found=$(find /usr/local/cuda*/ /usr/lib /opt $(python3 -c 'import site; print(*site.getsitepackages())' 2>/dev/null) \
+            -name "$lib*" 2>/dev/null | head -1)
+  [ -n "$found" ] && export LD_LIBRARY_PATH="$(dirname "$found")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+done
+echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}" | tee -a "$OUT/session.log"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$OUT/session.log"
 for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_latency bench hf_peer chunk512}; do
   case $step in
     info) run $B/nanovllm info --backend cuda ;;
     kernels_check) run timeout -s INT 120 $B/nanovllm kernels check --backend cuda ;;
     kernels_bench) run timeout -s INT 240 $B/nanovllm kernels bench --backend cuda --out "$OUT/results/kernels" ;;
-    matmul) run timeout -s INT ${MATMUL_TIMEOUT:-500} $B/nanovllm kernels matmul --backend cuda-unfused --out "$OUT/results/kernels"
+    matmul) run timeout -s INT ${MATMUL_TIMEOUT:-500} $B/nanovllm kernels matmul --backend cuda-unfused ${MATMUL_ARGS:-} --out "$OUT/results/kernels"
             run timeout -s INT 120 python tools/matmul_torch.py --out "$OUT/results/kernels/matmul_torch.csv" ;;
     hf_peer) run timeout -s INT ${PEER_TIMEOUT:-400} python tools/hf_peer.py --requests "$(ls -d $OUT/results/bench/*/requests.csv | head -1)" \
                ${PEER_ARGS:-} --out "$OUT/results/bench/hf_peer.csv" ;;
@@ -34,6 +41,12 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
                  --random-prompt-len 1000 --num-prompts $batch --max-tokens 16 --ignore-eos 2>&1 | tail -5 | tee -a "$OUT/session.log"
                xz -T4 "$OUT/profile-b$batch.log"
              done ;;
+    # The same profile over chunk512's chunked variant alone: what a mixed step spends.
+    profile_mixed) python3 -c "import sys; s = open('experiments/chunk512.toml').read(); \
+                     open('/tmp/mixed.toml', 'w').write(s.replace('[[variants]]\nlabel = \"none\"\nscheduler = { policy = \"none\" }\n', ''))"
+               CUBECL_DEBUG_OPTION=profile CUBECL_DEBUG_LOG="$OUT/profile-mixed.log" timeout -s INT 200 \
+                 $B/nanovllm /tmp/mixed.toml --results-dir "$OUT/results/mixed" 2>&1 | tail -3 | tee -a "$OUT/session.log"
+               xz -T4 "$OUT/profile-mixed.log" ;;
     bench) exp bench ${BENCH_TIMEOUT:-240} ;;
     bench_part) exp bench_part ${BENCH_TIMEOUT:-240} ;;
     bench_fusion) exp bench_fusion ${BENCH_TIMEOUT:-400} ;;

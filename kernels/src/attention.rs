@@ -44,12 +44,13 @@ fn decode_split<R: CubeRuntime>(
         kv_tile,
     })
 }
-use crate::plan::{AttentionPlan, DeviceCaps};
+use crate::plan::{AttentionPlan, DeviceCaps, TileShape};
 
 /// The plan's int arrays on the device.
 pub struct DevicePlan<R: CubeRuntime> {
     pub block_tables: CubeTensor<R>,
     pub items: CubeTensor<R>,
+    pub decode_items: Option<CubeTensor<R>>,
     pub merges: Option<CubeTensor<R>>,
 }
 
@@ -77,6 +78,19 @@ pub(crate) fn empty<R: CubeRuntime>(
         handle,
         dtype,
     )
+}
+
+/// The tensors every attention launch of one step shares.
+struct StepTensors<'a, R: CubeRuntime> {
+    q: &'a CubeTensor<R>,
+    k_cache: &'a CubeTensor<R>,
+    v_cache: &'a CubeTensor<R>,
+    block_tables: &'a CubeTensor<R>,
+    out: &'a CubeTensor<R>,
+    part_out: &'a CubeTensor<R>,
+    part_stats: &'a CubeTensor<R>,
+    scale: f32,
+    block_size: usize,
 }
 
 /// Attention of packed queries `q` `[tokens, heads, head_dim]` over the paged caches
@@ -108,61 +122,28 @@ pub fn paged_attention<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElem
     };
     let part_out = empty(&q, Shape::new([part_len(head_dim)]), DType::F32);
     let part_stats = empty(&q, Shape::new([part_len(2)]), DType::F32);
-    let client = q.client.clone();
-    let plane = client.properties().hardware.plane_size_max as usize;
-    let split_rows = match tile.tile_q {
-        1 => decode_split(&client, q.dtype.size(), head_dim, plane, tile.threads),
-        _ => None,
+    let step = StepTensors {
+        q: &q,
+        k_cache: &k_cache,
+        v_cache: &v_cache,
+        block_tables: &device_plan.block_tables,
+        out: &out,
+        part_out: &part_out,
+        part_stats: &part_stats,
+        scale,
+        block_size: plan.block_size,
     };
-    if let Some(split) = split_rows {
-        paged_decode_kernel::launch::<F, I, R>(
-            &client,
-            CubeCount::Static(plan.num_items() as u32, kv_heads as u32, 1),
-            CubeDim::new_1d(tile.threads as u32),
-            split.width,
-            q.into_tensor_arg(),
-            k_cache.into_tensor_arg(),
-            v_cache.into_tensor_arg(),
-            device_plan.block_tables.clone().into_tensor_arg(),
-            device_plan.items.clone().into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            part_out.clone().into_tensor_arg(),
-            part_stats.clone().into_tensor_arg(),
-            scale,
-            plan.block_size as u32,
-            tile.group,
-            tile.head_dim,
-            split.kv_tile,
-            tile.threads,
-            plane,
-            split.key_lanes,
-            DECODE_UNROLL,
-            split.width,
-        );
-    } else {
-        paged_attention_kernel::launch::<F, I, R>(
-            &client,
-            CubeCount::Static(plan.num_items() as u32, kv_heads as u32, 1),
-            CubeDim::new_1d(tile.threads as u32),
-            q.into_tensor_arg(),
-            k_cache.into_tensor_arg(),
-            v_cache.into_tensor_arg(),
-            device_plan.block_tables.clone().into_tensor_arg(),
-            device_plan.items.clone().into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            part_out.clone().into_tensor_arg(),
-            part_stats.clone().into_tensor_arg(),
-            scale,
-            plan.block_size as u32,
-            tile.group,
-            tile.tile_q,
-            tile.head_dim,
-            tile.kv_tile,
-            tile.threads,
-            tile.acc_per_thread(),
+    launch_items::<R, F, I>(&step, tile, &device_plan.items, plan.num_items());
+    if let Some(decode_items) = &device_plan.decode_items {
+        launch_items::<R, F, I>(
+            &step,
+            plan.decode_tile,
+            decode_items,
+            plan.num_decode_items(),
         );
     }
     if let Some(merges) = &device_plan.merges {
+        let client = q.client.clone();
         merge_partials_kernel::launch::<F, I, R>(
             &client,
             CubeCount::Static(plan.num_merges() as u32, kv_heads as u32, 1),
@@ -177,6 +158,94 @@ pub fn paged_attention<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElem
         );
     }
     out
+}
+
+/// One launch over `items` (`num_items` rows): the decode kernel for one-query tiles where
+/// the device's vector loads split a key row, else the tiled kernel.
+fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
+    step: &StepTensors<R>,
+    tile: TileShape,
+    items: &CubeTensor<R>,
+    num_items: usize,
+) {
+    if num_items == 0 {
+        return;
+    }
+    let client = step.q.client.clone();
+    let kv_heads = step.k_cache.shape()[1];
+    let cubes = CubeCount::Static(num_items as u32, kv_heads as u32, 1);
+    let dim = CubeDim::new_1d(tile.threads as u32);
+    let plane = client.properties().hardware.plane_size_max as usize;
+    let decode = match tile.tile_q {
+        1 => decode_split(
+            &client,
+            step.q.dtype.size(),
+            tile.head_dim,
+            plane,
+            tile.threads,
+        ),
+        _ => None,
+    };
+    // Both kernels take the same tensors in the same order.
+    let [q, k_cache, v_cache, block_tables, items, out, part_out, part_stats] = [
+        step.q,
+        step.k_cache,
+        step.v_cache,
+        step.block_tables,
+        items,
+        step.out,
+        step.part_out,
+        step.part_stats,
+    ]
+    .map(|t| t.clone().into_tensor_arg());
+    if let Some(split) = decode {
+        paged_decode_kernel::launch::<F, I, R>(
+            &client,
+            cubes,
+            dim,
+            split.width,
+            q,
+            k_cache,
+            v_cache,
+            block_tables,
+            items,
+            out,
+            part_out,
+            part_stats,
+            step.scale,
+            step.block_size as u32,
+            tile.group,
+            tile.head_dim,
+            split.kv_tile,
+            tile.threads,
+            plane,
+            split.key_lanes,
+            DECODE_UNROLL,
+            split.width,
+        );
+    } else {
+        paged_attention_kernel::launch::<F, I, R>(
+            &client,
+            cubes,
+            dim,
+            q,
+            k_cache,
+            v_cache,
+            block_tables,
+            items,
+            out,
+            part_out,
+            part_stats,
+            step.scale,
+            step.block_size as u32,
+            tile.group,
+            tile.tile_q,
+            tile.head_dim,
+            tile.kv_tile,
+            tile.threads,
+            tile.acc_per_thread(),
+        );
+    }
 }
 
 /// Writes `k` and `v` `[tokens, kv_heads, head_dim]` into the caches at `slots` `[tokens]`, in

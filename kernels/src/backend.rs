@@ -16,7 +16,7 @@ use cubek::matmul::launch::Strategy;
 use crate::attention::{device_caps, paged_attention, store_kv, DevicePlan};
 use crate::host_attention::{host_attention, HostLayout};
 use crate::host_matmul::{few_rows_matmul, FEW_ROWS};
-use crate::layers::{add_rms_norm, gemv, qk_norm_rope, rms_norm, silu_mul, HeadShape};
+use crate::layers::{add_rms_norm, qk_norm_rope, rms_norm, silu_mul, HeadShape};
 use crate::plan::{AttentionPlan, DeviceCaps, ITEM_FIELDS, MERGE_FIELDS};
 use crate::sample::{sample_rows, RowSampling};
 
@@ -25,6 +25,7 @@ pub struct KernelPlan<B: Backend> {
     pub plan: AttentionPlan,
     block_tables: Tensor<B, 2, Int>,
     items: Tensor<B, 2, Int>,
+    decode_items: Option<Tensor<B, 2, Int>>,
     merges: Option<Tensor<B, 2, Int>>,
 }
 
@@ -39,6 +40,8 @@ impl<B: Backend> KernelPlan<B> {
         Self {
             block_tables: ints(&plan.block_tables, plan.max_blocks),
             items: ints(&plan.items, ITEM_FIELDS),
+            decode_items: (!plan.decode_items.is_empty())
+                .then(|| ints(&plan.decode_items, ITEM_FIELDS)),
             merges: (!plan.merges.is_empty()).then(|| ints(&plan.merges, MERGE_FIELDS)),
             plan,
         }
@@ -124,9 +127,16 @@ pub trait KernelBackend: Backend {
     /// `silu(gate) * up` of `gate_up` `[tokens, 2 * inter]` (gate first).
     fn silu_mul(gate_up: Tensor<Self, 2>) -> Tensor<Self, 2>;
 
-    /// `x @ w`: cubek's matmul with the strategy measured best for the row count
-    /// ([`project_strategy`](crate::matmul::project_strategy)), or the small-M kernel.
+    /// `x @ w`: cuBLAS from [`cublas_min_rows`](crate::matmul::cublas_min_rows) rows on CUDA,
+    /// else cubek's matmul with the strategy measured best for the row count
+    /// ([`project_strategy`](crate::matmul::project_strategy)).
     fn project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2>;
+
+    /// `x @ w` through cuBLAS on the backend's own stream; `None` where there is no cuBLAS
+    /// (not CUDA, library missing) or it does not take the layout.
+    fn cublas_project(_x: Tensor<Self, 2>, _w: &Tensor<Self, 2>) -> Option<Tensor<Self, 2>> {
+        None
+    }
 
     /// `x @ w` through cubek's matmul with `strategy` (`nanovllm kernels matmul`); an error
     /// when the strategy does not take the shapes, or the backend has no cubek.
@@ -336,6 +346,7 @@ impl<B: CubeBridge> KernelBackend for B {
         let device_plan = DevicePlan {
             block_tables: B::int_in(plan.block_tables.clone()),
             items: B::int_in(plan.items.clone()),
+            decode_items: plan.decode_items.clone().map(B::int_in),
             merges: plan.merges.clone().map(B::int_in),
         };
         let out = paged_attention::<B::R, B::F, B::I>(
@@ -435,14 +446,28 @@ impl<B: CubeBridge> KernelBackend for B {
             .map_err(|e| format!("{e:?}"))
     }
 
+    fn cublas_project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Option<Tensor<Self, 2>> {
+        #[cfg(feature = "cuda")]
+        {
+            crate::cublas::project(&B::float_in(x), &B::float_in(w.clone())).map(B::float_out)
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (x, w);
+            None
+        }
+    }
+
     fn project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2> {
-        let w_cube = B::float_in(w.clone());
-        let out = match crate::matmul::project_strategy(x.dims()[0]) {
-            Some(strategy) => {
-                crate::matmul::matmul_with::<B::R>(&strategy, B::float_in(x.clone()), w_cube).ok()
+        let rows = x.dims()[0];
+        if rows >= crate::matmul::cublas_min_rows() {
+            if let Some(out) = Self::cublas_project(x.clone(), w) {
+                return out;
             }
-            None => gemv::<B::R, B::F>(B::float_in(x.clone()), &w_cube),
-        };
+        }
+        let strategy = crate::matmul::project_strategy(rows);
+        let (x_cube, w_cube) = (B::float_in(x.clone()), B::float_in(w.clone()));
+        let out = crate::matmul::matmul_with::<B::R>(&strategy, x_cube, w_cube).ok();
         // A shape or layout the chosen kernel does not take: burn's default.
         out.map(B::float_out).unwrap_or_else(|| x.matmul(w.clone()))
     }

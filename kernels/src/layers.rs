@@ -4,7 +4,7 @@ use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
 use crate::attention::empty;
-use crate::layer_kernels::{gemv_kernel, qk_norm_rope_kernel, rms_norm_kernel, silu_mul_kernel};
+use crate::layer_kernels::{qk_norm_rope_kernel, rms_norm_kernel, silu_mul_kernel};
 
 /// Attention heads of one layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,37 +142,4 @@ pub fn silu_mul<R: CubeRuntime, F: Float + CubeElement>(gate_up: CubeTensor<R>) 
         out.clone().into_tensor_arg(),
     );
     out
-}
-
-/// Rows of `x` the small-M matmul handles; more go to burn's matmul.
-pub const GEMV_MAX_ROWS: usize = 8;
-
-/// `x @ w` for `x` `[m <= GEMV_MAX_ROWS, k]` and a transposed-contiguous `w` `[k, n]`
-/// (stride 1 along k); `None` when the shapes or the layout do not fit.
-pub fn gemv<R: CubeRuntime, F: Float + CubeElement>(
-    x: CubeTensor<R>,
-    w: &CubeTensor<R>,
-) -> Option<CubeTensor<R>> {
-    let [m, k] = x.shape().dims();
-    let [k_w, n] = w.shape().dims();
-    if m == 0 || m > GEMV_MAX_ROWS || k != k_w || w.meta.strides()[0] != 1 {
-        return None;
-    }
-    let x = rows(x);
-    let out = empty(&x, Shape::new([m, n]), x.dtype);
-    let plane = x.client.properties().hardware.plane_size_max as usize;
-    let threads = 256;
-    let warps = threads / plane;
-    let client = x.client.clone();
-    gemv_kernel::launch::<F, R>(
-        &client,
-        CubeCount::Static(n.div_ceil(warps) as u32, 1, 1),
-        CubeDim::new_1d(threads as u32),
-        x.into_tensor_arg(),
-        w.clone().into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        GEMV_MAX_ROWS,
-        plane,
-    );
-    Some(out)
 }

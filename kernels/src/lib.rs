@@ -8,12 +8,15 @@
 //! - [`attention`]: their launcher on cubecl tensors.
 //! - [`reference`]: the same attention in plain burn.
 //! - [`host_attention`]: the same attention on host arrays in place: the CPU engine's.
+//! - `cublas` (feature `cuda`): cuBLAS products on cubecl's CUDA stream, for the projections.
 //! - [`backend`]: [`KernelBackend`], implemented for ndarray (no kernels), cubecl backends and,
 //!   with the `fusion` feature, fused cubecl backends.
 pub mod attention;
 pub mod attention_kernel;
 pub mod backend;
 pub mod bench;
+#[cfg(feature = "cuda")]
+pub mod cublas;
 pub mod decode_kernel;
 pub mod host_attention;
 pub mod host_matmul;

@@ -15,19 +15,39 @@ use cubek::matmul::{
 };
 use cubek::std::InputBinding;
 
-/// The strategy `project` runs for `rows` rows on a weight laid out as a transposed view (every
-/// projection's layout), chosen by `nanovllm kernels matmul` on an H100 in bf16 over
-/// qwen3-0.6b's five projections (README, "Matmul"): burn's default (`SimpleCyclicCmma`) took
-/// 2.0x the time at 16 rows, 1.9x at 256 and 2.4x at 4,096. `None`: the engine's own small-M
-/// kernel, for 2 to `GEMV_MAX_ROWS` rows (not timed against these).
-pub fn project_strategy(rows: usize) -> Option<Strategy> {
+/// From this many rows `project` runs cuBLAS where it can (CUDA with libcublas and libcupti;
+/// see [`crate::cublas`]). `NANOVLLM_CUBLAS_MIN_ROWS` overrides it for measurements (`0`
+/// always, a number above any batch never).
+pub fn cublas_min_rows() -> usize {
+    static MIN_ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MIN_ROWS.get_or_init(|| {
+        std::env::var("NANOVLLM_CUBLAS_MIN_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(CUBLAS_MIN_ROWS)
+    })
+}
+
+/// Each cuBLAS call waits for cubecl's device thread to drain its queue, which costs the host
+/// overlap: in the bench (README, "Matmul"), decode steps of 9 to 16 sequences took 13.0 ms
+/// with cuBLAS against 8.2 ms with cubek, steps of 33 to 64 took 8.6 against 10.6 ms, and
+/// batch-256 steps 12.2 against 17.8 ms. Prefill steps gain the most (3.4x per product).
+const CUBLAS_MIN_ROWS: usize = 32;
+
+/// The cubek strategy `project` runs for `rows` rows below cuBLAS's threshold (or without
+/// cuBLAS) on a weight laid out as a transposed view (every projection's layout), chosen by
+/// `nanovllm kernels matmul` on an H100 in bf16 over qwen3-0.6b's five projections (README,
+/// "Matmul"): burn's default (`SimpleCyclicCmma`) took 2.0x the time at 16 rows, 1.9x at 256
+/// and 2.4x at 4,096.
+pub fn project_strategy(rows: usize) -> Strategy {
     use BlueprintStrategy::Inferred;
-    Some(match rows {
-        // A vector-matrix kernel with a plane per output block: 2.1x our kernel on the LM head.
+    match rows {
+        // A vector-matrix kernel with a plane per output block: 2.1x our own on the LM head.
         1 => Strategy::GemvPlaneParallel(Inferred(Default::default())),
-        m if m <= crate::layers::GEMV_MAX_ROWS => return None,
         // Specialized loaders (warps that only load, warps that only multiply) with Hopper's
-        // `mma`: the best over the five shapes at 16 rows.
+        // `mma`: the best over the five shapes at 16 rows. The bench's decode steps of 9 to 16
+        // sequences took 8.2 ms with it, those of 2 to 8 took 10.2 ms with the engine's former
+        // small-M kernel (weights re-read per row), which it replaces.
         m if m <= 64 => Strategy::SpecializedCyclicMma(Inferred(().into())),
         // Double buffering in k with rows ordered per plane: the best at 256 rows.
         m if m <= 1024 => Strategy::OrderedDoubleMma(Inferred(OrderedSelectionArgs {
@@ -41,7 +61,7 @@ pub fn project_strategy(rows: usize) -> Option<Strategy> {
             specialized: false,
             tile_matmul: TileMatmulKind::Mma,
         })),
-    })
+    }
 }
 
 /// The tiled strategies worth timing: burn's autotune set without TMA, one variant of each

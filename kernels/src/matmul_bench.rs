@@ -91,3 +91,18 @@ pub fn tflops(case: MatmulCase, ms: f64) -> f64 {
 pub fn weight_gb_per_s(case: MatmulCase, ms: f64, elem_bytes: usize) -> f64 {
     (case.k * case.n * elem_bytes) as f64 / (ms * 1e-3) / 1e9
 }
+
+/// Microseconds per launch of a chain of `n` tiny element-wise ops (one kernel each on an
+/// unfused backend), synced once: the host's cost per launch, which bounds a decode step of a
+/// few hundred launches when the kernels themselves are short.
+pub fn launch_cost_us<B: KernelBackend>(dev: &B::Device, n: usize) -> f64 {
+    let x = Tensor::<B, 1>::zeros([256], dev);
+    let chain = |n: usize| (0..n).fold(x.clone(), |y, _| y + 1.0);
+    // The first chain compiles the kernel.
+    let _ = chain(10).into_data();
+    let t = Instant::now();
+    let y = chain(n);
+    B::sync(dev).expect("device sync");
+    drop(y);
+    t.elapsed().as_secs_f64() * 1e6 / n as f64
+}

@@ -4,7 +4,8 @@
 //! A work item is a tile of up to `tile_q` consecutive query tokens of one sequence, attending to
 //! a range of its keys. Decode steps (every sequence brings one query) use one query per tile and
 //! may split a long context over several items (flash-decoding), whose partial results a second
-//! kernel merges by log-sum-exp; steps with prefill use tiles of many queries and no split.
+//! kernel merges by log-sum-exp; steps with prefill use tiles of many queries and no split, and
+//! their decoding sequences (one query each) go to the decode kernel as items of their own.
 
 /// One sequence's share of a step.
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +79,11 @@ pub struct AttentionPlan {
     /// `[items, ITEM_FIELDS]`: sequence, first packed query row, queries, position of the first
     /// query, first key, end key (exclusive), 1 if the item writes a partial result.
     pub items: Vec<i32>,
+    /// Steps with prefill: the items of sequences that bring one query, laid out as `items`,
+    /// for the decode kernel (a prefill tile would spend a cube's whole tile on one row).
+    pub decode_items: Vec<i32>,
+    /// The tile of `decode_items`: one query per item.
+    pub decode_tile: TileShape,
     /// `[batch, max_blocks]` block tables, padded with 0.
     pub block_tables: Vec<i32>,
     pub max_blocks: usize,
@@ -102,6 +108,7 @@ impl AttentionPlan {
             false => (PREFILL_ROWS / group).max(1),
         };
         let tile = Self::tile_shape(group, tile_q, head_dim, caps.max_shared_bytes);
+        let decode_tile = Self::tile_shape(group, 1, head_dim, caps.max_shared_bytes);
         let split_len = match decode_only {
             true => Self::split_len(seqs, kv_heads, caps.compute_units, tile.kv_tile),
             false => usize::MAX,
@@ -115,6 +122,8 @@ impl AttentionPlan {
         let mut plan = Self {
             tile,
             items: Vec::new(),
+            decode_items: Vec::new(),
+            decode_tile,
             block_tables: vec![0; seqs.len() * max_blocks],
             max_blocks,
             merges: Vec::new(),
@@ -142,13 +151,17 @@ impl AttentionPlan {
                 plan.merges
                     .extend([row as i32, plan.num_items() as i32, splits as i32]);
             }
+            let items = match (decode_only, s.q_len) {
+                (false, 1) => &mut plan.decode_items,
+                _ => &mut plan.items,
+            };
             for start in (0..s.q_len).step_by(tile_q) {
                 let count = tile_q.min(s.q_len - start);
                 let pos = first_pos + start;
                 for split in 0..splits {
                     let kv_start = split * split_len;
                     let kv_end = ((split + 1).saturating_mul(split_len)).min(pos + count);
-                    plan.items.extend([
+                    items.extend([
                         b as i32,
                         (row + start) as i32,
                         count as i32,
@@ -166,6 +179,10 @@ impl AttentionPlan {
 
     pub fn num_items(&self) -> usize {
         self.items.len() / ITEM_FIELDS
+    }
+
+    pub fn num_decode_items(&self) -> usize {
+        self.decode_items.len() / ITEM_FIELDS
     }
 
     pub fn num_merges(&self) -> usize {
@@ -238,11 +255,11 @@ mod tests {
         let rows: Vec<(i32, i32, i32)> = (0..plan.num_items())
             .map(|i| (item(&plan, i)[1], item(&plan, i)[2], item(&plan, i)[3]))
             .collect();
-        // 40 queries at positions 60..100 in tiles of 16, then the decode at position 6.
-        assert_eq!(
-            rows,
-            vec![(0, 16, 60), (16, 16, 76), (32, 8, 92), (40, 1, 6)]
-        );
+        // 40 queries at positions 60..100 in tiles of 16; the decode at position 6 goes to
+        // the decode kernel, over its whole context.
+        assert_eq!(rows, vec![(0, 16, 60), (16, 16, 76), (32, 8, 92)]);
+        assert_eq!(plan.decode_items, vec![1, 40, 1, 6, 0, 7, 0]);
+        assert_eq!(plan.decode_tile.tile_q, 1);
         // Keys end after each tile's last query (causal).
         assert_eq!(item(&plan, 0)[5], 76);
         assert_eq!(item(&plan, 2)[5], 100);

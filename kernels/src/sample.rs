@@ -56,7 +56,13 @@ pub fn sample_rows<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>
     keys: CubeTensor<R>,
     int_dtype: DType,
 ) -> CubeTensor<R> {
-    let logits = into_contiguous(logits);
+    // The LM head's output rows may be padded (cubecl's optimized layout); the kernel reads
+    // them through the row stride, so only a strided vocab dimension needs a copy (a copy per
+    // step, compiled anew for each size class of the batch, cost 40 ms at first sight).
+    let logits = match logits.meta.strides()[1] == 1 {
+        true => logits,
+        false => into_contiguous(logits),
+    };
     let rows = logits.shape()[0];
     let handle = logits.client.empty(rows * int_dtype.size());
     let out = CubeTensor::new_contiguous(

@@ -66,7 +66,7 @@ fn fused_layer_kernels_match_host_arithmetic() {
         ("qk_norm_rope", r.qk_norm_rope),
         ("rope_without_norm", r.rope_without_norm),
         ("silu_mul", r.silu_mul),
-        ("gemv", r.gemv),
+        ("project", r.project),
     ] {
         assert!(err <= 1e-4, "{name}: rel err {err}");
     }

@@ -85,8 +85,8 @@ fn warm_up<B: KernelBackend>(
     }
     runner.reset_cache(1);
     // Each row-count class of `project` (see `nanovllm_kernels::matmul::project_strategy`),
-    // at a multiple of every tile and off it.
+    // at a multiple of every tile and off it; with cuBLAS the larger ones compile nothing.
     runner
         .model
-        .warm_up_projections(&[1, 4, 63, 64, 255, 256, 1023, 1024, 4095, 4096]);
+        .warm_up_projections(&[1, 2, 16, 31, 63, 64, 255, 256, 1023, 1024, 4095, 4096]);
 }

@@ -1,0 +1,236 @@
+//! cuBLAS for the projections on CUDA (`nanovllm kernels matmul`: 3.4 to 3.7x the best cubek
+//! strategy from 256 rows on, on an H100 in bf16).
+//!
+//! cuBLAS has to run on the CUDA stream cubecl launches on, in order with its kernels, and
+//! cubecl 0.10 does not hand that stream out. So, once per thread, a CUPTI callback reads the
+//! stream off one probe launch. The product then runs on cubecl's device thread
+//! (`ComputeClient::exclusive`), after every launch queued before it; device pointers come from
+//! `ComputeClient::get_resource`. When anything here is missing (no libcublas or libcupti, a
+//! CUPTI subscriber already present, a layout cuBLAS is not given), callers fall back to cubek.
+use std::any::Any;
+use std::cell::OnceCell;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use burn::tensor::DType;
+use burn_cubecl::{kernel::matmul::init_matmul_output, tensor::CubeTensor, CubeRuntime};
+use cubecl::cuda::CudaRuntime;
+use cubecl::prelude::*;
+use cubecl::server::Handle;
+use cudarc::cublas::{result as blas, sys as blas_sys};
+use cudarc::cupti::sys as cupti;
+
+/// A cuBLAS handle bound to one cubecl stream. Raw pointers, used only on cubecl's device thread.
+#[derive(Clone, Copy)]
+struct StreamBlas {
+    handle: blas_sys::cublasHandle_t,
+}
+
+// SAFETY: the handle is only used inside `ComputeClient::exclusive`, on the one device thread.
+unsafe impl Send for StreamBlas {}
+
+thread_local! {
+    /// Per calling thread, as cubecl gives each thread its own stream. `None`: cuBLAS is not
+    /// usable from this thread.
+    static BLAS: OnceCell<Option<StreamBlas>> = const { OnceCell::new() };
+}
+
+/// `x @ w` through cuBLAS, for a row-major `x` `[m, k]` and a weight `[k, n]` that is either
+/// contiguous or a transposed view of a contiguous `[n, k]`. `None` when the runtime is not
+/// CUDA, the dtype or layout does not fit, or cuBLAS is not available.
+pub fn project<R: CubeRuntime>(x: &CubeTensor<R>, w: &CubeTensor<R>) -> Option<CubeTensor<R>> {
+    let x_cuda = (x as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
+    let w_cuda = (w as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
+    let blas = BLAS.with(|cell| *cell.get_or_init(|| connect(&x_cuda.client)))?;
+    let out = init_matmul_output(x, w, x.dtype);
+    let out_cuda = (&out as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
+    let gemm = Gemm::new(x_cuda, w_cuda, out_cuda)?;
+    let handles = [
+        x_cuda.handle.clone(),
+        w_cuda.handle.clone(),
+        out_cuda.handle.clone(),
+    ];
+    let client = &x_cuda.client;
+    let ran = client.exclusive(move || {
+        // On the device thread, so these calls run inline, after every queued launch. The
+        // caller's tensors keep the memory alive; later reuse is ordered on the same stream.
+        let [x, w, out] = handles.map(|h| client.get_resource(h).ok().map(|r| r.resource().ptr));
+        match (x, w, out) {
+            (Some(x), Some(w), Some(out)) => gemm.run(blas, x, w, out),
+            _ => false,
+        }
+    });
+    matches!(ran, Ok(true)).then_some(out)
+}
+
+/// One product's cuBLAS arguments, in cuBLAS's column-major terms: `out^T = w^T @ x^T`.
+/// Leading dimensions come from the tensors' strides: cubecl's optimized layout can pad rows
+/// (a 192-wide output was allocated with a longer row pitch).
+#[derive(Clone, Copy)]
+struct Gemm {
+    m: i32,
+    n: i32,
+    k: i32,
+    transpose_w: bool,
+    ld_w: i32,
+    ld_x: i32,
+    ld_out: i32,
+    dtype: blas_sys::cudaDataType,
+}
+
+impl Gemm {
+    fn new(
+        x: &CubeTensor<CudaRuntime>,
+        w: &CubeTensor<CudaRuntime>,
+        out: &CubeTensor<CudaRuntime>,
+    ) -> Option<Self> {
+        let dtype = match x.dtype {
+            DType::BF16 => blas_sys::cudaDataType::CUDA_R_16BF,
+            DType::F16 => blas_sys::cudaDataType::CUDA_R_16F,
+            DType::F32 => blas_sys::cudaDataType::CUDA_R_32F,
+            _ => return None,
+        };
+        let ([m, k], [k_w, n]) = (x.meta.shape().dims(), w.meta.shape().dims());
+        let (xs, ws, os) = (x.meta.strides(), w.meta.strides(), out.meta.strides());
+        let rows_of = |s: &[usize], len: usize| (s[1] == 1 && s[0] >= len).then_some(s[0]);
+        let (ld_x, ld_out) = (rows_of(xs, k)?, rows_of(os, n)?);
+        if k != k_w || m == 0 || k < 2 || n < 2 || w.dtype != x.dtype || out.dtype != x.dtype {
+            return None;
+        }
+        // A transposed view `[k, n]` of `[n, k]` rows is column-major `[k, n]` to cuBLAS.
+        let (transpose_w, ld_w) = match (ws[0], ws[1]) {
+            (1, s) if s >= k => (true, s),
+            (s, 1) if s >= n => (false, s),
+            _ => return None,
+        };
+        let int = |v: usize| i32::try_from(v).ok();
+        Some(Self {
+            m: int(m)?,
+            n: int(n)?,
+            k: int(k)?,
+            transpose_w,
+            ld_w: int(ld_w)?,
+            ld_x: int(ld_x)?,
+            ld_out: int(ld_out)?,
+            dtype,
+        })
+    }
+
+    /// Enqueues the product; `false` when cuBLAS refuses it.
+    fn run(self, blas: StreamBlas, x: u64, w: u64, out: u64) -> bool {
+        use blas_sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        let op_w = if self.transpose_w {
+            CUBLAS_OP_T
+        } else {
+            CUBLAS_OP_N
+        };
+        // SAFETY: the pointers are live allocations of the sizes the shapes say (held by the
+        // caller's tensors), and the handle's stream is the one cubecl runs them on.
+        unsafe {
+            blas::gemm_ex(
+                blas.handle,
+                op_w,
+                CUBLAS_OP_N,
+                self.n,
+                self.m,
+                self.k,
+                &alpha as *const f32 as *const c_void,
+                w as *const c_void,
+                self.dtype,
+                self.ld_w,
+                x as *const c_void,
+                self.dtype,
+                self.ld_x,
+                &beta as *const f32 as *const c_void,
+                out as *mut c_void,
+                self.dtype,
+                self.ld_out,
+                blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+            .is_ok()
+        }
+    }
+}
+
+/// This thread's cubecl stream and a cuBLAS handle on it, or `None` with the reason printed once.
+fn connect(client: &ComputeClient<CudaRuntime>) -> Option<StreamBlas> {
+    let found = unsafe { blas_sys::is_culib_present() && cupti::is_culib_present() };
+    if !found {
+        eprintln!("cuBLAS off: libcublas or libcupti not found (matmul stays on cubek)");
+        return None;
+    }
+    let Some(stream) = probe_stream(client) else {
+        eprintln!("cuBLAS off: CUPTI did not report cubecl's stream (matmul stays on cubek)");
+        return None;
+    };
+    let stream = stream as usize;
+    let created = client.exclusive(move || {
+        let stream = stream as blas_sys::cudaStream_t;
+        let handle = blas::create_handle().ok()?;
+        // SAFETY: a fresh handle and a live stream of the current context.
+        unsafe { blas::set_stream(handle, stream).ok()? };
+        Some(StreamBlas { handle })
+    });
+    created.ok().flatten()
+}
+
+/// The stream of the last kernel launch seen by [`on_launch`].
+static LAUNCH_STREAM: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+
+unsafe extern "C" fn on_launch(
+    _user: *mut c_void,
+    _domain: cupti::CUpti_CallbackDomain,
+    cbid: cupti::CUpti_CallbackId,
+    data: *const c_void,
+) {
+    let launch_kernel =
+        cupti::CUpti_driver_api_trace_cbid_enum::CUPTI_DRIVER_TRACE_CBID_cuLaunchKernel as u32;
+    if cbid != launch_kernel || data.is_null() {
+        return;
+    }
+    let data = &*(data as *const cupti::CUpti_CallbackData);
+    if data.functionParams.is_null() {
+        return;
+    }
+    let params = &*(data.functionParams as *const cupti::cuLaunchKernel_params);
+    LAUNCH_STREAM.store(params.hStream as *mut c_void, Ordering::SeqCst);
+}
+
+/// The stream cubecl launches this thread's kernels on: one probe kernel under a CUPTI callback.
+fn probe_stream(client: &ComputeClient<CudaRuntime>) -> Option<*mut c_void> {
+    let mut subscriber: cupti::CUpti_SubscriberHandle = std::ptr::null_mut();
+    let domain = cupti::CUpti_CallbackDomain::CUPTI_CB_DOMAIN_DRIVER_API;
+    // SAFETY: plain CUPTI calls; the callback only reads the launch's parameters.
+    unsafe {
+        let ok = cupti::CUptiResult::CUPTI_SUCCESS;
+        if cupti::cuptiSubscribe(&mut subscriber, Some(on_launch), std::ptr::null_mut()) != ok {
+            return None;
+        }
+        if cupti::cuptiEnableDomain(1, subscriber, domain) != ok {
+            cupti::cuptiUnsubscribe(subscriber);
+            return None;
+        }
+    }
+    LAUNCH_STREAM.store(std::ptr::null_mut(), Ordering::SeqCst);
+    let flag: Handle = client.empty(4);
+    // SAFETY: a one-element u32 array of the four bytes just allocated.
+    let arg = unsafe { ArrayArg::<CudaRuntime>::from_raw_parts(flag, 1) };
+    stream_probe_kernel::launch::<CudaRuntime>(
+        client,
+        CubeCount::Static(1, 1, 1),
+        CubeDim::new_1d(1),
+        arg,
+    );
+    // The launch has been issued once a blocking call behind it returns.
+    let _ = client.exclusive(|| ());
+    unsafe { cupti::cuptiUnsubscribe(subscriber) };
+    let stream = LAUNCH_STREAM.swap(std::ptr::null_mut(), Ordering::SeqCst);
+    (!stream.is_null()).then_some(stream)
+}
+
+#[cube(launch)]
+fn stream_probe_kernel(flag: &mut Array<u32>) {
+    flag[0] = 1u32;
+}
