@@ -20,6 +20,8 @@ use cubecl::server::Handle;
 use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::cupti::sys as cupti;
 
+use crate::gemm_layout::GemmLayout;
+
 /// A cuBLAS handle bound to one cubecl stream. Raw pointers, used only on cubecl's device thread.
 #[derive(Clone, Copy)]
 struct StreamBlas {
@@ -63,9 +65,7 @@ pub fn project<R: CubeRuntime>(x: &CubeTensor<R>, w: &CubeTensor<R>) -> Option<C
     matches!(ran, Ok(true)).then_some(out)
 }
 
-/// One product's cuBLAS arguments, in cuBLAS's column-major terms: `out^T = w^T @ x^T`.
-/// Leading dimensions come from the tensors' strides: cubecl's optimized layout can pad rows
-/// (a 192-wide output was allocated with a longer row pitch).
+/// One product's cuBLAS arguments (see [`GemmLayout`]) in cuBLAS's integer types.
 #[derive(Clone, Copy)]
 struct Gemm {
     m: i32,
@@ -90,28 +90,25 @@ impl Gemm {
             DType::F32 => blas_sys::cudaDataType::CUDA_R_32F,
             _ => return None,
         };
-        let ([m, k], [k_w, n]) = (x.meta.shape().dims(), w.meta.shape().dims());
-        let (xs, ws, os) = (x.meta.strides(), w.meta.strides(), out.meta.strides());
-        let rows_of = |s: &[usize], len: usize| (s[1] == 1 && s[0] >= len).then_some(s[0]);
-        let (ld_x, ld_out) = (rows_of(xs, k)?, rows_of(os, n)?);
-        if k != k_w || m == 0 || k < 2 || n < 2 || w.dtype != x.dtype || out.dtype != x.dtype {
+        if w.dtype != x.dtype || out.dtype != x.dtype {
             return None;
         }
-        // A transposed view `[k, n]` of `[n, k]` rows is column-major `[k, n]` to cuBLAS.
-        let (transpose_w, ld_w) = match (ws[0], ws[1]) {
-            (1, s) if s >= k => (true, s),
-            (s, 1) if s >= n => (false, s),
-            _ => return None,
-        };
+        let layout = GemmLayout::new(
+            x.meta.shape().dims(),
+            x.meta.strides(),
+            w.meta.shape().dims(),
+            w.meta.strides(),
+            out.meta.strides(),
+        )?;
         let int = |v: usize| i32::try_from(v).ok();
         Some(Self {
-            m: int(m)?,
-            n: int(n)?,
-            k: int(k)?,
-            transpose_w,
-            ld_w: int(ld_w)?,
-            ld_x: int(ld_x)?,
-            ld_out: int(ld_out)?,
+            m: int(layout.m)?,
+            n: int(layout.n)?,
+            k: int(layout.k)?,
+            transpose_w: layout.transpose_w,
+            ld_w: int(layout.ld_w)?,
+            ld_x: int(layout.ld_x)?,
+            ld_out: int(layout.ld_out)?,
             dtype,
         })
     }

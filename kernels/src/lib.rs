@@ -8,6 +8,7 @@
 //! - [`attention`]: their launcher on cubecl tensors.
 //! - [`reference`]: the same attention in plain burn.
 //! - [`host_attention`]: the same attention on host arrays in place: the CPU engine's.
+//! - [`gemm_layout`]: how a strided product maps onto one column-major BLAS call.
 //! - `cublas` (feature `cuda`): cuBLAS products on cubecl's CUDA stream, for the projections.
 //! - [`backend`]: [`KernelBackend`], implemented for ndarray (no kernels), cubecl backends and,
 //!   with the `fusion` feature, fused cubecl backends.
@@ -18,6 +19,7 @@ pub mod bench;
 #[cfg(feature = "cuda")]
 pub mod cublas;
 pub mod decode_kernel;
+pub mod gemm_layout;
 pub mod host_attention;
 pub mod host_matmul;
 pub mod layer_kernels;
