@@ -115,6 +115,124 @@ pub(crate) fn online_softmax_tile(
     }
 }
 
+/// Scores of one key tile, `p_s[r, t] = q_s[r] . kv_s[t]`, NEG_BIG where key `t` is past the
+/// range or past row `r`'s own position. Shared-memory reads bound this kernel, so where the
+/// cube's threads divide evenly each thread keeps one key and walks its rows: a key element is
+/// read once per `rows / (threads / kv_tile)` products instead of once per product.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn tile_scores(
+    q_s: &SharedMemory<f32>,
+    kv_s: &SharedMemory<f32>,
+    p_s: &mut SharedMemory<f32>,
+    start: usize,
+    kv_end: usize,
+    pos0: usize,
+    #[comptime] group: usize,
+    #[comptime] rows: usize,
+    #[comptime] kv_tile: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] threads: usize,
+) {
+    let tid = UNIT_POS_X as usize;
+    let p_stride = kv_tile + 1;
+    if comptime!(threads % kv_tile == 0 && (rows * kv_tile) % threads == 0) {
+        let row_step = comptime!(threads / kv_tile);
+        let per_thread = comptime!(rows * kv_tile / threads);
+        let t = tid % kv_tile;
+        let r0 = tid / kv_tile;
+        let mut dots = Array::<f32>::new(per_thread);
+        #[unroll]
+        for k in 0..per_thread {
+            dots[k] = f32::new(0.0);
+        }
+        for d in 0..head_dim {
+            let key = kv_s[t * (head_dim + 1) + d];
+            #[unroll]
+            for k in 0..per_thread {
+                dots[k] += q_s[(r0 + k * row_step) * head_dim + d] * key;
+            }
+        }
+        let pos = start + t;
+        #[unroll]
+        for k in 0..per_thread {
+            let r = r0 + k * row_step;
+            let mut s = f32::new(NEG_BIG);
+            if pos < kv_end && pos <= pos0 + r / group {
+                s = dots[k];
+            }
+            p_s[r * p_stride + t] = s;
+        }
+    } else {
+        let mut idx = tid;
+        while idx < rows * kv_tile {
+            let r = idx / kv_tile;
+            let t = idx % kv_tile;
+            let pos = start + t;
+            let mut s = f32::new(NEG_BIG);
+            if pos < kv_end && pos <= pos0 + r / group {
+                let mut dot = f32::new(0.0);
+                for d in 0..head_dim {
+                    dot += q_s[r * head_dim + d] * kv_s[t * (head_dim + 1) + d];
+                }
+                s = dot;
+            }
+            p_s[r * p_stride + t] = s;
+            idx += threads;
+        }
+    }
+}
+
+/// `acc = acc * alpha + p @ v` over one value tile. When the threads cover whole rows of the
+/// head dim, each thread's accumulators share one column `d`, so a value is read once per key
+/// for all of them (the generic order read it once per product).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn accumulate_values(
+    p_s: &SharedMemory<f32>,
+    kv_s: &SharedMemory<f32>,
+    alpha_s: &SharedMemory<f32>,
+    acc: &mut Array<f32>,
+    #[comptime] rows: usize,
+    #[comptime] kv_tile: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] threads: usize,
+    #[comptime] acc_per_thread: usize,
+) {
+    let tid = UNIT_POS_X as usize;
+    let p_stride = kv_tile + 1;
+    if comptime!(threads % head_dim == 0 && (rows * head_dim) % threads == 0) {
+        let row_step = comptime!(threads / head_dim);
+        let d = tid % head_dim;
+        let r0 = tid / head_dim;
+        #[unroll]
+        for j in 0..acc_per_thread {
+            acc[j] *= alpha_s[r0 + j * row_step];
+        }
+        for t in 0..kv_tile {
+            let value = kv_s[t * (head_dim + 1) + d];
+            #[unroll]
+            for j in 0..acc_per_thread {
+                acc[j] += p_s[(r0 + j * row_step) * p_stride + t] * value;
+            }
+        }
+    } else {
+        #[unroll]
+        for j in 0..acc_per_thread {
+            let idx = tid + j * threads;
+            if idx < rows * head_dim {
+                let r = idx / head_dim;
+                let d = idx % head_dim;
+                let mut a = acc[j] * alpha_s[r];
+                for t in 0..kv_tile {
+                    a += p_s[r * p_stride + t] * kv_s[t * (head_dim + 1) + d];
+                }
+                acc[j] = a;
+            }
+        }
+    }
+}
+
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn paged_attention_kernel<F: Float, I: Int>(
@@ -141,7 +259,6 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
     let tid = UNIT_POS_X as usize;
     let block_size = block_size as usize;
     let rows = group * tile_q;
-    let p_stride = kv_tile + 1;
 
     let base = item * items.stride(0);
     let seq = usize::cast_from(items[base]);
@@ -207,22 +324,9 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
         sync_cube();
 
         // Scores; keys past a row's own position (causal) or past the range score NEG_BIG.
-        let mut idx = tid;
-        while idx < rows * kv_tile {
-            let r = idx / kv_tile;
-            let t = idx % kv_tile;
-            let pos = start + t;
-            let mut s = f32::new(NEG_BIG);
-            if pos < kv_end && pos <= pos0 + r / group {
-                let mut dot = f32::new(0.0);
-                for d in 0..head_dim {
-                    dot += q_s[r * head_dim + d] * kv_s[t * (head_dim + 1) + d];
-                }
-                s = dot;
-            }
-            p_s[r * p_stride + t] = s;
-            idx += threads;
-        }
+        tile_scores(
+            &q_s, &kv_s, &mut p_s, start, kv_end, pos0, group, rows, kv_tile, head_dim, threads,
+        );
         sync_cube();
 
         // Online softmax, one plane (warp) per row, while every thread loads the value tile.
@@ -241,19 +345,17 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
         load_kv_tile::<F>(v_cache, &offsets, &mut kv_s, kv_tile, head_dim, threads);
         sync_cube();
 
-        #[unroll]
-        for j in 0..acc_per_thread {
-            let idx = tid + j * threads;
-            if idx < rows * head_dim {
-                let r = idx / head_dim;
-                let d = idx % head_dim;
-                let mut a = acc[j] * alpha_s[r];
-                for t in 0..kv_tile {
-                    a += p_s[r * p_stride + t] * kv_s[t * (head_dim + 1) + d];
-                }
-                acc[j] = a;
-            }
-        }
+        accumulate_values(
+            &p_s,
+            &kv_s,
+            &alpha_s,
+            &mut acc,
+            rows,
+            kv_tile,
+            head_dim,
+            threads,
+            acc_per_thread,
+        );
         sync_cube();
         start += kv_tile;
     }
