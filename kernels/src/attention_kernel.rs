@@ -136,7 +136,7 @@ fn tile_scores(
 ) {
     let tid = UNIT_POS_X as usize;
     let p_stride = kv_tile + 1;
-    if comptime!(threads % kv_tile == 0 && (rows * kv_tile) % threads == 0) {
+    if comptime!(threads.is_multiple_of(kv_tile) && (rows * kv_tile).is_multiple_of(threads)) {
         let row_step = comptime!(threads / kv_tile);
         let per_thread = comptime!(rows * kv_tile / threads);
         let t = tid % kv_tile;
@@ -201,7 +201,7 @@ fn accumulate_values(
 ) {
     let tid = UNIT_POS_X as usize;
     let p_stride = kv_tile + 1;
-    if comptime!(threads % head_dim == 0 && (rows * head_dim) % threads == 0) {
+    if comptime!(threads.is_multiple_of(head_dim) && (rows * head_dim).is_multiple_of(threads)) {
         let row_step = comptime!(threads / head_dim);
         let d = tid % head_dim;
         let r0 = tid / head_dim;
