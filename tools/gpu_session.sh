@@ -3,7 +3,7 @@
 #   ../shared/tools/device-build.sh --bin nanovllm --example golden_check
 # then run this script there with .devbin carried (xz-compressed binaries are unpacked).
 # STEPS picks what runs (info kernels_check golden perplexity kernels_bench matmul profile
-# decode_latency bench bench_part bench_fusion hf_peer chunk512 chunk_sweep profile_mixed); logs and a results tarball go under $OUT.
+# decode_latency bench bench_part bench_fusion hf_peer chunk512 chunk_sweep profile_mixed unroll_sweep bench_unroll); logs and a results tarball go under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 B=./.devbin
@@ -48,6 +48,16 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
                  $B/nanovllm /tmp/mixed.toml --results-dir "$OUT/results/mixed" 2>&1 | tail -3 | tee -a "$OUT/session.log"
                xz -T4 "$OUT/profile-mixed.log" ;;
     bench) exp bench ${BENCH_TIMEOUT:-240} ;;
+    # The decode kernel's loads in flight per plane (NANOVLLM_DECODE_UNROLL), then the bench at each.
+    unroll_sweep) for u in ${UNROLLS:-2 8 16}; do
+                    log "decode unroll $u"
+                    NANOVLLM_DECODE_UNROLL=$u timeout -s INT 240 $B/nanovllm kernels bench --backend cuda \
+                      --out "$OUT/results/kernels-unroll$u" 2>&1 | grep "batch" | tee -a "$OUT/session.log"
+                  done ;;
+    bench_unroll) for u in ${UNROLLS:-8 16}; do
+                    run env NANOVLLM_DECODE_UNROLL=$u timeout -s INT -k 20 240 $B/nanovllm experiments/bench.toml \
+                      --results-dir "$OUT/results/unroll$u"
+                  done ;;
     bench_part) exp bench_part ${BENCH_TIMEOUT:-240} ;;
     bench_fusion) exp bench_fusion ${BENCH_TIMEOUT:-400} ;;
     chunk512) exp chunk512 150 ;;
