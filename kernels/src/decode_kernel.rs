@@ -3,7 +3,7 @@
 //! [`attention_kernel`](crate::attention_kernel).
 use cubecl::prelude::*;
 
-use crate::attention_kernel::{online_softmax_tile, tile_offsets, NEG_BIG};
+use crate::attention_tile::{online_softmax_tile, tile_offsets, NEG_BIG};
 
 /// Decode attention (one query per item). Decode reads every cached key and value once per
 /// step, so the kernel is built for memory throughput:

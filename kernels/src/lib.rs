@@ -3,6 +3,7 @@
 //! in bf16 through `nanovllm kernels-check`).
 //!
 //! - [`plan`]: host-side work items and tile shapes for paged attention.
+//! - [`attention_tile`]: the per-key-tile pieces both attention kernels share.
 //! - [`attention_kernel`]: the cubecl kernels (tiled online softmax over the paged cache, and
 //!   the log-sum-exp merge of split decode contexts).
 //! - [`attention`]: their launcher on cubecl tensors.
@@ -14,6 +15,7 @@
 //!   with the `fusion` feature, fused cubecl backends.
 pub mod attention;
 pub mod attention_kernel;
+pub mod attention_tile;
 pub mod backend;
 pub mod bench;
 #[cfg(feature = "cuda")]

@@ -1,0 +1,233 @@
+//! The pieces of the attention kernels that work on one key tile in shared memory: cache
+//! offsets, tile loads, scores, the online softmax and the value accumulation. Shared by the
+//! tiled kernel (`attention_kernel`) and the decode kernel (`decode_kernel`).
+use cubecl::prelude::*;
+
+/// Stands in for -inf: WGSL has no infinite literals, and a finite value keeps `exp` NaN-free.
+pub(crate) const NEG_BIG: f32 = -1.0e30;
+
+/// Offset in the cache of each key of the tile starting at `start` (one block-table lookup per
+/// key rather than per element); -1 past `end`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn tile_offsets<I: Int>(
+    slot_stride: usize,
+    head_stride: usize,
+    block_tables: &Tensor<I>,
+    offsets: &mut SharedMemory<i32>,
+    seq: usize,
+    kv_head: usize,
+    start: usize,
+    end: usize,
+    block_size: usize,
+    #[comptime] kv_tile: usize,
+) {
+    let mut t = UNIT_POS_X as usize;
+    while t < kv_tile {
+        let pos = start + t;
+        if pos < end {
+            let block =
+                usize::cast_from(block_tables[seq * block_tables.stride(0) + pos / block_size]);
+            let slot = block * block_size + pos % block_size;
+            offsets[t] = i32::cast_from(slot * slot_stride + kv_head * head_stride);
+        } else {
+            offsets[t] = i32::new(-1);
+        }
+        t += CUBE_DIM_X as usize;
+    }
+}
+
+/// Loads the tile's keys (or values) into shared memory, one row of `head_dim + 1` per key
+/// (the pad keeps the score loop free of bank conflicts); zeros past the end.
+#[cube]
+pub(crate) fn load_kv_tile<F: Float>(
+    cache: &Tensor<F>,
+    offsets: &SharedMemory<i32>,
+    tile: &mut SharedMemory<f32>,
+    #[comptime] kv_tile: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] threads: usize,
+) {
+    let mut idx = UNIT_POS_X as usize;
+    while idx < kv_tile * head_dim {
+        let t = idx / head_dim;
+        let d = idx % head_dim;
+        let off = offsets[t];
+        let mut val = f32::new(0.0);
+        if off >= 0 {
+            val = f32::cast_from(cache[usize::cast_from(off) + d]);
+        }
+        tile[t * (head_dim + 1) + d] = val;
+        idx += threads;
+    }
+}
+
+/// Online softmax over one tile of scores `p_s` (`rows` rows of `kv_tile`, stride
+/// `kv_tile + 1`), one plane (warp) per row: turns scores into probabilities under the running
+/// max, and updates each row's max `m_s`, sum `l_s` and rescale factor `alpha_s`. Scores at or
+/// below -1e29 are masked keys.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn online_softmax_tile(
+    p_s: &mut SharedMemory<f32>,
+    m_s: &mut SharedMemory<f32>,
+    l_s: &mut SharedMemory<f32>,
+    alpha_s: &mut SharedMemory<f32>,
+    rows: usize,
+    #[comptime] kv_tile: usize,
+    warp: usize,
+    warps: usize,
+    lane: usize,
+    plane: usize,
+) {
+    let p_stride = kv_tile + 1;
+    let mut r = warp;
+    while r < rows {
+        let mut mx = f32::new(NEG_BIG);
+        let mut t = lane;
+        while t < kv_tile {
+            mx = f32::max(mx, p_s[r * p_stride + t]);
+            t += plane;
+        }
+        let m_old = m_s[r];
+        let m_new = f32::max(m_old, plane_max(mx));
+        let mut sum = f32::new(0.0);
+        let mut t = lane;
+        while t < kv_tile {
+            let s = p_s[r * p_stride + t];
+            let mut p = f32::new(0.0);
+            if s > f32::new(-1.0e29) {
+                p = f32::exp(s - m_new);
+            }
+            p_s[r * p_stride + t] = p;
+            sum += p;
+            t += plane;
+        }
+        let total = plane_sum(sum);
+        if lane == 0 {
+            let alpha = f32::exp(m_old - m_new);
+            m_s[r] = m_new;
+            l_s[r] = l_s[r] * alpha + total;
+            alpha_s[r] = alpha;
+        }
+        r += warps;
+    }
+}
+
+/// Scores of one key tile, `p_s[r, t] = q_s[r] . kv_s[t]`, NEG_BIG where key `t` is past the
+/// range or past row `r`'s own position. Shared-memory reads bound this kernel, so where the
+/// cube's threads divide evenly each thread keeps one key and walks its rows: a key element is
+/// read once per `rows / (threads / kv_tile)` products instead of once per product.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn tile_scores(
+    q_s: &SharedMemory<f32>,
+    kv_s: &SharedMemory<f32>,
+    p_s: &mut SharedMemory<f32>,
+    start: usize,
+    kv_end: usize,
+    pos0: usize,
+    #[comptime] group: usize,
+    #[comptime] rows: usize,
+    #[comptime] kv_tile: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] threads: usize,
+) {
+    let tid = UNIT_POS_X as usize;
+    let p_stride = kv_tile + 1;
+    if comptime!(threads.is_multiple_of(kv_tile) && (rows * kv_tile).is_multiple_of(threads)) {
+        let row_step = comptime!(threads / kv_tile);
+        let per_thread = comptime!(rows * kv_tile / threads);
+        let t = tid % kv_tile;
+        let r0 = tid / kv_tile;
+        let mut dots = Array::<f32>::new(per_thread);
+        #[unroll]
+        for k in 0..per_thread {
+            dots[k] = f32::new(0.0);
+        }
+        for d in 0..head_dim {
+            let key = kv_s[t * (head_dim + 1) + d];
+            #[unroll]
+            for k in 0..per_thread {
+                dots[k] += q_s[(r0 + k * row_step) * head_dim + d] * key;
+            }
+        }
+        let pos = start + t;
+        #[unroll]
+        for k in 0..per_thread {
+            let r = r0 + k * row_step;
+            let mut s = f32::new(NEG_BIG);
+            if pos < kv_end && pos <= pos0 + r / group {
+                s = dots[k];
+            }
+            p_s[r * p_stride + t] = s;
+        }
+    } else {
+        let mut idx = tid;
+        while idx < rows * kv_tile {
+            let r = idx / kv_tile;
+            let t = idx % kv_tile;
+            let pos = start + t;
+            let mut s = f32::new(NEG_BIG);
+            if pos < kv_end && pos <= pos0 + r / group {
+                let mut dot = f32::new(0.0);
+                for d in 0..head_dim {
+                    dot += q_s[r * head_dim + d] * kv_s[t * (head_dim + 1) + d];
+                }
+                s = dot;
+            }
+            p_s[r * p_stride + t] = s;
+            idx += threads;
+        }
+    }
+}
+
+/// `acc = acc * alpha + p @ v` over one value tile. When the threads cover whole rows of the
+/// head dim, each thread's accumulators share one column `d`, so a value is read once per key
+/// for all of them (the generic order read it once per product).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn accumulate_values(
+    p_s: &SharedMemory<f32>,
+    kv_s: &SharedMemory<f32>,
+    alpha_s: &SharedMemory<f32>,
+    acc: &mut Array<f32>,
+    #[comptime] rows: usize,
+    #[comptime] kv_tile: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] threads: usize,
+    #[comptime] acc_per_thread: usize,
+) {
+    let tid = UNIT_POS_X as usize;
+    let p_stride = kv_tile + 1;
+    if comptime!(threads.is_multiple_of(head_dim) && (rows * head_dim).is_multiple_of(threads)) {
+        let row_step = comptime!(threads / head_dim);
+        let d = tid % head_dim;
+        let r0 = tid / head_dim;
+        #[unroll]
+        for j in 0..acc_per_thread {
+            acc[j] *= alpha_s[r0 + j * row_step];
+        }
+        for t in 0..kv_tile {
+            let value = kv_s[t * (head_dim + 1) + d];
+            #[unroll]
+            for j in 0..acc_per_thread {
+                acc[j] += p_s[(r0 + j * row_step) * p_stride + t] * value;
+            }
+        }
+    } else {
+        #[unroll]
+        for j in 0..acc_per_thread {
+            let idx = tid + j * threads;
+            if idx < rows * head_dim {
+                let r = idx / head_dim;
+                let d = idx % head_dim;
+                let mut a = acc[j] * alpha_s[r];
+                for t in 0..kv_tile {
+                    a += p_s[r * p_stride + t] * kv_s[t * (head_dim + 1) + d];
+                }
+                acc[j] = a;
+            }
+        }
+    }
+}
