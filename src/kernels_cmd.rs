@@ -90,6 +90,7 @@ fn check<B: KernelBackend>(device: &B::Device) -> anyhow::Result<()> {
         ("add_rms_norm", l.add_rms_norm),
         ("qk_norm_rope", l.qk_norm_rope),
         ("rope_without_norm", l.rope_without_norm),
+        ("rope_into_cache", l.rope_into_cache),
         ("silu_mul", l.silu_mul),
         ("project", l.project),
     ] {

@@ -16,7 +16,7 @@ use cubek::matmul::launch::Strategy;
 use crate::attention::{device_caps, paged_attention, store_kv, DevicePlan};
 use crate::host_attention::{host_attention, HostLayout};
 use crate::host_matmul::{few_rows_matmul, FEW_ROWS};
-use crate::layers::{add_rms_norm, qk_norm_rope, rms_norm, silu_mul, HeadShape};
+use crate::layers::{add_rms_norm, qk_norm_rope, rms_norm, silu_mul, HeadShape, KvCacheDest};
 use crate::plan::{AttentionPlan, DeviceCaps, ITEM_FIELDS, MERGE_FIELDS};
 use crate::sample::{sample_rows, RowSampling};
 
@@ -123,6 +123,25 @@ pub trait KernelBackend: Backend {
         shape: HeadShape,
         eps: f32,
     ) -> (Tensor<Self, 3>, Tensor<Self, 3>, Tensor<Self, 3>);
+
+    /// [`qk_norm_rope`](Self::qk_norm_rope) with k and v written straight into the paged
+    /// caches at `slots` (as [`store_kv`](Self::store_kv) would); returns q. One launch on the
+    /// kernel backends.
+    #[allow(clippy::too_many_arguments)]
+    fn qk_norm_rope_into_cache(
+        qkv: Tensor<Self, 2>,
+        norms: Option<(&Tensor<Self, 1>, &Tensor<Self, 1>)>,
+        cos: &Tensor<Self, 2>,
+        sin: &Tensor<Self, 2>,
+        positions: &Tensor<Self, 1, Int>,
+        shape: HeadShape,
+        eps: f32,
+        (k_cache, v_cache, slots): (&Tensor<Self, 3>, &Tensor<Self, 3>, &Tensor<Self, 1, Int>),
+    ) -> Tensor<Self, 3> {
+        let (q, k, v) = Self::qk_norm_rope(qkv, norms, cos, sin, positions, shape, eps);
+        Self::store_kv(k_cache, v_cache, k, v, slots);
+        q
+    }
 
     /// `silu(gate) * up` of `gate_up` `[tokens, 2 * inter]` (gate first).
     fn silu_mul(gate_up: Tensor<Self, 2>) -> Tensor<Self, 2>;
@@ -428,8 +447,39 @@ impl<B: CubeBridge> KernelBackend for B {
             B::int_in(positions.clone()),
             shape,
             eps,
+            None,
         );
         (B::float_out(q), B::float_out(k), B::float_out(v))
+    }
+
+    fn qk_norm_rope_into_cache(
+        qkv: Tensor<Self, 2>,
+        norms: Option<(&Tensor<Self, 1>, &Tensor<Self, 1>)>,
+        cos: &Tensor<Self, 2>,
+        sin: &Tensor<Self, 2>,
+        positions: &Tensor<Self, 1, Int>,
+        shape: HeadShape,
+        eps: f32,
+        (k_cache, v_cache, slots): (&Tensor<Self, 3>, &Tensor<Self, 3>, &Tensor<Self, 1, Int>),
+    ) -> Tensor<Self, 3> {
+        let norms = norms.map(|(q, k)| (B::float_in(q.clone()), B::float_in(k.clone())));
+        // Under fusion, resolving the caches drains the stream, as `store_kv` does.
+        let cache = KvCacheDest {
+            k_cache: B::float_in(k_cache.clone()),
+            v_cache: B::float_in(v_cache.clone()),
+            slots: B::int_in(slots.clone()),
+        };
+        let (q, _, _) = qk_norm_rope::<B::R, B::F, B::I>(
+            B::float_in(qkv),
+            norms,
+            B::float_in(cos.clone()),
+            B::float_in(sin.clone()),
+            B::int_in(positions.clone()),
+            shape,
+            eps,
+            Some(cache),
+        );
+        B::float_out(q)
     }
 
     fn silu_mul(gate_up: Tensor<Self, 2>) -> Tensor<Self, 2> {

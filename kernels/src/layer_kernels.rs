@@ -70,7 +70,9 @@ pub fn rms_norm_kernel<F: Float>(
 /// One cube per (token, head) over the q, k and v heads of the fused qkv projection
 /// `[tokens, (heads + 2 kv_heads) * head_dim]`: q and k heads get their per-head RMSNorm (Qwen3,
 /// with `qk_norm`) and the rotary embedding (pairs `d`, `d + head_dim / 2`, as HF's
-/// `rotate_half`); v heads are copied. Outputs are contiguous `[tokens, heads, head_dim]`.
+/// `rotate_half`); v heads are copied. q is contiguous `[tokens, heads, head_dim]`; k and v go to
+/// rows `[rows, kv_heads, head_dim]` through their strides: row `t` for token `t`, or with
+/// `to_cache` the token's slot of the paged cache (`store_kv` fused in, one launch fewer).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn qk_norm_rope_kernel<F: Float, I: Int>(
@@ -80,14 +82,15 @@ pub fn qk_norm_rope_kernel<F: Float, I: Int>(
     cos: &Tensor<f32>,
     sin: &Tensor<f32>,
     positions: &Tensor<I>,
+    slots: &Tensor<I>,
     q_out: &mut Tensor<F>,
     k_out: &mut Tensor<F>,
     v_out: &mut Tensor<F>,
     eps: f32,
     #[comptime] heads: usize,
-    #[comptime] kv_heads: usize,
     #[comptime] head_dim: usize,
     #[comptime] qk_norm: bool,
+    #[comptime] to_cache: bool,
 ) {
     let token = CUBE_POS_X as usize;
     let head = CUBE_POS_Y as usize;
@@ -96,8 +99,13 @@ pub fn qk_norm_rope_kernel<F: Float, I: Int>(
     let base = token * qkv.stride(0) + head * head_dim;
     let a = qkv[base + i];
     let b = qkv[base + i + half];
+    let mut row = token;
+    if to_cache {
+        row = usize::cast_from(slots[token]);
+    }
+    let kv_heads = k_out.shape(1);
     if head >= heads + kv_heads {
-        let at = (token * kv_heads + head - heads - kv_heads) * head_dim;
+        let at = row * v_out.stride(0) + (head - heads - kv_heads) * v_out.stride(1);
         v_out[at + i] = a;
         v_out[at + i + half] = b;
         terminate!();
@@ -126,7 +134,7 @@ pub fn qk_norm_rope_kernel<F: Float, I: Int>(
         q_out[at + i] = r1;
         q_out[at + i + half] = r2;
     } else {
-        let at = (token * kv_heads + head - heads) * head_dim;
+        let at = row * k_out.stride(0) + (head - heads) * k_out.stride(1);
         k_out[at + i] = r1;
         k_out[at + i + half] = r2;
     }

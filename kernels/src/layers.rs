@@ -75,7 +75,17 @@ pub fn add_rms_norm<R: CubeRuntime, F: Float + CubeElement>(
     (sum.expect("a residual was given"), normed)
 }
 
-/// q, k (normed when `norms` is given, rotated) and v, each contiguous, from the fused `qkv`.
+/// Where `qk_norm_rope` puts k and v: new contiguous tensors, or the paged caches at `slots`.
+pub struct KvCacheDest<R: CubeRuntime> {
+    pub k_cache: CubeTensor<R>,
+    pub v_cache: CubeTensor<R>,
+    pub slots: CubeTensor<R>,
+}
+
+/// q, k (normed when `norms` is given, rotated) and v from the fused `qkv`. q is contiguous;
+/// k and v are new contiguous tensors, or with `cache` written into it in place (and the
+/// caches are returned).
+#[allow(clippy::too_many_arguments)]
 pub fn qk_norm_rope<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
     qkv: CubeTensor<R>,
     norms: Option<(CubeTensor<R>, CubeTensor<R>)>,
@@ -84,6 +94,7 @@ pub fn qk_norm_rope<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement
     positions: CubeTensor<R>,
     shape: HeadShape,
     eps: f32,
+    cache: Option<KvCacheDest<R>>,
 ) -> (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>) {
     let qkv = rows(qkv);
     let tokens = qkv.shape()[0];
@@ -93,8 +104,16 @@ pub fn qk_norm_rope<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement
         head_dim,
     } = shape;
     let q = empty(&qkv, Shape::new([tokens, heads, head_dim]), qkv.dtype);
-    let k = empty(&qkv, Shape::new([tokens, kv_heads, head_dim]), qkv.dtype);
-    let v = empty(&qkv, Shape::new([tokens, kv_heads, head_dim]), qkv.dtype);
+    let to_cache = cache.is_some();
+    let positions = into_contiguous(positions);
+    let (k, v, slots) = match cache {
+        Some(dest) => (dest.k_cache, dest.v_cache, into_contiguous(dest.slots)),
+        None => {
+            let kv = || empty(&qkv, Shape::new([tokens, kv_heads, head_dim]), qkv.dtype);
+            // Without a cache the slots are never read: pass any int tensor.
+            (kv(), kv(), positions.clone())
+        }
+    };
     if tokens == 0 {
         return (q, k, v);
     }
@@ -111,15 +130,16 @@ pub fn qk_norm_rope<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement
         into_contiguous(kw).into_tensor_arg(),
         into_contiguous(cos).into_tensor_arg(),
         into_contiguous(sin).into_tensor_arg(),
-        into_contiguous(positions).into_tensor_arg(),
+        positions.into_tensor_arg(),
+        slots.into_tensor_arg(),
         q.clone().into_tensor_arg(),
         k.clone().into_tensor_arg(),
         v.clone().into_tensor_arg(),
         eps,
         heads,
-        kv_heads,
         head_dim,
         qk_norm,
+        to_cache,
     );
     (q, k, v)
 }

@@ -314,6 +314,8 @@ pub struct LayerParity {
     pub add_rms_norm: f32,
     pub qk_norm_rope: f32,
     pub rope_without_norm: f32,
+    /// `qk_norm_rope_into_cache` against `qk_norm_rope` then a scatter into the cache.
+    pub rope_into_cache: f32,
     pub silu_mul: f32,
     /// `project` at 1, 3, 40 and 300 rows on transposed weights: the worst of the four.
     pub project: f32,
@@ -425,6 +427,30 @@ pub fn run_layers<B: KernelBackend>(seed: u64, dev: &B::Device) -> LayerParity {
         rope_err[i] = rel_err(&got, &want);
     }
 
+    // The same with k and v written straight into a paged cache at shuffled slots: q, k and v
+    // as above, and the slots no token maps to left untouched.
+    let (n_slots, kv_row) = (6, shape.kv_heads * hd);
+    let slot_of = [5usize, 0, 3];
+    let zeros = || Tensor::<B, 3>::zeros([n_slots, shape.kv_heads, hd], dev);
+    let (k_cache, v_cache) = (zeros(), zeros());
+    let slot_ids: Vec<i32> = slot_of.iter().map(|&s| s as i32).collect();
+    let slots = Tensor::<B, 1, Int>::from_data(TensorData::new(slot_ids, [tokens]), dev);
+    let norms = Some((&qw, &kw));
+    let (q, k, v) = B::qk_norm_rope(qkv.clone(), norms, &cos, &sin, &pos, shape, eps);
+    let cache = (&k_cache, &v_cache, &slots);
+    let q_fused = B::qk_norm_rope_into_cache(qkv, norms, &cos, &sin, &pos, shape, eps, cache);
+    let scatter = |rows: Vec<f32>| {
+        let mut want = vec![0.0f32; n_slots * kv_row];
+        for (t, &slot) in slot_of.iter().enumerate() {
+            want[slot * kv_row..(slot + 1) * kv_row]
+                .copy_from_slice(&rows[t * kv_row..(t + 1) * kv_row]);
+        }
+        want
+    };
+    let rope_into_cache = rel_err(&to_host(q_fused), &to_host(q))
+        .max(rel_err(&to_host(k_cache), &scatter(to_host(k))))
+        .max(rel_err(&to_host(v_cache), &scatter(to_host(v))));
+
     let inter = 300;
     let (gu, guh) = upload::<B, 2>(
         random(&mut rng, tokens * 2 * inter),
@@ -458,6 +484,7 @@ pub fn run_layers<B: KernelBackend>(seed: u64, dev: &B::Device) -> LayerParity {
         add_rms_norm,
         qk_norm_rope: rope_err[0],
         rope_without_norm: rope_err[1],
+        rope_into_cache,
         silu_mul,
         project,
     }

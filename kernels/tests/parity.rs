@@ -65,6 +65,7 @@ fn fused_layer_kernels_match_host_arithmetic() {
         ("add_rms_norm", r.add_rms_norm),
         ("qk_norm_rope", r.qk_norm_rope),
         ("rope_without_norm", r.rope_without_norm),
+        ("rope_into_cache", r.rope_into_cache),
         ("silu_mul", r.silu_mul),
         ("project", r.project),
     ] {

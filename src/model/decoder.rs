@@ -24,27 +24,24 @@ impl<B: KernelBackend> LayerCache<B> {
         }
     }
 
-    /// Writes this step's K and V at their slots and returns the caches for attention. With the
-    /// kernels, `store_kv` writes in place; otherwise burn's scatter, which reuses the buffers on
-    /// ndarray but copies the whole cache under fusion.
-    fn store(
+    /// The caches as they stand: the kernels write them in place.
+    fn caches(&self) -> (&Tensor<B, 3>, &Tensor<B, 3>) {
+        let (k, v) = self.kv.as_ref().expect("cache present between steps");
+        (k, v)
+    }
+
+    /// Writes this step's K and V at their slots with burn's scatter (the path without kernels)
+    /// and returns the caches for attention. It reuses the buffers on ndarray, but copies the
+    /// whole cache under fusion, which is why the kernel path writes in place instead.
+    fn scatter(
         &mut self,
         step: &StepTensors<B>,
         k: Tensor<B, 3>,
         v: Tensor<B, 3>,
     ) -> (&Tensor<B, 3>, &Tensor<B, 3>) {
         let (kc, vc) = self.kv.take().expect("cache present between steps");
-        let (kc, vc) = match &step.attn {
-            StepAttention::Kernel(_) => {
-                let slots = step.slot_mapping.clone().flatten(0, 1);
-                B::store_kv(&kc, &vc, k, v, &slots);
-                (kc, vc)
-            }
-            StepAttention::Host(_) | StepAttention::Reference(_) => (
-                kc.scatter_nd(step.slot_mapping.clone(), k, IndexingUpdateOp::Assign),
-                vc.scatter_nd(step.slot_mapping.clone(), v, IndexingUpdateOp::Assign),
-            ),
-        };
+        let kc = kc.scatter_nd(step.slot_mapping.clone(), k, IndexingUpdateOp::Assign);
+        let vc = vc.scatter_nd(step.slot_mapping.clone(), v, IndexingUpdateOp::Assign);
         let (k, v) = self.kv.insert((kc, vc));
         (k, v)
     }
@@ -258,6 +255,7 @@ impl<B: KernelBackend> Decoder<B> {
             head_dim: s.head_dim,
         };
         let (cos, sin) = self.rope.tables();
+        let slots = step.slot_mapping.clone().flatten(0, 1);
         let mut x = self.embed.clone().select(0, step.token_ids.clone());
         // The MLP output of the previous layer, not yet added to the residual stream `x`.
         let mut pending: Option<Tensor<B, 2>> = None;
@@ -272,8 +270,18 @@ impl<B: KernelBackend> Decoder<B> {
                 qkv = qkv + bias.clone().unsqueeze();
             }
             let norms = layer.q_norm.as_ref().zip(layer.k_norm.as_ref());
-            let (q, k, v) = B::qk_norm_rope(qkv, norms, cos, sin, &step.positions, shape, eps);
-            let (k_cache, v_cache) = layer_cache.store(step, k, v);
+            let (k_cache, v_cache) = layer_cache.caches();
+            // One launch: q out, K and V into their cache slots.
+            let q = B::qk_norm_rope_into_cache(
+                qkv,
+                norms,
+                cos,
+                sin,
+                &step.positions,
+                shape,
+                eps,
+                (k_cache, v_cache, &slots),
+            );
             let attn = step
                 .attn
                 .attend(q, k_cache, v_cache, 1.0 / (s.head_dim as f32).sqrt());
@@ -322,7 +330,7 @@ impl<B: KernelBackend> Decoder<B> {
         }
         let q = self.rope.apply(q, &step.positions);
         let k = self.rope.apply(k, &step.positions);
-        let (k_cache, v_cache) = cache.store(step, k, v);
+        let (k_cache, v_cache) = cache.scatter(step, k, v);
         let attn = step
             .attn
             .attend(q, k_cache, v_cache, 1.0 / (hd as f32).sqrt());
