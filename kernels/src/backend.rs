@@ -183,8 +183,8 @@ pub trait KernelBackend: Backend {
     }
 
     /// A projection weight `[in, out]` as loaded (a transposed view of HF's `[out, in]`), in
-    /// the layout this backend's `project` reads best. Kept as the view by default: the
-    /// small-M kernel reads it along `in`.
+    /// the layout this backend's `project` reads best. Kept as the view by default: cuBLAS and
+    /// the chosen cubek strategies read it at full speed.
     fn prepare_weight(w: Tensor<Self, 2>) -> Tensor<Self, 2> {
         w
     }

@@ -65,16 +65,10 @@ pub fn project<R: CubeRuntime>(x: &CubeTensor<R>, w: &CubeTensor<R>) -> Option<C
     matches!(ran, Ok(true)).then_some(out)
 }
 
-/// One product's cuBLAS arguments (see [`GemmLayout`]) in cuBLAS's integer types.
+/// One product's cuBLAS arguments: the layout and the element type.
 #[derive(Clone, Copy)]
 struct Gemm {
-    m: i32,
-    n: i32,
-    k: i32,
-    transpose_w: bool,
-    ld_w: i32,
-    ld_x: i32,
-    ld_out: i32,
+    layout: GemmLayout,
     dtype: blas_sys::cudaDataType,
 }
 
@@ -100,24 +94,15 @@ impl Gemm {
             w.meta.strides(),
             out.meta.strides(),
         )?;
-        let int = |v: usize| i32::try_from(v).ok();
-        Some(Self {
-            m: int(layout.m)?,
-            n: int(layout.n)?,
-            k: int(layout.k)?,
-            transpose_w: layout.transpose_w,
-            ld_w: int(layout.ld_w)?,
-            ld_x: int(layout.ld_x)?,
-            ld_out: int(layout.ld_out)?,
-            dtype,
-        })
+        Some(Self { layout, dtype })
     }
 
     /// Enqueues the product; `false` when cuBLAS refuses it.
     fn run(self, blas: StreamBlas, x: u64, w: u64, out: u64) -> bool {
         use blas_sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
         let (alpha, beta) = (1.0f32, 0.0f32);
-        let op_w = if self.transpose_w {
+        let (l, dtype) = (self.layout, self.dtype);
+        let op_w = if l.transpose_w {
             CUBLAS_OP_T
         } else {
             CUBLAS_OP_N
@@ -129,20 +114,20 @@ impl Gemm {
                 blas.handle,
                 op_w,
                 CUBLAS_OP_N,
-                self.n,
-                self.m,
-                self.k,
+                l.n,
+                l.m,
+                l.k,
                 &alpha as *const f32 as *const c_void,
                 w as *const c_void,
-                self.dtype,
-                self.ld_w,
+                dtype,
+                l.ld_w,
                 x as *const c_void,
-                self.dtype,
-                self.ld_x,
+                dtype,
+                l.ld_x,
                 &beta as *const f32 as *const c_void,
                 out as *mut c_void,
-                self.dtype,
-                self.ld_out,
+                dtype,
+                l.ld_out,
                 blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
                 blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )

@@ -3,25 +3,26 @@
 //! the strides (cubecl's optimized layout can pad rows: a 192-wide output came with a longer
 //! row pitch). Pure, so every case is tested without a GPU; `cublas.rs` runs it.
 
-/// The arguments of a column-major `gemm(op_w, N, n, m, k, w, ld_w, x, ld_x, out, ld_out)`.
+/// The arguments of a column-major `gemm(op_w, N, n, m, k, w, ld_w, x, ld_x, out, ld_out)`,
+/// in BLAS's integer type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GemmLayout {
     /// Rows of `x` and `out`.
-    pub m: usize,
+    pub m: i32,
     /// Columns of `w` and `out`.
-    pub n: usize,
+    pub n: i32,
     /// The shared dimension.
-    pub k: usize,
+    pub k: i32,
     /// `w` is a transposed view of `[n, k]` rows (BLAS's `op = T`), else contiguous `[k, n]`.
     pub transpose_w: bool,
-    pub ld_w: usize,
-    pub ld_x: usize,
-    pub ld_out: usize,
+    pub ld_w: i32,
+    pub ld_x: i32,
+    pub ld_out: i32,
 }
 
 impl GemmLayout {
     /// `None` when a layout is not one BLAS call can read: `x` and `out` need unit stride along
-    /// their rows, and `w` unit stride along one of its dimensions.
+    /// their rows, `w` unit stride along one of its dimensions, and every size must fit an `i32`.
     pub fn new(
         x_shape: [usize; 2],
         x_strides: &[usize],
@@ -41,14 +42,15 @@ impl GemmLayout {
             (s, 1) if s >= n => (false, s),
             _ => return None,
         };
+        let int = |v: usize| i32::try_from(v).ok();
         Some(Self {
-            m,
-            n,
-            k,
+            m: int(m)?,
+            n: int(n)?,
+            k: int(k)?,
             transpose_w,
-            ld_w,
-            ld_x,
-            ld_out,
+            ld_w: int(ld_w)?,
+            ld_x: int(ld_x)?,
+            ld_out: int(ld_out)?,
         })
     }
 }
@@ -59,15 +61,17 @@ mod tests {
 
     /// What a column-major BLAS computes with `layout` on flat buffers: the oracle for the mapping.
     fn blas(layout: GemmLayout, w: &[f32], x: &[f32], out: &mut [f32]) {
-        let GemmLayout { m, n, k, .. } = layout;
+        let size = |v: i32| v as usize;
+        let (m, n, k) = (size(layout.m), size(layout.n), size(layout.k));
+        let (ld_w, ld_x, ld_out) = (size(layout.ld_w), size(layout.ld_x), size(layout.ld_out));
         // Column-major A = op(w) is n x k, B = x^T is k x m, C = out^T is n x m.
         let a = |i: usize, l: usize| match layout.transpose_w {
-            true => w[l + i * layout.ld_w],
-            false => w[i + l * layout.ld_w],
+            true => w[l + i * ld_w],
+            false => w[i + l * ld_w],
         };
         for j in 0..m {
             for i in 0..n {
-                out[i + j * layout.ld_out] = (0..k).map(|l| a(i, l) * x[l + j * layout.ld_x]).sum();
+                out[i + j * ld_out] = (0..k).map(|l| a(i, l) * x[l + j * ld_x]).sum();
             }
         }
     }
