@@ -11,13 +11,16 @@
 //! - [`host_attention`]: the same attention on host arrays in place: the CPU engine's.
 //! - [`gemm_layout`]: how a strided product maps onto one column-major BLAS call.
 //! - `cublas` (feature `cuda`): cuBLAS products on cubecl's CUDA stream, for the projections.
-//! - [`backend`]: [`KernelBackend`], implemented for ndarray (no kernels), cubecl backends and,
-//!   with the `fusion` feature, fused cubecl backends.
+//! - [`backend`]: [`KernelBackend`] and the per-step arrays it reads; implemented in
+//!   [`cpu_backend`] for ndarray (host twins, no kernels) and in [`cube_backend`] for cubecl
+//!   backends and, with the `fusion` feature, fused cubecl backends.
 pub mod attention;
 pub mod attention_kernel;
 pub mod attention_tile;
 pub mod backend;
 pub mod bench;
+pub mod cpu_backend;
+pub mod cube_backend;
 #[cfg(feature = "cuda")]
 pub mod cublas;
 pub mod decode_kernel;

@@ -16,7 +16,7 @@ use cubek::matmul::{
 use cubek::std::InputBinding;
 
 /// From this many rows `project` runs cuBLAS where it can (CUDA with libcublas and libcupti;
-/// see [`crate::cublas`]). `NANOVLLM_CUBLAS_MIN_ROWS` overrides it for measurements (`0`
+/// see the `cublas` module). `NANOVLLM_CUBLAS_MIN_ROWS` overrides it for measurements (`0`
 /// always, a number above any batch never).
 pub fn cublas_min_rows() -> usize {
     static MIN_ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();

@@ -1,0 +1,130 @@
+//! The CPU backend (burn-ndarray, f32): no kernels, so attention and the projections run on
+//! the host arrays in place (`host_attention`, `host_matmul`).
+use burn::backend::NdArray;
+use burn::tensor::{Int, Tensor, TensorPrimitive};
+
+use crate::backend::{DeviceSampling, KernelBackend, KernelPlan};
+use crate::host_attention::{host_attention, HostLayout};
+use crate::host_matmul::{few_rows_matmul, FEW_ROWS};
+use crate::layers::HeadShape;
+use crate::plan::DeviceCaps;
+
+const NO_KERNELS: &str = "ndarray has no kernels: callers check kernel_caps and use the reference";
+
+impl KernelBackend for NdArray<f32> {
+    fn kernel_caps(_device: &Self::Device) -> Option<DeviceCaps> {
+        None
+    }
+    fn paged_attention(
+        _: Tensor<Self, 3>,
+        _: &Tensor<Self, 3>,
+        _: &Tensor<Self, 3>,
+        _: &KernelPlan<Self>,
+        _: f32,
+    ) -> Tensor<Self, 3> {
+        unreachable!("{NO_KERNELS}")
+    }
+    fn store_kv(
+        _: &Tensor<Self, 3>,
+        _: &Tensor<Self, 3>,
+        _: Tensor<Self, 3>,
+        _: Tensor<Self, 3>,
+        _: &Tensor<Self, 1, Int>,
+    ) {
+        unreachable!("{NO_KERNELS}")
+    }
+    fn sample_rows(_: Tensor<Self, 2>, _: &DeviceSampling<Self>) -> Tensor<Self, 1, Int> {
+        unreachable!("{NO_KERNELS}")
+    }
+    fn rms_norm(_: Tensor<Self, 2>, _: &Tensor<Self, 1>, _: f32) -> Tensor<Self, 2> {
+        unreachable!("{NO_KERNELS}")
+    }
+    fn add_rms_norm(
+        _: Tensor<Self, 2>,
+        _: Tensor<Self, 2>,
+        _: &Tensor<Self, 1>,
+        _: f32,
+    ) -> (Tensor<Self, 2>, Tensor<Self, 2>) {
+        unreachable!("{NO_KERNELS}")
+    }
+    fn qk_norm_rope(
+        _: Tensor<Self, 2>,
+        _: Option<(&Tensor<Self, 1>, &Tensor<Self, 1>)>,
+        _: &Tensor<Self, 2>,
+        _: &Tensor<Self, 2>,
+        _: &Tensor<Self, 1, Int>,
+        _: HeadShape,
+        _: f32,
+    ) -> (Tensor<Self, 3>, Tensor<Self, 3>, Tensor<Self, 3>) {
+        unreachable!("{NO_KERNELS}")
+    }
+    fn silu_mul(_: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        unreachable!("{NO_KERNELS}")
+    }
+    const HOST_ATTENTION: bool = true;
+    fn host_attention(
+        q: Tensor<Self, 3>,
+        k_cache: &Tensor<Self, 3>,
+        v_cache: &Tensor<Self, 3>,
+        layout: &HostLayout,
+        scale: f32,
+    ) -> Tensor<Self, 3> {
+        use burn_ndarray::NdArrayTensor;
+        let primitive = |t: Tensor<Self, 3>| t.into_primitive().tensor();
+        let (NdArrayTensor::F32(qs), NdArrayTensor::F32(ks), NdArrayTensor::F32(vs)) = (
+            primitive(q),
+            primitive(k_cache.clone()),
+            primitive(v_cache.clone()),
+        ) else {
+            unreachable!("NdArray<f32> holds f32 tensors")
+        };
+        ndarray_tensor(host_attention(
+            view3(qs.view()),
+            view3(ks.view()),
+            view3(vs.view()),
+            layout,
+            scale,
+        ))
+    }
+    /// burn-ndarray 0.21's matmul copies both operands on every call, even contiguous ones
+    /// (its reshape turns a view into an owned array): for a weight that is the whole weight,
+    /// every step. ndarray's own `dot` reads them in place; a few rows (decodes) take
+    /// [`few_rows_matmul`], which also skips matrixmultiply's packing of the weight.
+    fn project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2> {
+        use burn_ndarray::NdArrayTensor;
+        let primitive = |t: Tensor<Self, 2>| t.into_primitive().tensor();
+        let (NdArrayTensor::F32(xs), NdArrayTensor::F32(ws)) =
+            (primitive(x.clone()), primitive(w.clone()))
+        else {
+            return x.matmul(w.clone());
+        };
+        let (xv, wv) = (xs.view(), ws.view());
+        let matrix = "project takes 2-D tensors";
+        let xm = xv.into_dimensionality::<ndarray::Ix2>().expect(matrix);
+        let wm = wv.into_dimensionality::<ndarray::Ix2>().expect(matrix);
+        ndarray_tensor(match xm.nrows() <= FEW_ROWS {
+            true => few_rows_matmul(xm, wm).unwrap_or_else(|| xm.dot(&wm)),
+            false => xm.dot(&wm),
+        })
+    }
+    /// `project` reads strided weights in place, but matrixmultiply packs a row-major weight
+    /// from contiguous rows faster than from a transposed view: lay it out once at load.
+    fn prepare_weight(w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        let device = w.device();
+        Tensor::from_data(w.into_data(), &device)
+    }
+}
+
+/// An ndarray result as a tensor of the CPU backend, without a copy.
+fn ndarray_tensor<D: ndarray::Dimension, const R: usize>(
+    a: ndarray::Array<f32, D>,
+) -> Tensor<NdArray<f32>, R> {
+    Tensor::from_primitive(TensorPrimitive::Float(burn_ndarray::NdArrayTensor::from(
+        a.into_dyn().into_shared(),
+    )))
+}
+
+fn view3(v: ndarray::ArrayViewD<'_, f32>) -> ndarray::ArrayView3<'_, f32> {
+    v.into_dimensionality()
+        .expect("attention takes 3-D tensors")
+}

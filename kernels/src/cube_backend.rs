@@ -1,0 +1,290 @@
+//! The cubecl backends (burn-cubecl, fused or not): the bridge from burn tensors to cubecl
+//! tensors, and [`KernelBackend`] on top of it. Unfused backends hand tensors over directly;
+//! under fusion an input flushes the fused stream and an output is registered back as a new
+//! tensor.
+use burn::tensor::{backend::Backend, DType, Int, Tensor, TensorPrimitive};
+use burn_cubecl::{
+    element::{BoolElement, FloatElement, IntElement},
+    tensor::CubeTensor,
+    CubeBackend, CubeRuntime,
+};
+use cubecl::prelude::{CubeElement, Float as CubeFloat, Int as CubeInt};
+use cubek::matmul::launch::Strategy;
+
+use crate::attention::{device_caps, paged_attention, store_kv, DevicePlan};
+use crate::backend::{DeviceSampling, KernelBackend, KernelPlan};
+use crate::layers::{add_rms_norm, qk_norm_rope, rms_norm, silu_mul, HeadShape, KvCacheDest};
+use crate::plan::DeviceCaps;
+use crate::sample::sample_rows;
+
+/// How a cubecl-based backend hands tensors to the kernels and takes results back.
+pub trait CubeBridge: Backend {
+    type R: CubeRuntime;
+    type F: CubeFloat + CubeElement;
+    type I: CubeInt + CubeElement;
+    fn int_dtype() -> DType;
+    fn cube_device(device: &Self::Device) -> <Self::R as cubecl::Runtime>::Device;
+    fn float_in<const D: usize>(t: Tensor<Self, D>) -> CubeTensor<Self::R>;
+    fn int_in<const D: usize>(t: Tensor<Self, D, Int>) -> CubeTensor<Self::R>;
+    fn float_out<const D: usize>(t: CubeTensor<Self::R>) -> Tensor<Self, D>;
+    fn int_out<const D: usize>(t: CubeTensor<Self::R>) -> Tensor<Self, D, Int>;
+}
+
+impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> CubeBridge
+    for CubeBackend<R, F, I, BT>
+{
+    type R = R;
+    type F = F;
+    type I = I;
+    fn int_dtype() -> DType {
+        I::dtype()
+    }
+    fn cube_device(device: &Self::Device) -> R::Device {
+        device.clone()
+    }
+    fn float_in<const D: usize>(t: Tensor<Self, D>) -> CubeTensor<R> {
+        t.into_primitive().tensor()
+    }
+    fn int_in<const D: usize>(t: Tensor<Self, D, Int>) -> CubeTensor<R> {
+        t.into_primitive()
+    }
+    fn float_out<const D: usize>(t: CubeTensor<R>) -> Tensor<Self, D> {
+        Tensor::from_primitive(TensorPrimitive::Float(t))
+    }
+    fn int_out<const D: usize>(t: CubeTensor<R>) -> Tensor<Self, D, Int> {
+        Tensor::from_primitive(t)
+    }
+}
+
+impl<B: CubeBridge> KernelBackend for B {
+    fn kernel_caps(device: &Self::Device) -> Option<DeviceCaps> {
+        let client = <B::R as cubecl::Runtime>::client(&B::cube_device(device));
+        Some(device_caps(&client))
+    }
+
+    fn paged_attention(
+        q: Tensor<Self, 3>,
+        k_cache: &Tensor<Self, 3>,
+        v_cache: &Tensor<Self, 3>,
+        plan: &KernelPlan<Self>,
+        scale: f32,
+    ) -> Tensor<Self, 3> {
+        let device_plan = DevicePlan {
+            block_tables: B::int_in(plan.block_tables.clone()),
+            items: B::int_in(plan.items.clone()),
+            decode_items: plan.decode_items.clone().map(B::int_in),
+            merges: plan.merges.clone().map(B::int_in),
+        };
+        let out = paged_attention::<B::R, B::F, B::I>(
+            B::float_in(q),
+            B::float_in(k_cache.clone()),
+            B::float_in(v_cache.clone()),
+            &plan.plan,
+            &device_plan,
+            scale,
+        );
+        B::float_out(out)
+    }
+
+    fn store_kv(
+        k_cache: &Tensor<Self, 3>,
+        v_cache: &Tensor<Self, 3>,
+        k: Tensor<Self, 3>,
+        v: Tensor<Self, 3>,
+        slots: &Tensor<Self, 1, Int>,
+    ) {
+        // Under fusion, resolving drains the stream: every queued read of the cache runs first.
+        store_kv::<B::R, B::F, B::I>(
+            B::float_in(k_cache.clone()),
+            B::float_in(v_cache.clone()),
+            B::float_in(k),
+            B::float_in(v),
+            B::int_in(slots.clone()),
+        );
+    }
+
+    fn sample_rows(logits: Tensor<Self, 2>, params: &DeviceSampling<Self>) -> Tensor<Self, 1, Int> {
+        let out = sample_rows::<B::R, B::F, B::I>(
+            B::float_in(logits),
+            B::float_in(params.inv_temp.clone()),
+            B::int_in(params.keys.clone()),
+            B::int_dtype(),
+        );
+        B::int_out(out)
+    }
+
+    fn rms_norm(x: Tensor<Self, 2>, weight: &Tensor<Self, 1>, eps: f32) -> Tensor<Self, 2> {
+        B::float_out(rms_norm::<B::R, B::F>(
+            B::float_in(x),
+            B::float_in(weight.clone()),
+            eps,
+        ))
+    }
+
+    fn add_rms_norm(
+        x: Tensor<Self, 2>,
+        residual: Tensor<Self, 2>,
+        weight: &Tensor<Self, 1>,
+        eps: f32,
+    ) -> (Tensor<Self, 2>, Tensor<Self, 2>) {
+        let (sum, normed) = add_rms_norm::<B::R, B::F>(
+            B::float_in(x),
+            B::float_in(residual),
+            B::float_in(weight.clone()),
+            eps,
+        );
+        (B::float_out(sum), B::float_out(normed))
+    }
+
+    fn qk_norm_rope(
+        qkv: Tensor<Self, 2>,
+        norms: Option<(&Tensor<Self, 1>, &Tensor<Self, 1>)>,
+        cos: &Tensor<Self, 2>,
+        sin: &Tensor<Self, 2>,
+        positions: &Tensor<Self, 1, Int>,
+        shape: HeadShape,
+        eps: f32,
+    ) -> (Tensor<Self, 3>, Tensor<Self, 3>, Tensor<Self, 3>) {
+        let norms = norms.map(|(q, k)| (B::float_in(q.clone()), B::float_in(k.clone())));
+        let (q, k, v) = qk_norm_rope::<B::R, B::F, B::I>(
+            B::float_in(qkv),
+            norms,
+            B::float_in(cos.clone()),
+            B::float_in(sin.clone()),
+            B::int_in(positions.clone()),
+            shape,
+            eps,
+            None,
+        );
+        (B::float_out(q), B::float_out(k), B::float_out(v))
+    }
+
+    fn qk_norm_rope_into_cache(
+        qkv: Tensor<Self, 2>,
+        norms: Option<(&Tensor<Self, 1>, &Tensor<Self, 1>)>,
+        cos: &Tensor<Self, 2>,
+        sin: &Tensor<Self, 2>,
+        positions: &Tensor<Self, 1, Int>,
+        shape: HeadShape,
+        eps: f32,
+        (k_cache, v_cache, slots): (&Tensor<Self, 3>, &Tensor<Self, 3>, &Tensor<Self, 1, Int>),
+    ) -> Tensor<Self, 3> {
+        let norms = norms.map(|(q, k)| (B::float_in(q.clone()), B::float_in(k.clone())));
+        // Under fusion, resolving the caches drains the stream, as `store_kv` does.
+        let cache = KvCacheDest {
+            k_cache: B::float_in(k_cache.clone()),
+            v_cache: B::float_in(v_cache.clone()),
+            slots: B::int_in(slots.clone()),
+        };
+        let (q, _, _) = qk_norm_rope::<B::R, B::F, B::I>(
+            B::float_in(qkv),
+            norms,
+            B::float_in(cos.clone()),
+            B::float_in(sin.clone()),
+            B::int_in(positions.clone()),
+            shape,
+            eps,
+            Some(cache),
+        );
+        B::float_out(q)
+    }
+
+    fn silu_mul(gate_up: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        B::float_out(silu_mul::<B::R, B::F>(B::float_in(gate_up)))
+    }
+
+    fn matmul_with(
+        strategy: &Strategy,
+        x: Tensor<Self, 2>,
+        w: &Tensor<Self, 2>,
+    ) -> Result<Tensor<Self, 2>, String> {
+        crate::matmul::matmul_with::<B::R>(strategy, B::float_in(x), B::float_in(w.clone()))
+            .map(B::float_out)
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    fn cublas_project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Option<Tensor<Self, 2>> {
+        #[cfg(feature = "cuda")]
+        {
+            crate::cublas::project(&B::float_in(x), &B::float_in(w.clone())).map(B::float_out)
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (x, w);
+            None
+        }
+    }
+
+    fn project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2> {
+        let rows = x.dims()[0];
+        if rows >= crate::matmul::cublas_min_rows() {
+            if let Some(out) = Self::cublas_project(x.clone(), w) {
+                return out;
+            }
+        }
+        let strategy = crate::matmul::project_strategy(rows);
+        let (x_cube, w_cube) = (B::float_in(x.clone()), B::float_in(w.clone()));
+        let out = crate::matmul::matmul_with::<B::R>(&strategy, x_cube, w_cube).ok();
+        // A shape or layout the chosen kernel does not take: burn's default.
+        out.map(B::float_out).unwrap_or_else(|| x.matmul(w.clone()))
+    }
+}
+
+#[cfg(feature = "fusion")]
+mod fused {
+    use super::*;
+    use burn::tensor::TensorMetadata;
+    use burn_fusion::{stream::OperationStreams, Fusion, FusionTensor, NoOp};
+    use burn_ir::{BackendIr, InitOperationIr, OperationIr, OperationOutput};
+
+    type Inner<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+
+    /// Under fusion: resolving an input flushes the fused ops that produce it (clones of
+    /// long-lived tensors keep them registered); an output is registered back as a new tensor,
+    /// so later ops fuse again. The custom kernel itself is opaque to fusion.
+    impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> CubeBridge
+        for Fusion<Inner<R, F, I, BT>>
+    {
+        type R = R;
+        type F = F;
+        type I = I;
+        fn int_dtype() -> DType {
+            I::dtype()
+        }
+        fn cube_device(device: &Self::Device) -> R::Device {
+            device.clone()
+        }
+        fn float_in<const D: usize>(t: Tensor<Self, D>) -> CubeTensor<R> {
+            let t: FusionTensor<_> = t.into_primitive().tensor();
+            t.client
+                .clone()
+                .resolve_tensor_float::<Inner<R, F, I, BT>>(t)
+        }
+        fn int_in<const D: usize>(t: Tensor<Self, D, Int>) -> CubeTensor<R> {
+            let t: FusionTensor<_> = t.into_primitive();
+            t.client.clone().resolve_tensor_int::<Inner<R, F, I, BT>>(t)
+        }
+        fn float_out<const D: usize>(t: CubeTensor<R>) -> Tensor<Self, D> {
+            Tensor::from_primitive(TensorPrimitive::Float(register::<R, F, I, BT>(t)))
+        }
+        fn int_out<const D: usize>(t: CubeTensor<R>) -> Tensor<Self, D, Int> {
+            Tensor::from_primitive(register::<R, F, I, BT>(t))
+        }
+    }
+
+    fn register<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+        out: CubeTensor<R>,
+    ) -> FusionTensor<<Inner<R, F, I, BT> as burn_fusion::FusionBackend>::FusionRuntime> {
+        let client = burn_fusion::get_client::<Inner<R, F, I, BT>>(&out.device);
+        let (shape, dtype) = (out.shape(), out.dtype);
+        let handle = <Inner<R, F, I, BT> as BackendIr>::float_tensor_handle(out);
+        let desc = InitOperationIr::create(shape, dtype, || client.register_tensor_handle(handle));
+        client
+            .register(
+                OperationStreams::default(),
+                OperationIr::Init(desc),
+                NoOp::<Inner<R, F, I, BT>>::new(),
+            )
+            .output()
+    }
+}
