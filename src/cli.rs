@@ -67,6 +67,8 @@ pub enum KernelsCommand {
         #[arg(long)]
         engine_only: bool,
     },
+    /// What each kind of call in a decode step costs the host: time to queue it, and until done.
+    HostCost(BackendArgs),
 }
 
 #[derive(

@@ -37,6 +37,10 @@ impl BackendTask for KernelsArgs {
             KernelsCommand::Matmul {
                 out, engine_only, ..
             } => crate::matmul_cmd::bench_matmul::<B>(&device, &out, engine_only),
+            KernelsCommand::HostCost(_) => {
+                crate::matmul_cmd::print_host_costs::<B>(&device);
+                Ok(())
+            }
         }
     }
 }
@@ -44,7 +48,7 @@ impl BackendTask for KernelsArgs {
 impl KernelsArgs {
     pub fn backend(&self) -> &BackendArgs {
         match &self.command {
-            KernelsCommand::Check(b) => b,
+            KernelsCommand::Check(b) | KernelsCommand::HostCost(b) => b,
             KernelsCommand::Bench { backend, .. } | KernelsCommand::Matmul { backend, .. } => {
                 backend
             }
@@ -93,6 +97,7 @@ fn check<B: KernelBackend>(device: &B::Device) -> anyhow::Result<()> {
         ("rope_into_cache", l.rope_into_cache),
         ("silu_mul", l.silu_mul),
         ("project", l.project),
+        ("fused_project", l.fused_project),
     ] {
         if err > tol {
             failed.push(name);

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use nanovllm_kernels::matmul::{few_rows_strategies, tiled_strategies};
 use nanovllm_kernels::matmul_bench::{
-    launch_cost_us, matmul_inputs, tflops, time_calls, time_strategy, weight_gb_per_s, MatmulCase,
+    host_costs, matmul_inputs, tflops, time_calls, time_strategy, weight_gb_per_s, MatmulCase,
     WeightLayout,
 };
 use nanovllm_kernels::KernelBackend;
@@ -51,10 +51,7 @@ pub fn bench_matmul<B: KernelBackend>(
     let elem = burn::tensor::Tensor::<B, 1>::zeros([1], device)
         .dtype()
         .size();
-    println!(
-        "launch cost: {:.1} us per tiny element-wise op (2,000 chained, one sync)",
-        launch_cost_us::<B>(device, 2000)
-    );
+    print_host_costs::<B>(device);
     let (tiled, few) = (tiled_strategies(), few_rows_strategies());
     for (proj, k, n) in SHAPES {
         for m in ROWS.into_iter().filter(|&m| proj != "lm_head" || m <= 256) {
@@ -117,4 +114,15 @@ pub fn bench_matmul<B: KernelBackend>(
     }
     println!("\nwrote {}", path.display());
     Ok(())
+}
+
+/// `nanovllm kernels host-cost`: see [`host_costs`].
+pub fn print_host_costs<B: KernelBackend>(device: &B::Device) {
+    println!("host cost per call, microseconds (500 calls back to back, then one sync):");
+    for (op, cost) in host_costs::<B>(device, 500) {
+        println!(
+            "  {op:<24} queued {:>6.1}  done {:>6.1}",
+            cost.enqueue_us, cost.total_us
+        );
+    }
 }

@@ -2,7 +2,7 @@
 # One batched run on the GPU machine (see README "GPU machine"). Build here first:
 #   ../shared/tools/device-build.sh --bin nanovllm --example golden_check
 # then run this script there with .devbin carried (xz-compressed binaries are unpacked).
-# STEPS picks what runs (info kernels_check golden perplexity kernels_bench matmul profile
+# STEPS picks what runs (info host_cost decode_cublas kernels_check golden perplexity kernels_bench matmul profile
 # decode_latency bench bench_part bench_fusion hf_peer chunk512 chunk_sweep profile_mixed unroll_sweep bench_unroll); logs and a results tarball go under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -23,6 +23,7 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
   case $step in
     info) run $B/nanovllm info --backend cuda ;;
     kernels_check) run timeout -s INT 120 $B/nanovllm kernels check --backend cuda ;;
+    host_cost) run timeout -s INT 120 $B/nanovllm kernels host-cost --backend cuda ;;
     kernels_bench) run timeout -s INT 240 $B/nanovllm kernels bench --backend cuda --out "$OUT/results/kernels" ;;
     matmul) run timeout -s INT ${MATMUL_TIMEOUT:-500} $B/nanovllm kernels matmul --backend cuda-unfused ${MATMUL_ARGS:-} --out "$OUT/results/kernels"
             run timeout -s INT 120 python tools/matmul_torch.py --out "$OUT/results/kernels/matmul_torch.csv" ;;
@@ -32,6 +33,11 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
             run timeout -s INT 150 $B/golden_check --f32 ;;
     perplexity) run timeout -s INT 90 $B/nanovllm perplexity --backend cuda --model models/tiny-qwen3-pystdlib ;;
     decode_latency) exp decode_latency 100 ;;
+    # Batch-1 decode with every product on cuBLAS (one blocking round trip each).
+    decode_cublas) python3 -c "s = open('experiments/decode_latency.toml').read(); \
+                     open('/tmp/dl_kernel.toml', 'w').write(s[:s.index('[[variants]]', s.index('[[variants]]') + 1)])"
+                   run env NANOVLLM_CUBLAS_MIN_ROWS=1 timeout -s INT -k 20 100 $B/nanovllm /tmp/dl_kernel.toml \
+                     --results-dir "$OUT/results/cublas1" ;;
     # Per-kernel device times (cubecl's profile log) of a batch-1 and a batch-256 decode, to
     # split a step into kernel time and host time.
     profile) for batch in 1 256; do

@@ -4,6 +4,7 @@
 use burn::tensor::{backend::Backend, DType, Int, Tensor, TensorData};
 use cubek::matmul::launch::Strategy;
 
+use crate::gemv::Prologue;
 use crate::host_attention::HostLayout;
 use crate::layers::HeadShape;
 use crate::plan::{AttentionPlan, DeviceCaps, ITEM_FIELDS, MERGE_FIELDS};
@@ -140,6 +141,17 @@ pub trait KernelBackend: Backend {
     /// ([`project_strategy`](crate::matmul::project_strategy)).
     fn project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2>;
 
+    /// `prologue(x) @ w` in one launch (with `x + residual` when the prologue adds one), where
+    /// the backend has a kernel that takes the shapes (a few rows: see [`crate::gemv`]);
+    /// `None` elsewhere. [`norm_project`] and [`silu_mul_project`] fall back to the ops apart.
+    fn fused_project(
+        _x: &Tensor<Self, 2>,
+        _prologue: Prologue<Tensor<Self, 2>, &Tensor<Self, 1>>,
+        _w: &Tensor<Self, 2>,
+    ) -> Option<(Tensor<Self, 2>, Option<Tensor<Self, 2>>)> {
+        None
+    }
+
     /// `x @ w` through cuBLAS on the backend's own stream; `None` where there is no cuBLAS
     /// (not CUDA, library missing) or it does not take the layout.
     fn cublas_project(_x: Tensor<Self, 2>, _w: &Tensor<Self, 2>) -> Option<Tensor<Self, 2>> {
@@ -176,5 +188,40 @@ pub trait KernelBackend: Backend {
     /// the chosen cubek strategies read it at full speed.
     fn prepare_weight(w: Tensor<Self, 2>) -> Tensor<Self, 2> {
         w
+    }
+}
+
+/// `(x + residual, rmsnorm(x + residual) * weight @ w)`, or without a residual
+/// `(x, rmsnorm(x) * weight @ w)`: the residual stream and the projection, in one launch where
+/// [`KernelBackend::fused_project`] takes it.
+pub fn norm_project<B: KernelBackend>(
+    x: Tensor<B, 2>,
+    residual: Option<Tensor<B, 2>>,
+    weight: &Tensor<B, 1>,
+    eps: f32,
+    w: &Tensor<B, 2>,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let prologue = Prologue::RmsNorm {
+        residual: residual.clone(),
+        weight,
+        eps,
+    };
+    if let Some((out, sum)) = B::fused_project(&x, prologue, w) {
+        return (sum.unwrap_or(x), out);
+    }
+    match residual {
+        Some(r) => {
+            let (sum, h) = B::add_rms_norm(x, r, weight, eps);
+            (sum, B::project(h, w))
+        }
+        None => (x.clone(), B::project(B::rms_norm(x, weight, eps), w)),
+    }
+}
+
+/// `silu_mul(gate_up) @ w`, in one launch where [`KernelBackend::fused_project`] takes it.
+pub fn silu_mul_project<B: KernelBackend>(gate_up: Tensor<B, 2>, w: &Tensor<B, 2>) -> Tensor<B, 2> {
+    match B::fused_project(&gate_up, Prologue::SiluMul, w) {
+        Some((out, _)) => out,
+        None => B::project(B::silu_mul(gate_up), w),
     }
 }

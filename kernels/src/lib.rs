@@ -9,6 +9,8 @@
 //! - [`attention`]: their launcher on cubecl tensors.
 //! - [`reference`]: the same attention in plain burn.
 //! - [`host_attention`]: the same attention on host arrays in place: the CPU engine's.
+//! - [`gemv_kernel`] / [`gemv`]: a few rows times a projection, with the RMSNorm or SiLU·mul
+//!   before it fused in (decode batches).
 //! - [`gemm_layout`]: how a strided product maps onto one column-major BLAS call.
 //! - `cublas` (feature `cuda`): cuBLAS products on cubecl's CUDA stream, for the projections.
 //! - [`backend`]: [`KernelBackend`] and the per-step arrays it reads; implemented in
@@ -25,6 +27,8 @@ pub mod cube_backend;
 pub mod cublas;
 pub mod decode_kernel;
 pub mod gemm_layout;
+pub mod gemv;
+pub mod gemv_kernel;
 pub mod host_attention;
 pub mod host_matmul;
 pub mod layer_kernels;
@@ -37,7 +41,7 @@ pub mod reference;
 pub mod sample;
 pub mod sample_kernel;
 
-pub use backend::{DeviceSampling, KernelBackend, KernelPlan};
+pub use backend::{norm_project, silu_mul_project, DeviceSampling, KernelBackend, KernelPlan};
 pub use host_attention::HostLayout;
 pub use plan::{AttentionPlan, DeviceCaps, SeqAttn, TileShape};
 pub use reference::{paged_attention_reference, ReferenceLayout};

@@ -92,17 +92,81 @@ pub fn weight_gb_per_s(case: MatmulCase, ms: f64, elem_bytes: usize) -> f64 {
     (case.k * case.n * elem_bytes) as f64 / (ms * 1e-3) / 1e9
 }
 
-/// Microseconds per launch of a chain of `n` tiny element-wise ops (one kernel each on an
-/// unfused backend), synced once: the host's cost per launch, which bounds a decode step of a
-/// few hundred launches when the kernels themselves are short.
-pub fn launch_cost_us<B: KernelBackend>(dev: &B::Device, n: usize) -> f64 {
-    let x = Tensor::<B, 1>::zeros([256], dev);
-    let chain = |n: usize| (0..n).fold(x.clone(), |y, _| y + 1.0);
-    // The first chain compiles the kernel.
-    let _ = chain(10).into_data();
-    let t = Instant::now();
-    let y = chain(n);
+/// What one kind of call costs the host, in microseconds per call: `enqueue`, until the call
+/// returns (the launches are queued, not run); `total`, until the device has run them all.
+/// When `total` is near `enqueue`, the calling thread is the bound; when it is well above, the
+/// device thread behind cubecl's client (or the GPU) is.
+#[derive(Debug, Clone, Copy)]
+pub struct HostCost {
+    pub enqueue_us: f64,
+    pub total_us: f64,
+}
+
+/// [`HostCost`] of `n` calls of `f` back to back (its first call compiles).
+pub fn host_cost<B: KernelBackend, T>(
+    dev: &B::Device,
+    n: usize,
+    mut f: impl FnMut() -> T,
+) -> HostCost {
+    drop(f());
     B::sync(dev).expect("device sync");
-    drop(y);
-    t.elapsed().as_secs_f64() * 1e6 / n as f64
+    let t = Instant::now();
+    let outs: Vec<T> = (0..n).map(|_| f()).collect();
+    let enqueued = t.elapsed();
+    B::sync(dev).expect("device sync");
+    let total = t.elapsed();
+    drop(outs);
+    let per = |d: std::time::Duration| d.as_secs_f64() * 1e6 / n as f64;
+    HostCost {
+        enqueue_us: per(enqueued),
+        total_us: per(total),
+    }
+}
+
+/// The host costs of a decode step's kinds of call at one row (qwen3-0.6b's qkv shape
+/// `[1, 1024] @ [1024, 4096]`): a tiny element-wise op, the fused RMSNorm kernel, `project`
+/// (the gemv kernel at one row), the same with the RMSNorm fused in (`norm_project`), cuBLAS
+/// through `exclusive`, and `project` at 64 rows (cuBLAS).
+pub fn host_costs<B: KernelBackend>(dev: &B::Device, n: usize) -> Vec<(&'static str, HostCost)> {
+    let case = |m| MatmulCase {
+        m,
+        k: 1024,
+        n: 4096,
+        layout: WeightLayout::Transposed,
+    };
+    let (x, w) = matmul_inputs::<B>(case(1), dev);
+    let (x64, _) = matmul_inputs::<B>(case(64), dev);
+    let norm_weight = Tensor::<B, 1>::ones([1024], dev);
+    let tiny = Tensor::<B, 1>::zeros([256], dev);
+    let mut costs = vec![
+        (
+            "element-wise op",
+            host_cost::<B, _>(dev, n, || tiny.clone() + 1.0),
+        ),
+        (
+            "rms_norm kernel",
+            host_cost::<B, _>(dev, n, || B::rms_norm(x.clone(), &norm_weight, 1e-6)),
+        ),
+        (
+            "project, 1 row",
+            host_cost::<B, _>(dev, n, || B::project(x.clone(), &w)),
+        ),
+        (
+            "norm_project, 1 row",
+            host_cost::<B, _>(dev, n, || {
+                crate::backend::norm_project(x.clone(), Some(x.clone()), &norm_weight, 1e-6, &w)
+            }),
+        ),
+        (
+            "project, 64 rows",
+            host_cost::<B, _>(dev, n, || B::project(x64.clone(), &w)),
+        ),
+    ];
+    if B::cublas_project(x.clone(), &w).is_some() {
+        costs.push((
+            "cuBLAS, 1 row",
+            host_cost::<B, _>(dev, n, || B::cublas_project(x.clone(), &w)),
+        ));
+    }
+    costs
 }

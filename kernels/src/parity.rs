@@ -10,6 +10,7 @@ use burn::tensor::{DType, Int, Tensor, TensorData};
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 
 use crate::backend::{DeviceSampling, KernelBackend, KernelPlan};
+use crate::gemv::Prologue;
 use crate::layers::HeadShape;
 use crate::plan::{AttentionPlan, SeqAttn};
 use crate::reference::{paged_attention_reference, ReferenceLayout};
@@ -319,6 +320,9 @@ pub struct LayerParity {
     pub silu_mul: f32,
     /// `project` at 1, 3, 40 and 300 rows on transposed weights: the worst of the four.
     pub project: f32,
+    /// `fused_project` with each prologue at 1, 3 and 8 rows, the residual sum included:
+    /// the worst case, infinite when the backend's kernel did not take a case it should.
+    pub fused_project: f32,
 }
 
 fn rel_err(got: &[f32], want: &[f32]) -> f32 {
@@ -487,5 +491,63 @@ pub fn run_layers<B: KernelBackend>(seed: u64, dev: &B::Device) -> LayerParity {
         rope_into_cache,
         silu_mul,
         project,
+        fused_project: run_fused_project::<B>(&mut rng, dev),
     }
+}
+
+/// See [`LayerParity::fused_project`]; `NAN`-free inputs, so any miss shows as an error.
+fn run_fused_project<B: KernelBackend>(rng: &mut StdRng, dev: &B::Device) -> f32 {
+    let eps = 1e-6;
+    let mut worst = 0f32;
+    for (m, k, n) in [(1, 512, 40), (3, 512, 77), (8, 256, 130)] {
+        let (w_nk, wh) = upload::<B, 2>(random(rng, n * k), [n, k], dev);
+        let w = w_nk.transpose();
+        let (nw, nwh) = upload::<B, 1>(random(rng, k), [k], dev);
+        for kind in 0..4 {
+            let cols = if kind == 3 { 2 * k } else { k };
+            let (x, xh) = upload::<B, 2>(random(rng, m * cols), [m, cols], dev);
+            let (r, rh) = upload::<B, 2>(random(rng, m * k), [m, k], dev);
+            let row = |i: usize| &xh[i * cols..(i + 1) * cols];
+            let sum: Vec<f32> = xh.iter().zip(&rh).map(|(a, b)| a + b).collect();
+            let act: Vec<f32> = (0..m)
+                .flat_map(|i| match kind {
+                    0 => row(i).to_vec(),
+                    1 => host_rms(row(i), &nwh, eps),
+                    2 => host_rms(&sum[i * k..(i + 1) * k], &nwh, eps),
+                    _ => (0..k)
+                        .map(|j| row(i)[j] / (1.0 + (-row(i)[j]).exp()) * row(i)[k + j])
+                        .collect(),
+                })
+                .collect();
+            let want: Vec<f32> = (0..m)
+                .flat_map(|i| {
+                    let (act, wh) = (&act, &wh);
+                    (0..n).map(move |j| (0..k).map(|l| act[i * k + l] * wh[j * k + l]).sum())
+                })
+                .collect();
+            let prologue = match kind {
+                0 => Prologue::Plain,
+                3 => Prologue::SiluMul,
+                _ => Prologue::RmsNorm {
+                    residual: (kind == 2).then(|| r.clone()),
+                    weight: &nw,
+                    eps,
+                },
+            };
+            let err = match B::fused_project(&x, prologue, &w) {
+                None => f32::INFINITY,
+                Some((out, got_sum)) => {
+                    let sum_err = match (kind, got_sum) {
+                        (2, Some(s)) => rel_err(&to_host(s), &sum),
+                        (2, None) => f32::INFINITY,
+                        (_, None) => 0.0,
+                        (_, Some(_)) => f32::INFINITY,
+                    };
+                    rel_err(&to_host(out), &want).max(sum_err)
+                }
+            };
+            worst = worst.max(err);
+        }
+    }
+    worst
 }

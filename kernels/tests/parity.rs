@@ -68,6 +68,7 @@ fn fused_layer_kernels_match_host_arithmetic() {
         ("rope_into_cache", r.rope_into_cache),
         ("silu_mul", r.silu_mul),
         ("project", r.project),
+        ("fused_project", r.fused_project),
     ] {
         assert!(err <= 1e-4, "{name}: rel err {err}");
     }

@@ -81,7 +81,7 @@ fn warm_up<B: KernelBackend>(
         })
         .collect();
     if let Some(logits) = runner.execute(&work, false) {
-        ModelRunner::argmax_rows(logits);
+        ModelRunner::<B>::ids_to_host(logits.argmax(1).flatten(0, 1));
     }
     runner.reset_cache(1);
     // Each row-count class of `project` (see `nanovllm_kernels::matmul::project_strategy`),

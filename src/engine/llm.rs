@@ -175,6 +175,8 @@ impl<B: KernelBackend> LLM<B> {
         let started = Instant::now();
         let batch = self.scheduler.schedule();
         let mut new_tokens = Vec::new();
+        // Set where the step's device work is all queued, just before the host waits for it.
+        let mut queued = None;
         if !batch.is_empty() {
             let work: Vec<SeqWork> = batch
                 .seqs
@@ -217,15 +219,22 @@ impl<B: KernelBackend> LLM<B> {
                         })
                         .collect();
                     let params = DeviceSampling::new(&rows, &self.runner.device);
-                    let tokens = ModelRunner::<B>::ids_to_host(B::sample_rows(logits, &params));
+                    let ids = B::sample_rows(logits, &params);
+                    queued = Some(started.elapsed());
+                    let tokens = ModelRunner::<B>::ids_to_host(ids);
                     samplers.iter().copied().zip(tokens).collect()
                 }
-                Some(logits) if all_greedy => samplers
-                    .iter()
-                    .copied()
-                    .zip(ModelRunner::argmax_rows(logits))
-                    .collect(),
+                Some(logits) if all_greedy => {
+                    let ids = logits.argmax(1).flatten(0, 1);
+                    queued = Some(started.elapsed());
+                    samplers
+                        .iter()
+                        .copied()
+                        .zip(ModelRunner::<B>::ids_to_host(ids))
+                        .collect()
+                }
                 Some(logits) => {
+                    queued = Some(started.elapsed());
                     let vocab = logits.dims()[1];
                     let host = ModelRunner::to_host(logits);
                     samplers
@@ -272,6 +281,7 @@ impl<B: KernelBackend> LLM<B> {
             prefix_hit_tokens: batch.prefix_hit_tokens,
             new_tokens,
             finished,
+            queued: queued.unwrap_or_else(|| started.elapsed()),
             duration: started.elapsed(),
         })
     }

@@ -119,11 +119,6 @@ impl<B: KernelBackend> ModelRunner<B> {
         self.model.forward(&step, &mut self.cache)
     }
 
-    /// Greedy tokens of each logits row, computed on the device so only ids travel.
-    pub fn argmax_rows(logits: Tensor<B, 2>) -> Vec<u32> {
-        Self::ids_to_host(logits.argmax(1).flatten(0, 1))
-    }
-
     /// Token ids on the host.
     pub fn ids_to_host(ids: Tensor<B, 1, Int>) -> Vec<u32> {
         ids.into_data()

@@ -60,4 +60,7 @@ pub struct StepReport {
     pub finished: Vec<RequestOutput>,
     /// Wall time of schedule + forward + sample, measured by the engine.
     pub duration: Duration,
+    /// The part of `duration` until every launch of the step was queued, before the host
+    /// waits for the device: near `duration` when issuing the launches bounds the step.
+    pub queued: Duration,
 }

@@ -76,6 +76,9 @@ pub struct StepRow {
     pub step_s: f64,
     /// The engine's own measure of the step.
     pub engine_s: f64,
+    /// The part of `engine_s` until the step's device work was all queued (the rest is the
+    /// host waiting for the device).
+    pub queued_s: f64,
     /// `prefill`, `decode` or `mixed`.
     pub kind: String,
     pub prefill_tokens: usize,
@@ -103,6 +106,7 @@ impl StepRow {
             end_s: ns(s.end_s),
             step_s: ns(s.end_s - s.start_s),
             engine_s: ns(s.engine_s),
+            queued_s: ns(s.queued_s),
             kind: kind.to_string(),
             prefill_tokens: s.prefill_tokens,
             decode_tokens: s.decode_tokens,

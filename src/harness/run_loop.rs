@@ -98,6 +98,8 @@ pub struct StepRecord {
     pub end_s: f64,
     /// The engine's own measure of the step (schedule + forward + sample).
     pub engine_s: f64,
+    /// The part of `engine_s` until the step's device work was all queued.
+    pub queued_s: f64,
     pub kind: StepKind,
     pub prefill_tokens: usize,
     pub decode_tokens: usize,
@@ -217,6 +219,7 @@ pub fn run(
                 start_s,
                 end_s,
                 engine_s: report.duration.as_secs_f64(),
+                queued_s: report.queued.as_secs_f64(),
                 kind: report.kind,
                 prefill_tokens: report.prefill_tokens,
                 decode_tokens: report.decode_tokens,

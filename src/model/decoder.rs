@@ -2,7 +2,7 @@
 //! (attention over the paged cache + gated MLP), final norm and LM head. Architecture
 //! differences are switches on [`ArchSpec`] (q/k norm, qkv bias, tied embeddings), resolved at load.
 use burn::tensor::{activation::silu, DType, IndexingUpdateOp, Int, Tensor};
-use nanovllm_kernels::KernelBackend;
+use nanovllm_kernels::{norm_project, silu_mul_project, KernelBackend};
 
 use super::arch::ArchSpec;
 use super::attention::StepAttention;
@@ -241,7 +241,8 @@ impl<B: KernelBackend> Decoder<B> {
     }
 
     /// [`forward`](Self::forward) with the fused kernels: each sublayer's residual add is fused
-    /// into the next RMSNorm, q/k norm and rotary embedding into one launch, SiLU·mul into one.
+    /// into the next RMSNorm, q/k norm and rotary embedding into one launch, SiLU·mul into one;
+    /// at decode batch sizes the norms and SiLU·mul also ride in the projection after them.
     fn forward_kernels(
         &self,
         step: &StepTensors<B>,
@@ -260,12 +261,8 @@ impl<B: KernelBackend> Decoder<B> {
         // The MLP output of the previous layer, not yet added to the residual stream `x`.
         let mut pending: Option<Tensor<B, 2>> = None;
         for (layer, layer_cache) in self.layers.iter().zip(cache.iter_mut()) {
-            let h;
-            (x, h) = match pending.take() {
-                Some(delta) => B::add_rms_norm(delta, x, &layer.input_norm, eps),
-                None => (x.clone(), B::rms_norm(x, &layer.input_norm, eps)),
-            };
-            let mut qkv = B::project(h, &layer.qkv);
+            let mut qkv;
+            (x, qkv) = norm_project(x, pending.take(), &layer.input_norm, eps, &layer.qkv);
             if let Some(bias) = &layer.qkv_bias {
                 qkv = qkv + bias.clone().unsqueeze();
             }
@@ -285,20 +282,31 @@ impl<B: KernelBackend> Decoder<B> {
             let attn = step
                 .attn
                 .attend(q, k_cache, v_cache, 1.0 / (s.head_dim as f32).sqrt());
-            let h;
-            (x, h) = B::add_rms_norm(B::project(attn, &layer.o), x, &layer.post_attn_norm, eps);
-            let act = B::silu_mul(B::project(h, &layer.gate_up));
-            pending = Some(B::project(act, &layer.down));
+            let gate_up;
+            (x, gate_up) = norm_project(
+                x,
+                Some(B::project(attn, &layer.o)),
+                &layer.post_attn_norm,
+                eps,
+                &layer.gate_up,
+            );
+            pending = Some(silu_mul_project(gate_up, &layer.down));
         }
-        if step.logits_rows.dims()[0] == 0 {
+        let wanted = step.logits_rows.dims()[0];
+        if wanted == 0 {
             return None;
         }
-        let x = x + pending.expect("at least one layer");
-        let last = x.select(0, step.logits_rows.clone());
-        Some(B::project(
-            B::rms_norm(last, &self.final_norm, eps),
-            &self.lm_head,
-        ))
+        let delta = pending.expect("at least one layer");
+        // The wanted rows are increasing and distinct: as many as tokens means all of them, in
+        // order (every decode step), and selecting them would only copy.
+        let (x, delta) = match wanted == x.dims()[0] {
+            true => (x, delta),
+            false => (
+                x.select(0, step.logits_rows.clone()),
+                delta.select(0, step.logits_rows.clone()),
+            ),
+        };
+        Some(norm_project(x, Some(delta), &self.final_norm, eps, &self.lm_head).1)
     }
 
     fn layer_forward(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::fake_engine::{FakeEngine, SimClock};
 use crate::config::{parse_experiment, Experiment, Variant};
-use crate::harness::csv_out::{read_rows, RequestRow};
+use crate::harness::csv_out::{read_rows, RequestRow, StepRow};
 use crate::harness::summary::SummaryRow;
 use crate::harness::{regenerate_report, run_experiment_with, RunOptions, StepEngine};
 
@@ -63,7 +63,7 @@ fn run_fake(
 
 const REQUESTS_HEADER: &str = "variant,class,id,arrival_s,prompt_tokens,output_tokens,ttft_s,tpot_s,e2e_s,max_itl_s,finish_reason,error";
 const STEPS_HEADER: &str =
-    "variant,step,start_s,end_s,step_s,engine_s,kind,prefill_tokens,decode_tokens,num_seqs,kv_blocks_used,kv_blocks_total,preempted,prefix_hit_tokens,new_tokens,finished";
+    "variant,step,start_s,end_s,step_s,engine_s,queued_s,kind,prefill_tokens,decode_tokens,num_seqs,kv_blocks_used,kv_blocks_total,preempted,prefix_hit_tokens,new_tokens,finished";
 const TOKENS_HEADER: &str = "variant,id,index,time_s,itl_s";
 const VARIANTS_HEADER: &str = "variant,sweep,policy,chunk_size,order,block_size,max_num_seqs,max_num_batched_tokens,enable_prefix_caching,attention,attention_backend,backend,device,dtype,model,\
                                random_weights,num_params,seed,workload,requests,warmup_requests,wall_s,interrupted,error";
@@ -133,6 +133,11 @@ fn writes_every_file_with_headers_and_rows() {
             "{file}"
         );
     }
+    // The fake engine queues its work at half of each step.
+    let steps: Vec<StepRow> = read_rows(&dir.join("none/steps.csv")).unwrap();
+    assert!(steps
+        .iter()
+        .all(|s| s.engine_s > 0.0 && close(Some(s.queued_s), s.engine_s / 2.0)));
     let reqs: Vec<RequestRow> = read_rows(&dir.join("chunked/requests.csv")).unwrap();
     assert_eq!(
         reqs.iter()

@@ -159,6 +159,7 @@ impl StepEngine for FakeEngine {
             new_tokens,
             finished,
             duration: Duration::from_secs_f64(cost),
+            queued: Duration::from_secs_f64(cost / 2.0),
         })
     }
 

@@ -1,0 +1,141 @@
+//! Host launcher of [`gemv_kernel`]: a few rows times a projection weight, with the RMSNorm
+//! or SiLU·mul before it fused in. `None` where the kernel does not take the shapes; callers
+//! then run the ops apart.
+use burn::tensor::{Shape, TensorMetadata};
+use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
+use cubecl::prelude::*;
+
+use crate::attention::empty;
+use crate::gemv_kernel::{gemv_kernel, ADD_NORM, NORM, PLAIN, SILU_MUL};
+
+/// Rows the kernel takes, at most: decode batches, where a launch costs more than the work.
+pub const GEMV_MAX_ROWS: usize = 8;
+/// Shared memory for the staged activations, at most (static shared memory stops at 48 KiB).
+const STAGE_BYTES: usize = 40 * 1024;
+const PLANES: usize = 4;
+const OUTS: usize = 2;
+
+/// What is computed from `x` before the product; `T` is the tensor type, `W` the norm weight's.
+pub enum Prologue<T, W> {
+    Plain,
+    /// `rmsnorm(x (+ residual)) * weight`, rounded as HF.
+    RmsNorm {
+        residual: Option<T>,
+        weight: W,
+        eps: f32,
+    },
+    /// `silu(x[:, :k]) * x[:, k..]` of a fused gate/up output.
+    SiluMul,
+}
+
+impl<T, W> Prologue<T, W> {
+    pub fn map<T2, W2>(self, t: impl Fn(T) -> T2, w: impl Fn(W) -> W2) -> Prologue<T2, W2> {
+        match self {
+            Prologue::Plain => Prologue::Plain,
+            Prologue::SiluMul => Prologue::SiluMul,
+            Prologue::RmsNorm {
+                residual,
+                weight,
+                eps,
+            } => Prologue::RmsNorm {
+                residual: residual.map(t),
+                weight: w(weight),
+                eps,
+            },
+        }
+    }
+}
+
+/// The compiled row capacity for `rows`: few variants, each compiled once.
+fn row_capacity(rows: usize) -> usize {
+    match rows {
+        1 => 1,
+        2..=4 => 4,
+        _ => GEMV_MAX_ROWS,
+    }
+}
+
+/// `prologue(x) @ w` for `x` `[rows, k]` (`[rows, 2k]` for SiLU·mul) and `w` `[k, n]`, a
+/// transposed view of a contiguous `[n, k]` (the layout weights are loaded in). Returns the
+/// product and, with a residual, `x + residual`.
+pub fn fused_gemv<R: CubeRuntime, F: Float + CubeElement>(
+    x: &CubeTensor<R>,
+    prologue: &Prologue<CubeTensor<R>, CubeTensor<R>>,
+    w: &CubeTensor<R>,
+) -> Option<(CubeTensor<R>, Option<CubeTensor<R>>)> {
+    let [rows, x_cols] = x.shape().dims();
+    let [k, n] = w.shape().dims();
+    let elem = x.dtype.size();
+    let client = x.client.clone();
+    let plane = client.properties().hardware.plane_size_max as usize;
+    let max_rows = row_capacity(rows);
+    let in_cols = match prologue {
+        Prologue::SiluMul => 2 * k,
+        _ => k,
+    };
+    let width = client
+        .io_optimized_vector_sizes(elem)
+        .find(|w| k.is_multiple_of(w * plane) && x.meta.strides()[0].is_multiple_of(*w))?;
+    let residual_ok = match prologue {
+        Prologue::RmsNorm {
+            residual: Some(r), ..
+        } => r.shape().dims::<2>() == [rows, k] && r.meta.strides()[1] == 1,
+        _ => true,
+    };
+    let residual_row_ok = match prologue {
+        Prologue::RmsNorm {
+            residual: Some(r), ..
+        } => r.meta.strides()[0].is_multiple_of(width),
+        _ => true,
+    };
+    let takes = (1..=GEMV_MAX_ROWS).contains(&rows)
+        && x_cols == in_cols
+        && x.meta.strides()[1] == 1
+        && w.meta.strides()[..] == [1, k]
+        && residual_ok
+        && residual_row_ok
+        && max_rows * k * elem <= STAGE_BYTES
+        && x.dtype == w.dtype;
+    if !takes {
+        return None;
+    }
+    let out = empty(x, Shape::new([rows, n]), x.dtype);
+    let (code, residual, weight, eps) = match prologue {
+        Prologue::Plain => (PLAIN, x.clone(), x.clone(), 0.0),
+        Prologue::SiluMul => (SILU_MUL, x.clone(), x.clone(), 0.0),
+        Prologue::RmsNorm {
+            residual,
+            weight,
+            eps,
+        } => match residual {
+            Some(r) => (ADD_NORM, r.clone(), weight.clone(), *eps),
+            None => (NORM, x.clone(), weight.clone(), *eps),
+        },
+    };
+    let sum = (code == ADD_NORM).then(|| empty(x, Shape::new([rows, k]), x.dtype));
+    // Without a residual, `sum_out` is never written: any buffer does.
+    let sum_arg = sum.clone().unwrap_or_else(|| x.clone());
+    let per_cube = PLANES * OUTS;
+    gemv_kernel::launch::<F, R>(
+        &client,
+        CubeCount::Static(n.div_ceil(per_cube) as u32, 1, 1),
+        CubeDim::new_1d((plane * PLANES) as u32),
+        width,
+        x.clone().into_tensor_arg(),
+        residual.into_tensor_arg(),
+        weight.into_tensor_arg(),
+        w.clone().into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        sum_arg.into_tensor_arg(),
+        rows as u32,
+        eps,
+        code,
+        max_rows,
+        k,
+        width,
+        plane,
+        PLANES,
+        OUTS,
+    );
+    Some((out, sum))
+}
