@@ -23,7 +23,7 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
   case $step in
     info) run $B/nanovllm info --backend cuda ;;
     kernels_check) run timeout -s INT 120 $B/nanovllm kernels check --backend cuda ;;
-    host_cost) run timeout -s INT 120 $B/nanovllm kernels host-cost --backend cuda ;;
+    host_cost) run timeout -s INT 120 $B/nanovllm kernels host-cost --backend cuda-unfused ;;
     kernels_bench) run timeout -s INT 240 $B/nanovllm kernels bench --backend cuda --out "$OUT/results/kernels" ;;
     matmul) run timeout -s INT ${MATMUL_TIMEOUT:-500} $B/nanovllm kernels matmul --backend cuda-unfused ${MATMUL_ARGS:-} --out "$OUT/results/kernels"
             run timeout -s INT 120 python tools/matmul_torch.py --out "$OUT/results/kernels/matmul_torch.csv" ;;
