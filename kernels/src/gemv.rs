@@ -46,7 +46,8 @@ impl<T, W> Prologue<T, W> {
     }
 }
 
-/// The compiled row capacity for `rows`: few variants, each compiled once.
+/// The compiled row capacity for `rows`: few variants, each compiled once (the engine's
+/// warm-up runs each: `Decoder::warm_up_projections`).
 fn row_capacity(rows: usize) -> usize {
     match rows {
         1 => 1,

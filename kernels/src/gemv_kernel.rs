@@ -148,7 +148,7 @@ pub fn gemv_kernel<F: Float, N: Size>(
         acc[j] = f32::new(0.0);
     }
     let mut wv = Array::<Vector<F, N>>::new(outs);
-    #[unroll]
+    // Not unrolled: NVRTC took 3 to 5 s per variant with it.
     for it in 0..kv / plane {
         let i = it * plane + lane;
         #[unroll]

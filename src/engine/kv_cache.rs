@@ -88,5 +88,5 @@ fn warm_up<B: KernelBackend>(
     // at a multiple of every tile and off it; with cuBLAS the larger ones compile nothing.
     runner
         .model
-        .warm_up_projections(&[1, 2, 16, 31, 63, 64, 255, 256, 1023, 1024, 4095, 4096]);
+        .warm_up_projections(&[1, 2, 5, 16, 31, 63, 64, 255, 256, 1023, 1024, 4095, 4096]);
 }

@@ -194,12 +194,28 @@ impl<B: KernelBackend> Decoder<B> {
         })
     }
 
-    /// Runs every projection shape once at each of `rows`, discarding the results. cubecl
-    /// compiles a matmul kernel per strategy and per bounds check (rows a multiple of the tile
-    /// or not) on first sight, 1 to 3 s each on an H100: unwarmed, a benchmark's first steps
-    /// pay that inside their timings.
+    /// Runs every projection shape once at each of `rows`, discarding the results, with the
+    /// norms and SiLU·mul fused in as the decode steps run them. cubecl compiles a kernel per
+    /// matmul strategy and bounds check, and per row capacity of the fused gemv, on first
+    /// sight, 1 to 5 s each on an H100: unwarmed, a benchmark's steps pay that in their timings.
     pub fn warm_up_projections(&self, rows: &[usize]) {
         let layer = &self.layers[0];
+        let eps = self.spec.rms_norm_eps as f32;
+        let [hidden, _] = layer.qkv.dims();
+        let [inter, _] = layer.down.dims();
+        for &m in rows {
+            let x = Tensor::<B, 2>::zeros([m, hidden], &layer.qkv.device());
+            for w in [&layer.qkv, &layer.gate_up, &self.lm_head] {
+                let (_, out) = norm_project(x.clone(), Some(x.clone()), &layer.input_norm, eps, w);
+                let _ = out.into_data();
+            }
+            let (_, out) = norm_project(x.clone(), None, &layer.input_norm, eps, &layer.qkv);
+            let gate_up = Tensor::<B, 2>::zeros([m, 2 * inter], &layer.qkv.device());
+            let _ = (
+                out.into_data(),
+                silu_mul_project(gate_up, &layer.down).into_data(),
+            );
+        }
         for w in [
             &layer.qkv,
             &layer.o,
