@@ -2,7 +2,7 @@
 # One batched run on the GPU machine (see README "GPU machine"). Build here first:
 #   ../shared/tools/device-build.sh --bin nanovllm --example golden_check
 # then run this script there with .devbin carried (xz-compressed binaries are unpacked).
-# STEPS picks what runs (info host_cost decode_cublas kernels_check golden perplexity kernels_bench matmul profile
+# STEPS picks what runs (info host_cost decode_cublas gemv_ab kernels_check golden perplexity kernels_bench matmul profile
 # decode_latency bench bench_part bench_fusion hf_peer chunk512 chunk_sweep profile_mixed unroll_sweep bench_unroll); logs and a results tarball go under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -64,6 +64,17 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
                     run env NANOVLLM_DECODE_UNROLL=$u timeout -s INT -k 20 240 $B/nanovllm experiments/bench.toml \
                       --results-dir "$OUT/results/unroll$u"
                   done ;;
+    # The fused gemv off (NANOVLLM_FUSED_GEMV_ROWS=0) and on, alternating, on one machine.
+    gemv_ab) python3 -c "s = open('experiments/decode_latency.toml').read(); \
+               open('/tmp/dl_kernel.toml', 'w').write(s[:s.index('[[variants]]', s.index('[[variants]]') + 1)])"
+             for round in 1 2; do
+               for rows in 0 8; do
+                 run env NANOVLLM_FUSED_GEMV_ROWS=$rows timeout -s INT -k 20 240 $B/nanovllm experiments/bench.toml \
+                   --results-dir "$OUT/results/gemv$rows-$round"
+                 run env NANOVLLM_FUSED_GEMV_ROWS=$rows timeout -s INT -k 20 100 $B/nanovllm /tmp/dl_kernel.toml \
+                   --results-dir "$OUT/results/gemv$rows-$round"
+               done
+             done ;;
     bench_part) exp bench_part ${BENCH_TIMEOUT:-240} ;;
     bench_fusion) exp bench_fusion ${BENCH_TIMEOUT:-400} ;;
     chunk512) exp chunk512 150 ;;

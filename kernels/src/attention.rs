@@ -18,10 +18,8 @@ const DECODE_UNROLL: usize = 8;
 fn decode_unroll() -> usize {
     static UNROLL: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *UNROLL.get_or_init(|| {
-        std::env::var("NANOVLLM_DECODE_UNROLL")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|&u: &usize| u.is_power_of_two() && u <= 16)
+        let valid = |u: &usize| u.is_power_of_two() && *u <= 16;
+        crate::knobs::env_override("NANOVLLM_DECODE_UNROLL", "a power of two up to 16", valid)
             .unwrap_or(DECODE_UNROLL)
     })
 }

@@ -10,6 +10,19 @@ use crate::gemv_kernel::{gemv_kernel, ADD_NORM, NORM, PLAIN, SILU_MUL};
 
 /// Rows the kernel takes, at most: decode batches, where a launch costs more than the work.
 pub const GEMV_MAX_ROWS: usize = 8;
+
+/// [`GEMV_MAX_ROWS`], or `NANOVLLM_FUSED_GEMV_ROWS` for measurements (0 turns the kernel off:
+/// the ops run apart, as before it).
+pub fn fused_gemv_rows() -> usize {
+    static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *ROWS.get_or_init(|| {
+        let expected = format!("a number of rows up to {GEMV_MAX_ROWS}");
+        crate::knobs::env_override("NANOVLLM_FUSED_GEMV_ROWS", &expected, |r| {
+            *r <= GEMV_MAX_ROWS
+        })
+        .unwrap_or(GEMV_MAX_ROWS)
+    })
+}
 /// Shared memory for the staged activations, at most (static shared memory stops at 48 KiB).
 const STAGE_BYTES: usize = 40 * 1024;
 const PLANES: usize = 4;
@@ -65,6 +78,9 @@ pub fn fused_gemv<R: CubeRuntime, F: Float + CubeElement>(
     w: &CubeTensor<R>,
 ) -> Option<(CubeTensor<R>, Option<CubeTensor<R>>)> {
     let [rows, x_cols] = x.shape().dims();
+    if !(1..=fused_gemv_rows()).contains(&rows) {
+        return None;
+    }
     let [k, n] = w.shape().dims();
     let elem = x.dtype.size();
     let client = x.client.clone();
@@ -89,8 +105,7 @@ pub fn fused_gemv<R: CubeRuntime, F: Float + CubeElement>(
         } => r.meta.strides()[0].is_multiple_of(width),
         _ => true,
     };
-    let takes = (1..=GEMV_MAX_ROWS).contains(&rows)
-        && x_cols == in_cols
+    let takes = x_cols == in_cols
         && x.meta.strides()[1] == 1
         && w.meta.strides()[..] == [1, k]
         && residual_ok

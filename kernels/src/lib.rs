@@ -31,6 +31,7 @@ pub mod gemv;
 pub mod gemv_kernel;
 pub mod host_attention;
 pub mod host_matmul;
+pub mod knobs;
 pub mod layer_kernels;
 pub mod layers;
 pub mod matmul;

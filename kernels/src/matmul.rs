@@ -21,9 +21,7 @@ use cubek::std::InputBinding;
 pub fn cublas_min_rows() -> usize {
     static MIN_ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *MIN_ROWS.get_or_init(|| {
-        std::env::var("NANOVLLM_CUBLAS_MIN_ROWS")
-            .ok()
-            .and_then(|v| v.parse().ok())
+        crate::knobs::env_override("NANOVLLM_CUBLAS_MIN_ROWS", "a number of rows", |_| true)
             .unwrap_or(CUBLAS_MIN_ROWS)
     })
 }
