@@ -146,7 +146,7 @@ pub trait KernelBackend: Backend {
     /// `None` elsewhere. [`norm_project`] and [`silu_mul_project`] fall back to the ops apart.
     fn fused_project(
         _x: &Tensor<Self, 2>,
-        _prologue: Prologue<Tensor<Self, 2>, &Tensor<Self, 1>>,
+        _prologue: Prologue<&Tensor<Self, 2>, &Tensor<Self, 1>>,
         _w: &Tensor<Self, 2>,
     ) -> Option<(Tensor<Self, 2>, Option<Tensor<Self, 2>>)> {
         None
@@ -202,7 +202,7 @@ pub fn norm_project<B: KernelBackend>(
     w: &Tensor<B, 2>,
 ) -> (Tensor<B, 2>, Tensor<B, 2>) {
     let prologue = Prologue::RmsNorm {
-        residual: residual.clone(),
+        residual: residual.as_ref(),
         weight,
         eps,
     };

@@ -13,7 +13,7 @@ use cubek::matmul::launch::Strategy;
 
 use crate::attention::{device_caps, paged_attention, store_kv, DevicePlan};
 use crate::backend::{DeviceSampling, KernelBackend, KernelPlan};
-use crate::gemv::{fused_gemv, Prologue};
+use crate::gemv::{fused_gemv, fused_gemv_rows, Prologue};
 use crate::layers::{add_rms_norm, qk_norm_rope, rms_norm, silu_mul, HeadShape, KvCacheDest};
 use crate::plan::DeviceCaps;
 use crate::sample::sample_rows;
@@ -218,10 +218,14 @@ impl<B: CubeBridge> KernelBackend for B {
 
     fn fused_project(
         x: &Tensor<Self, 2>,
-        prologue: Prologue<Tensor<Self, 2>, &Tensor<Self, 1>>,
+        prologue: Prologue<&Tensor<Self, 2>, &Tensor<Self, 1>>,
         w: &Tensor<Self, 2>,
     ) -> Option<(Tensor<Self, 2>, Option<Tensor<Self, 2>>)> {
-        let prologue = prologue.map(B::float_in, |w| B::float_in(w.clone()));
+        // Checked before any tensor is converted: larger batches must not pay for the attempt.
+        if !(1..=fused_gemv_rows()).contains(&x.dims()[0]) {
+            return None;
+        }
+        let prologue = prologue.map(|t| B::float_in(t.clone()), |w| B::float_in(w.clone()));
         let (out, sum) =
             fused_gemv::<B::R, B::F>(&B::float_in(x.clone()), &prologue, &B::float_in(w.clone()))?;
         Some((B::float_out(out), sum.map(B::float_out)))

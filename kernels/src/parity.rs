@@ -529,7 +529,7 @@ fn run_fused_project<B: KernelBackend>(rng: &mut StdRng, dev: &B::Device) -> f32
                 0 => Prologue::Plain,
                 3 => Prologue::SiluMul,
                 _ => Prologue::RmsNorm {
-                    residual: (kind == 2).then(|| r.clone()),
+                    residual: (kind == 2).then_some(&r),
                     weight: &nw,
                     eps,
                 },
