@@ -2,6 +2,7 @@
 //! (attention over the paged cache + gated MLP), final norm and LM head. Architecture
 //! differences are switches on [`ArchSpec`] (q/k norm, qkv bias, tied embeddings), resolved at load.
 use burn::tensor::{activation::silu, DType, IndexingUpdateOp, Int, Tensor};
+use nanovllm_kernels::gemv::GEMV_MAX_ROWS;
 use nanovllm_kernels::{norm_project, silu_mul_project, KernelBackend};
 
 use super::arch::ArchSpec;
@@ -203,7 +204,8 @@ impl<B: KernelBackend> Decoder<B> {
         let eps = self.spec.rms_norm_eps as f32;
         let [hidden, _] = layer.qkv.dims();
         let [inter, _] = layer.down.dims();
-        for &m in rows {
+        // Larger batches run the ops apart, which the projections below warm up.
+        for &m in rows.iter().filter(|&&m| m <= GEMV_MAX_ROWS) {
             let x = Tensor::<B, 2>::zeros([m, hidden], &layer.qkv.device());
             for w in [&layer.qkv, &layer.gate_up, &self.lm_head] {
                 let (_, out) = norm_project(x.clone(), Some(x.clone()), &layer.input_norm, eps, w);
