@@ -1,12 +1,12 @@
-//! Host launcher of [`gemv_kernel`]: a few rows times a projection weight, with the RMSNorm
-//! or SiLU·mul before it fused in. `None` where the kernel does not take the shapes; callers
-//! then run the ops apart.
+//! Host launcher of the [`gemv_kernel`](crate::gemv_kernel)s: a few rows times a projection
+//! weight, with the RMSNorm or SiLU·mul before it fused in, one launch kind per prologue.
+//! `None` where the kernels do not take the shapes; callers then run the ops apart.
 use burn::tensor::{Shape, TensorMetadata};
 use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
 use crate::attention::empty;
-use crate::gemv_kernel::{gemv_kernel, ADD_NORM, NORM, PLAIN, SILU_MUL};
+use crate::gemv_kernel::{gemv_norm_kernel, gemv_plain_kernel, gemv_silu_kernel, GemvShape};
 
 /// Rows the kernel takes, at most: decode batches, where a launch costs more than the work.
 pub const GEMV_MAX_ROWS: usize = 8;
@@ -116,42 +116,67 @@ pub fn fused_gemv<R: CubeRuntime, F: Float + CubeElement>(
         return None;
     }
     let out = empty(x, Shape::new([rows, n]), x.dtype);
-    let (code, residual, weight, eps) = match prologue {
-        Prologue::Plain => (PLAIN, x.clone(), x.clone(), 0.0),
-        Prologue::SiluMul => (SILU_MUL, x.clone(), x.clone(), 0.0),
-        Prologue::RmsNorm {
-            residual,
-            weight,
-            eps,
-        } => match residual {
-            Some(r) => (ADD_NORM, r.clone(), weight.clone(), *eps),
-            None => (NORM, x.clone(), weight.clone(), *eps),
-        },
-    };
-    let sum = (code == ADD_NORM).then(|| empty(x, Shape::new([rows, k]), x.dtype));
-    // Without a residual, `sum_out` is never written: any buffer does.
-    let sum_arg = sum.clone().unwrap_or_else(|| x.clone());
-    let per_cube = PLANES * OUTS;
-    gemv_kernel::launch::<F, R>(
-        &client,
-        CubeCount::Static(n.div_ceil(per_cube) as u32, 1, 1),
-        CubeDim::new_1d((plane * PLANES) as u32),
-        width,
-        x.clone().into_tensor_arg(),
-        residual.into_tensor_arg(),
-        weight.into_tensor_arg(),
-        w.clone().into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        sum_arg.into_tensor_arg(),
-        rows as u32,
-        eps,
-        code,
+    let shape = GemvShape {
         max_rows,
         k,
         width,
         plane,
-        PLANES,
-        OUTS,
-    );
+        planes: PLANES,
+        outs: OUTS,
+    };
+    let cubes = CubeCount::Static(n.div_ceil(PLANES * OUTS) as u32, 1, 1);
+    let dim = CubeDim::new_1d((plane * PLANES) as u32);
+    let arg = |t: &CubeTensor<R>| t.clone().into_tensor_arg();
+    let mut sum = None;
+    match prologue {
+        Prologue::Plain => gemv_plain_kernel::launch::<F, R>(
+            &client,
+            cubes,
+            dim,
+            width,
+            arg(x),
+            arg(w),
+            arg(&out),
+            rows as u32,
+            shape,
+        ),
+        Prologue::SiluMul => gemv_silu_kernel::launch::<F, R>(
+            &client,
+            cubes,
+            dim,
+            width,
+            arg(x),
+            arg(w),
+            arg(&out),
+            rows as u32,
+            shape,
+        ),
+        Prologue::RmsNorm {
+            residual,
+            weight,
+            eps,
+        } => {
+            sum = residual
+                .as_ref()
+                .map(|_| empty(x, Shape::new([rows, k]), x.dtype));
+            // Without a residual, neither `residual` nor `sum_out` is read: any buffer does.
+            gemv_norm_kernel::launch::<F, R>(
+                &client,
+                cubes,
+                dim,
+                width,
+                arg(x),
+                arg(residual.as_ref().unwrap_or(x)),
+                arg(weight),
+                arg(w),
+                arg(&out),
+                arg(sum.as_ref().unwrap_or(x)),
+                rows as u32,
+                *eps,
+                residual.is_some(),
+                shape,
+            );
+        }
+    }
     Some((out, sum))
 }
