@@ -15,8 +15,8 @@ pub struct GemvShape {
     pub outs: usize,
 }
 
-/// `out = x @ w` for `rows` rows: `w` is HF's `[n, k]`, contiguous. Each launch kind takes only
-/// the tensors it reads: every tensor argument costs cubecl's device thread a metadata copy.
+/// `out = x @ w` for `rows` rows: `w` is HF's `[n, k]`, contiguous. Each launch kind binds only
+/// the tensors it reads (one kernel with placeholders cost the same per launch, measured).
 #[cube(launch)]
 pub fn gemv_plain_kernel<F: Float, N: Size>(
     x: &Tensor<Vector<F, N>>,
