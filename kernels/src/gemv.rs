@@ -1,12 +1,12 @@
 //! Host launcher of the [`gemv_kernel`](crate::gemv_kernel)s: a few rows times a projection
-//! weight, with the RMSNorm or SiLU·mul before it fused in, one launch kind per prologue.
+//! weight, with the RMSNorm or SiLU·mul before it fused in.
 //! `None` where the kernels do not take the shapes; callers then run the ops apart.
 use burn::tensor::{Shape, TensorMetadata};
 use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
 use crate::attention::empty;
-use crate::gemv_kernel::{gemv_norm_kernel, gemv_plain_kernel, gemv_silu_kernel, GemvShape};
+use crate::gemv_kernel::{gemv_kernel, gemv_norm_kernel, GemvShape};
 
 /// Rows the kernel takes, at most: decode batches, where a launch costs more than the work.
 pub const GEMV_MAX_ROWS: usize = 8;
@@ -129,7 +129,7 @@ pub fn fused_gemv<R: CubeRuntime, F: Float + CubeElement>(
     let arg = |t: &CubeTensor<R>| t.clone().into_tensor_arg();
     let mut sum = None;
     match prologue {
-        Prologue::Plain => gemv_plain_kernel::launch::<F, R>(
+        Prologue::Plain | Prologue::SiluMul => gemv_kernel::launch::<F, R>(
             &client,
             cubes,
             dim,
@@ -138,17 +138,7 @@ pub fn fused_gemv<R: CubeRuntime, F: Float + CubeElement>(
             arg(w),
             arg(&out),
             rows as u32,
-            shape,
-        ),
-        Prologue::SiluMul => gemv_silu_kernel::launch::<F, R>(
-            &client,
-            cubes,
-            dim,
-            width,
-            arg(x),
-            arg(w),
-            arg(&out),
-            rows as u32,
+            matches!(prologue, Prologue::SiluMul),
             shape,
         ),
         Prologue::RmsNorm {

@@ -15,14 +15,16 @@ pub struct GemvShape {
     pub outs: usize,
 }
 
-/// `out = x @ w` for `rows` rows: `w` is HF's `[n, k]`, contiguous. Each launch kind binds only
-/// the tensors it reads (one kernel with placeholders cost the same per launch, measured).
+/// `out = x @ w` for `rows` rows, or with `silu` `out = (silu(x[:, :k]) * x[:, k..2k]) @ w`
+/// (SiLU rounded to `F` first, as HF); `w` is HF's `[n, k]`, contiguous. It binds only the
+/// tensors it reads (one kernel with placeholders for every prologue cost the same per launch).
 #[cube(launch)]
-pub fn gemv_plain_kernel<F: Float, N: Size>(
+pub fn gemv_kernel<F: Float, N: Size>(
     x: &Tensor<Vector<F, N>>,
     w: &Tensor<Vector<F, N>>,
     out: &mut Tensor<F>,
     rows: u32,
+    #[comptime] silu: bool,
     #[comptime] shape: GemvShape,
 ) {
     let rows = rows as usize;
@@ -35,43 +37,19 @@ pub fn gemv_plain_kernel<F: Float, N: Size>(
         if m < rows {
             let mut i = UNIT_POS_X as usize;
             while i < kv {
-                act[m * kv + i] = x[m * x_row + i];
-                i += threads;
-            }
-        }
-    }
-    sync_cube();
-    rows_times_weight::<F, N>(&act, w, out, rows, shape);
-}
-
-/// `out = (silu(x[:, :k]) * x[:, k..2k]) @ w`, SiLU rounded to `F` first as HF.
-#[cube(launch)]
-pub fn gemv_silu_kernel<F: Float, N: Size>(
-    x: &Tensor<Vector<F, N>>,
-    w: &Tensor<Vector<F, N>>,
-    out: &mut Tensor<F>,
-    rows: u32,
-    #[comptime] shape: GemvShape,
-) {
-    let rows = rows as usize;
-    let kv = shape.k / shape.width;
-    let x_row = x.stride(0) / shape.width;
-    let threads = shape.plane * shape.planes;
-    let mut act = SharedMemory::<Vector<F, N>>::new(shape.max_rows * kv);
-    #[unroll]
-    for m in 0..shape.max_rows {
-        if m < rows {
-            let mut i = UNIT_POS_X as usize;
-            while i < kv {
-                let g = x[m * x_row + i];
-                let u = x[m * x_row + kv + i];
-                let mut a = u;
-                #[unroll]
-                for e in 0..shape.width {
-                    let gf = f32::cast_from(g[e]);
-                    a[e] = F::cast_from(gf / (f32::new(1.0) + f32::exp(-gf))) * u[e];
+                if silu {
+                    let g = x[m * x_row + i];
+                    let u = x[m * x_row + kv + i];
+                    let mut a = u;
+                    #[unroll]
+                    for e in 0..shape.width {
+                        let gf = f32::cast_from(g[e]);
+                        a[e] = F::cast_from(gf / (f32::new(1.0) + f32::exp(-gf))) * u[e];
+                    }
+                    act[m * kv + i] = a;
+                } else {
+                    act[m * kv + i] = x[m * x_row + i];
                 }
-                act[m * kv + i] = a;
                 i += threads;
             }
         }
