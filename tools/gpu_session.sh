@@ -64,11 +64,11 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
                     run env NANOVLLM_DECODE_UNROLL=$u timeout -s INT -k 20 240 $B/nanovllm experiments/bench.toml \
                       --results-dir "$OUT/results/unroll$u"
                   done ;;
-    # The fused gemv off (NANOVLLM_FUSED_GEMV_ROWS=0) and on, alternating, on one machine.
+    # The fused gemv off (NANOVLLM_FUSED_GEMV_ROWS=0) and on, alternating, on one machine (GEMV_ORDER="8 0": on first).
     gemv_ab) python3 -c "s = open('experiments/decode_latency.toml').read(); \
                open('/tmp/dl_kernel.toml', 'w').write(s[:s.index('[[variants]]', s.index('[[variants]]') + 1)])"
              for round in 1 2; do
-               for rows in 0 8; do
+               for rows in ${GEMV_ORDER:-0 8}; do
                  run env NANOVLLM_FUSED_GEMV_ROWS=$rows timeout -s INT -k 20 240 $B/nanovllm experiments/bench.toml \
                    --results-dir "$OUT/results/gemv$rows-$round"
                  run env NANOVLLM_FUSED_GEMV_ROWS=$rows timeout -s INT -k 20 100 $B/nanovllm /tmp/dl_kernel.toml \
