@@ -96,20 +96,17 @@ pub fn fused_gemv<R: CubeRuntime, F: Float + CubeElement>(
     let residual_ok = match prologue {
         Prologue::RmsNorm {
             residual: Some(r), ..
-        } => r.shape().dims::<2>() == [rows, k] && r.meta.strides()[1] == 1,
-        _ => true,
-    };
-    let residual_row_ok = match prologue {
-        Prologue::RmsNorm {
-            residual: Some(r), ..
-        } => r.meta.strides()[0].is_multiple_of(width),
+        } => {
+            r.shape().dims::<2>() == [rows, k]
+                && r.meta.strides()[1] == 1
+                && r.meta.strides()[0].is_multiple_of(width)
+        }
         _ => true,
     };
     let takes = x_cols == in_cols
         && x.meta.strides()[1] == 1
         && w.meta.strides()[..] == [1, k]
         && residual_ok
-        && residual_row_ok
         && max_rows * k * elem <= STAGE_BYTES
         && x.dtype == w.dtype;
     if !takes {
