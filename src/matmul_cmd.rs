@@ -121,7 +121,14 @@ pub fn print_host_costs<B: KernelBackend>(device: &B::Device) {
     println!("host cost per call, microseconds (500 calls back to back, then one sync):");
     for (op, cost) in host_costs::<B>(device, 500) {
         println!(
-            "  {op:<24} queued {:>6.1}  done {:>6.1}",
+            "  {op:<44} queued {:>6.1}  done {:>6.1}",
+            cost.enqueue_us, cost.total_us
+        );
+    }
+    println!("one launch taken apart (2,000 launches each way):");
+    for (op, cost) in B::launch_costs(device, 2000) {
+        println!(
+            "  {op:<44} queued {:>6.1}  done {:>6.1}",
             cost.enqueue_us, cost.total_us
         );
     }

@@ -7,6 +7,7 @@ use cubek::matmul::launch::Strategy;
 use crate::gemv::Prologue;
 use crate::host_attention::HostLayout;
 use crate::layers::HeadShape;
+use crate::matmul_bench::HostCost;
 use crate::plan::{AttentionPlan, DeviceCaps, ITEM_FIELDS, MERGE_FIELDS};
 use crate::sample::RowSampling;
 
@@ -188,6 +189,12 @@ pub trait KernelBackend: Backend {
     /// the chosen cubek strategies read it at full speed.
     fn prepare_weight(w: Tensor<Self, 2>) -> Tensor<Self, 2> {
         w
+    }
+
+    /// The host cost of one launch taken apart (see [`crate::launch_cost`]); empty where the
+    /// backend launches no kernels.
+    fn launch_costs(_device: &Self::Device, _n: usize) -> Vec<(&'static str, HostCost)> {
+        Vec::new()
     }
 }
 

@@ -15,6 +15,7 @@ use crate::attention::{device_caps, paged_attention, store_kv, DevicePlan};
 use crate::backend::{DeviceSampling, KernelBackend, KernelPlan};
 use crate::gemv::{fused_gemv, fused_gemv_rows, Prologue};
 use crate::layers::{add_rms_norm, qk_norm_rope, rms_norm, silu_mul, HeadShape, KvCacheDest};
+use crate::matmul_bench::HostCost;
 use crate::plan::DeviceCaps;
 use crate::sample::sample_rows;
 
@@ -214,6 +215,11 @@ impl<B: CubeBridge> KernelBackend for B {
             let _ = (x, w);
             None
         }
+    }
+
+    fn launch_costs(device: &Self::Device, n: usize) -> Vec<(&'static str, HostCost)> {
+        let x = B::float_in(Tensor::<Self, 1>::zeros([256], device));
+        crate::launch_cost::launch_costs::<B::R, B::F>(&x, n)
     }
 
     fn fused_project(

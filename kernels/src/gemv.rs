@@ -123,7 +123,8 @@ pub fn fused_gemv<R: CubeRuntime, F: Float + CubeElement>(
     };
     let cubes = CubeCount::Static(n.div_ceil(PLANES * OUTS) as u32, 1, 1);
     let dim = CubeDim::new_1d((plane * PLANES) as u32);
-    let arg = |t: &CubeTensor<R>| t.clone().into_tensor_arg();
+    let arg = |t: &CubeTensor<R>| t.clone().into_array_arg();
+    let row_vectors = |t: &CubeTensor<R>| (t.meta.strides()[0] / width) as u32;
     let mut sum = None;
     match prologue {
         Prologue::Plain | Prologue::SiluMul => gemv_kernel::launch::<F, R>(
@@ -135,6 +136,8 @@ pub fn fused_gemv<R: CubeRuntime, F: Float + CubeElement>(
             arg(w),
             arg(&out),
             rows as u32,
+            row_vectors(x),
+            n as u32,
             matches!(prologue, Prologue::SiluMul),
             shape,
         ),
@@ -159,6 +162,9 @@ pub fn fused_gemv<R: CubeRuntime, F: Float + CubeElement>(
                 arg(&out),
                 arg(sum.as_ref().unwrap_or(x)),
                 rows as u32,
+                row_vectors(x),
+                row_vectors(residual.as_ref().unwrap_or(x)),
+                n as u32,
                 *eps,
                 residual.is_some(),
                 shape,

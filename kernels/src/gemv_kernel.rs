@@ -1,6 +1,8 @@
 //! The projection of a few rows (decode batches) with the op before it fused in (cubecl). At
 //! these sizes a launch costs the host more than the product costs the GPU, so the RMSNorm
-//! before qkv and gate/up, and the SiLU·mul before down, ride in the product's launch.
+//! before qkv and gate/up, and the SiLU·mul before down, ride in the product's launch. Every
+//! buffer is an `Array` and strides come as scalars: a `Tensor` argument's shape and strides
+//! cost cubecl 0.10 a staged host-to-device copy per launch (`nanovllm kernels host-cost`).
 use cubecl::prelude::*;
 
 /// How the kernels are laid out: rows of `k` elements as vectors of `width`, `planes` planes of
@@ -17,19 +19,23 @@ pub struct GemvShape {
 
 /// `out = x @ w` for `rows` rows, or with `silu` `out = (silu(x[:, :k]) * x[:, k..2k]) @ w`
 /// (SiLU rounded to `F` first, as HF); `w` is HF's `[n, k]`, contiguous. It binds only the
-/// tensors it reads (one kernel with placeholders for every prologue cost the same per launch).
+/// buffers it reads (one kernel with placeholders for every prologue cost the same per launch).
+/// `x_row` is `x`'s row stride in vectors; `out` is `[rows, n]`, contiguous.
 #[cube(launch)]
+#[allow(clippy::too_many_arguments)]
 pub fn gemv_kernel<F: Float, N: Size>(
-    x: &Tensor<Vector<F, N>>,
-    w: &Tensor<Vector<F, N>>,
-    out: &mut Tensor<F>,
+    x: &Array<Vector<F, N>>,
+    w: &Array<Vector<F, N>>,
+    out: &mut Array<F>,
     rows: u32,
+    x_row: u32,
+    n: u32,
     #[comptime] silu: bool,
     #[comptime] shape: GemvShape,
 ) {
     let rows = rows as usize;
     let kv = shape.k / shape.width;
-    let x_row = x.stride(0) / shape.width;
+    let x_row = x_row as usize;
     let threads = shape.plane * shape.planes;
     let mut act = SharedMemory::<Vector<F, N>>::new(shape.max_rows * kv);
     #[unroll]
@@ -55,22 +61,26 @@ pub fn gemv_kernel<F: Float, N: Size>(
         }
     }
     sync_cube();
-    rows_times_weight::<F, N>(&act, w, out, rows, shape);
+    rows_times_weight::<F, N>(&act, w, out, rows, n as usize, shape);
 }
 
 /// `out = (rmsnorm(x (+ residual)) * norm_w) @ w`, rounded as the unfused kernels round; with
 /// `add_residual` the first cube also writes `x + residual` to `sum_out` (else both are unread).
 /// Every cube normalises all rows itself: `k` per row from L2, cheap next to its weight rows.
+/// Row strides `x_row` and `res_row` in vectors; `out` `[rows, n]` and `sum_out` contiguous.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn gemv_norm_kernel<F: Float, N: Size>(
-    x: &Tensor<Vector<F, N>>,
-    residual: &Tensor<Vector<F, N>>,
-    norm_w: &Tensor<Vector<F, N>>,
-    w: &Tensor<Vector<F, N>>,
-    out: &mut Tensor<F>,
-    sum_out: &mut Tensor<Vector<F, N>>,
+    x: &Array<Vector<F, N>>,
+    residual: &Array<Vector<F, N>>,
+    norm_w: &Array<Vector<F, N>>,
+    w: &Array<Vector<F, N>>,
+    out: &mut Array<F>,
+    sum_out: &mut Array<Vector<F, N>>,
     rows: u32,
+    x_row: u32,
+    res_row: u32,
+    n: u32,
     eps: f32,
     #[comptime] add_residual: bool,
     #[comptime] shape: GemvShape,
@@ -81,8 +91,8 @@ pub fn gemv_norm_kernel<F: Float, N: Size>(
     let warp = tid / shape.plane;
     let threads = shape.plane * shape.planes;
     let kv = shape.k / shape.width;
-    let x_row = x.stride(0) / shape.width;
-    let res_row = residual.stride(0) / shape.width;
+    let x_row = x_row as usize;
+    let res_row = res_row as usize;
     let mut act = SharedMemory::<Vector<F, N>>::new(shape.max_rows * kv);
     let mut red = SharedMemory::<f32>::new(shape.max_rows * shape.planes);
     let mut inv = SharedMemory::<f32>::new(shape.max_rows);
@@ -142,7 +152,7 @@ pub fn gemv_norm_kernel<F: Float, N: Size>(
         }
     }
     sync_cube();
-    rows_times_weight::<F, N>(&act, w, out, rows, shape);
+    rows_times_weight::<F, N>(&act, w, out, rows, n as usize, shape);
 }
 
 /// `out[m, j] = Σ_i act[m, i] · w[j, i]` for this plane's `outs` outputs `j`; past the end
@@ -150,16 +160,16 @@ pub fn gemv_norm_kernel<F: Float, N: Size>(
 #[cube]
 fn rows_times_weight<F: Float, N: Size>(
     act: &SharedMemory<Vector<F, N>>,
-    w: &Tensor<Vector<F, N>>,
-    out: &mut Tensor<F>,
+    w: &Array<Vector<F, N>>,
+    out: &mut Array<F>,
     rows: usize,
+    n: usize,
     #[comptime] shape: GemvShape,
 ) {
     let tid = UNIT_POS_X as usize;
     let lane = tid % shape.plane;
     let warp = tid / shape.plane;
     let kv = shape.k / shape.width;
-    let n = out.shape(1);
     let first = (CUBE_POS_X as usize * shape.planes + warp) * shape.outs;
     let mut acc = Array::<f32>::new(shape.max_rows * shape.outs);
     #[unroll]
@@ -198,7 +208,7 @@ fn rows_times_weight<F: Float, N: Size>(
                 let total = plane_sum(acc[m * shape.outs + o]);
                 let j = first + o;
                 if lane == 0 && j < n {
-                    out[m * out.stride(0) + j] = F::cast_from(total);
+                    out[m * n + j] = F::cast_from(total);
                 }
             }
         }

@@ -32,6 +32,7 @@ pub mod gemv_kernel;
 pub mod host_attention;
 pub mod host_matmul;
 pub mod knobs;
+pub mod launch_cost;
 pub mod layer_kernels;
 pub mod layers;
 pub mod matmul;
