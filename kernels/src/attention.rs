@@ -4,6 +4,7 @@ use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
 use crate::attention_kernel::{merge_partials_kernel, paged_attention_kernel, store_kv_kernel};
+use crate::attention_tile::AttentionStridesLaunch;
 use crate::decode_kernel::paged_decode_kernel;
 
 /// Keys per tile of the decode kernel, at least (its shared memory is small whatever the tile,
@@ -56,7 +57,7 @@ fn decode_split<R: CubeRuntime>(
         kv_tile,
     })
 }
-use crate::plan::{AttentionPlan, DeviceCaps, TileShape};
+use crate::plan::{AttentionPlan, DeviceCaps, TileShape, ITEM_FIELDS, MERGE_FIELDS};
 
 /// The plan's int arrays on the device.
 pub struct DevicePlan<R: CubeRuntime> {
@@ -160,10 +161,11 @@ pub fn paged_attention<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElem
             &client,
             CubeCount::Static(plan.num_merges() as u32, kv_heads as u32, 1),
             CubeDim::new_1d(tile.threads as u32),
-            part_out.into_tensor_arg(),
-            part_stats.into_tensor_arg(),
-            merges.clone().into_tensor_arg(),
-            out.clone().into_tensor_arg(),
+            part_out.into_array_arg(),
+            part_stats.into_array_arg(),
+            merges.clone().into_array_arg(),
+            out.clone().into_array_arg(),
+            MERGE_FIELDS as u32,
             tile.group,
             tile.head_dim,
             tile.threads,
@@ -209,7 +211,20 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
         step.part_out,
         step.part_stats,
     ]
-    .map(|t| t.clone().into_tensor_arg());
+    .map(|t| t.clone().into_array_arg());
+    let cache = step.k_cache.meta.strides();
+    assert!(
+        cache == step.v_cache.meta.strides() && cache[2] == 1,
+        "the k and v caches must share a layout with contiguous heads"
+    );
+    let strides = || {
+        AttentionStridesLaunch::new(
+            cache[0] as u32,
+            cache[1] as u32,
+            step.block_tables.meta.strides()[0] as u32,
+            ITEM_FIELDS as u32,
+        )
+    };
     if let Some(split) = decode {
         paged_decode_kernel::launch::<F, I, R>(
             &client,
@@ -226,6 +241,7 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
             part_stats,
             step.scale,
             step.block_size as u32,
+            strides(),
             tile.group,
             tile.head_dim,
             split.kv_tile,
@@ -250,6 +266,7 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
             part_stats,
             step.scale,
             step.block_size as u32,
+            strides(),
             tile.group,
             tile.tile_q,
             tile.head_dim,

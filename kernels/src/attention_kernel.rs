@@ -5,22 +5,24 @@
 use cubecl::prelude::*;
 
 use crate::attention_tile::{
-    accumulate_values, load_kv_tile, online_softmax_tile, tile_offsets, tile_scores, NEG_BIG,
+    accumulate_values, load_kv_tile, online_softmax_tile, tile_offsets, tile_scores,
+    AttentionStrides, NEG_BIG,
 };
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn paged_attention_kernel<F: Float, I: Int>(
-    q: &Tensor<F>,
-    k_cache: &Tensor<F>,
-    v_cache: &Tensor<F>,
-    block_tables: &Tensor<I>,
-    items: &Tensor<I>,
-    out: &mut Tensor<F>,
-    part_out: &mut Tensor<f32>,
-    part_stats: &mut Tensor<f32>,
+    q: &Array<F>,
+    k_cache: &Array<F>,
+    v_cache: &Array<F>,
+    block_tables: &Array<I>,
+    items: &Array<I>,
+    out: &mut Array<F>,
+    part_out: &mut Array<f32>,
+    part_stats: &mut Array<f32>,
     scale: f32,
     block_size: u32,
+    strides: AttentionStrides,
     #[comptime] group: usize,
     #[comptime] tile_q: usize,
     #[comptime] head_dim: usize,
@@ -35,7 +37,8 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
     let block_size = block_size as usize;
     let rows = group * tile_q;
 
-    let base = item * items.stride(0);
+    let heads = kv_heads * group;
+    let base = item * strides.item as usize;
     let seq = usize::cast_from(items[base]);
     let q_row0 = usize::cast_from(items[base + 1]);
     let q_count = usize::cast_from(items[base + 2]);
@@ -65,7 +68,7 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
         let head = kv_head * group + r % group;
         let mut val = f32::new(0.0);
         if qi < q_count {
-            val = f32::cast_from(q[(q_row0 + qi) * q.stride(0) + head * q.stride(1) + d]) * scale;
+            val = f32::cast_from(q[((q_row0 + qi) * heads + head) * head_dim + d]) * scale;
         }
         q_s[idx] = val;
         idx += threads;
@@ -83,9 +86,10 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
     let mut start = kv_start;
     while start < kv_end {
         tile_offsets::<I>(
-            k_cache.stride(0),
-            k_cache.stride(1),
+            strides.slot as usize,
+            strides.head as usize,
             block_tables,
+            strides.table as usize,
             &mut offsets,
             seq,
             kv_head,
@@ -152,7 +156,7 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
                         o = acc[j] / l;
                     }
                     let head = kv_head * group + r % group;
-                    out[(q_row0 + qi) * out.stride(0) + head * out.stride(1) + d] = F::cast_from(o);
+                    out[((q_row0 + qi) * heads + head) * head_dim + d] = F::cast_from(o);
                 }
             }
         }
@@ -165,13 +169,15 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
 }
 
 /// Merges the partial results of a split decode context by log-sum-exp. One cube per
-/// (merge entry, KV head); `rows` = the group (one query per decode item).
+/// (merge entry, KV head); `rows` = the group (one query per decode item). `out` is
+/// `[tokens, heads, head_dim]`, contiguous.
 #[cube(launch)]
 pub fn merge_partials_kernel<F: Float, I: Int>(
-    part_out: &Tensor<f32>,
-    part_stats: &Tensor<f32>,
-    merges: &Tensor<I>,
-    out: &mut Tensor<F>,
+    part_out: &Array<f32>,
+    part_stats: &Array<f32>,
+    merges: &Array<I>,
+    out: &mut Array<F>,
+    merge_stride: u32,
     #[comptime] group: usize,
     #[comptime] head_dim: usize,
     #[comptime] threads: usize,
@@ -179,7 +185,7 @@ pub fn merge_partials_kernel<F: Float, I: Int>(
     let entry = CUBE_POS_X as usize;
     let kv_head = CUBE_POS_Y as usize;
     let kv_heads = CUBE_COUNT_Y as usize;
-    let base = entry * merges.stride(0);
+    let base = entry * merge_stride as usize;
     let row = usize::cast_from(merges[base]);
     let first = usize::cast_from(merges[base + 1]);
     let count = usize::cast_from(merges[base + 2]);
@@ -207,7 +213,7 @@ pub fn merge_partials_kernel<F: Float, I: Int>(
             val = o / total;
         }
         let head = kv_head * group + r;
-        out[row * out.stride(0) + head * out.stride(1) + d] = F::cast_from(val);
+        out[(row * kv_heads * group + head) * head_dim + d] = F::cast_from(val);
         idx += threads;
     }
 }

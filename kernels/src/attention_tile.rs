@@ -3,6 +3,17 @@
 //! tiled kernel (`attention_kernel`) and the decode kernel (`decode_kernel`).
 use cubecl::prelude::*;
 
+/// Strides the attention kernels index with, in elements: a cache slot and a KV head of the
+/// paged caches, a row of the block tables and of the work items. Scalars rather than tensor
+/// metadata, which costs cubecl 0.10 a staged copy per launch.
+#[derive(CubeLaunch, CubeType, Clone, Copy)]
+pub struct AttentionStrides {
+    pub slot: u32,
+    pub head: u32,
+    pub table: u32,
+    pub item: u32,
+}
+
 /// Stands in for -inf: WGSL has no infinite literals, and a finite value keeps `exp` NaN-free.
 pub(crate) const NEG_BIG: f32 = -1.0e30;
 
@@ -13,7 +24,8 @@ pub(crate) const NEG_BIG: f32 = -1.0e30;
 pub(crate) fn tile_offsets<I: Int>(
     slot_stride: usize,
     head_stride: usize,
-    block_tables: &Tensor<I>,
+    block_tables: &Array<I>,
+    table_stride: usize,
     offsets: &mut SharedMemory<i32>,
     seq: usize,
     kv_head: usize,
@@ -26,8 +38,7 @@ pub(crate) fn tile_offsets<I: Int>(
     while t < kv_tile {
         let pos = start + t;
         if pos < end {
-            let block =
-                usize::cast_from(block_tables[seq * block_tables.stride(0) + pos / block_size]);
+            let block = usize::cast_from(block_tables[seq * table_stride + pos / block_size]);
             let slot = block * block_size + pos % block_size;
             offsets[t] = i32::cast_from(slot * slot_stride + kv_head * head_stride);
         } else {
@@ -41,7 +52,7 @@ pub(crate) fn tile_offsets<I: Int>(
 /// (the pad keeps the score loop free of bank conflicts); zeros past the end.
 #[cube]
 pub(crate) fn load_kv_tile<F: Float>(
-    cache: &Tensor<F>,
+    cache: &Array<F>,
     offsets: &SharedMemory<i32>,
     tile: &mut SharedMemory<f32>,
     #[comptime] kv_tile: usize,

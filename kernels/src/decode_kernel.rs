@@ -3,7 +3,7 @@
 //! [`attention_kernel`](crate::attention_kernel).
 use cubecl::prelude::*;
 
-use crate::attention_tile::{online_softmax_tile, tile_offsets, NEG_BIG};
+use crate::attention_tile::{online_softmax_tile, tile_offsets, AttentionStrides, NEG_BIG};
 
 /// Decode attention (one query per item). Decode reads every cached key and value once per
 /// step, so the kernel is built for memory throughput:
@@ -20,16 +20,17 @@ use crate::attention_tile::{online_softmax_tile, tile_offsets, NEG_BIG};
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn paged_decode_kernel<F: Float, I: Int, N: Size>(
-    q: &Tensor<F>,
-    k_cache: &Tensor<Vector<F, N>>,
-    v_cache: &Tensor<Vector<F, N>>,
-    block_tables: &Tensor<I>,
-    items: &Tensor<I>,
-    out: &mut Tensor<F>,
-    part_out: &mut Tensor<f32>,
-    part_stats: &mut Tensor<f32>,
+    q: &Array<F>,
+    k_cache: &Array<Vector<F, N>>,
+    v_cache: &Array<Vector<F, N>>,
+    block_tables: &Array<I>,
+    items: &Array<I>,
+    out: &mut Array<F>,
+    part_out: &mut Array<f32>,
+    part_stats: &mut Array<f32>,
     scale: f32,
     block_size: u32,
+    strides: AttentionStrides,
     #[comptime] group: usize,
     #[comptime] head_dim: usize,
     #[comptime] kv_tile: usize,
@@ -55,7 +56,8 @@ pub fn paged_decode_kernel<F: Float, I: Int, N: Size>(
     let block_size = block_size as usize;
     let p_stride = kv_tile + 1;
 
-    let base = item * items.stride(0);
+    let heads = kv_heads * group;
+    let base = item * strides.item as usize;
     let seq = usize::cast_from(items[base]);
     let q_row = usize::cast_from(items[base + 1]);
     let kv_start = usize::cast_from(items[base + 4]);
@@ -81,7 +83,7 @@ pub fn paged_decode_kernel<F: Float, I: Int, N: Size>(
             for e in 0..width {
                 let d = (sub + v * key_lanes) * width + e;
                 let at = r * per_lane + v * width + e;
-                qr[at] = f32::cast_from(q[q_row * q.stride(0) + head * q.stride(1) + d]) * scale;
+                qr[at] = f32::cast_from(q[(q_row * heads + head) * head_dim + d]) * scale;
                 acc[at] = f32::new(0.0);
             }
         }
@@ -100,9 +102,10 @@ pub fn paged_decode_kernel<F: Float, I: Int, N: Size>(
     let mut start = kv_start;
     while start < kv_end {
         tile_offsets::<I>(
-            k_cache.stride(0),
-            k_cache.stride(1),
+            strides.slot as usize,
+            strides.head as usize,
             block_tables,
+            strides.table as usize,
             &mut offsets,
             seq,
             kv_head,
@@ -260,7 +263,7 @@ pub fn paged_decode_kernel<F: Float, I: Int, N: Size>(
                 o = red[idx] / l;
             }
             let head = kv_head * group + r;
-            out[q_row * out.stride(0) + head * out.stride(1) + d] = F::cast_from(o);
+            out[(q_row * heads + head) * head_dim + d] = F::cast_from(o);
         }
         idx += threads;
     }
@@ -276,7 +279,7 @@ pub fn paged_decode_kernel<F: Float, I: Int, N: Size>(
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn load_rows<F: Float, N: Size>(
-    cache: &Tensor<Vector<F, N>>,
+    cache: &Array<Vector<F, N>>,
     offsets: &SharedMemory<i32>,
     rows: &mut Array<Vector<F, N>>,
     first: usize,

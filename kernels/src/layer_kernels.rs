@@ -26,28 +26,33 @@ fn cube_sum(v: f32, smem: &mut SharedMemory<f32>) -> f32 {
 
 /// One cube per row: `out = rmsnorm(x (+ residual)) * weight`; with `add_residual` the sum
 /// `x + residual` (rounded to `F`, as HF adds in the model dtype) also goes to `sum_out`.
+/// Rows of `n`, `x_row` and `res_row` apart in the inputs; outputs contiguous.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn rms_norm_kernel<F: Float>(
-    x: &Tensor<F>,
-    residual: &Tensor<F>,
-    weight: &Tensor<F>,
-    out: &mut Tensor<F>,
-    sum_out: &mut Tensor<F>,
+    x: &Array<F>,
+    residual: &Array<F>,
+    weight: &Array<F>,
+    out: &mut Array<F>,
+    sum_out: &mut Array<F>,
+    n: u32,
+    x_row: u32,
+    res_row: u32,
     eps: f32,
     #[comptime] add_residual: bool,
     #[comptime] threads: usize,
 ) {
     let row = CUBE_POS_X as usize;
     let tid = UNIT_POS_X as usize;
-    let n = x.shape(1);
+    let n = n as usize;
+    let (x_row, res_row) = (x_row as usize, res_row as usize);
     let mut smem = SharedMemory::<f32>::new(threads);
     let mut sq = f32::new(0.0);
     let mut i = tid;
     while i < n {
-        let mut h = x[row * x.stride(0) + i];
+        let mut h = x[row * x_row + i];
         if add_residual {
-            h += residual[row * residual.stride(0) + i];
+            h += residual[row * res_row + i];
             sum_out[row * n + i] = h;
         }
         let v = f32::cast_from(h);
@@ -58,9 +63,9 @@ pub fn rms_norm_kernel<F: Float>(
     let inv = f32::inverse_sqrt(total / f32::cast_from(n) + eps);
     let mut i = tid;
     while i < n {
-        let mut h = x[row * x.stride(0) + i];
+        let mut h = x[row * x_row + i];
         if add_residual {
-            h += residual[row * residual.stride(0) + i];
+            h += residual[row * res_row + i];
         }
         out[row * n + i] = F::cast_from(f32::cast_from(h) * inv) * weight[i];
         i += threads;
@@ -73,21 +78,29 @@ pub fn rms_norm_kernel<F: Float>(
 /// `rotate_half`); v heads are copied. q is contiguous `[tokens, heads, head_dim]`; k and v go to
 /// rows `[rows, kv_heads, head_dim]` through their strides: row `t` for token `t`, or with
 /// `to_cache` the token's slot of the paged cache (`store_kv` fused in, one launch fewer).
+/// Arrays with scalar strides, as a tensor's metadata costs a staged copy per launch: `qkv_row`,
+/// and the k and v caches' row and head strides.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn qk_norm_rope_kernel<F: Float, I: Int>(
-    qkv: &Tensor<F>,
-    q_weight: &Tensor<F>,
-    k_weight: &Tensor<F>,
-    cos: &Tensor<f32>,
-    sin: &Tensor<f32>,
-    positions: &Tensor<I>,
-    slots: &Tensor<I>,
-    q_out: &mut Tensor<F>,
-    k_out: &mut Tensor<F>,
-    v_out: &mut Tensor<F>,
+    qkv: &Array<F>,
+    q_weight: &Array<F>,
+    k_weight: &Array<F>,
+    cos: &Array<f32>,
+    sin: &Array<f32>,
+    positions: &Array<I>,
+    slots: &Array<I>,
+    q_out: &mut Array<F>,
+    k_out: &mut Array<F>,
+    v_out: &mut Array<F>,
+    qkv_row: u32,
+    k_row: u32,
+    k_head: u32,
+    v_row: u32,
+    v_head: u32,
     eps: f32,
     #[comptime] heads: usize,
+    #[comptime] kv_heads: usize,
     #[comptime] head_dim: usize,
     #[comptime] qk_norm: bool,
     #[comptime] to_cache: bool,
@@ -96,16 +109,15 @@ pub fn qk_norm_rope_kernel<F: Float, I: Int>(
     let head = CUBE_POS_Y as usize;
     let i = UNIT_POS_X as usize;
     let half = head_dim / 2;
-    let base = token * qkv.stride(0) + head * head_dim;
+    let base = token * qkv_row as usize + head * head_dim;
     let a = qkv[base + i];
     let b = qkv[base + i + half];
     let mut row = token;
     if to_cache {
         row = usize::cast_from(slots[token]);
     }
-    let kv_heads = k_out.shape(1);
     if head >= heads + kv_heads {
-        let at = row * v_out.stride(0) + (head - heads - kv_heads) * v_out.stride(1);
+        let at = row * v_row as usize + (head - heads - kv_heads) * v_head as usize;
         v_out[at + i] = a;
         v_out[at + i + half] = b;
         terminate!();
@@ -134,22 +146,23 @@ pub fn qk_norm_rope_kernel<F: Float, I: Int>(
         q_out[at + i] = r1;
         q_out[at + i + half] = r2;
     } else {
-        let at = row * k_out.stride(0) + (head - heads) * k_out.stride(1);
+        let at = row * k_row as usize + (head - heads) * k_head as usize;
         k_out[at + i] = r1;
         k_out[at + i + half] = r2;
     }
 }
 
 /// `out[t, j] = silu(gate_up[t, j]) * gate_up[t, inter + j]`, SiLU rounded to `F` first as HF.
+/// `out` is `[tokens, inter]`, contiguous; rows of `gate_up` are `row` apart.
 #[cube(launch)]
-pub fn silu_mul_kernel<F: Float>(gate_up: &Tensor<F>, out: &mut Tensor<F>) {
-    let inter = out.shape(1);
-    if ABSOLUTE_POS >= out.shape(0) * inter {
+pub fn silu_mul_kernel<F: Float>(gate_up: &Array<F>, out: &mut Array<F>, inter: u32, row: u32) {
+    let inter = inter as usize;
+    if ABSOLUTE_POS >= out.len() {
         terminate!();
     }
     let t = ABSOLUTE_POS / inter;
     let j = ABSOLUTE_POS % inter;
-    let g = f32::cast_from(gate_up[t * gate_up.stride(0) + j]);
+    let g = f32::cast_from(gate_up[t * row as usize + j]);
     let silu = F::cast_from(g / (f32::new(1.0) + f32::exp(-g)));
-    out[ABSOLUTE_POS] = silu * gate_up[t * gate_up.stride(0) + inter + j];
+    out[ABSOLUTE_POS] = silu * gate_up[t * row as usize + inter + j];
 }

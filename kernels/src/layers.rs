@@ -31,23 +31,30 @@ fn launch_norm<R: CubeRuntime, F: Float + CubeElement>(
     eps: f32,
 ) -> (CubeTensor<R>, Option<CubeTensor<R>>) {
     let x = rows(x);
-    let [n_rows, _] = x.shape().dims();
+    let [n_rows, n] = x.shape().dims();
     let out = empty(&x, x.shape(), x.dtype);
     let sum = residual.as_ref().map(|_| empty(&x, x.shape(), x.dtype));
     let client = x.client.clone();
     let add = residual.is_some();
     let residual = residual.map(rows).unwrap_or_else(|| x.clone());
+    let (x_row, res_row) = (
+        x.meta.strides()[0] as u32,
+        residual.meta.strides()[0] as u32,
+    );
     // Without a residual, `sum_out` is never written: any buffer does.
     let sum_arg = sum.clone().unwrap_or_else(|| out.clone());
     rms_norm_kernel::launch::<F, R>(
         &client,
         CubeCount::Static(n_rows as u32, 1, 1),
         CubeDim::new_1d(THREADS as u32),
-        x.into_tensor_arg(),
-        residual.into_tensor_arg(),
-        into_contiguous(weight).into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        sum_arg.into_tensor_arg(),
+        x.into_array_arg(),
+        residual.into_array_arg(),
+        into_contiguous(weight).into_array_arg(),
+        out.clone().into_array_arg(),
+        sum_arg.into_array_arg(),
+        n as u32,
+        x_row,
+        res_row,
         eps,
         add,
         THREADS,
@@ -121,22 +128,34 @@ pub fn qk_norm_rope<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement
     // Without q/k norms the weights are never read: pass any float tensor.
     let (qw, kw) = norms.unwrap_or_else(|| (qkv.clone(), qkv.clone()));
     let client = qkv.client.clone();
+    let qkv_row = qkv.meta.strides()[0] as u32;
+    let (k_strides, v_strides) = (k.meta.strides().clone(), v.meta.strides().clone());
+    assert!(
+        k_strides[2] == 1 && v_strides[2] == 1,
+        "k and v rows must be contiguous within a head"
+    );
     qk_norm_rope_kernel::launch::<F, I, R>(
         &client,
         CubeCount::Static(tokens as u32, (heads + 2 * kv_heads) as u32, 1),
         CubeDim::new_1d((head_dim / 2) as u32),
-        qkv.into_tensor_arg(),
-        into_contiguous(qw).into_tensor_arg(),
-        into_contiguous(kw).into_tensor_arg(),
-        into_contiguous(cos).into_tensor_arg(),
-        into_contiguous(sin).into_tensor_arg(),
-        positions.into_tensor_arg(),
-        slots.into_tensor_arg(),
-        q.clone().into_tensor_arg(),
-        k.clone().into_tensor_arg(),
-        v.clone().into_tensor_arg(),
+        qkv.into_array_arg(),
+        into_contiguous(qw).into_array_arg(),
+        into_contiguous(kw).into_array_arg(),
+        into_contiguous(cos).into_array_arg(),
+        into_contiguous(sin).into_array_arg(),
+        positions.into_array_arg(),
+        slots.into_array_arg(),
+        q.clone().into_array_arg(),
+        k.clone().into_array_arg(),
+        v.clone().into_array_arg(),
+        qkv_row,
+        k_strides[0] as u32,
+        k_strides[1] as u32,
+        v_strides[0] as u32,
+        v_strides[1] as u32,
         eps,
         heads,
+        kv_heads,
         head_dim,
         qk_norm,
         to_cache,
@@ -158,8 +177,10 @@ pub fn silu_mul<R: CubeRuntime, F: Float + CubeElement>(gate_up: CubeTensor<R>) 
         &client,
         CubeCount::Static(n.div_ceil(THREADS) as u32, 1, 1),
         CubeDim::new_1d(THREADS as u32),
-        gate_up.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
+        gate_up.clone().into_array_arg(),
+        out.clone().into_array_arg(),
+        (two_inter / 2) as u32,
+        gate_up.meta.strides()[0] as u32,
     );
     out
 }

@@ -63,7 +63,8 @@ pub fn sample_rows<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>
         true => logits,
         false => into_contiguous(logits),
     };
-    let rows = logits.shape()[0];
+    let [rows, vocab] = logits.shape().dims();
+    let row_stride = logits.meta.strides()[0];
     let handle = logits.client.empty(rows * int_dtype.size());
     let out = CubeTensor::new_contiguous(
         logits.client.clone(),
@@ -77,10 +78,12 @@ pub fn sample_rows<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>
         &client,
         CubeCount::Static(rows as u32, 1, 1),
         CubeDim::new_1d(THREADS as u32),
-        logits.into_tensor_arg(),
-        into_contiguous(inv_temp).into_tensor_arg(),
-        into_contiguous(keys).into_tensor_arg(),
-        out.clone().into_tensor_arg(),
+        logits.into_array_arg(),
+        into_contiguous(inv_temp).into_array_arg(),
+        into_contiguous(keys).into_array_arg(),
+        out.clone().into_array_arg(),
+        vocab as u32,
+        row_stride as u32,
         THREADS,
     );
     out

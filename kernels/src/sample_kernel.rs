@@ -35,17 +35,20 @@ pub fn uniform_host(key: u32, step: u32, token: u32) -> f32 {
 
 /// One cube per row: `out[row]` = argmax over the vocabulary of the row's (noised) scores.
 /// `inv_temp[row]` is 1 / temperature, or 0 for greedy; `keys[row]` = (request key, step).
+/// Rows of `vocab` logits, `row_stride` apart (scalars: tensor metadata costs a staged copy).
 #[cube(launch)]
 pub fn sample_rows_kernel<F: Float, I: Int>(
-    logits: &Tensor<F>,
-    inv_temp: &Tensor<f32>,
-    keys: &Tensor<I>,
-    out: &mut Tensor<I>,
+    logits: &Array<F>,
+    inv_temp: &Array<f32>,
+    keys: &Array<I>,
+    out: &mut Array<I>,
+    vocab: u32,
+    row_stride: u32,
     #[comptime] threads: usize,
 ) {
     let row = CUBE_POS_X as usize;
     let tid = UNIT_POS_X as usize;
-    let vocab = logits.shape(1);
+    let vocab = vocab as usize;
     let it = inv_temp[row];
     let key = u32::cast_from(keys[row * 2]);
     let step = u32::cast_from(keys[row * 2 + 1]);
@@ -53,7 +56,7 @@ pub fn sample_rows_kernel<F: Float, I: Int>(
     let mut best_idx = 0u32;
     let mut v = tid;
     while v < vocab {
-        let l = f32::cast_from(logits[row * logits.stride(0) + v]);
+        let l = f32::cast_from(logits[row * row_stride as usize + v]);
         let mut s = l;
         if it > f32::new(0.0) {
             let h = mix32(key ^ mix32(step ^ mix32(v as u32)));
