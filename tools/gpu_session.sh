@@ -2,7 +2,7 @@
 # One batched run on the GPU machine (see README "GPU machine"). Build here first:
 #   ../shared/tools/device-build.sh --bin nanovllm --example golden_check
 # then run this script there with .devbin carried (xz-compressed binaries are unpacked).
-# STEPS picks what runs (info host_cost decode_cublas gemv_ab kernels_check golden perplexity kernels_bench matmul profile
+# STEPS picks what runs (info host_cost decode_cublas gemv_ab bin_ab kernels_check golden perplexity kernels_bench matmul profile
 # decode_latency bench bench_part bench_fusion hf_peer chunk512 chunk_sweep profile_mixed unroll_sweep bench_unroll); logs and a results tarball go under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -75,6 +75,17 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
                    --results-dir "$OUT/results/gemv$rows-$round"
                done
              done ;;
+    # Two builds, alternating on one machine: batch-1 decode and the bench with each of
+    # AB_BINS (binaries in .devbin; the first is the baseline).
+    bin_ab) python3 -c "s = open('experiments/decode_latency.toml').read(); \
+              open('/tmp/dl_kernel.toml', 'w').write(s[:s.index('[[variants]]', s.index('[[variants]]') + 1)])"
+            for round in 1 2; do
+              for bin in ${AB_BINS:-nanovllm-base nanovllm}; do
+                run timeout -s INT -k 20 100 $B/$bin /tmp/dl_kernel.toml --results-dir "$OUT/results/$bin-$round"
+                [ "${AB_BENCH:-1}" = 1 ] && run timeout -s INT -k 20 240 $B/$bin experiments/bench.toml \
+                  --results-dir "$OUT/results/$bin-$round"
+              done
+            done ;;
     bench_part) exp bench_part ${BENCH_TIMEOUT:-240} ;;
     bench_fusion) exp bench_fusion ${BENCH_TIMEOUT:-400} ;;
     chunk512) exp chunk512 150 ;;

@@ -57,7 +57,7 @@ fn decode_split<R: CubeRuntime>(
         kv_tile,
     })
 }
-use crate::plan::{AttentionPlan, DeviceCaps, TileShape, ITEM_FIELDS, MERGE_FIELDS};
+use crate::plan::{AttentionPlan, DeviceCaps, TileShape};
 
 /// The plan's int arrays on the device.
 pub struct DevicePlan<R: CubeRuntime> {
@@ -165,7 +165,7 @@ pub fn paged_attention<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElem
             part_stats.into_array_arg(),
             merges.clone().into_array_arg(),
             out.clone().into_array_arg(),
-            MERGE_FIELDS as u32,
+            merges.meta.strides()[0] as u32,
             tile.group,
             tile.head_dim,
             tile.threads,
@@ -200,6 +200,11 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
         ),
         _ => None,
     };
+    // Rows of small int tensors are pitched: read the strides, never assume the widths.
+    let (table_stride, item_stride) = (
+        step.block_tables.meta.strides()[0] as u32,
+        items.meta.strides()[0] as u32,
+    );
     // Both kernels take the same tensors in the same order.
     let [q, k_cache, v_cache, block_tables, items, out, part_out, part_stats] = [
         step.q,
@@ -221,8 +226,8 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
         AttentionStridesLaunch::new(
             cache[0] as u32,
             cache[1] as u32,
-            step.block_tables.meta.strides()[0] as u32,
-            ITEM_FIELDS as u32,
+            table_stride,
+            item_stride,
         )
     };
     if let Some(split) = decode {
