@@ -222,14 +222,8 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
         cache == step.v_cache.meta.strides() && cache[2] == 1,
         "the k and v caches must share a layout with contiguous heads"
     );
-    let strides = || {
-        AttentionStridesLaunch::new(
-            cache[0] as u32,
-            cache[1] as u32,
-            table_stride,
-            item_stride,
-        )
-    };
+    let strides =
+        || AttentionStridesLaunch::new(cache[0] as u32, cache[1] as u32, table_stride, item_stride);
     if let Some(split) = decode {
         paged_decode_kernel::launch::<F, I, R>(
             &client,

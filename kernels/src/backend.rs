@@ -22,11 +22,23 @@ pub struct KernelPlan<B: Backend> {
 
 impl<B: Backend> KernelPlan<B> {
     pub fn new(plan: AttentionPlan, device: &B::Device) -> Self {
+        Self::with_row_padding(plan, device, 0)
+    }
+
+    /// The same arrays with `pad` unused ints after each row: views with a row stride wider
+    /// than the row, as CUDA's pitched allocations give, so tests on backends that do not pitch
+    /// still check that the kernels read strides rather than assume widths. burn slices into a
+    /// view only when the cut-off bytes keep the buffer's alignment (else it copies): 64 ints
+    /// (256 bytes) do.
+    pub fn with_row_padding(plan: AttentionPlan, device: &B::Device, pad: usize) -> Self {
         let ints = |v: &[i32], cols: usize| {
-            Tensor::<B, 2, Int>::from_data(
-                TensorData::new(v.to_vec(), [v.len() / cols, cols]),
-                device,
-            )
+            let rows = v.len() / cols;
+            let padded: Vec<i32> = v
+                .chunks(cols)
+                .flat_map(|row| row.iter().copied().chain(std::iter::repeat_n(-7, pad)))
+                .collect();
+            Tensor::<B, 2, Int>::from_data(TensorData::new(padded, [rows, cols + pad]), device)
+                .slice([0..rows, 0..cols])
         };
         Self {
             block_tables: ints(&plan.block_tables, plan.max_blocks),

@@ -25,6 +25,9 @@ pub struct ParityCase {
     pub head_dim: usize,
     pub block_size: usize,
     pub seqs: Vec<(usize, usize)>,
+    /// Unused ints after each row of the plan's arrays, as CUDA pitches them (see
+    /// [`KernelPlan::with_row_padding`]); the planted fixed-width strides failed these cases.
+    pub int_row_padding: usize,
 }
 
 /// How far the kernel landed from the reference on one case.
@@ -47,6 +50,12 @@ pub fn standard_cases() -> Vec<ParityCase> {
         head_dim,
         block_size,
         seqs,
+        int_row_padding: 0,
+    };
+    let padded = |c: ParityCase, name| ParityCase {
+        name,
+        int_row_padding: 64,
+        ..c
     };
     vec![
         case(
@@ -92,6 +101,14 @@ pub fn standard_cases() -> Vec<ParityCase> {
         ),
         case("prefill, block 8, gqa 1", 2, 1, 128, 8, vec![(100, 130)]),
         case("prefill, gqa 8", 1, 8, 128, 16, vec![(5, 5), (33, 70)]),
+        padded(
+            case("", 2, 4, 128, 16, vec![(1, 300), (1, 517), (1, 40)]),
+            "pitched int rows, decode split",
+        ),
+        padded(
+            case("", 2, 2, 64, 16, vec![(1, 30), (9, 40)]),
+            "pitched int rows, mixed",
+        ),
     ]
 }
 
@@ -151,7 +168,7 @@ pub fn run_case<B: KernelBackend>(case: &ParityCase, seed: u64, dev: &B::Device)
 
     let plan = AttentionPlan::new(&seqs, bs, case.group, hd, case.kv_heads, caps);
     let split = !plan.merges.is_empty();
-    let plan = KernelPlan::<B>::new(plan, dev);
+    let plan = KernelPlan::<B>::with_row_padding(plan, dev, case.int_row_padding);
     let got = to_host(B::paged_attention(q, &k, &v, &plan, scale));
 
     type Cpu = NdArray<f32>;
