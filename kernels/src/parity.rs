@@ -66,14 +66,14 @@ pub fn standard_cases() -> Vec<ParityCase> {
             16,
             vec![(1, 1), (1, 16), (1, 17), (1, 33)],
         ),
-        case("decode, long split, gqa 2", 2, 2, 128, 16, vec![(1, 1000)]),
+        case("decode, long split, gqa 2", 2, 2, 128, 16, vec![(1, 2500)]),
         case(
             "decode, batch, gqa 4",
             2,
             4,
             128,
             16,
-            vec![(1, 300), (1, 517), (1, 64), (1, 2)],
+            vec![(1, 300), (1, 1517), (1, 64), (1, 2)],
         ),
         case(
             "decode, gqa 8",
@@ -102,7 +102,7 @@ pub fn standard_cases() -> Vec<ParityCase> {
         case("prefill, block 8, gqa 1", 2, 1, 128, 8, vec![(100, 130)]),
         case("prefill, gqa 8", 1, 8, 128, 16, vec![(5, 5), (33, 70)]),
         padded(
-            case("", 2, 4, 128, 16, vec![(1, 300), (1, 517), (1, 40)]),
+            case("", 2, 4, 128, 16, vec![(1, 1300), (1, 2100), (1, 40)]),
             "pitched int rows, decode split",
         ),
         padded(

@@ -69,8 +69,10 @@ pub const MERGE_FIELDS: usize = 3;
 const THREADS: usize = 128;
 /// Query rows per cube in prefill tiles: enough to reuse each loaded key many times.
 const PREFILL_ROWS: usize = 32;
-/// Shortest context range worth its own decode item.
-const MIN_SPLIT: usize = 256;
+/// Shortest context range worth its own decode item. Splitting buys GPU parallelism with a
+/// merge launch per layer, and at the batch sizes that split, a launch costs the host more than
+/// one cube's pass over 1,024 keys costs the GPU.
+const MIN_SPLIT: usize = 1024;
 
 /// The arrays and tile shape for one step's attention.
 #[derive(Debug, Clone)]
@@ -288,6 +290,19 @@ mod tests {
             next = item(&plan, i)[5];
         }
         assert_eq!(next, 2048);
+    }
+
+    #[test]
+    fn contexts_up_to_min_split_are_not_split() {
+        let table: Vec<u32> = (0..64).collect();
+        let seqs = [SeqAttn {
+            q_len: 1,
+            ctx_len: MIN_SPLIT,
+            block_table: &table,
+        }];
+        let plan = AttentionPlan::new(&seqs, 16, 2, 128, 8, CAPS);
+        assert_eq!(plan.num_items(), 1);
+        assert!(plan.merges.is_empty());
     }
 
     #[test]
