@@ -70,9 +70,10 @@ const THREADS: usize = 128;
 /// Query rows per cube in prefill tiles: enough to reuse each loaded key many times.
 const PREFILL_ROWS: usize = 32;
 /// Shortest context range worth its own decode item. Splitting buys GPU parallelism with a
-/// merge launch per layer, and at the batch sizes that split, a launch costs the host more than
-/// one cube's pass over 1,024 keys costs the GPU.
-const MIN_SPLIT: usize = 1024;
+/// merge launch per layer. Measured on the H100 (`results/reference/min_split_ab-h100`): from
+/// 256 to 1,024, batch-1 steps over 100–356 keys got faster (no merges), but steps of 1–8
+/// sequences over 1,000–2,000 keys slower (the GPU waits on few long cubes).
+const MIN_SPLIT: usize = 512;
 
 /// The arrays and tile shape for one step's attention.
 #[derive(Debug, Clone)]
