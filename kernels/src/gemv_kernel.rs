@@ -20,7 +20,7 @@ pub struct GemvShape {
 /// `out = x @ w` for `rows` rows, or with `silu` `out = (silu(x[:, :k]) * x[:, k..2k]) @ w`
 /// (SiLU rounded to `F` first, as HF); `w` is HF's `[n, k]`, contiguous. It binds only the
 /// buffers it reads (one kernel with placeholders for every prologue cost the same per launch).
-/// `x_row` is `x`'s row stride in vectors; `out` is `[rows, n]`, contiguous.
+/// `x_row` is `x`'s row stride in vectors; `out` is `[rows, outputs]`, contiguous.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn gemv_kernel<F: Float, N: Size>(
@@ -29,7 +29,7 @@ pub fn gemv_kernel<F: Float, N: Size>(
     out: &mut Array<F>,
     rows: u32,
     x_row: u32,
-    n: u32,
+    outputs: u32,
     #[comptime] silu: bool,
     #[comptime] shape: GemvShape,
 ) {
@@ -61,13 +61,14 @@ pub fn gemv_kernel<F: Float, N: Size>(
         }
     }
     sync_cube();
-    rows_times_weight::<F, N>(&act, w, out, rows, n as usize, shape);
+    rows_times_weight::<F, N>(&act, w, out, rows, outputs as usize, shape);
 }
 
 /// `out = (rmsnorm(x (+ residual)) * norm_w) @ w`, rounded as the unfused kernels round; with
 /// `add_residual` the first cube also writes `x + residual` to `sum_out` (else both are unread).
 /// Every cube normalises all rows itself: `k` per row from L2, cheap next to its weight rows.
-/// Row strides `x_row` and `res_row` in vectors; `out` `[rows, n]` and `sum_out` contiguous.
+/// Row strides `x_row` and `res_row` in vectors; `out` `[rows, outputs]` and `sum_out`
+/// contiguous.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn gemv_norm_kernel<F: Float, N: Size>(
@@ -80,7 +81,7 @@ pub fn gemv_norm_kernel<F: Float, N: Size>(
     rows: u32,
     x_row: u32,
     res_row: u32,
-    n: u32,
+    outputs: u32,
     eps: f32,
     #[comptime] add_residual: bool,
     #[comptime] shape: GemvShape,
@@ -152,7 +153,7 @@ pub fn gemv_norm_kernel<F: Float, N: Size>(
         }
     }
     sync_cube();
-    rows_times_weight::<F, N>(&act, w, out, rows, n as usize, shape);
+    rows_times_weight::<F, N>(&act, w, out, rows, outputs as usize, shape);
 }
 
 /// `out[m, j] = Σ_i act[m, i] · w[j, i]` for this plane's `outs` outputs `j`; past the end
