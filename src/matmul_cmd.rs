@@ -7,8 +7,8 @@ use std::path::Path;
 use anyhow::Context;
 use nanovllm_kernels::matmul::{few_rows_strategies, tiled_strategies};
 use nanovllm_kernels::matmul_bench::{
-    host_costs, matmul_inputs, tflops, time_calls, time_strategy, weight_gb_per_s, MatmulCase,
-    WeightLayout,
+    host_costs, matmul_inputs, tflops, time_calls, time_strategy, weight_gb_per_s, HostCost,
+    MatmulCase, WeightLayout,
 };
 use nanovllm_kernels::KernelBackend;
 
@@ -118,18 +118,16 @@ pub fn bench_matmul<B: KernelBackend>(
 
 /// `nanovllm kernels host-cost`: see [`host_costs`].
 pub fn print_host_costs<B: KernelBackend>(device: &B::Device) {
+    let print = |costs: Vec<(&str, HostCost)>| {
+        for (op, cost) in costs {
+            println!(
+                "  {op:<44} queued {:>6.1}  done {:>6.1}",
+                cost.enqueue_us, cost.total_us
+            );
+        }
+    };
     println!("host cost per call, microseconds (500 calls back to back, then one sync):");
-    for (op, cost) in host_costs::<B>(device, 500) {
-        println!(
-            "  {op:<44} queued {:>6.1}  done {:>6.1}",
-            cost.enqueue_us, cost.total_us
-        );
-    }
+    print(host_costs::<B>(device, 500));
     println!("one launch taken apart (2,000 launches each way):");
-    for (op, cost) in B::launch_costs(device, 2000) {
-        println!(
-            "  {op:<44} queued {:>6.1}  done {:>6.1}",
-            cost.enqueue_us, cost.total_us
-        );
-    }
+    print(B::launch_costs(device, 2000));
 }
