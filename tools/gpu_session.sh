@@ -19,6 +19,9 @@ for lib in libcublas.so libcupti.so; do
 done
 echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}" | tee -a "$OUT/session.log"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$OUT/session.log"
+# decode_latency.toml's first variant alone (the kernels, burn-cuda unfused), for the A/B steps.
+python3 -c "s = open('experiments/decode_latency.toml').read(); \
+  open('/tmp/dl_kernel.toml', 'w').write(s[:s.index('[[variants]]', s.index('[[variants]]') + 1)])"
 for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_latency bench hf_peer chunk512}; do
   case $step in
     info) run $B/nanovllm info --backend cuda ;;
@@ -34,9 +37,7 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
     perplexity) run timeout -s INT 90 $B/nanovllm perplexity --backend cuda --model models/tiny-qwen3-pystdlib ;;
     decode_latency) exp decode_latency 100 ;;
     # Batch-1 decode with every product on cuBLAS (one blocking round trip each).
-    decode_cublas) python3 -c "s = open('experiments/decode_latency.toml').read(); \
-                     open('/tmp/dl_kernel.toml', 'w').write(s[:s.index('[[variants]]', s.index('[[variants]]') + 1)])"
-                   run env NANOVLLM_CUBLAS_MIN_ROWS=1 timeout -s INT -k 20 100 $B/nanovllm /tmp/dl_kernel.toml \
+    decode_cublas) run env NANOVLLM_CUBLAS_MIN_ROWS=1 timeout -s INT -k 20 100 $B/nanovllm /tmp/dl_kernel.toml \
                      --results-dir "$OUT/results/cublas1" ;;
     # Per-kernel device times (cubecl's profile log) of a batch-1 and a batch-256 decode, to
     # split a step into kernel time and host time.
@@ -65,9 +66,7 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
                       --results-dir "$OUT/results/unroll$u"
                   done ;;
     # The fused gemv off (NANOVLLM_FUSED_GEMV_ROWS=0) and on, alternating, on one machine (GEMV_ORDER="8 0": on first).
-    gemv_ab) python3 -c "s = open('experiments/decode_latency.toml').read(); \
-               open('/tmp/dl_kernel.toml', 'w').write(s[:s.index('[[variants]]', s.index('[[variants]]') + 1)])"
-             for round in 1 2; do
+    gemv_ab) for round in 1 2; do
                for rows in ${GEMV_ORDER:-0 8}; do
                  run env NANOVLLM_FUSED_GEMV_ROWS=$rows timeout -s INT -k 20 240 $B/nanovllm experiments/bench.toml \
                    --results-dir "$OUT/results/gemv$rows-$round"
@@ -77,9 +76,7 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
              done ;;
     # Two builds, alternating on one machine: batch-1 decode and the bench with each of
     # AB_BINS (binaries in .devbin; the first is the baseline).
-    bin_ab) python3 -c "s = open('experiments/decode_latency.toml').read(); \
-              open('/tmp/dl_kernel.toml', 'w').write(s[:s.index('[[variants]]', s.index('[[variants]]') + 1)])"
-            for round in 1 2; do
+    bin_ab) for round in 1 2; do
               for bin in ${AB_BINS:-nanovllm-base nanovllm}; do
                 run timeout -s INT -k 20 100 $B/$bin /tmp/dl_kernel.toml --results-dir "$OUT/results/$bin-$round"
                 [ "${AB_BENCH:-1}" = 1 ] && run timeout -s INT -k 20 240 $B/$bin experiments/bench.toml \
