@@ -36,7 +36,7 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
             run timeout -s INT 150 $B/golden_check --f32 ;;
     perplexity) run timeout -s INT 90 $B/nanovllm perplexity --backend cuda --model models/tiny-qwen3-pystdlib ;;
     decode_latency) exp decode_latency 100 ;;
-    # Batch-1 decode with every product on cuBLAS (one blocking round trip each).
+    # Batch-1 decode with every product on cuBLAS instead of the fused gemv.
     decode_cublas) run env NANOVLLM_CUBLAS_MIN_ROWS=1 timeout -s INT -k 20 100 $B/nanovllm /tmp/dl_kernel.toml \
                      --results-dir "$OUT/results/cublas1" ;;
     # Per-kernel device times (cubecl's profile log) of a batch-1 and a batch-256 decode, to
@@ -76,11 +76,14 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
              done ;;
     # Two builds, alternating on one machine: batch-1 decode and the bench with each of
     # AB_BINS (binaries in .devbin; the first is the baseline).
-    bin_ab) for round in 1 2; do
-              for bin in ${AB_BINS:-nanovllm-base nanovllm}; do
-                run timeout -s INT -k 20 100 $B/$bin /tmp/dl_kernel.toml --results-dir "$OUT/results/$bin-$round"
-                [ "${AB_BENCH:-1}" = 1 ] && run timeout -s INT -k 20 240 $B/$bin experiments/bench.toml \
-                  --results-dir "$OUT/results/$bin-$round"
+    # Each AB_BINS entry is a binary, optionally with settings: nanovllm:NANOVLLM_CUBLAS_MIN_ROWS=9.
+    bin_ab) for round in $(seq ${AB_ROUNDS:-2}); do
+              for spec in ${AB_BINS:-nanovllm-base nanovllm}; do
+                bin=${spec%%:*}; settings=$([ "$spec" = "$bin" ] || echo "${spec#*:}" | tr ',' ' ')
+                dir="$OUT/results/$(echo "$spec" | tr ':=,' '-__')-$round"
+                run env $settings timeout -s INT -k 20 100 $B/$bin /tmp/dl_kernel.toml --results-dir "$dir"
+                [ "${AB_BENCH:-1}" = 1 ] && run env $settings timeout -s INT -k 20 240 $B/$bin experiments/bench.toml \
+                  --results-dir "$dir"
               done
             done ;;
     bench_part) exp bench_part ${BENCH_TIMEOUT:-240} ;;

@@ -26,11 +26,12 @@ pub fn cublas_min_rows() -> usize {
     })
 }
 
-/// Each cuBLAS call waits for cubecl's device thread to drain its queue, which costs the host
-/// overlap: in the bench (README, "Matmul"), decode steps of 9 to 16 sequences took 13.0 ms
-/// with cuBLAS against 8.2 ms with cubek, steps of 33 to 64 took 8.6 against 10.6 ms, and
-/// batch-256 steps 12.2 against 17.8 ms. Prefill steps gain the most (3.4x per product).
-const CUBLAS_MIN_ROWS: usize = 32;
+/// Every product the fused gemv does not take (it runs up to 8 rows). Queued on cubecl's device
+/// thread without waiting (see the `cublas` module), cuBLAS beat cubek's `SpecializedCyclicMma`
+/// from 9 rows on in the bench (H100, 2026-11-23): decode steps of 9 to 16 sequences took 4.9
+/// against 6.3 ms, those of 17 to 32 took 5.4 against 6.9 ms. While each call still waited for
+/// the device thread (21 to 26 µs), cubek won below 32 rows.
+const CUBLAS_MIN_ROWS: usize = 9;
 
 /// The cubek strategy `project` runs for `rows` rows below cuBLAS's threshold (or without
 /// cuBLAS) on a weight laid out as a transposed view (every projection's layout), chosen by

@@ -128,7 +128,7 @@ pub fn host_cost<B: KernelBackend, T>(
 /// The host costs of a decode step's kinds of call at one row (qwen3-0.6b's qkv shape
 /// `[1, 1024] @ [1024, 4096]`): a tiny element-wise op, the fused RMSNorm kernel, `project`
 /// (the gemv kernel at one row), the same with the RMSNorm fused in (`norm_project`), cuBLAS
-/// through `exclusive`, and `project` at 64 rows (cuBLAS).
+/// queued on the device thread, and `project` at 64 rows (cuBLAS).
 pub fn host_costs<B: KernelBackend>(dev: &B::Device, n: usize) -> Vec<(&'static str, HostCost)> {
     let case = |m| MatmulCase {
         m,
