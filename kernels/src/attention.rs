@@ -6,6 +6,7 @@ use cubecl::prelude::*;
 use crate::attention_kernel::{merge_partials_kernel, paged_attention_kernel, store_kv_kernel};
 use crate::attention_tile::AttentionStridesLaunch;
 use crate::decode_kernel::paged_decode_kernel;
+use crate::prefill_mma_kernel::{mma_shared_bytes, paged_prefill_mma_kernel, MMA};
 
 /// Keys per tile of the decode kernel, at least (its shared memory is small whatever the tile,
 /// and a longer tile means fewer barriers per key).
@@ -23,6 +24,44 @@ fn decode_unroll() -> usize {
         crate::knobs::env_override("NANOVLLM_DECODE_UNROLL", "a power of two up to 16", valid)
             .unwrap_or(DECODE_UNROLL)
     })
+}
+
+/// Whether prefill tiles run on tensor cores where the device has them
+/// ([`prefill_mma_fits`]); `NANOVLLM_PREFILL_MMA=0` keeps them on the scalar kernel, for A/B.
+fn prefill_mma_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        crate::knobs::env_override("NANOVLLM_PREFILL_MMA", "0 or 1", |v: &u8| *v <= 1)
+            .is_none_or(|v| v == 1)
+    })
+}
+
+/// Whether a prefill tile can run on [`paged_prefill_mma_kernel`]: 16-bit inputs the device
+/// multiplies on tensor cores (16x16x16, f32 accumulation), every dimension a multiple of 16,
+/// and its shared memory within the cap.
+fn prefill_mma_fits<R: CubeRuntime, F: Float>(
+    client: &ComputeClient<R>,
+    tile: TileShape,
+    max_shared: usize,
+) -> bool {
+    let elem = F::as_type_native_unchecked().storage_type();
+    let config = cubecl::features::MmaConfig {
+        a_type: elem,
+        b_type: elem,
+        cd_type: f32::as_type_native_unchecked().storage_type(),
+        m: MMA as u32,
+        n: MMA as u32,
+        k: MMA as u32,
+    };
+    let shape_fits = [tile.rows(), tile.head_dim, tile.kv_tile]
+        .iter()
+        .all(|d| d.is_multiple_of(MMA));
+    let shared = mma_shared_bytes(tile.rows(), tile.head_dim, tile.kv_tile, elem.size());
+    prefill_mma_enabled()
+        && elem.size() == 2
+        && shape_fits
+        && shared <= max_shared
+        && client.properties().features.matmul.cmma.contains(&config)
 }
 
 /// How the decode kernel splits a key row over lanes: the widest vector the device loads in
@@ -224,6 +263,8 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
     );
     let strides =
         || AttentionStridesLaunch::new(cache[0] as u32, cache[1] as u32, table_stride, item_stride);
+    let mma = decode.is_none()
+        && prefill_mma_fits::<R, F>(&client, tile, device_caps(&client).max_shared_bytes);
     if let Some(split) = decode {
         paged_decode_kernel::launch::<F, I, R>(
             &client,
@@ -249,6 +290,29 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
             split.key_lanes,
             decode_unroll(),
             split.width,
+        );
+    } else if mma {
+        paged_prefill_mma_kernel::launch::<F, I, R>(
+            &client,
+            cubes,
+            dim,
+            q,
+            k_cache,
+            v_cache,
+            block_tables,
+            items,
+            out,
+            part_out,
+            part_stats,
+            step.scale,
+            step.block_size as u32,
+            strides(),
+            tile.group,
+            tile.tile_q,
+            tile.head_dim,
+            tile.kv_tile,
+            tile.threads,
+            tile.acc_per_thread(),
         );
     } else {
         paged_attention_kernel::launch::<F, I, R>(

@@ -5,8 +5,8 @@
 use cubecl::prelude::*;
 
 use crate::attention_tile::{
-    accumulate_values, load_kv_tile, online_softmax_tile, tile_offsets, tile_scores,
-    AttentionStrides, NEG_BIG,
+    accumulate_values, load_kv_tile, online_softmax_tile, tile_offsets, tile_scores, write_rows,
+    AttentionStrides, RowsOut, NEG_BIG,
 };
 
 #[cube(launch)]
@@ -116,6 +116,7 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
             &mut alpha_s,
             rows,
             kv_tile,
+            comptime!(kv_tile + 1),
             warp,
             warps,
             lane,
@@ -139,33 +140,25 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
         start += kv_tile;
     }
 
-    #[unroll]
-    for j in 0..acc_per_thread {
-        let idx = tid + j * threads;
-        if idx < rows * head_dim {
-            let r = idx / head_dim;
-            let d = idx % head_dim;
-            let qi = r / group;
-            if qi < q_count {
-                if partial {
-                    part_out[((item * kv_heads + kv_head) * rows + r) * head_dim + d] = acc[j];
-                } else {
-                    let l = l_s[r];
-                    let mut o = f32::new(0.0);
-                    if l > f32::new(0.0) {
-                        o = acc[j] / l;
-                    }
-                    let head = kv_head * group + r % group;
-                    out[((q_row0 + qi) * heads + head) * head_dim + d] = F::cast_from(o);
-                }
-            }
-        }
-    }
-    if partial && tid < rows {
-        let at = ((item * kv_heads + kv_head) * rows + tid) * 2;
-        part_stats[at] = m_s[tid];
-        part_stats[at + 1] = l_s[tid];
-    }
+    let rows_out = RowsOut {
+        q_row0,
+        q_count,
+        partial,
+    };
+    write_rows::<F>(
+        &acc,
+        &m_s,
+        &l_s,
+        out,
+        part_out,
+        part_stats,
+        rows_out,
+        group,
+        rows,
+        head_dim,
+        threads,
+        acc_per_thread,
+    );
 }
 
 /// Merges the partial results of a split decode context by log-sum-exp. One cube per

@@ -48,8 +48,8 @@ pub(crate) fn tile_offsets<I: Int>(
     }
 }
 
-/// Loads the tile's keys (or values) into shared memory, one row of `head_dim + 1` per key
-/// (the pad keeps the score loop free of bank conflicts); zeros past the end.
+/// Loads the tile's keys (or values) into shared memory as f32, one row of `row_stride` per key
+/// (a pad keeps the score loop free of bank conflicts); zeros past the end.
 #[cube]
 pub(crate) fn load_kv_tile<F: Float>(
     cache: &Array<F>,
@@ -59,22 +59,44 @@ pub(crate) fn load_kv_tile<F: Float>(
     #[comptime] head_dim: usize,
     #[comptime] threads: usize,
 ) {
-    let mut idx = UNIT_POS_X as usize;
-    while idx < kv_tile * head_dim {
-        let t = idx / head_dim;
-        let d = idx % head_dim;
-        let off = offsets[t];
-        let mut val = f32::new(0.0);
-        if off >= 0 {
-            val = f32::cast_from(cache[usize::cast_from(off) + d]);
+    let per_thread = comptime!((kv_tile * head_dim).div_ceil(threads));
+    let vals = gather_tile::<F>(cache, offsets, kv_tile, head_dim, threads);
+    #[unroll]
+    for j in 0..per_thread {
+        let idx = UNIT_POS_X as usize + j * threads;
+        if idx < kv_tile * head_dim {
+            tile[(idx / head_dim) * (head_dim + 1) + idx % head_dim] = f32::cast_from(vals[j]);
         }
-        tile[t * (head_dim + 1) + d] = val;
-        idx += threads;
     }
 }
 
-/// Online softmax over one tile of scores `p_s` (`rows` rows of `kv_tile`, stride
-/// `kv_tile + 1`), one plane (warp) per row: turns scores into probabilities under the running
+/// This thread's elements of the tile (element `tid + j * threads` of `[kv_tile, head_dim]`),
+/// zeros past the end. Every load is issued before any is used, branch-free: a loop that
+/// stored each element before loading the next waited out the memory latency once per element.
+#[cube]
+pub(crate) fn gather_tile<F: Float>(
+    cache: &Array<F>,
+    offsets: &SharedMemory<i32>,
+    #[comptime] kv_tile: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] threads: usize,
+) -> Array<F> {
+    let per_thread = comptime!((kv_tile * head_dim).div_ceil(threads));
+    let mut vals = Array::<F>::new(per_thread);
+    #[unroll]
+    for j in 0..per_thread {
+        let idx = UNIT_POS_X as usize + j * threads;
+        let t = (idx / head_dim).min(kv_tile - 1);
+        let off = offsets[t];
+        let at = usize::cast_from(i32::max(off, 0)) + idx % head_dim;
+        let v = cache[at];
+        vals[j] = select(off >= 0 && idx < kv_tile * head_dim, v, F::new(0.0));
+    }
+    vals
+}
+
+/// Online softmax over one tile of scores `p_s` (`rows` rows of `kv_tile`, row stride
+/// `p_stride`), one plane (warp) per row: turns scores into probabilities under the running
 /// max, and updates each row's max `m_s`, sum `l_s` and rescale factor `alpha_s`. Scores at or
 /// below -1e29 are masked keys.
 #[cube]
@@ -86,12 +108,12 @@ pub(crate) fn online_softmax_tile(
     alpha_s: &mut SharedMemory<f32>,
     rows: usize,
     #[comptime] kv_tile: usize,
+    #[comptime] p_stride: usize,
     warp: usize,
     warps: usize,
     lane: usize,
     plane: usize,
 ) {
-    let p_stride = kv_tile + 1;
     let mut r = warp;
     while r < rows {
         let mut mx = f32::new(NEG_BIG);
@@ -240,5 +262,68 @@ pub(crate) fn accumulate_values(
                 acc[j] = a;
             }
         }
+    }
+}
+
+/// Where a tiled item's rows go: its first packed query row, how many of its queries are real,
+/// and whether it writes a partial result (split context) for the merge.
+#[derive(CubeType, Clone, Copy)]
+pub(crate) struct RowsOut {
+    pub q_row0: usize,
+    pub q_count: usize,
+    pub partial: bool,
+}
+
+/// The end of a tiled item: each thread's accumulators (element `tid + j * threads` of the
+/// `[rows, head_dim]` tile) normalised into `out`, or raw into `part_out` with the rows' max and
+/// sum in `part_stats` when the item is one piece of a split context.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_rows<F: Float>(
+    acc: &Array<f32>,
+    m_s: &SharedMemory<f32>,
+    l_s: &SharedMemory<f32>,
+    out: &mut Array<F>,
+    part_out: &mut Array<f32>,
+    part_stats: &mut Array<f32>,
+    rows_out: RowsOut,
+    #[comptime] group: usize,
+    #[comptime] rows: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] threads: usize,
+    #[comptime] acc_per_thread: usize,
+) {
+    let item = CUBE_POS_X as usize;
+    let kv_head = CUBE_POS_Y as usize;
+    let kv_heads = CUBE_COUNT_Y as usize;
+    let heads = kv_heads * group;
+    let tid = UNIT_POS_X as usize;
+    #[unroll]
+    for j in 0..acc_per_thread {
+        let idx = tid + j * threads;
+        if idx < rows * head_dim {
+            let r = idx / head_dim;
+            let d = idx % head_dim;
+            let qi = r / group;
+            if qi < rows_out.q_count {
+                if rows_out.partial {
+                    part_out[((item * kv_heads + kv_head) * rows + r) * head_dim + d] = acc[j];
+                } else {
+                    let l = l_s[r];
+                    let mut o = f32::new(0.0);
+                    if l > f32::new(0.0) {
+                        o = acc[j] / l;
+                    }
+                    let head = kv_head * group + r % group;
+                    let at = ((rows_out.q_row0 + qi) * heads + head) * head_dim + d;
+                    out[at] = F::cast_from(o);
+                }
+            }
+        }
+    }
+    if rows_out.partial && tid < rows {
+        let at = ((item * kv_heads + kv_head) * rows + tid) * 2;
+        part_stats[at] = m_s[tid];
+        part_stats[at + 1] = l_s[tid];
     }
 }

@@ -170,6 +170,7 @@ pub fn paged_decode_kernel<F: Float, I: Int, N: Size>(
             &mut alpha_s,
             group,
             kv_tile,
+            comptime!(kv_tile + 1),
             warp,
             warps,
             lane,

@@ -39,6 +39,7 @@ pub mod matmul;
 pub mod matmul_bench;
 pub mod parity;
 pub mod plan;
+pub mod prefill_mma_kernel;
 pub mod reference;
 pub mod sample;
 pub mod sample_kernel;

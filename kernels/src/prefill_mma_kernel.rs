@@ -1,0 +1,355 @@
+//! The tiled attention kernel on tensor cores (cubecl's `cmma`, CUDA's wmma): the work items of
+//! [`paged_attention_kernel`](crate::attention_kernel::paged_attention_kernel), with the score
+//! product `q k^T` and the value product `p v` as 16x16x16 matrix instructions on 16-bit
+//! inputs with f32 accumulation. The scalar kernel spent its time on shared-memory reads for
+//! scalar FMAs (README, "Kernels"). The online softmax stays in f32: the value product of each
+//! key tile lands in shared memory and each thread folds it into its running output.
+use cubecl::prelude::*;
+
+use crate::attention_tile::{
+    gather_tile, online_softmax_tile, tile_offsets, write_rows, AttentionStrides, RowsOut, NEG_BIG,
+};
+
+/// The side of one matrix instruction.
+pub const MMA: usize = 16;
+/// Row pad of the 16-bit tiles (wmma wants a row pitch that is a multiple of 8 elements; the
+/// pad also moves successive rows to other banks).
+const PAD16: usize = 8;
+/// Row pad of the f32 tiles (a multiple of 4 elements).
+const PAD32: usize = 4;
+
+/// Shared memory the kernel allocates for a tile shape, in bytes (`elem_bytes`: q's dtype).
+pub fn mma_shared_bytes(rows: usize, head_dim: usize, kv_tile: usize, elem_bytes: usize) -> usize {
+    elem_bytes * (rows + kv_tile) * (head_dim + PAD16)
+        + 4 * rows * (kv_tile + PAD32)
+        + elem_bytes * rows * (kv_tile + PAD16)
+        + 4 * rows * (head_dim + PAD32)
+        + 4 * (3 * rows + kv_tile)
+}
+
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
+    q: &Array<F>,
+    k_cache: &Array<F>,
+    v_cache: &Array<F>,
+    block_tables: &Array<I>,
+    items: &Array<I>,
+    out: &mut Array<F>,
+    part_out: &mut Array<f32>,
+    part_stats: &mut Array<f32>,
+    scale: f32,
+    block_size: u32,
+    strides: AttentionStrides,
+    #[comptime] group: usize,
+    #[comptime] tile_q: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] kv_tile: usize,
+    #[comptime] threads: usize,
+    #[comptime] acc_per_thread: usize,
+) {
+    let item = CUBE_POS_X as usize;
+    let kv_head = CUBE_POS_Y as usize;
+    let kv_heads = CUBE_COUNT_Y as usize;
+    let tid = UNIT_POS_X as usize;
+    let plane = PLANE_DIM as usize;
+    let lane = UNIT_POS_PLANE as usize;
+    let warp = tid / plane;
+    let warps = threads / plane;
+    let block_size = block_size as usize;
+    let rows = comptime!(group * tile_q);
+    let kv_stride = comptime!(head_dim + PAD16);
+    let p_stride = comptime!(kv_tile + PAD32);
+    let pb_stride = comptime!(kv_tile + PAD16);
+    let o_stride = comptime!(head_dim + PAD32);
+    let score_blocks = comptime!((rows / MMA) * (kv_tile / MMA));
+    let score_cols = comptime!(kv_tile / MMA);
+    let value_blocks = comptime!((rows / MMA) * (head_dim / MMA));
+    let value_cols = comptime!(head_dim / MMA);
+
+    let heads = kv_heads * group;
+    let base = item * strides.item as usize;
+    let seq = usize::cast_from(items[base]);
+    let q_row0 = usize::cast_from(items[base + 1]);
+    let q_count = usize::cast_from(items[base + 2]);
+    let pos0 = usize::cast_from(items[base + 3]);
+    let kv_start = usize::cast_from(items[base + 4]);
+    let kv_end = usize::cast_from(items[base + 5]);
+    let partial = usize::cast_from(items[base + 6]) == 1;
+
+    let mut q_s = SharedMemory::<F>::new_aligned(rows * kv_stride, 32usize);
+    let mut kv_s = SharedMemory::<F>::new_aligned(kv_tile * kv_stride, 32usize);
+    let mut p_s = SharedMemory::<f32>::new_aligned(rows * p_stride, 32usize);
+    let mut pb_s = SharedMemory::<F>::new_aligned(rows * pb_stride, 32usize);
+    let mut o_s = SharedMemory::<f32>::new_aligned(rows * o_stride, 32usize);
+    let mut m_s = SharedMemory::<f32>::new(rows);
+    let mut l_s = SharedMemory::<f32>::new(rows);
+    let mut alpha_s = SharedMemory::<f32>::new(rows);
+    let mut offsets = SharedMemory::<i32>::new(kv_tile);
+
+    // Row r is query r / group of the tile, head kv_head * group + r % group (HF's repeat_kv).
+    // Unscaled: the scale is applied to the f32 scores.
+    let mut idx = tid;
+    while idx < rows * head_dim {
+        let r = idx / head_dim;
+        let d = idx % head_dim;
+        let qi = r / group;
+        let head = kv_head * group + r % group;
+        let mut val = F::new(0.0);
+        if qi < q_count {
+            val = q[((q_row0 + qi) * heads + head) * head_dim + d];
+        }
+        q_s[r * kv_stride + d] = val;
+        idx += threads;
+    }
+    if tid < rows {
+        m_s[tid] = f32::new(NEG_BIG);
+        l_s[tid] = f32::new(0.0);
+    }
+    let mut acc = Array::<f32>::new(acc_per_thread);
+    #[unroll]
+    for j in 0..acc_per_thread {
+        acc[j] = f32::new(0.0);
+    }
+
+    let mut start = kv_start;
+    while start < kv_end {
+        tile_offsets::<I>(
+            strides.slot as usize,
+            strides.head as usize,
+            block_tables,
+            strides.table as usize,
+            &mut offsets,
+            seq,
+            kv_head,
+            start,
+            kv_end,
+            block_size,
+            kv_tile,
+        );
+        sync_cube();
+        load_tile::<F>(k_cache, &offsets, &mut kv_s, kv_tile, head_dim, threads);
+        sync_cube();
+
+        // Scores, one 16x16 block per warp at a time: q rows against key rows (k^T is the
+        // key tile read column-major).
+        let mut blk = warp;
+        while blk < score_blocks {
+            let br = blk / score_cols;
+            let bc = blk % score_cols;
+            let s = cmma::Matrix::<f32>::from_value(
+                cmma::MatrixIdent::Accumulator,
+                MMA,
+                MMA,
+                MMA,
+                cmma::MatrixLayout::Undefined,
+                0.0,
+            );
+            #[unroll]
+            for kk in 0..head_dim / MMA {
+                let a = cmma::Matrix::<F>::from_slice(
+                    cmma::MatrixIdent::A,
+                    MMA,
+                    MMA,
+                    MMA,
+                    cmma::MatrixLayout::RowMajor,
+                    &q_s.slice(br * MMA * kv_stride + kk * MMA, rows * kv_stride),
+                    kv_stride as u32,
+                );
+                let b = cmma::Matrix::<F>::from_slice(
+                    cmma::MatrixIdent::B,
+                    MMA,
+                    MMA,
+                    MMA,
+                    cmma::MatrixLayout::ColMajor,
+                    &kv_s.slice(bc * MMA * kv_stride + kk * MMA, kv_tile * kv_stride),
+                    kv_stride as u32,
+                );
+                cmma::execute::<F, F, f32, f32>(&a, &b, &s, &s);
+            }
+            cmma::store(
+                &mut p_s.slice_mut(br * MMA * p_stride + bc * MMA, rows * p_stride),
+                &s,
+                p_stride as u32,
+                cmma::MatrixLayout::RowMajor,
+            );
+            blk += warps;
+        }
+        sync_cube();
+
+        // Scale; keys past the range or past a row's own position (causal) score NEG_BIG.
+        let mut idx = tid;
+        while idx < rows * kv_tile {
+            let r = idx / kv_tile;
+            let t = idx % kv_tile;
+            let pos = start + t;
+            let at = r * p_stride + t;
+            let mut s = f32::new(NEG_BIG);
+            if pos < kv_end && pos <= pos0 + r / group {
+                s = p_s[at] * scale;
+            }
+            p_s[at] = s;
+            idx += threads;
+        }
+        sync_cube();
+        online_softmax_tile(
+            &mut p_s,
+            &mut m_s,
+            &mut l_s,
+            &mut alpha_s,
+            rows,
+            kv_tile,
+            p_stride,
+            warp,
+            warps,
+            lane,
+            plane,
+        );
+        // The key tile is no longer read: the values take its place.
+        load_tile::<F>(v_cache, &offsets, &mut kv_s, kv_tile, head_dim, threads);
+        sync_cube();
+        let mut idx = tid;
+        while idx < rows * kv_tile {
+            let r = idx / kv_tile;
+            let t = idx % kv_tile;
+            pb_s[r * pb_stride + t] = F::cast_from(p_s[r * p_stride + t]);
+            idx += threads;
+        }
+        sync_cube();
+
+        // This tile's p @ v, one 16x16 output block per warp at a time.
+        let mut blk = warp;
+        while blk < value_blocks {
+            let br = blk / value_cols;
+            let bc = blk % value_cols;
+            let o = cmma::Matrix::<f32>::from_value(
+                cmma::MatrixIdent::Accumulator,
+                MMA,
+                MMA,
+                MMA,
+                cmma::MatrixLayout::Undefined,
+                0.0,
+            );
+            #[unroll]
+            for kk in 0..kv_tile / MMA {
+                let a = cmma::Matrix::<F>::from_slice(
+                    cmma::MatrixIdent::A,
+                    MMA,
+                    MMA,
+                    MMA,
+                    cmma::MatrixLayout::RowMajor,
+                    &pb_s.slice(br * MMA * pb_stride + kk * MMA, rows * pb_stride),
+                    pb_stride as u32,
+                );
+                let b = cmma::Matrix::<F>::from_slice(
+                    cmma::MatrixIdent::B,
+                    MMA,
+                    MMA,
+                    MMA,
+                    cmma::MatrixLayout::RowMajor,
+                    &kv_s.slice(kk * MMA * kv_stride + bc * MMA, kv_tile * kv_stride),
+                    kv_stride as u32,
+                );
+                cmma::execute::<F, F, f32, f32>(&a, &b, &o, &o);
+            }
+            cmma::store(
+                &mut o_s.slice_mut(br * MMA * o_stride + bc * MMA, rows * o_stride),
+                &o,
+                o_stride as u32,
+                cmma::MatrixLayout::RowMajor,
+            );
+            blk += warps;
+        }
+        sync_cube();
+        #[unroll]
+        for j in 0..acc_per_thread {
+            let idx = tid + j * threads;
+            if idx < rows * head_dim {
+                let r = idx / head_dim;
+                let d = idx % head_dim;
+                acc[j] = acc[j] * alpha_s[r] + o_s[r * o_stride + d];
+            }
+        }
+        sync_cube();
+        start += kv_tile;
+    }
+
+    let rows_out = RowsOut {
+        q_row0,
+        q_count,
+        partial,
+    };
+    write_rows::<F>(
+        &acc,
+        &m_s,
+        &l_s,
+        out,
+        part_out,
+        part_stats,
+        rows_out,
+        group,
+        rows,
+        head_dim,
+        threads,
+        acc_per_thread,
+    );
+}
+
+/// The tile's keys (or values) into shared memory in their own dtype, rows padded for the
+/// matrix loads; zeros past the end.
+#[cube]
+fn load_tile<F: Float>(
+    cache: &Array<F>,
+    offsets: &SharedMemory<i32>,
+    tile: &mut SharedMemory<F>,
+    #[comptime] kv_tile: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] threads: usize,
+) {
+    let per_thread = comptime!((kv_tile * head_dim).div_ceil(threads));
+    let vals = gather_tile::<F>(cache, offsets, kv_tile, head_dim, threads);
+    #[unroll]
+    for j in 0..per_thread {
+        let idx = UNIT_POS_X as usize + j * threads;
+        if idx < kv_tile * head_dim {
+            tile[(idx / head_dim) * (head_dim + PAD16) + idx % head_dim] = vals[j];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{AttentionPlan, DeviceCaps, SeqAttn};
+
+    /// The prefill tiles the plan picks for the models' head shapes run on tensor cores under
+    /// the 48 KiB shared-memory cap, in 16-bit dtypes (else they fall back to the scalar kernel
+    /// without a word).
+    #[test]
+    fn plan_prefill_tiles_fit_the_tensor_core_kernel() {
+        let caps = DeviceCaps {
+            compute_units: 132,
+            max_shared_bytes: 48 * 1024,
+        };
+        let table: Vec<u32> = (0..4).collect();
+        let seqs = [SeqAttn {
+            q_len: 300,
+            ctx_len: 300,
+            block_table: &table,
+        }];
+        for (group, head_dim) in [(1, 64), (2, 128), (4, 128), (8, 64), (8, 128)] {
+            let tile = AttentionPlan::new(&seqs, 256, group, head_dim, 8, caps).tile;
+            let shared = mma_shared_bytes(tile.rows(), head_dim, tile.kv_tile, 2);
+            assert!(
+                shared <= caps.max_shared_bytes,
+                "group {group}, head dim {head_dim}: {tile:?} needs {shared} bytes"
+            );
+            for dim in [tile.rows(), head_dim, tile.kv_tile] {
+                assert!(
+                    dim.is_multiple_of(MMA),
+                    "{tile:?}: {dim} is not a multiple of {MMA}"
+                );
+            }
+        }
+    }
+}
