@@ -6,7 +6,7 @@ use cubecl::prelude::*;
 use crate::attention_kernel::{merge_partials_kernel, paged_attention_kernel, store_kv_kernel};
 use crate::attention_tile::AttentionStridesLaunch;
 use crate::decode_kernel::paged_decode_kernel;
-use crate::prefill_mma_kernel::{mma_shared_bytes, paged_prefill_mma_kernel, MMA};
+use crate::prefill_mma_kernel::{mma_kv_tile, paged_prefill_mma_kernel, MMA};
 
 /// Keys per tile of the decode kernel, at least (its shared memory is small whatever the tile,
 /// and a longer tile means fewer barriers per key).
@@ -27,7 +27,7 @@ fn decode_unroll() -> usize {
 }
 
 /// Whether prefill tiles run on tensor cores where the device has them
-/// ([`prefill_mma_fits`]); `NANOVLLM_PREFILL_MMA=0` keeps them on the scalar kernel, for A/B.
+/// ([`prefill_mma_kv_tile`]); `NANOVLLM_PREFILL_MMA=0` keeps them on the scalar kernel, for A/B.
 fn prefill_mma_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| {
@@ -36,14 +36,15 @@ fn prefill_mma_enabled() -> bool {
     })
 }
 
-/// Whether a prefill tile can run on [`paged_prefill_mma_kernel`]: 16-bit inputs the device
-/// multiplies on tensor cores (16x16x16, f32 accumulation), every dimension a multiple of 16,
-/// and its shared memory within the cap.
-fn prefill_mma_fits<R: CubeRuntime, F: Float>(
+/// The key tile [`paged_prefill_mma_kernel`] runs a prefill tile with, or `None` where it cannot
+/// run: 16-bit inputs the device multiplies on tensor cores (16x16x16, f32 accumulation) and
+/// dimensions that are multiples of 16. Its key tile is its own (the plan's items do not depend
+/// on it), sized by the device's whole shared memory: cubecl opts every CUDA kernel in to more
+/// than the 48 KiB the plan keeps to for wgpu.
+fn prefill_mma_kv_tile<R: CubeRuntime, F: Float>(
     client: &ComputeClient<R>,
     tile: TileShape,
-    max_shared: usize,
-) -> bool {
+) -> Option<usize> {
     let elem = F::as_type_native_unchecked().storage_type();
     let config = cubecl::features::MmaConfig {
         a_type: elem,
@@ -53,15 +54,13 @@ fn prefill_mma_fits<R: CubeRuntime, F: Float>(
         n: MMA as u32,
         k: MMA as u32,
     };
-    let shape_fits = [tile.rows(), tile.head_dim, tile.kv_tile]
-        .iter()
-        .all(|d| d.is_multiple_of(MMA));
-    let shared = mma_shared_bytes(tile.rows(), tile.head_dim, tile.kv_tile, elem.size());
-    prefill_mma_enabled()
+    let usable = prefill_mma_enabled()
         && elem.size() == 2
-        && shape_fits
-        && shared <= max_shared
-        && client.properties().features.matmul.cmma.contains(&config)
+        && client.properties().features.matmul.cmma.contains(&config);
+    let max_shared = client.properties().hardware.max_shared_memory_size;
+    usable
+        .then(|| mma_kv_tile(tile.rows(), tile.head_dim, elem.size(), max_shared))
+        .flatten()
 }
 
 /// How the decode kernel splits a key row over lanes: the widest vector the device loads in
@@ -263,8 +262,10 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
     );
     let strides =
         || AttentionStridesLaunch::new(cache[0] as u32, cache[1] as u32, table_stride, item_stride);
-    let mma = decode.is_none()
-        && prefill_mma_fits::<R, F>(&client, tile, device_caps(&client).max_shared_bytes);
+    let mma_kv_tile = match decode {
+        None => prefill_mma_kv_tile::<R, F>(&client, tile),
+        Some(_) => None,
+    };
     if let Some(split) = decode {
         paged_decode_kernel::launch::<F, I, R>(
             &client,
@@ -291,7 +292,7 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
             decode_unroll(),
             split.width,
         );
-    } else if mma {
+    } else if let Some(kv_tile) = mma_kv_tile {
         paged_prefill_mma_kernel::launch::<F, I, R>(
             &client,
             cubes,
@@ -310,7 +311,7 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
             tile.group,
             tile.tile_q,
             tile.head_dim,
-            tile.kv_tile,
+            kv_tile,
             tile.threads,
             tile.acc_per_thread(),
         );

@@ -27,6 +27,23 @@ pub fn mma_shared_bytes(rows: usize, head_dim: usize, kv_tile: usize, elem_bytes
         + 4 * (3 * rows + kv_tile)
 }
 
+/// The longest key tile (64, 32 or 16 keys) whose shared memory fits `max_shared` bytes, for
+/// `rows` query rows of `head_dim`; `None` when the rows or head dim are not multiples of 16,
+/// or nothing fits. Longer tiles mean fewer barriers and output folds per key.
+pub fn mma_kv_tile(
+    rows: usize,
+    head_dim: usize,
+    elem_bytes: usize,
+    max_shared: usize,
+) -> Option<usize> {
+    if !rows.is_multiple_of(MMA) || !head_dim.is_multiple_of(MMA) {
+        return None;
+    }
+    [64, 32, 16]
+        .into_iter()
+        .find(|&kv_tile| mma_shared_bytes(rows, head_dim, kv_tile, elem_bytes) <= max_shared)
+}
+
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
@@ -322,9 +339,9 @@ mod tests {
     use super::*;
     use crate::plan::{AttentionPlan, DeviceCaps, SeqAttn};
 
-    /// The prefill tiles the plan picks for the models' head shapes run on tensor cores under
-    /// the 48 KiB shared-memory cap, in 16-bit dtypes (else they fall back to the scalar kernel
-    /// without a word).
+    /// The prefill tiles the plan picks for the models' head shapes run on tensor cores, with
+    /// 32-key tiles within the 48 KiB every backend has and 64-key tiles within an H100's
+    /// 227 KiB (else they would fall back to the scalar kernel, or to short tiles, unnoticed).
     #[test]
     fn plan_prefill_tiles_fit_the_tensor_core_kernel() {
         let caps = DeviceCaps {
@@ -339,17 +356,23 @@ mod tests {
         }];
         for (group, head_dim) in [(1, 64), (2, 128), (4, 128), (8, 64), (8, 128)] {
             let tile = AttentionPlan::new(&seqs, 256, group, head_dim, 8, caps).tile;
-            let shared = mma_shared_bytes(tile.rows(), head_dim, tile.kv_tile, 2);
-            assert!(
-                shared <= caps.max_shared_bytes,
-                "group {group}, head dim {head_dim}: {tile:?} needs {shared} bytes"
+            let fit = |max_shared| mma_kv_tile(tile.rows(), head_dim, 2, max_shared);
+            let at_48k = if head_dim == 128 { 32 } else { 64 };
+            assert_eq!(
+                fit(48 * 1024),
+                Some(at_48k),
+                "group {group}, head dim {head_dim}: {tile:?}"
             );
-            for dim in [tile.rows(), head_dim, tile.kv_tile] {
-                assert!(
-                    dim.is_multiple_of(MMA),
-                    "{tile:?}: {dim} is not a multiple of {MMA}"
-                );
-            }
+            assert_eq!(
+                fit(227 * 1024),
+                Some(64),
+                "group {group}, head dim {head_dim}: {tile:?}"
+            );
         }
+        assert_eq!(
+            mma_kv_tile(24, 128, 2, 227 * 1024),
+            None,
+            "24 rows are no 16x16 blocks"
+        );
     }
 }
