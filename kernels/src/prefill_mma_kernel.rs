@@ -79,10 +79,6 @@ pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
     let p_stride = comptime!(kv_tile + PAD32);
     let pb_stride = comptime!(kv_tile + PAD16);
     let o_stride = comptime!(head_dim + PAD32);
-    let score_blocks = comptime!((rows / MMA) * (kv_tile / MMA));
-    let score_cols = comptime!(kv_tile / MMA);
-    let value_blocks = comptime!((rows / MMA) * (head_dim / MMA));
-    let value_cols = comptime!(head_dim / MMA);
 
     let heads = kv_heads * group;
     let base = item * strides.item as usize;
@@ -148,50 +144,11 @@ pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
         load_tile::<F>(k_cache, &offsets, &mut kv_s, kv_tile, head_dim, threads);
         sync_cube();
 
-        // Scores, one 16x16 block per warp at a time: q rows against key rows (k^T is the
-        // key tile read column-major).
-        let mut blk = warp;
-        while blk < score_blocks {
-            let br = blk / score_cols;
-            let bc = blk % score_cols;
-            let s = cmma::Matrix::<f32>::from_value(
-                cmma::MatrixIdent::Accumulator,
-                MMA,
-                MMA,
-                MMA,
-                cmma::MatrixLayout::Undefined,
-                0.0,
-            );
-            #[unroll]
-            for kk in 0..head_dim / MMA {
-                let a = cmma::Matrix::<F>::from_slice(
-                    cmma::MatrixIdent::A,
-                    MMA,
-                    MMA,
-                    MMA,
-                    cmma::MatrixLayout::RowMajor,
-                    &q_s.slice(br * MMA * kv_stride + kk * MMA, rows * kv_stride),
-                    kv_stride as u32,
-                );
-                let b = cmma::Matrix::<F>::from_slice(
-                    cmma::MatrixIdent::B,
-                    MMA,
-                    MMA,
-                    MMA,
-                    cmma::MatrixLayout::ColMajor,
-                    &kv_s.slice(bc * MMA * kv_stride + kk * MMA, kv_tile * kv_stride),
-                    kv_stride as u32,
-                );
-                cmma::execute::<F, F, f32, f32>(&a, &b, &s, &s);
-            }
-            cmma::store(
-                &mut p_s.slice_mut(br * MMA * p_stride + bc * MMA, rows * p_stride),
-                &s,
-                p_stride as u32,
-                cmma::MatrixLayout::RowMajor,
-            );
-            blk += warps;
-        }
+        // Scores: q rows against key rows (k^T is the key tile read column-major).
+        block_products::<F>(
+            &q_s, &kv_s, &mut p_s, warp, warps, rows, kv_tile, head_dim, kv_stride, kv_stride,
+            p_stride, true,
+        );
         sync_cube();
 
         // Scale; keys past the range or past a row's own position (causal) score NEG_BIG.
@@ -234,49 +191,11 @@ pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
         }
         sync_cube();
 
-        // This tile's p @ v, one 16x16 output block per warp at a time.
-        let mut blk = warp;
-        while blk < value_blocks {
-            let br = blk / value_cols;
-            let bc = blk % value_cols;
-            let o = cmma::Matrix::<f32>::from_value(
-                cmma::MatrixIdent::Accumulator,
-                MMA,
-                MMA,
-                MMA,
-                cmma::MatrixLayout::Undefined,
-                0.0,
-            );
-            #[unroll]
-            for kk in 0..kv_tile / MMA {
-                let a = cmma::Matrix::<F>::from_slice(
-                    cmma::MatrixIdent::A,
-                    MMA,
-                    MMA,
-                    MMA,
-                    cmma::MatrixLayout::RowMajor,
-                    &pb_s.slice(br * MMA * pb_stride + kk * MMA, rows * pb_stride),
-                    pb_stride as u32,
-                );
-                let b = cmma::Matrix::<F>::from_slice(
-                    cmma::MatrixIdent::B,
-                    MMA,
-                    MMA,
-                    MMA,
-                    cmma::MatrixLayout::RowMajor,
-                    &kv_s.slice(kk * MMA * kv_stride + bc * MMA, kv_tile * kv_stride),
-                    kv_stride as u32,
-                );
-                cmma::execute::<F, F, f32, f32>(&a, &b, &o, &o);
-            }
-            cmma::store(
-                &mut o_s.slice_mut(br * MMA * o_stride + bc * MMA, rows * o_stride),
-                &o,
-                o_stride as u32,
-                cmma::MatrixLayout::RowMajor,
-            );
-            blk += warps;
-        }
+        // This tile's p @ v.
+        block_products::<F>(
+            &pb_s, &kv_s, &mut o_s, warp, warps, rows, head_dim, kv_tile, pb_stride, kv_stride,
+            o_stride, false,
+        );
         sync_cube();
         #[unroll]
         for j in 0..acc_per_thread {
@@ -310,6 +229,83 @@ pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
         threads,
         acc_per_thread,
     );
+}
+
+/// `out = a @ b` by 16x16 blocks, each warp one block at a time: `a` is `[rows, depth]`
+/// row-major with row pitch `a_stride`; `b` is `[depth, cols]`, row-major with pitch
+/// `b_stride`, or with `b_transposed` the rows of `b^T` (`[cols, depth]`) with that pitch;
+/// `out` is row-major with pitch `out_stride`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn block_products<F: Float>(
+    a: &SharedMemory<F>,
+    b: &SharedMemory<F>,
+    out: &mut SharedMemory<f32>,
+    warp: usize,
+    warps: usize,
+    #[comptime] rows: usize,
+    #[comptime] cols: usize,
+    #[comptime] depth: usize,
+    #[comptime] a_stride: usize,
+    #[comptime] b_stride: usize,
+    #[comptime] out_stride: usize,
+    #[comptime] b_transposed: bool,
+) {
+    let block_cols = comptime!(cols / MMA);
+    let b_layout = comptime!(match b_transposed {
+        true => cmma::MatrixLayout::ColMajor,
+        false => cmma::MatrixLayout::RowMajor,
+    });
+    let b_len = comptime!(match b_transposed {
+        true => cols * b_stride,
+        false => depth * b_stride,
+    });
+    let mut blk = warp;
+    while blk < comptime!((rows / MMA) * block_cols) {
+        let br = blk / block_cols;
+        let bc = blk % block_cols;
+        let acc = cmma::Matrix::<f32>::from_value(
+            cmma::MatrixIdent::Accumulator,
+            MMA,
+            MMA,
+            MMA,
+            cmma::MatrixLayout::Undefined,
+            0.0,
+        );
+        #[unroll]
+        for kk in 0..depth / MMA {
+            let lhs = cmma::Matrix::<F>::from_slice(
+                cmma::MatrixIdent::A,
+                MMA,
+                MMA,
+                MMA,
+                cmma::MatrixLayout::RowMajor,
+                &a.slice(br * MMA * a_stride + kk * MMA, rows * a_stride),
+                a_stride as u32,
+            );
+            let mut b_at = kk * MMA * b_stride + bc * MMA;
+            if b_transposed {
+                b_at = bc * MMA * b_stride + kk * MMA;
+            }
+            let rhs = cmma::Matrix::<F>::from_slice(
+                cmma::MatrixIdent::B,
+                MMA,
+                MMA,
+                MMA,
+                b_layout,
+                &b.slice(b_at, b_len),
+                b_stride as u32,
+            );
+            cmma::execute::<F, F, f32, f32>(&lhs, &rhs, &acc, &acc);
+        }
+        cmma::store(
+            &mut out.slice_mut(br * MMA * out_stride + bc * MMA, rows * out_stride),
+            &acc,
+            out_stride as u32,
+            cmma::MatrixLayout::RowMajor,
+        );
+        blk += warps;
+    }
 }
 
 /// The tile's keys (or values) into shared memory in their own dtype, rows padded for the
