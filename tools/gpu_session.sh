@@ -19,6 +19,20 @@ for lib in libcublas.so libcupti.so; do
 done
 echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}" | tee -a "$OUT/session.log"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$OUT/session.log"
+# Batch-1 decode and the bench with each argument in turn, AB_ROUNDS rounds (the first is the
+# baseline). An argument is a binary in .devbin, optionally with settings:
+# nanovllm:NANOVLLM_CUBLAS_MIN_ROWS=9 (several joined by commas).
+bin_ab() {
+  for round in $(seq ${AB_ROUNDS:-2}); do
+    for spec in "$@"; do
+      bin=${spec%%:*}; settings=$([ "$spec" = "$bin" ] || echo "${spec#*:}" | tr ',' ' ')
+      dir="$OUT/results/$(echo "$spec" | tr ':=,' '-__')-$round"
+      run env $settings timeout -s INT -k 20 100 $B/$bin /tmp/dl_kernel.toml --results-dir "$dir"
+      [ "${AB_BENCH:-1}" = 1 ] && run env $settings timeout -s INT -k 20 240 $B/$bin experiments/bench.toml \
+        --results-dir "$dir"
+    done
+  done
+}
 # decode_latency.toml's first variant alone (the kernels, burn-cuda unfused), for the A/B steps.
 python3 -c "s = open('experiments/decode_latency.toml').read(); \
   open('/tmp/dl_kernel.toml', 'w').write(s[:s.index('[[variants]]', s.index('[[variants]]') + 1)])"
@@ -65,27 +79,10 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
                     run env NANOVLLM_DECODE_UNROLL=$u timeout -s INT -k 20 240 $B/nanovllm experiments/bench.toml \
                       --results-dir "$OUT/results/unroll$u"
                   done ;;
-    # The fused gemv off (NANOVLLM_FUSED_GEMV_ROWS=0) and on, alternating, on one machine (GEMV_ORDER="8 0": on first).
-    gemv_ab) for round in 1 2; do
-               for rows in ${GEMV_ORDER:-0 8}; do
-                 run env NANOVLLM_FUSED_GEMV_ROWS=$rows timeout -s INT -k 20 240 $B/nanovllm experiments/bench.toml \
-                   --results-dir "$OUT/results/gemv$rows-$round"
-                 run env NANOVLLM_FUSED_GEMV_ROWS=$rows timeout -s INT -k 20 100 $B/nanovllm /tmp/dl_kernel.toml \
-                   --results-dir "$OUT/results/gemv$rows-$round"
-               done
-             done ;;
-    # Two builds, alternating on one machine: batch-1 decode and the bench with each of
-    # AB_BINS (binaries in .devbin; the first is the baseline).
-    # Each AB_BINS entry is a binary, optionally with settings: nanovllm:NANOVLLM_CUBLAS_MIN_ROWS=9.
-    bin_ab) for round in $(seq ${AB_ROUNDS:-2}); do
-              for spec in ${AB_BINS:-nanovllm-base nanovllm}; do
-                bin=${spec%%:*}; settings=$([ "$spec" = "$bin" ] || echo "${spec#*:}" | tr ',' ' ')
-                dir="$OUT/results/$(echo "$spec" | tr ':=,' '-__')-$round"
-                run env $settings timeout -s INT -k 20 100 $B/$bin /tmp/dl_kernel.toml --results-dir "$dir"
-                [ "${AB_BENCH:-1}" = 1 ] && run env $settings timeout -s INT -k 20 240 $B/$bin experiments/bench.toml \
-                  --results-dir "$dir"
-              done
-            done ;;
+    # The fused gemv off (NANOVLLM_FUSED_GEMV_ROWS=0) and on, alternating, on one machine.
+    gemv_ab) bin_ab nanovllm:NANOVLLM_FUSED_GEMV_ROWS=0 nanovllm:NANOVLLM_FUSED_GEMV_ROWS=8 ;;
+    # Two builds, or one build with settings, alternating on one machine (see bin_ab above).
+    bin_ab) bin_ab ${AB_BINS:-nanovllm-base nanovllm} ;;
     bench_part) exp bench_part ${BENCH_TIMEOUT:-240} ;;
     bench_fusion) exp bench_fusion ${BENCH_TIMEOUT:-400} ;;
     chunk512) exp chunk512 150 ;;

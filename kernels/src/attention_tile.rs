@@ -48,8 +48,8 @@ pub(crate) fn tile_offsets<I: Int>(
     }
 }
 
-/// Loads the tile's keys (or values) into shared memory as f32, one row of `row_stride` per key
-/// (a pad keeps the score loop free of bank conflicts); zeros past the end.
+/// Loads the tile's keys (or values) into shared memory as f32, one row of `head_dim + 1` per
+/// key (the pad keeps the score loop free of bank conflicts); zeros past the end.
 #[cube]
 pub(crate) fn load_kv_tile<F: Float>(
     cache: &Array<F>,

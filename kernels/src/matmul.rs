@@ -31,7 +31,7 @@ pub fn cublas_min_rows() -> usize {
 /// from 9 rows on in the bench (H100, 2026-11-23): decode steps of 9 to 16 sequences took 4.9
 /// against 6.3 ms, those of 17 to 32 took 5.4 against 6.9 ms. While each call still waited for
 /// the device thread (21 to 26 µs), cubek won below 32 rows.
-const CUBLAS_MIN_ROWS: usize = 9;
+const CUBLAS_MIN_ROWS: usize = crate::gemv::GEMV_MAX_ROWS + 1;
 
 /// The cubek strategy `project` runs for `rows` rows below cuBLAS's threshold (or without
 /// cuBLAS) on a weight laid out as a transposed view (every projection's layout), chosen by
