@@ -5,8 +5,8 @@
 use cubecl::prelude::*;
 
 use crate::attention_tile::{
-    accumulate_values, load_kv_tile, online_softmax_tile, tile_offsets, tile_scores, write_rows,
-    AttentionStrides, RowsOut, NEG_BIG,
+    accumulate_values, load_kv_tile, online_softmax_tile, read_item, tile_offsets, tile_scores,
+    write_rows, AttentionStrides, NEG_BIG,
 };
 
 #[cube(launch)]
@@ -30,7 +30,6 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
     #[comptime] threads: usize,
     #[comptime] acc_per_thread: usize,
 ) {
-    let item = CUBE_POS_X as usize;
     let kv_head = CUBE_POS_Y as usize;
     let kv_heads = CUBE_COUNT_Y as usize;
     let tid = UNIT_POS_X as usize;
@@ -38,14 +37,7 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
     let rows = group * tile_q;
 
     let heads = kv_heads * group;
-    let base = item * strides.item as usize;
-    let seq = usize::cast_from(items[base]);
-    let q_row0 = usize::cast_from(items[base + 1]);
-    let q_count = usize::cast_from(items[base + 2]);
-    let pos0 = usize::cast_from(items[base + 3]);
-    let kv_start = usize::cast_from(items[base + 4]);
-    let kv_end = usize::cast_from(items[base + 5]);
-    let partial = usize::cast_from(items[base + 6]) == 1;
+    let work = read_item::<I>(items, strides.item as usize);
 
     let mut q_s = SharedMemory::<f32>::new(rows * head_dim);
     let mut kv_s = SharedMemory::<f32>::new(kv_tile * (head_dim + 1));
@@ -67,8 +59,8 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
         let qi = r / group;
         let head = kv_head * group + r % group;
         let mut val = f32::new(0.0);
-        if qi < q_count {
-            val = f32::cast_from(q[((q_row0 + qi) * heads + head) * head_dim + d]) * scale;
+        if qi < work.q_count {
+            val = f32::cast_from(q[((work.q_row0 + qi) * heads + head) * head_dim + d]) * scale;
         }
         q_s[idx] = val;
         idx += threads;
@@ -83,18 +75,18 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
         acc[j] = f32::new(0.0);
     }
 
-    let mut start = kv_start;
-    while start < kv_end {
+    let mut start = work.kv_start;
+    while start < work.kv_end {
         tile_offsets::<I>(
             strides.slot as usize,
             strides.head as usize,
             block_tables,
             strides.table as usize,
             &mut offsets,
-            seq,
+            work.seq,
             kv_head,
             start,
-            kv_end,
+            work.kv_end,
             block_size,
             kv_tile,
         );
@@ -104,7 +96,17 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
 
         // Scores; keys past a row's own position (causal) or past the range score NEG_BIG.
         tile_scores(
-            &q_s, &kv_s, &mut p_s, start, kv_end, pos0, group, rows, kv_tile, head_dim, threads,
+            &q_s,
+            &kv_s,
+            &mut p_s,
+            start,
+            work.kv_end,
+            work.pos0,
+            group,
+            rows,
+            kv_tile,
+            head_dim,
+            threads,
         );
         sync_cube();
 
@@ -140,11 +142,6 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
         start += kv_tile;
     }
 
-    let rows_out = RowsOut {
-        q_row0,
-        q_count,
-        partial,
-    };
     write_rows::<F>(
         &acc,
         &m_s,
@@ -152,7 +149,7 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
         out,
         part_out,
         part_stats,
-        rows_out,
+        work,
         group,
         rows,
         head_dim,

@@ -265,13 +265,33 @@ pub(crate) fn accumulate_values(
     }
 }
 
-/// Where a tiled item's rows go: its first packed query row, how many of its queries are real,
-/// and whether it writes a partial result (split context) for the merge.
+/// One work item of [`AttentionPlan::items`](crate::plan::AttentionPlan::items): its sequence,
+/// first packed query row, queries, position of the first query, key range, and whether it
+/// writes a partial result (split context) for the merge.
 #[derive(CubeType, Clone, Copy)]
-pub(crate) struct RowsOut {
+pub(crate) struct WorkItem {
+    pub seq: usize,
     pub q_row0: usize,
     pub q_count: usize,
+    pub pos0: usize,
+    pub kv_start: usize,
+    pub kv_end: usize,
     pub partial: bool,
+}
+
+/// This cube's work item (cube x), from rows of `item_stride` ints.
+#[cube]
+pub(crate) fn read_item<I: Int>(items: &Array<I>, item_stride: usize) -> WorkItem {
+    let base = CUBE_POS_X as usize * item_stride;
+    WorkItem {
+        seq: usize::cast_from(items[base]),
+        q_row0: usize::cast_from(items[base + 1]),
+        q_count: usize::cast_from(items[base + 2]),
+        pos0: usize::cast_from(items[base + 3]),
+        kv_start: usize::cast_from(items[base + 4]),
+        kv_end: usize::cast_from(items[base + 5]),
+        partial: usize::cast_from(items[base + 6]) == 1,
+    }
 }
 
 /// The end of a tiled item: each thread's accumulators (element `tid + j * threads` of the
@@ -286,7 +306,7 @@ pub(crate) fn write_rows<F: Float>(
     out: &mut Array<F>,
     part_out: &mut Array<f32>,
     part_stats: &mut Array<f32>,
-    rows_out: RowsOut,
+    work: WorkItem,
     #[comptime] group: usize,
     #[comptime] rows: usize,
     #[comptime] head_dim: usize,
@@ -305,8 +325,8 @@ pub(crate) fn write_rows<F: Float>(
             let r = idx / head_dim;
             let d = idx % head_dim;
             let qi = r / group;
-            if qi < rows_out.q_count {
-                if rows_out.partial {
+            if qi < work.q_count {
+                if work.partial {
                     part_out[((item * kv_heads + kv_head) * rows + r) * head_dim + d] = acc[j];
                 } else {
                     let l = l_s[r];
@@ -315,13 +335,13 @@ pub(crate) fn write_rows<F: Float>(
                         o = acc[j] / l;
                     }
                     let head = kv_head * group + r % group;
-                    let at = ((rows_out.q_row0 + qi) * heads + head) * head_dim + d;
+                    let at = ((work.q_row0 + qi) * heads + head) * head_dim + d;
                     out[at] = F::cast_from(o);
                 }
             }
         }
     }
-    if rows_out.partial && tid < rows {
+    if work.partial && tid < rows {
         let at = ((item * kv_heads + kv_head) * rows + tid) * 2;
         part_stats[at] = m_s[tid];
         part_stats[at + 1] = l_s[tid];

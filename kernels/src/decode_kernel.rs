@@ -3,7 +3,9 @@
 //! [`attention_kernel`](crate::attention_kernel).
 use cubecl::prelude::*;
 
-use crate::attention_tile::{online_softmax_tile, tile_offsets, AttentionStrides, NEG_BIG};
+use crate::attention_tile::{
+    online_softmax_tile, read_item, tile_offsets, AttentionStrides, NEG_BIG,
+};
 
 /// Decode attention (one query per item). Decode reads every cached key and value once per
 /// step, so the kernel is built for memory throughput:
@@ -57,12 +59,7 @@ pub fn paged_decode_kernel<F: Float, I: Int, N: Size>(
     let p_stride = kv_tile + 1;
 
     let heads = kv_heads * group;
-    let base = item * strides.item as usize;
-    let seq = usize::cast_from(items[base]);
-    let q_row = usize::cast_from(items[base + 1]);
-    let kv_start = usize::cast_from(items[base + 4]);
-    let kv_end = usize::cast_from(items[base + 5]);
-    let partial = usize::cast_from(items[base + 6]) == 1;
+    let work = read_item::<I>(items, strides.item as usize);
 
     let mut p_s = SharedMemory::<f32>::new(group * (kv_tile + 1));
     let mut m_s = SharedMemory::<f32>::new(group);
@@ -83,7 +80,7 @@ pub fn paged_decode_kernel<F: Float, I: Int, N: Size>(
             for e in 0..width {
                 let d = (sub + v * key_lanes) * width + e;
                 let at = r * per_lane + v * width + e;
-                qr[at] = f32::cast_from(q[(q_row * heads + head) * head_dim + d]) * scale;
+                qr[at] = f32::cast_from(q[(work.q_row0 * heads + head) * head_dim + d]) * scale;
                 acc[at] = f32::new(0.0);
             }
         }
@@ -99,18 +96,18 @@ pub fn paged_decode_kernel<F: Float, I: Int, N: Size>(
     }
 
     let mut kx = Array::<Vector<F, N>>::new(unroll * vecs);
-    let mut start = kv_start;
-    while start < kv_end {
+    let mut start = work.kv_start;
+    while start < work.kv_end {
         tile_offsets::<I>(
             strides.slot as usize,
             strides.head as usize,
             block_tables,
             strides.table as usize,
             &mut offsets,
-            seq,
+            work.seq,
             kv_head,
             start,
-            kv_end,
+            work.kv_end,
             block_size,
             kv_tile,
         );
@@ -255,7 +252,7 @@ pub fn paged_decode_kernel<F: Float, I: Int, N: Size>(
     while idx < group * head_dim {
         let r = idx / head_dim;
         let d = idx % head_dim;
-        if partial {
+        if work.partial {
             part_out[((item * kv_heads + kv_head) * group + r) * head_dim + d] = red[idx];
         } else {
             let l = l_s[r];
@@ -264,11 +261,11 @@ pub fn paged_decode_kernel<F: Float, I: Int, N: Size>(
                 o = red[idx] / l;
             }
             let head = kv_head * group + r;
-            out[(q_row * heads + head) * head_dim + d] = F::cast_from(o);
+            out[(work.q_row0 * heads + head) * head_dim + d] = F::cast_from(o);
         }
         idx += threads;
     }
-    if partial && tid < group {
+    if work.partial && tid < group {
         let at = ((item * kv_heads + kv_head) * group + tid) * 2;
         part_stats[at] = m_s[tid];
         part_stats[at + 1] = l_s[tid];

@@ -7,7 +7,8 @@
 use cubecl::prelude::*;
 
 use crate::attention_tile::{
-    gather_tile, online_softmax_tile, tile_offsets, write_rows, AttentionStrides, RowsOut, NEG_BIG,
+    gather_tile, online_softmax_tile, read_item, tile_offsets, write_rows, AttentionStrides,
+    NEG_BIG,
 };
 
 /// The side of one matrix instruction.
@@ -65,7 +66,6 @@ pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
     #[comptime] threads: usize,
     #[comptime] acc_per_thread: usize,
 ) {
-    let item = CUBE_POS_X as usize;
     let kv_head = CUBE_POS_Y as usize;
     let kv_heads = CUBE_COUNT_Y as usize;
     let tid = UNIT_POS_X as usize;
@@ -81,14 +81,7 @@ pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
     let o_stride = comptime!(head_dim + PAD32);
 
     let heads = kv_heads * group;
-    let base = item * strides.item as usize;
-    let seq = usize::cast_from(items[base]);
-    let q_row0 = usize::cast_from(items[base + 1]);
-    let q_count = usize::cast_from(items[base + 2]);
-    let pos0 = usize::cast_from(items[base + 3]);
-    let kv_start = usize::cast_from(items[base + 4]);
-    let kv_end = usize::cast_from(items[base + 5]);
-    let partial = usize::cast_from(items[base + 6]) == 1;
+    let work = read_item::<I>(items, strides.item as usize);
 
     let mut q_s = SharedMemory::<F>::new_aligned(rows * kv_stride, 32usize);
     let mut kv_s = SharedMemory::<F>::new_aligned(kv_tile * kv_stride, 32usize);
@@ -109,8 +102,8 @@ pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
         let qi = r / group;
         let head = kv_head * group + r % group;
         let mut val = F::new(0.0);
-        if qi < q_count {
-            val = q[((q_row0 + qi) * heads + head) * head_dim + d];
+        if qi < work.q_count {
+            val = q[((work.q_row0 + qi) * heads + head) * head_dim + d];
         }
         q_s[r * kv_stride + d] = val;
         idx += threads;
@@ -125,18 +118,18 @@ pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
         acc[j] = f32::new(0.0);
     }
 
-    let mut start = kv_start;
-    while start < kv_end {
+    let mut start = work.kv_start;
+    while start < work.kv_end {
         tile_offsets::<I>(
             strides.slot as usize,
             strides.head as usize,
             block_tables,
             strides.table as usize,
             &mut offsets,
-            seq,
+            work.seq,
             kv_head,
             start,
-            kv_end,
+            work.kv_end,
             block_size,
             kv_tile,
         );
@@ -159,7 +152,7 @@ pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
             let pos = start + t;
             let at = r * p_stride + t;
             let mut s = f32::new(NEG_BIG);
-            if pos < kv_end && pos <= pos0 + r / group {
+            if pos < work.kv_end && pos <= work.pos0 + r / group {
                 s = p_s[at] * scale;
             }
             p_s[at] = s;
@@ -210,11 +203,6 @@ pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
         start += kv_tile;
     }
 
-    let rows_out = RowsOut {
-        q_row0,
-        q_count,
-        partial,
-    };
     write_rows::<F>(
         &acc,
         &m_s,
@@ -222,7 +210,7 @@ pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
         out,
         part_out,
         part_stats,
-        rows_out,
+        work,
         group,
         rows,
         head_dim,
