@@ -121,3 +121,12 @@ pub fn install_device_panic_hook() {
 pub fn device_failure() -> Option<&'static str> {
     DEVICE_FAILURE.get().map(String::as_str)
 }
+
+/// Puts a host event on the GPU trace's clock (`NANOVLLM_GPU_TRACE`, CUDA builds), so a step's
+/// host phases line up with its kernels in `tools/gpu_timeline.py`; else does nothing.
+pub fn trace_mark(label: &'static str) {
+    #[cfg(feature = "cuda")]
+    nanovllm_kernels::gpu_trace::mark(label);
+    #[cfg(not(feature = "cuda"))]
+    let _ = label;
+}

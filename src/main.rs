@@ -6,6 +6,17 @@ use nanovllm::commands::Info;
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     nanovllm::backend::install_device_panic_hook();
+    #[cfg(feature = "cuda")]
+    let trace = nanovllm_kernels::gpu_trace::GpuTrace::from_env();
+    let result = run(cli);
+    #[cfg(feature = "cuda")]
+    if let Some(trace) = trace {
+        trace.finish()?;
+    }
+    result
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match (cli.command, cli.experiment) {
         (Some(Command::Generate(args)), _) => dispatch(args.model.backend.backend, args),
         (Some(Command::Perplexity(args)), _) => {

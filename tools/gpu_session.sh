@@ -3,7 +3,7 @@
 #   ../shared/tools/device-build.sh --bin nanovllm --example golden_check
 # then run this script there with .devbin carried (xz-compressed binaries are unpacked).
 # STEPS picks what runs (info host_cost decode_cublas gemv_ab bin_ab kernels_check golden perplexity kernels_bench matmul profile
-# decode_latency bench bench_part bench_fusion hf_peer chunk512 chunk_sweep profile_mixed unroll_sweep bench_unroll); logs and a results tarball go under $OUT.
+# decode_latency bench trace bench_part bench_fusion hf_peer chunk512 chunk_sweep profile_mixed unroll_sweep bench_unroll); logs and a results tarball go under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 B=./.devbin
@@ -69,6 +69,15 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
                  $B/nanovllm /tmp/mixed.toml --results-dir "$OUT/results/mixed" 2>&1 | tail -3 | tee -a "$OUT/session.log"
                xz -T4 "$OUT/profile-mixed.log" ;;
     bench) exp bench ${BENCH_TIMEOUT:-240} ;;
+    # The GPU timeline (CUPTI, kernels/src/gpu_trace.rs) of batch-1 decode and of the bench,
+    # split into steps by tools/gpu_timeline.py.
+    trace) for name in decode_latency bench; do
+             toml=experiments/$name.toml; [ $name = decode_latency ] && toml=/tmp/dl_kernel.toml
+             run env NANOVLLM_GPU_TRACE="$OUT/trace-$name.csv" timeout -s INT -k 20 240 $B/nanovllm $toml \
+               --results-dir "$OUT/results/trace"
+             run python3 tools/gpu_timeline.py "$OUT/trace-$name.csv" $(ls $OUT/results/trace/$name/*/steps.csv | head -1)
+             xz -T4 "$OUT/trace-$name.csv"
+           done ;;
     # The decode kernel's loads in flight per plane (NANOVLLM_DECODE_UNROLL), then the bench at each.
     unroll_sweep) for u in ${UNROLLS:-2 8 16}; do
                     log "decode unroll $u"

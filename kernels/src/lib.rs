@@ -13,6 +13,7 @@
 //!   before it fused in (decode batches).
 //! - [`gemm_layout`]: how a strided product maps onto one column-major BLAS call.
 //! - `cublas` (feature `cuda`): cuBLAS products on cubecl's CUDA stream, for the projections.
+//! - `gpu_trace` (feature `cuda`): the GPU timeline from CUPTI (`NANOVLLM_GPU_TRACE`).
 //! - [`backend`]: [`KernelBackend`] and the per-step arrays it reads; implemented in
 //!   [`cpu_backend`] for ndarray (host twins, no kernels) and in [`cube_backend`] for cubecl
 //!   backends and, with the `fusion` feature, fused cubecl backends.
@@ -29,6 +30,8 @@ pub mod decode_kernel;
 pub mod gemm_layout;
 pub mod gemv;
 pub mod gemv_kernel;
+#[cfg(feature = "cuda")]
+pub mod gpu_trace;
 pub mod host_attention;
 pub mod host_matmul;
 pub mod knobs;

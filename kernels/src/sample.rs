@@ -5,7 +5,10 @@ use cubecl::prelude::*;
 
 use crate::sample_kernel::{sample_rows_kernel, uniform_host};
 
-const THREADS: usize = 256;
+/// Threads per row: one cube walks a whole row (150k logits for Qwen3), so the largest cube
+/// the device allows (256 threads took 65 µs a row at batch 1, 275 µs at batch 200: too few
+/// warps per SM to hide the hash and log latency; GPU trace of the bench).
+const MAX_THREADS: u32 = 1024;
 
 /// How one logits row is sampled on the device.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,17 +77,19 @@ pub fn sample_rows<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>
         int_dtype,
     );
     let client = logits.client.clone();
+    // A power of two, for the kernel's halving reduction.
+    let threads = MAX_THREADS.min(1 << client.properties().hardware.max_units_per_cube.ilog2());
     sample_rows_kernel::launch::<F, I, R>(
         &client,
         CubeCount::Static(rows as u32, 1, 1),
-        CubeDim::new_1d(THREADS as u32),
+        CubeDim::new_1d(threads),
         logits.into_array_arg(),
         into_contiguous(inv_temp).into_array_arg(),
         into_contiguous(keys).into_array_arg(),
         out.clone().into_array_arg(),
         vocab as u32,
         row_stride as u32,
-        THREADS,
+        threads as usize,
     );
     out
 }

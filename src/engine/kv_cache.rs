@@ -2,6 +2,7 @@
 //! `gpu_memory_utilization` of the card minus what weights and a warm-up pass already hold),
 //! capped at what `max_num_seqs` sequences of `max_model_len` tokens could ever use.
 use burn::tensor::Tensor;
+use nanovllm_kernels::gemv::GEMV_MAX_ROWS;
 use nanovllm_kernels::KernelBackend;
 
 use super::params::EngineConfig;
@@ -86,7 +87,12 @@ fn warm_up<B: KernelBackend>(
     runner.reset_cache(1);
     // Each row-count class of `project` (see `nanovllm_kernels::matmul::project_strategy`),
     // at a multiple of every tile and off it; with cuBLAS the larger ones compile nothing.
-    runner
-        .model
-        .warm_up_projections(&[1, 2, 5, 16, 31, 63, 64, 255, 256, 1023, 1024, 4095, 4096]);
+    // And every decode batch size past the fused gemv: cuBLAS picks a kernel for each new row
+    // count by a heuristic that costs the host 0.1-0.5 ms per shape, once (the bench's GPU
+    // trace: 2.4 ms more in each step whose batch size had changed).
+    let mut rows = vec![1, 2, 5, 16, 31, 63, 64, 255, 256, 1023, 1024, 4095, 4096];
+    rows.extend(GEMV_MAX_ROWS + 1..=cfg.max_num_seqs);
+    rows.sort_unstable();
+    rows.dedup();
+    runner.model.warm_up_projections(&rows);
 }

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use tokenizers::Tokenizer;
 
+use crate::backend::trace_mark;
 use crate::model::attention::AttentionImpl;
 use crate::model::{ArchSpec, LoadedModel};
 
@@ -173,7 +174,9 @@ impl<B: KernelBackend> LLM<B> {
     /// Schedules, runs and samples one step.
     pub fn step(&mut self) -> anyhow::Result<StepReport> {
         let started = Instant::now();
+        trace_mark("step");
         let batch = self.scheduler.schedule();
+        trace_mark("scheduled");
         let mut new_tokens = Vec::new();
         // Set where the step's device work is all queued, just before the host waits for it.
         let mut queued = None;
@@ -203,6 +206,7 @@ impl<B: KernelBackend> LLM<B> {
                     p.top_k.is_none() && p.top_p >= 1.0
                 });
             let logits = self.runner.execute(&work, false);
+            trace_mark("launched");
             new_tokens = match logits {
                 None => Vec::new(),
                 // Greedy included: burn's argmax over a 150k vocabulary is one slow reduce.
@@ -222,6 +226,7 @@ impl<B: KernelBackend> LLM<B> {
                     let ids = B::sample_rows(logits, &params);
                     queued = Some(started.elapsed());
                     let tokens = ModelRunner::<B>::ids_to_host(ids);
+                    trace_mark("read");
                     samplers.iter().copied().zip(tokens).collect()
                 }
                 Some(logits) if all_greedy => {
@@ -252,6 +257,7 @@ impl<B: KernelBackend> LLM<B> {
             anyhow::bail!("the device failed during this step, so its results are void: {failure}");
         }
         let finished = self.scheduler.postprocess(&batch, &new_tokens);
+        trace_mark("postprocessed");
         let finished = finished
             .into_iter()
             .map(|(seq, reason)| {

@@ -4,6 +4,7 @@
 use burn::tensor::{DType, Int, Tensor, TensorData};
 use nanovllm_kernels::KernelBackend;
 
+use crate::backend::trace_mark;
 use crate::model::attention::{AttentionImpl, StepAttention};
 use crate::model::{Decoder, LayerCache, StepTensors};
 use nanovllm_kernels::SeqAttn;
@@ -116,6 +117,7 @@ impl<B: KernelBackend> ModelRunner<B> {
             attn,
             logits_rows: ints(rows, &self.device),
         };
+        trace_mark("prepared");
         self.model.forward(&step, &mut self.cache)
     }
 

@@ -1,0 +1,179 @@
+//! A GPU timeline from CUPTI's activity records: every kernel (cuBLAS's included) and every
+//! copy with its device start and end, written as CSV. cubecl's `profile` option synchronises
+//! after each kernel and never sees cuBLAS, so it cannot show the GPU idling between launches
+//! or what a step's small kernels really cost; nsys cannot run beside our own CUPTI subscriber.
+//! Records are collected by CUPTI's worker in the background; `NANOVLLM_GPU_TRACE=<file.csv>`
+//! turns it on for a whole run (`tools/gpu_timeline.py` splits it into steps). [`mark`] puts
+//! host events on the same clock, so a step's host phases line up with its kernels.
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use cudarc::cupti::sys as cupti;
+
+/// One kernel or copy on the device; times in CUPTI's nanosecond clock.
+struct Span {
+    name: String,
+    start: u64,
+    end: u64,
+    stream: u32,
+    bytes: u64,
+}
+
+static SPANS: Mutex<Vec<Span>> = Mutex::new(Vec::new());
+static ON: AtomicBool = AtomicBool::new(false);
+/// The stream column of host events.
+const HOST: u32 = u32::MAX;
+
+/// Records the host reaching `label` now, as a zero-length span named `host:<label>`, while a
+/// trace runs; else nothing (one atomic load).
+pub fn mark(label: &'static str) {
+    if !ON.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut now = 0;
+    // SAFETY: CUPTI writes one u64.
+    unsafe { cupti::cuptiGetTimestamp(&mut now) };
+    SPANS.lock().unwrap().push(Span {
+        name: format!("host:{label}"),
+        start: now,
+        end: now,
+        stream: HOST,
+        bytes: 0,
+    });
+}
+
+const BUFFER_BYTES: usize = 8 << 20;
+/// CUPTI wants its record buffers aligned to 8 bytes.
+const ALIGN: usize = 8;
+
+/// A running trace; [`GpuTrace::finish`] flushes CUPTI and writes the CSV.
+pub struct GpuTrace {
+    path: PathBuf,
+}
+
+impl GpuTrace {
+    /// Starts tracing when `NANOVLLM_GPU_TRACE` names a file and CUPTI is present; else `None`.
+    pub fn from_env() -> Option<Self> {
+        let path = PathBuf::from(std::env::var_os("NANOVLLM_GPU_TRACE")?);
+        // SAFETY: plain CUPTI calls; the callbacks below only touch their own buffers.
+        let started = unsafe {
+            cupti::is_culib_present()
+                && cupti::cuptiActivityRegisterCallbacks(Some(buffer_requested), Some(buffer_done))
+                    == cupti::CUptiResult::CUPTI_SUCCESS
+                && [
+                    cupti::CUpti_ActivityKind::CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL,
+                    cupti::CUpti_ActivityKind::CUPTI_ACTIVITY_KIND_MEMCPY,
+                ]
+                .into_iter()
+                .all(|kind| cupti::cuptiActivityEnable(kind) == cupti::CUptiResult::CUPTI_SUCCESS)
+        };
+        if !started {
+            eprintln!("GPU trace off: CUPTI activity tracing could not start");
+            return None;
+        }
+        ON.store(true, Ordering::Relaxed);
+        eprintln!("GPU trace on: {}", path.display());
+        Some(Self { path })
+    }
+
+    /// Flushes every pending record and writes `name,start_ns,end_ns,stream,bytes` rows in
+    /// start order.
+    pub fn finish(self) -> std::io::Result<()> {
+        ON.store(false, Ordering::Relaxed);
+        // SAFETY: a flush hands the remaining buffers to `buffer_done` on this thread.
+        unsafe { cupti::cuptiActivityFlushAll(1) };
+        let mut spans = std::mem::take(&mut *SPANS.lock().unwrap());
+        spans.sort_by_key(|s| s.start);
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&self.path)?);
+        writeln!(out, "name,start_ns,end_ns,stream,bytes")?;
+        for s in &spans {
+            writeln!(
+                out,
+                "{},{},{},{},{}",
+                s.name, s.start, s.end, s.stream, s.bytes
+            )?;
+        }
+        eprintln!(
+            "GPU trace: {} spans in {}",
+            spans.len(),
+            self.path.display()
+        );
+        out.flush()
+    }
+}
+
+unsafe extern "C" fn buffer_requested(
+    buffer: *mut *mut u8,
+    size: *mut usize,
+    max_records: *mut usize,
+) {
+    let layout = std::alloc::Layout::from_size_align(BUFFER_BYTES, ALIGN).unwrap();
+    *buffer = std::alloc::alloc(layout);
+    *size = if (*buffer).is_null() { 0 } else { BUFFER_BYTES };
+    *max_records = 0;
+}
+
+unsafe extern "C" fn buffer_done(
+    _context: cudarc::driver::sys::CUcontext,
+    _stream: u32,
+    buffer: *mut u8,
+    _size: usize,
+    valid: usize,
+) {
+    let mut names: HashMap<usize, String> = HashMap::new();
+    let mut spans = Vec::new();
+    let mut record: *mut cupti::CUpti_Activity = std::ptr::null_mut();
+    while cupti::cuptiActivityGetNextRecord(buffer, valid, &mut record)
+        == cupti::CUptiResult::CUPTI_SUCCESS
+    {
+        if let Some(span) = span_of(record, &mut names) {
+            spans.push(span);
+        }
+    }
+    SPANS.lock().unwrap().extend(spans);
+    let layout = std::alloc::Layout::from_size_align(BUFFER_BYTES, ALIGN).unwrap();
+    std::alloc::dealloc(buffer, layout);
+}
+
+/// Kernel records come in the newest layout of the CUPTI that runs; every layout since the
+/// fifth shares the fields read here, so the fifth is read. Names are interned per buffer.
+unsafe fn span_of(
+    record: *const cupti::CUpti_Activity,
+    names: &mut HashMap<usize, String>,
+) -> Option<Span> {
+    match (*record).kind {
+        cupti::CUpti_ActivityKind::CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL
+        | cupti::CUpti_ActivityKind::CUPTI_ACTIVITY_KIND_KERNEL => {
+            let k = std::ptr::read_unaligned(record as *const cupti::CUpti_ActivityKernel5);
+            let name = names
+                .entry(k.name as usize)
+                .or_insert_with(|| match k.name.is_null() {
+                    true => "?".into(),
+                    false => CStr::from_ptr(k.name).to_string_lossy().replace(',', ";"),
+                })
+                .clone();
+            Some(Span {
+                name,
+                start: k.start,
+                end: k.end,
+                stream: k.streamId,
+                bytes: 0,
+            })
+        }
+        cupti::CUpti_ActivityKind::CUPTI_ACTIVITY_KIND_MEMCPY => {
+            let c = std::ptr::read_unaligned(record as *const cupti::CUpti_ActivityMemcpy5);
+            Some(Span {
+                name: format!("memcpy_kind{}", c.copyKind),
+                start: c.start,
+                end: c.end,
+                stream: c.streamId,
+                bytes: c.bytes,
+            })
+        }
+        _ => None,
+    }
+}
