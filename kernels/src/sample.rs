@@ -52,7 +52,8 @@ pub fn sample_row_host(logits: &[f32], row: RowSampling) -> u32 {
 }
 
 /// Samples one token per row of `logits` `[rows, vocab]`; `inv_temp` is `[rows]` f32 and
-/// `keys` `[rows, 2]` ints (key, step). Returns `[rows]` token ids in the backend's int dtype.
+/// `keys` `[2 * rows]` ints (key, step of each row). Returns `[rows]` token ids in the
+/// backend's int dtype.
 pub fn sample_rows<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
     logits: CubeTensor<R>,
     inv_temp: CubeTensor<R>,

@@ -50,6 +50,20 @@ fn device_sampling_matches_host_twin_and_softmax() {
     );
 }
 
+/// Flushing cubecl's task queue between launches loses and reorders none of them: a chain of
+/// dependent element-wise ops, flushed after each, reads back exact (2v - 1, twenty times).
+#[test]
+fn flushing_the_device_queue_keeps_every_launch_in_order() {
+    let device = WgpuDevice::default();
+    let mut x = burn::tensor::Tensor::<Wgpu, 1>::from_floats([1.0, 2.0, 3.0], &device);
+    for _ in 0..20 {
+        x = x * 2.0 - 1.0;
+        nanovllm_kernels::cube_backend::flush_device_queue::<WgpuRuntime>(&device);
+    }
+    let got: Vec<f32> = x.into_data().to_vec().unwrap();
+    assert_eq!(got, [1.0, 1.0 + (1 << 20) as f32, 1.0 + (1 << 21) as f32]);
+}
+
 #[test]
 fn store_kv_writes_each_token_to_its_slot_in_place() {
     let err = nanovllm_kernels::parity::run_store_kv::<Wgpu>(7, &WgpuDevice::default());
