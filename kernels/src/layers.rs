@@ -15,6 +15,8 @@ pub struct HeadShape {
 }
 
 const THREADS: usize = 256;
+/// Heads per cube of the q/k norm + rotary kernel, one plane each.
+const HEADS_PER_CUBE: usize = 4;
 
 /// Rows must have unit stride along the hidden dim; a strided row start is fine.
 fn rows<R: CubeRuntime>(x: CubeTensor<R>) -> CubeTensor<R> {
@@ -134,10 +136,12 @@ pub fn qk_norm_rope<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement
         k_strides[2] == 1 && v_strides[2] == 1,
         "k and v rows must be contiguous within a head"
     );
+    let plane = client.properties().hardware.plane_size_max as usize;
+    let all_heads = heads + 2 * kv_heads;
     qk_norm_rope_kernel::launch::<F, I, R>(
         &client,
-        CubeCount::Static(tokens as u32, (heads + 2 * kv_heads) as u32, 1),
-        CubeDim::new_1d((head_dim / 2) as u32),
+        CubeCount::Static(tokens as u32, all_heads.div_ceil(HEADS_PER_CUBE) as u32, 1),
+        CubeDim::new_2d(plane as u32, HEADS_PER_CUBE as u32),
         qkv.into_array_arg(),
         into_contiguous(qw).into_array_arg(),
         into_contiguous(kw).into_array_arg(),
@@ -159,6 +163,7 @@ pub fn qk_norm_rope<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement
         head_dim,
         qk_norm,
         to_cache,
+        plane,
     );
     (q, k, v)
 }
@@ -173,14 +178,22 @@ pub fn silu_mul<R: CubeRuntime, F: Float + CubeElement>(gate_up: CubeTensor<R>) 
         return out;
     }
     let client = gate_up.client.clone();
+    let (inter, row) = (two_inter / 2, gate_up.meta.strides()[0]);
+    let width = client
+        .io_optimized_vector_sizes(gate_up.dtype.size())
+        .find(|w| inter.is_multiple_of(*w) && row.is_multiple_of(*w))
+        .unwrap_or(1);
+    let vectors = n / width;
     silu_mul_kernel::launch::<F, R>(
         &client,
-        CubeCount::Static(n.div_ceil(THREADS) as u32, 1, 1),
+        CubeCount::Static(vectors.div_ceil(THREADS) as u32, 1, 1),
         CubeDim::new_1d(THREADS as u32),
+        width,
         gate_up.clone().into_array_arg(),
         out.clone().into_array_arg(),
-        (two_inter / 2) as u32,
-        gate_up.meta.strides()[0] as u32,
+        (inter / width) as u32,
+        (row / width) as u32,
+        width,
     );
     out
 }

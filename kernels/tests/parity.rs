@@ -52,6 +52,7 @@ fn device_sampling_matches_host_twin_and_softmax() {
 
 /// Flushing cubecl's task queue between launches loses and reorders none of them: a chain of
 /// dependent element-wise ops, flushed after each, reads back exact (2v - 1, twenty times).
+/// And it hands queued work over by itself.
 #[test]
 fn flushing_the_device_queue_keeps_every_launch_in_order() {
     let device = WgpuDevice::default();
@@ -62,6 +63,25 @@ fn flushing_the_device_queue_keeps_every_launch_in_order() {
     }
     let got: Vec<f32> = x.into_data().to_vec().unwrap();
     assert_eq!(got, [1.0, 1.0 + (1 << 20) as f32, 1.0 + (1 << 21) as f32]);
+
+    // And a flush hands a lone queued task over without any blocking call after it (cubecl
+    // would otherwise wait for 31 more): the task runs within the device thread's sleep step.
+    use cubecl::device::Device as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let ran = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    type Server = <WgpuRuntime as cubecl::Runtime>::Server;
+    cubecl::device_handle::DeviceHandle::<Server>::new(device.to_id())
+        .submit(move |_| flag.store(true, Ordering::SeqCst));
+    nanovllm_kernels::cube_backend::flush_device_queue::<WgpuRuntime>(&device);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !ran.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+    assert!(
+        ran.load(Ordering::SeqCst),
+        "a flushed task did not run within 5 s"
+    );
 }
 
 #[test]
