@@ -2,7 +2,7 @@
 # One batched run on the GPU machine (see README "GPU machine"). Build here first:
 #   ../shared/tools/device-build.sh --bin nanovllm --example golden_check
 # then run this script there with .devbin carried (xz-compressed binaries are unpacked).
-# STEPS picks what runs (info host_cost decode_cublas gemv_ab bin_ab kernels_check golden perplexity kernels_bench matmul profile
+# STEPS picks what runs (info host_cost decode_cublas gemv_ab bin_ab kernels_check golden perplexity kernels_bench prefill_rows_ab matmul profile
 # decode_latency bench trace bench_part bench_fusion hf_peer chunk512 chunk_sweep profile_mixed unroll_sweep bench_unroll); logs and a results tarball go under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -42,6 +42,12 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
     kernels_check) run timeout -s INT 120 $B/nanovllm kernels check --backend cuda ;;
     host_cost) run timeout -s INT 120 $B/nanovllm kernels host-cost --backend cuda-unfused ;;
     kernels_bench) run timeout -s INT 240 $B/nanovllm kernels bench --backend cuda --out "$OUT/results/kernels" ;;
+    # Prefill tiles of 32 and 64 query rows (NANOVLLM_PREFILL_ROWS), the kernel bench and parity at each.
+    prefill_rows_ab) for rows in 32 64; do
+                       run env NANOVLLM_PREFILL_ROWS=$rows timeout -s INT 120 $B/nanovllm kernels check --backend cuda
+                       run env NANOVLLM_PREFILL_ROWS=$rows timeout -s INT 240 $B/nanovllm kernels bench --backend cuda \
+                         --out "$OUT/results/kernels-rows$rows"
+                     done ;;
     matmul) run timeout -s INT ${MATMUL_TIMEOUT:-500} $B/nanovllm kernels matmul --backend cuda-unfused ${MATMUL_ARGS:-} --out "$OUT/results/kernels"
             run timeout -s INT 120 python tools/matmul_torch.py --out "$OUT/results/kernels/matmul_torch.csv" ;;
     hf_peer) run timeout -s INT ${PEER_TIMEOUT:-400} python tools/hf_peer.py --requests "$(ls -d $OUT/results/bench/*/requests.csv | head -1)" \

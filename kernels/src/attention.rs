@@ -6,6 +6,7 @@ use cubecl::prelude::*;
 use crate::attention_kernel::{merge_partials_kernel, paged_attention_kernel, store_kv_kernel};
 use crate::attention_tile::AttentionStridesLaunch;
 use crate::decode_kernel::paged_decode_kernel;
+use crate::plan::PREFILL_ROWS;
 use crate::prefill_mma_kernel::{mma_kv_tile, paged_prefill_mma_kernel, MMA};
 
 /// Keys per tile of the decode kernel, at least (its shared memory is small whatever the tile,
@@ -45,6 +46,15 @@ fn prefill_mma_kv_tile<R: CubeRuntime, F: Float>(
     client: &ComputeClient<R>,
     tile: TileShape,
 ) -> Option<usize> {
+    let max_shared = client.properties().hardware.max_shared_memory_size;
+    prefill_on_tensor_cores::<R, F>(client)
+        .then(|| mma_kv_tile(tile.rows(), tile.head_dim, 2, max_shared))
+        .flatten()
+}
+
+/// Whether [`paged_prefill_mma_kernel`] can run on `F`: 16-bit inputs the device multiplies on
+/// tensor cores (16x16x16, f32 accumulation), unless `NANOVLLM_PREFILL_MMA=0`.
+fn prefill_on_tensor_cores<R: CubeRuntime, F: Float>(client: &ComputeClient<R>) -> bool {
     let elem = F::as_type_native_unchecked().storage_type();
     let config = cubecl::features::MmaConfig {
         a_type: elem,
@@ -54,13 +64,25 @@ fn prefill_mma_kv_tile<R: CubeRuntime, F: Float>(
         n: MMA as u32,
         k: MMA as u32,
     };
-    let usable = prefill_mma_enabled()
+    prefill_mma_enabled()
         && elem.size() == 2
-        && client.properties().features.matmul.cmma.contains(&config);
-    let max_shared = client.properties().hardware.max_shared_memory_size;
-    usable
-        .then(|| mma_kv_tile(tile.rows(), tile.head_dim, elem.size(), max_shared))
-        .flatten()
+        && client.properties().features.matmul.cmma.contains(&config)
+}
+
+/// Query rows per prefill tile: [`PREFILL_ROWS`], or with `NANOVLLM_PREFILL_ROWS=64` 64 where
+/// prefill runs on tensor cores (keys and values then load once per 64 query rows; an A/B
+/// candidate, not yet measured).
+fn prefill_rows<R: CubeRuntime, F: Float>(client: &ComputeClient<R>) -> usize {
+    static ROWS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let wanted = *ROWS.get_or_init(|| {
+        crate::knobs::env_override("NANOVLLM_PREFILL_ROWS", "32 or 64", |r: &usize| {
+            *r == 32 || *r == 64
+        })
+    });
+    match wanted {
+        Some(64) if prefill_on_tensor_cores::<R, F>(client) => 64,
+        _ => PREFILL_ROWS,
+    }
 }
 
 /// How the decode kernel splits a key row over lanes: the widest vector the device loads in
@@ -107,11 +129,12 @@ pub struct DevicePlan<R: CubeRuntime> {
 
 /// What the device offers. Static shared memory is capped at 48 KiB (CUDA's limit without
 /// opting in to dynamic shared memory).
-pub fn device_caps<R: CubeRuntime>(client: &ComputeClient<R>) -> DeviceCaps {
+pub fn device_caps<R: CubeRuntime, F: Float>(client: &ComputeClient<R>) -> DeviceCaps {
     let hw = &client.properties().hardware;
     DeviceCaps {
         compute_units: hw.num_streaming_multiprocessors.unwrap_or(16) as usize,
         max_shared_bytes: hw.max_shared_memory_size.min(48 * 1024),
+        prefill_rows: prefill_rows::<R, F>(client),
     }
 }
 

@@ -80,7 +80,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> CubeBridge
 impl<B: CubeBridge> KernelBackend for B {
     fn kernel_caps(device: &Self::Device) -> Option<DeviceCaps> {
         let client = <B::R as cubecl::Runtime>::client(&B::cube_device(device));
-        Some(device_caps(&client))
+        Some(device_caps::<B::R, B::F>(&client))
     }
 
     fn flush_queue(device: &Self::Device) {

@@ -28,6 +28,8 @@ pub struct ParityCase {
     /// Unused ints after each row of the plan's arrays, as CUDA pitches them (see
     /// [`KernelPlan::with_row_padding`]); the planted fixed-width strides failed these cases.
     pub int_row_padding: usize,
+    /// Query rows per prefill tile instead of the device's (64: `NANOVLLM_PREFILL_ROWS=64`).
+    pub prefill_rows: Option<usize>,
 }
 
 /// How far the kernel landed from the reference on one case.
@@ -51,6 +53,7 @@ pub fn standard_cases() -> Vec<ParityCase> {
         block_size,
         seqs,
         int_row_padding: 0,
+        prefill_rows: None,
     };
     let padded = |c: ParityCase, name| ParityCase {
         name,
@@ -109,6 +112,30 @@ pub fn standard_cases() -> Vec<ParityCase> {
             case("", 2, 2, 64, 16, vec![(1, 30), (9, 40)]),
             "pitched int rows, mixed",
         ),
+        // 64 query rows per tile: head dim 64 runs them everywhere; head dim 128 on tensor
+        // cores (its scalar tile exceeds lavapipe's shared memory, so it falls back to 32).
+        ParityCase {
+            prefill_rows: Some(64),
+            ..case(
+                "prefill, 64-row tiles, gqa 2",
+                2,
+                2,
+                64,
+                16,
+                vec![(100, 130), (64, 64), (1, 20)],
+            )
+        },
+        ParityCase {
+            prefill_rows: Some(64),
+            ..case(
+                "prefill, 64-row tiles, head dim 128",
+                2,
+                4,
+                128,
+                16,
+                vec![(150, 150), (33, 90)],
+            )
+        },
     ]
 }
 
@@ -129,7 +156,8 @@ fn upload<B: KernelBackend, const D: usize>(
 
 /// Runs one case with inputs drawn from `seed`.
 pub fn run_case<B: KernelBackend>(case: &ParityCase, seed: u64, dev: &B::Device) -> ParityResult {
-    let caps = B::kernel_caps(dev).expect("a backend with kernels");
+    let mut caps = B::kernel_caps(dev).expect("a backend with kernels");
+    caps.prefill_rows = case.prefill_rows.unwrap_or(caps.prefill_rows);
     let mut rng = StdRng::seed_from_u64(seed);
     let bs = case.block_size;
     let heads = case.kv_heads * case.group;

@@ -24,6 +24,8 @@ pub struct DeviceCaps {
     /// Streaming multiprocessors (or the equivalent): how many cubes run at once, roughly.
     pub compute_units: usize,
     pub max_shared_bytes: usize,
+    /// Query rows per prefill tile (every head of the group for `rows / group` queries).
+    pub prefill_rows: usize,
 }
 
 /// Compile-time shape of the attention kernel (each distinct one is one compiled kernel).
@@ -68,7 +70,7 @@ pub const MERGE_FIELDS: usize = 3;
 
 const THREADS: usize = 128;
 /// Query rows per cube in prefill tiles: enough to reuse each loaded key many times.
-const PREFILL_ROWS: usize = 32;
+pub const PREFILL_ROWS: usize = 32;
 /// Shortest context range worth its own decode item. Splitting buys GPU parallelism with a
 /// merge launch per layer. Measured on the H100 (`results/reference/min_split_ab-h100`): from
 /// 256 to 1,024, batch-1 steps over 100–356 keys got faster (no merges), but steps of 1–8
@@ -108,7 +110,7 @@ impl AttentionPlan {
         let decode_only = seqs.iter().all(|s| s.q_len == 1);
         let tile_q = match decode_only {
             true => 1,
-            false => (PREFILL_ROWS / group).max(1),
+            false => Self::prefill_tile_q(group, head_dim, caps),
         };
         let tile = Self::tile_shape(group, tile_q, head_dim, caps.max_shared_bytes);
         let decode_tile = Self::tile_shape(group, 1, head_dim, caps.max_shared_bytes);
@@ -192,6 +194,21 @@ impl AttentionPlan {
         self.merges.len() / MERGE_FIELDS
     }
 
+    /// Queries per prefill tile: the device's `prefill_rows` of them, halved until the tile's
+    /// shared memory fits with the shortest key tile (64 rows of head dim 128 do not fit
+    /// lavapipe's 32 KiB, and a tile that does not fit computes garbage without an error).
+    fn prefill_tile_q(group: usize, head_dim: usize, caps: DeviceCaps) -> usize {
+        let mut rows = caps.prefill_rows.max(group);
+        loop {
+            let tile_q = (rows / group).max(1);
+            let shortest = Self::tile_shape(group, tile_q, head_dim, 0);
+            if tile_q == 1 || shortest.shared_bytes() <= caps.max_shared_bytes {
+                return tile_q;
+            }
+            rows /= 2;
+        }
+    }
+
     /// The largest key tile whose shared memory fits the device.
     fn tile_shape(group: usize, tile_q: usize, head_dim: usize, max_shared: usize) -> TileShape {
         let shape = |kv_tile| TileShape {
@@ -232,10 +249,40 @@ mod tests {
     const CAPS: DeviceCaps = DeviceCaps {
         compute_units: 132,
         max_shared_bytes: 48 * 1024,
+        prefill_rows: PREFILL_ROWS,
     };
 
     fn item(plan: &AttentionPlan, i: usize) -> &[i32] {
         &plan.items[i * ITEM_FIELDS..(i + 1) * ITEM_FIELDS]
+    }
+
+    /// Prefill tiles take the device's 64 rows where the tile fits its shared memory, and
+    /// halve where it does not (32 KiB, head dim 128) rather than launch a tile that overflows.
+    #[test]
+    fn prefill_rows_shrink_to_fit_shared_memory() {
+        let table: Vec<u32> = (0..2).collect();
+        let seqs = [SeqAttn {
+            q_len: 200,
+            ctx_len: 200,
+            block_table: &table,
+        }];
+        let rows_at = |max_shared_bytes, head_dim| {
+            let caps = DeviceCaps {
+                max_shared_bytes,
+                prefill_rows: 64,
+                ..CAPS
+            };
+            let plan = AttentionPlan::new(&seqs, 256, 2, head_dim, 8, caps);
+            assert!(
+                plan.tile.shared_bytes() <= max_shared_bytes,
+                "{:?}",
+                plan.tile
+            );
+            plan.tile.rows()
+        };
+        assert_eq!(rows_at(48 * 1024, 128), 64);
+        assert_eq!(rows_at(32 * 1024, 128), 32);
+        assert_eq!(rows_at(32 * 1024, 64), 64);
     }
 
     #[test]

@@ -331,6 +331,7 @@ mod tests {
         let caps = DeviceCaps {
             compute_units: 132,
             max_shared_bytes: 48 * 1024,
+            prefill_rows: crate::plan::PREFILL_ROWS,
         };
         let table: Vec<u32> = (0..4).collect();
         let seqs = [SeqAttn {
@@ -358,5 +359,27 @@ mod tests {
             None,
             "24 rows are no 16x16 blocks"
         );
+    }
+
+    /// With 64 query rows per tile (`NANOVLLM_PREFILL_ROWS=64`) every head shape still gets
+    /// 64-key tensor-core tiles within an H100's 227 KiB, and 64 rows whatever the group.
+    #[test]
+    fn sixty_four_row_tiles_keep_64_keys_on_an_h100() {
+        let caps = DeviceCaps {
+            compute_units: 132,
+            max_shared_bytes: 48 * 1024,
+            prefill_rows: 64,
+        };
+        let table: Vec<u32> = (0..4).collect();
+        let seqs = [SeqAttn {
+            q_len: 300,
+            ctx_len: 300,
+            block_table: &table,
+        }];
+        for (group, head_dim) in [(1, 64), (2, 128), (4, 128), (8, 64), (8, 128)] {
+            let tile = AttentionPlan::new(&seqs, 256, group, head_dim, 8, caps).tile;
+            assert_eq!(tile.rows(), 64, "group {group}: {tile:?}");
+            assert_eq!(mma_kv_tile(64, head_dim, 2, 227 * 1024), Some(64));
+        }
     }
 }
