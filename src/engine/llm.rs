@@ -208,31 +208,34 @@ impl<B: KernelBackend> LLM<B> {
                     let p = &self.scheduler.seq(id).params;
                     p.top_k.is_none() && p.top_p >= 1.0
                 });
+            // Uploaded before the forward pass, so they are not on the step's tail.
+            let sampling = (device_sampling && !samplers.is_empty()).then(|| {
+                let rows: Vec<RowSampling> = samplers
+                    .iter()
+                    .map(|&id| {
+                        let seq = self.scheduler.seq(id);
+                        RowSampling {
+                            temperature: seq.params.temperature,
+                            key: seq.sample_key,
+                            step: seq.len() as u32,
+                        }
+                    })
+                    .collect();
+                DeviceSampling::new(&rows, &self.runner.device)
+            });
             let logits = self.runner.execute(&work, false);
             trace_mark("launched");
-            new_tokens = match logits {
-                None => Vec::new(),
+            new_tokens = match (logits, sampling) {
+                (None, _) => Vec::new(),
                 // Greedy included: burn's argmax over a 150k vocabulary is one slow reduce.
-                Some(logits) if device_sampling => {
-                    let rows: Vec<RowSampling> = samplers
-                        .iter()
-                        .map(|&id| {
-                            let seq = self.scheduler.seq(id);
-                            RowSampling {
-                                temperature: seq.params.temperature,
-                                key: seq.sample_key,
-                                step: seq.len() as u32,
-                            }
-                        })
-                        .collect();
-                    let params = DeviceSampling::new(&rows, &self.runner.device);
+                (Some(logits), Some(params)) => {
                     let ids = B::sample_rows(logits, &params);
                     queued = Some(started.elapsed());
                     let tokens = ModelRunner::<B>::ids_to_host(ids);
                     trace_mark("read");
                     samplers.iter().copied().zip(tokens).collect()
                 }
-                Some(logits) if all_greedy => {
+                (Some(logits), None) if all_greedy => {
                     let ids = logits.argmax(1).flatten(0, 1);
                     queued = Some(started.elapsed());
                     samplers
@@ -241,7 +244,7 @@ impl<B: KernelBackend> LLM<B> {
                         .zip(ModelRunner::<B>::ids_to_host(ids))
                         .collect()
                 }
-                Some(logits) => {
+                (Some(logits), None) => {
                     queued = Some(started.elapsed());
                     let vocab = logits.dims()[1];
                     let host = ModelRunner::to_host(logits);
