@@ -321,17 +321,17 @@ fn load_tile<F: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{AttentionPlan, DeviceCaps, SeqAttn};
+    use crate::plan::{AttentionPlan, DeviceCaps, SeqAttn, TileShape};
 
-    /// The prefill tiles the plan picks for the models' head shapes run on tensor cores, with
-    /// 32-key tiles within the 48 KiB every backend has and 64-key tiles within an H100's
-    /// 227 KiB (else they would fall back to the scalar kernel, or to short tiles, unnoticed).
-    #[test]
-    fn plan_prefill_tiles_fit_the_tensor_core_kernel() {
+    /// Query heads per KV head and head dims of the models' shapes.
+    const HEAD_SHAPES: [(usize, usize); 5] = [(1, 64), (2, 128), (4, 128), (8, 64), (8, 128)];
+
+    /// The tile the plan picks for a 300-token prompt, `prefill_rows` query rows per tile.
+    fn prefill_tile(prefill_rows: usize, group: usize, head_dim: usize) -> TileShape {
         let caps = DeviceCaps {
             compute_units: 132,
             max_shared_bytes: 48 * 1024,
-            prefill_rows: crate::plan::PREFILL_ROWS,
+            prefill_rows,
         };
         let table: Vec<u32> = (0..4).collect();
         let seqs = [SeqAttn {
@@ -339,8 +339,16 @@ mod tests {
             ctx_len: 300,
             block_table: &table,
         }];
-        for (group, head_dim) in [(1, 64), (2, 128), (4, 128), (8, 64), (8, 128)] {
-            let tile = AttentionPlan::new(&seqs, 256, group, head_dim, 8, caps).tile;
+        AttentionPlan::new(&seqs, 256, group, head_dim, 8, caps).tile
+    }
+
+    /// The prefill tiles the plan picks for the models' head shapes run on tensor cores, with
+    /// 32-key tiles within the 48 KiB every backend has and 64-key tiles within an H100's
+    /// 227 KiB (else they would fall back to the scalar kernel, or to short tiles, unnoticed).
+    #[test]
+    fn plan_prefill_tiles_fit_the_tensor_core_kernel() {
+        for (group, head_dim) in HEAD_SHAPES {
+            let tile = prefill_tile(crate::plan::PREFILL_ROWS, group, head_dim);
             let fit = |max_shared| mma_kv_tile(tile.rows(), head_dim, 2, max_shared);
             let at_48k = if head_dim == 128 { 32 } else { 64 };
             assert_eq!(
@@ -365,19 +373,8 @@ mod tests {
     /// 64-key tensor-core tiles within an H100's 227 KiB, and 64 rows whatever the group.
     #[test]
     fn sixty_four_row_tiles_keep_64_keys_on_an_h100() {
-        let caps = DeviceCaps {
-            compute_units: 132,
-            max_shared_bytes: 48 * 1024,
-            prefill_rows: 64,
-        };
-        let table: Vec<u32> = (0..4).collect();
-        let seqs = [SeqAttn {
-            q_len: 300,
-            ctx_len: 300,
-            block_table: &table,
-        }];
-        for (group, head_dim) in [(1, 64), (2, 128), (4, 128), (8, 64), (8, 128)] {
-            let tile = AttentionPlan::new(&seqs, 256, group, head_dim, 8, caps).tile;
+        for (group, head_dim) in HEAD_SHAPES {
+            let tile = prefill_tile(64, group, head_dim);
             assert_eq!(tile.rows(), 64, "group {group}: {tile:?}");
             assert_eq!(mma_kv_tile(64, head_dim, 2, 227 * 1024), Some(64));
         }
