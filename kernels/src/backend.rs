@@ -208,7 +208,7 @@ pub trait KernelBackend: Backend {
     /// Hands the launches queued so far to the device now. cubecl 0.10 batches submitted tasks
     /// and its device thread takes them only 32 at a time (or on a blocking call), sleeping in
     /// 150 µs steps when idle; so without this a step's first kernel waited for its 32nd
-    /// launch to be queued (GPU trace: 0.15-0.3 ms idle per step). Nothing on other backends.
+    /// launch to be queued (GPU trace: 0.3-0.6 ms idle per step). Nothing on other backends.
     fn flush_queue(_device: &Self::Device) {}
 
     /// The host cost of one launch taken apart (see [`crate::launch_cost`]); empty where the
