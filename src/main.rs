@@ -7,7 +7,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     nanovllm::backend::install_device_panic_hook();
     #[cfg(feature = "cuda")]
-    let trace = nanovllm_kernels::gpu_trace::GpuTrace::from_env();
+    let trace = nanovllm_kernels::gpu_trace::GpuTrace::from_env()?;
     let result = run(cli);
     #[cfg(feature = "cuda")]
     if let Some(trace) = trace {

@@ -53,12 +53,22 @@ const ALIGN: usize = 8;
 /// A running trace; [`GpuTrace::finish`] flushes CUPTI and writes the CSV.
 pub struct GpuTrace {
     path: PathBuf,
+    file: std::fs::File,
 }
 
 impl GpuTrace {
     /// Starts tracing when `NANOVLLM_GPU_TRACE` names a file and CUPTI is present; else `None`.
-    pub fn from_env() -> Option<Self> {
-        let path = PathBuf::from(std::env::var_os("NANOVLLM_GPU_TRACE")?);
+    /// The file is created now, so a bad path fails before the run rather than after it.
+    pub fn from_env() -> std::io::Result<Option<Self>> {
+        let Some(path) = std::env::var_os("NANOVLLM_GPU_TRACE").map(PathBuf::from) else {
+            return Ok(None);
+        };
+        let file = std::fs::File::create(&path).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("NANOVLLM_GPU_TRACE={}: {e}", path.display()),
+            )
+        })?;
         // SAFETY: plain CUPTI calls; the callbacks below only touch their own buffers.
         let started = unsafe {
             cupti::is_culib_present()
@@ -73,11 +83,11 @@ impl GpuTrace {
         };
         if !started {
             eprintln!("GPU trace off: CUPTI activity tracing could not start");
-            return None;
+            return Ok(None);
         }
         ON.store(true, Ordering::Relaxed);
         eprintln!("GPU trace on: {}", path.display());
-        Some(Self { path })
+        Ok(Some(Self { path, file }))
     }
 
     /// Flushes every pending record and writes `name,start_ns,end_ns,stream,bytes` rows in
@@ -88,7 +98,7 @@ impl GpuTrace {
         unsafe { cupti::cuptiActivityFlushAll(1) };
         let mut spans = std::mem::take(&mut *SPANS.lock().unwrap());
         spans.sort_by_key(|s| s.start);
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&self.path)?);
+        let mut out = std::io::BufWriter::new(self.file);
         writeln!(out, "name,start_ns,end_ns,stream,bytes")?;
         for s in &spans {
             writeln!(
