@@ -8,6 +8,7 @@ use crate::gemv::Prologue;
 use crate::host_attention::HostLayout;
 use crate::layers::HeadShape;
 use crate::matmul_bench::HostCost;
+use crate::packed_ints::{PackedInts, Section};
 use crate::plan::{AttentionPlan, DeviceCaps, ITEM_FIELDS, MERGE_FIELDS};
 use crate::sample::RowSampling;
 
@@ -30,22 +31,31 @@ impl<B: Backend> KernelPlan<B> {
     /// still check that the kernels read strides rather than assume widths. burn slices into a
     /// view only when the cut-off bytes keep the buffer's alignment (else it copies): 64 ints
     /// (256 bytes) do.
+    /// All four arrays travel in one upload ([`PackedInts`]).
     pub fn with_row_padding(plan: AttentionPlan, device: &B::Device, pad: usize) -> Self {
-        let ints = |v: &[i32], cols: usize| {
-            let rows = v.len() / cols;
-            let padded: Vec<i32> = v
+        let mut packed = PackedInts::default();
+        let mut push = |v: &[i32], cols: usize| {
+            let padded = v
                 .chunks(cols)
-                .flat_map(|row| row.iter().copied().chain(std::iter::repeat_n(-7, pad)))
-                .collect();
-            Tensor::<B, 2, Int>::from_data(TensorData::new(padded, [rows, cols + pad]), device)
+                .flat_map(|row| row.iter().copied().chain(std::iter::repeat_n(-7, pad)));
+            (packed.push(padded), v.len() / cols, cols)
+        };
+        let block_tables = push(&plan.block_tables, plan.max_blocks);
+        let items = push(&plan.items, ITEM_FIELDS);
+        let decode_items = push(&plan.decode_items, ITEM_FIELDS);
+        let merges = push(&plan.merges, MERGE_FIELDS);
+        let uploaded = packed.upload::<B>(device);
+        let rows = |(section, rows, cols): (Section, usize, usize)| {
+            uploaded
+                .get(section)
+                .reshape([rows, cols + pad])
                 .slice([0..rows, 0..cols])
         };
         Self {
-            block_tables: ints(&plan.block_tables, plan.max_blocks),
-            items: ints(&plan.items, ITEM_FIELDS),
-            decode_items: (!plan.decode_items.is_empty())
-                .then(|| ints(&plan.decode_items, ITEM_FIELDS)),
-            merges: (!plan.merges.is_empty()).then(|| ints(&plan.merges, MERGE_FIELDS)),
+            block_tables: rows(block_tables),
+            items: rows(items),
+            decode_items: (!plan.decode_items.is_empty()).then(|| rows(decode_items)),
+            merges: (!plan.merges.is_empty()).then(|| rows(merges)),
             plan,
         }
     }

@@ -14,6 +14,7 @@
 //! - [`gemm_layout`]: how a strided product maps onto one column-major BLAS call.
 //! - `cublas` (feature `cuda`): cuBLAS products on cubecl's CUDA stream, for the projections.
 //! - `gpu_trace` (feature `cuda`): the GPU timeline from CUPTI (`NANOVLLM_GPU_TRACE`).
+//! - [`packed_ints`]: a step's small int arrays in one upload.
 //! - [`backend`]: [`KernelBackend`] and the per-step arrays it reads; implemented in
 //!   [`cpu_backend`] for ndarray (host twins, no kernels) and in [`cube_backend`] for cubecl
 //!   backends and, with the `fusion` feature, fused cubecl backends.
@@ -40,6 +41,7 @@ pub mod layer_kernels;
 pub mod layers;
 pub mod matmul;
 pub mod matmul_bench;
+pub mod packed_ints;
 pub mod parity;
 pub mod plan;
 pub mod prefill_mma_kernel;
@@ -49,6 +51,7 @@ pub mod sample_kernel;
 
 pub use backend::{norm_project, silu_mul_project, DeviceSampling, KernelBackend, KernelPlan};
 pub use host_attention::HostLayout;
+pub use packed_ints::PackedInts;
 pub use plan::{AttentionPlan, DeviceCaps, SeqAttn, TileShape};
 pub use reference::{paged_attention_reference, ReferenceLayout};
 pub use sample::{key_from_seed, RowSampling};

@@ -1,8 +1,8 @@
 //! Turns a scheduled batch into the tensors of one forward pass (packed tokens, positions,
 //! slot mapping, attention layout, logits rows), runs the decoder over the paged KV cache,
 //! and reads back sampled tokens.
-use burn::tensor::{DType, Int, Tensor, TensorData};
-use nanovllm_kernels::KernelBackend;
+use burn::tensor::{DType, Int, Tensor};
+use nanovllm_kernels::{KernelBackend, PackedInts};
 
 use crate::backend::trace_mark;
 use crate::model::attention::{AttentionImpl, StepAttention};
@@ -26,11 +26,6 @@ pub struct ModelRunner<B: KernelBackend> {
     block_size: usize,
     attention: AttentionImpl,
     pub device: B::Device,
-}
-
-fn ints<B: KernelBackend>(v: Vec<i32>, device: &B::Device) -> Tensor<B, 1, Int> {
-    let n = v.len();
-    Tensor::from_data(TensorData::new(v, [n]), device)
 }
 
 impl<B: KernelBackend> ModelRunner<B> {
@@ -110,12 +105,16 @@ impl<B: KernelBackend> ModelRunner<B> {
             &self.model.spec,
             &self.device,
         );
+        let mut packed = PackedInts::default();
+        let [token_ids, positions, slots, rows] =
+            [token_ids, positions, slots, rows].map(|v| packed.push(v));
+        let uploaded = packed.upload::<B>(&self.device);
         let step = StepTensors {
-            token_ids: ints(token_ids, &self.device),
-            positions: ints(positions, &self.device),
-            slot_mapping: Tensor::from_data(TensorData::new(slots, [n, 1]), &self.device),
+            token_ids: uploaded.get(token_ids),
+            positions: uploaded.get(positions),
+            slot_mapping: uploaded.get(slots).reshape([n, 1]),
             attn,
-            logits_rows: ints(rows, &self.device),
+            logits_rows: uploaded.get(rows),
         };
         trace_mark("prepared");
         self.model.forward(&step, &mut self.cache)
