@@ -2,7 +2,7 @@
 # One batched run on the GPU machine (see README "GPU machine"). Build here first:
 #   ../shared/tools/device-build.sh --bin nanovllm --example golden_check
 # then run this script there with .devbin carried (xz-compressed binaries are unpacked).
-# STEPS picks what runs (info host_cost decode_cublas gemv_ab bin_ab kernels_check golden perplexity kernels_bench prefill_rows_ab matmul profile
+# STEPS picks what runs (info host_cost decode_cublas gemv_ab bin_ab kernels_check golden perplexity kernels_bench prefill_ab matmul profile
 # decode_latency bench trace bench_part bench_fusion hf_peer chunk512 chunk_sweep profile_mixed unroll_sweep bench_unroll); logs and a results tarball go under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -42,12 +42,15 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
     kernels_check) run timeout -s INT 120 $B/nanovllm kernels check --backend cuda ;;
     host_cost) run timeout -s INT 120 $B/nanovllm kernels host-cost --backend cuda-unfused ;;
     kernels_bench) run timeout -s INT 240 $B/nanovllm kernels bench --backend cuda --out "$OUT/results/kernels" ;;
-    # Prefill tiles of 32 and 64 query rows (NANOVLLM_PREFILL_ROWS), the kernel bench and parity at each.
-    prefill_rows_ab) for rows in 32 64; do
-                       run env NANOVLLM_PREFILL_ROWS=$rows timeout -s INT 120 $B/nanovllm kernels check --backend cuda
-                       run env NANOVLLM_PREFILL_ROWS=$rows timeout -s INT 240 $B/nanovllm kernels bench --backend cuda \
-                         --out "$OUT/results/kernels-rows$rows"
-                     done ;;
+    # Prefill kernel variants, parity and the kernel bench at each: PREFILL_SETTINGS lists them
+    # (settings joined by commas): 64-row tiles (NANOVLLM_PREFILL_ROWS), the one-pass softmax
+    # (NANOVLLM_PREFILL_MMA=2), both.
+    prefill_ab) for spec in ${PREFILL_SETTINGS:-NANOVLLM_PREFILL_MMA=1 NANOVLLM_PREFILL_ROWS=64 NANOVLLM_PREFILL_MMA=2 NANOVLLM_PREFILL_MMA=2,NANOVLLM_PREFILL_ROWS=64}; do
+                  settings=$(echo "$spec" | tr ',' ' ')
+                  run env $settings timeout -s INT 120 $B/nanovllm kernels check --backend cuda
+                  run env $settings timeout -s INT 240 $B/nanovllm kernels bench --backend cuda \
+                    --out "$OUT/results/kernels-$(echo "$spec" | tr '=,' '__')"
+                done ;;
     matmul) run timeout -s INT ${MATMUL_TIMEOUT:-500} $B/nanovllm kernels matmul --backend cuda-unfused ${MATMUL_ARGS:-} --out "$OUT/results/kernels"
             run timeout -s INT 120 python tools/matmul_torch.py --out "$OUT/results/kernels/matmul_torch.csv" ;;
     hf_peer) run timeout -s INT ${PEER_TIMEOUT:-400} python tools/hf_peer.py --requests "$(ls -d $OUT/results/bench/*/requests.csv | head -1)" \

@@ -27,13 +27,14 @@ fn decode_unroll() -> usize {
     })
 }
 
-/// Whether prefill tiles run on tensor cores where the device has them
-/// ([`prefill_mma_kv_tile`]); `NANOVLLM_PREFILL_MMA=0` keeps them on the scalar kernel, for A/B.
-fn prefill_mma_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        crate::knobs::env_override("NANOVLLM_PREFILL_MMA", "0 or 1", |v: &u8| *v <= 1)
-            .is_none_or(|v| v == 1)
+/// How prefill tiles run where the device has tensor cores ([`prefill_mma_kv_tile`]): 1 (the
+/// default) on them; 0 on the scalar kernel, for A/B; 2 on them with the softmax in one pass
+/// (`softmax_to_probs`: built without a GPU, not yet measured).
+fn prefill_mma_mode() -> u8 {
+    static MODE: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| {
+        crate::knobs::env_override("NANOVLLM_PREFILL_MMA", "0, 1 or 2", |v: &u8| *v <= 2)
+            .unwrap_or(1)
     })
 }
 
@@ -64,7 +65,7 @@ fn prefill_on_tensor_cores<R: CubeRuntime, F: Float>(client: &ComputeClient<R>) 
         n: MMA as u32,
         k: MMA as u32,
     };
-    prefill_mma_enabled()
+    prefill_mma_mode() != 0
         && elem.size() == 2
         && client.properties().features.matmul.cmma.contains(&config)
 }
@@ -337,6 +338,7 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
             kv_tile,
             tile.threads,
             tile.acc_per_thread(),
+            prefill_mma_mode() == 2,
         );
     } else {
         paged_attention_kernel::launch::<F, I, R>(

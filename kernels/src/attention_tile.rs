@@ -138,13 +138,29 @@ pub(crate) fn online_softmax_tile(
         }
         let total = plane_sum(sum);
         if lane == 0 {
-            let alpha = f32::exp(m_old - m_new);
-            m_s[r] = m_new;
-            l_s[r] = l_s[r] * alpha + total;
-            alpha_s[r] = alpha;
+            update_row_stats(m_s, l_s, alpha_s, r, m_old, m_new, total);
         }
         r += warps;
     }
+}
+
+/// Row `r`'s running max becomes `m_new` (from `m_old`) and its sum takes `tile_sum`; the
+/// factor the row's output so far is scaled by goes to `alpha_s`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn update_row_stats(
+    m_s: &mut SharedMemory<f32>,
+    l_s: &mut SharedMemory<f32>,
+    alpha_s: &mut SharedMemory<f32>,
+    r: usize,
+    m_old: f32,
+    m_new: f32,
+    tile_sum: f32,
+) {
+    let alpha = f32::exp(m_old - m_new);
+    m_s[r] = m_new;
+    l_s[r] = l_s[r] * alpha + tile_sum;
+    alpha_s[r] = alpha;
 }
 
 /// Scores of one key tile, `p_s[r, t] = q_s[r] . kv_s[t]`, NEG_BIG where key `t` is past the

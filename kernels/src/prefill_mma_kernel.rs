@@ -7,8 +7,8 @@
 use cubecl::prelude::*;
 
 use crate::attention_tile::{
-    gather_tile, online_softmax_tile, read_item, tile_offsets, write_rows, AttentionStrides,
-    NEG_BIG,
+    gather_tile, online_softmax_tile, read_item, tile_offsets, update_row_stats, write_rows,
+    AttentionStrides, NEG_BIG,
 };
 
 /// The side of one matrix instruction.
@@ -65,6 +65,7 @@ pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
     #[comptime] kv_tile: usize,
     #[comptime] threads: usize,
     #[comptime] acc_per_thread: usize,
+    #[comptime] fused_softmax: bool,
 ) {
     let kv_head = CUBE_POS_Y as usize;
     let kv_heads = CUBE_COUNT_Y as usize;
@@ -144,45 +145,70 @@ pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
         );
         sync_cube();
 
-        // Scale; keys past the range or past a row's own position (causal) score NEG_BIG.
-        let mut idx = tid;
-        while idx < rows * kv_tile {
-            let r = idx / kv_tile;
-            let t = idx % kv_tile;
-            let pos = start + t;
-            let at = r * p_stride + t;
-            let mut s = f32::new(NEG_BIG);
-            if pos < work.kv_end && pos <= work.pos0 + r / group {
-                s = p_s[at] * scale;
+        if fused_softmax {
+            // One pass: scale, causal mask, online softmax and the 16-bit probabilities.
+            softmax_to_probs::<F>(
+                &p_s,
+                &mut pb_s,
+                &mut m_s,
+                &mut l_s,
+                &mut alpha_s,
+                scale,
+                start,
+                work.kv_end,
+                work.pos0,
+                group,
+                rows,
+                kv_tile,
+                warp,
+                warps,
+                lane,
+                plane,
+            );
+            // The key tile is no longer read: the values take its place.
+            load_tile::<F>(v_cache, &offsets, &mut kv_s, kv_tile, head_dim, threads);
+            sync_cube();
+        } else {
+            // Scale; keys past the range or past a row's own position (causal) score NEG_BIG.
+            let mut idx = tid;
+            while idx < rows * kv_tile {
+                let r = idx / kv_tile;
+                let t = idx % kv_tile;
+                let pos = start + t;
+                let at = r * p_stride + t;
+                let mut s = f32::new(NEG_BIG);
+                if pos < work.kv_end && pos <= work.pos0 + r / group {
+                    s = p_s[at] * scale;
+                }
+                p_s[at] = s;
+                idx += threads;
             }
-            p_s[at] = s;
-            idx += threads;
+            sync_cube();
+            online_softmax_tile(
+                &mut p_s,
+                &mut m_s,
+                &mut l_s,
+                &mut alpha_s,
+                rows,
+                kv_tile,
+                p_stride,
+                warp,
+                warps,
+                lane,
+                plane,
+            );
+            // The key tile is no longer read: the values take its place.
+            load_tile::<F>(v_cache, &offsets, &mut kv_s, kv_tile, head_dim, threads);
+            sync_cube();
+            let mut idx = tid;
+            while idx < rows * kv_tile {
+                let r = idx / kv_tile;
+                let t = idx % kv_tile;
+                pb_s[r * pb_stride + t] = F::cast_from(p_s[r * p_stride + t]);
+                idx += threads;
+            }
+            sync_cube();
         }
-        sync_cube();
-        online_softmax_tile(
-            &mut p_s,
-            &mut m_s,
-            &mut l_s,
-            &mut alpha_s,
-            rows,
-            kv_tile,
-            p_stride,
-            warp,
-            warps,
-            lane,
-            plane,
-        );
-        // The key tile is no longer read: the values take its place.
-        load_tile::<F>(v_cache, &offsets, &mut kv_s, kv_tile, head_dim, threads);
-        sync_cube();
-        let mut idx = tid;
-        while idx < rows * kv_tile {
-            let r = idx / kv_tile;
-            let t = idx % kv_tile;
-            pb_s[r * pb_stride + t] = F::cast_from(p_s[r * p_stride + t]);
-            idx += threads;
-        }
-        sync_cube();
 
         // This tile's p @ v.
         block_products::<F>(
@@ -217,6 +243,66 @@ pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
         threads,
         acc_per_thread,
     );
+}
+
+/// The online softmax of one tile of raw scores `p_s` (`NANOVLLM_PREFILL_MMA=2`): each warp a
+/// row at a time scales its scores, drops keys past the range or past the row's own position
+/// (causal), updates the row's running max `m_s`, sum `l_s` and output rescale `alpha_s`, and
+/// writes the probabilities in `F` to `pb_s` for the value product. It does in one pass what
+/// the default path does in three (scale and mask, softmax, conversion), two barriers fewer.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn softmax_to_probs<F: Float>(
+    p_s: &SharedMemory<f32>,
+    pb_s: &mut SharedMemory<F>,
+    m_s: &mut SharedMemory<f32>,
+    l_s: &mut SharedMemory<f32>,
+    alpha_s: &mut SharedMemory<f32>,
+    scale: f32,
+    start: usize,
+    kv_end: usize,
+    pos0: usize,
+    #[comptime] group: usize,
+    #[comptime] rows: usize,
+    #[comptime] kv_tile: usize,
+    warp: usize,
+    warps: usize,
+    lane: usize,
+    plane: usize,
+) {
+    let p_stride = comptime!(kv_tile + PAD32);
+    let pb_stride = comptime!(kv_tile + PAD16);
+    let mut r = warp;
+    while r < rows {
+        // Keys up to `last` (exclusive) count for this row.
+        let last = usize::min(kv_end, pos0 + r / group + 1);
+        let mut mx = f32::new(NEG_BIG);
+        let mut t = lane;
+        while t < kv_tile {
+            if start + t < last {
+                mx = f32::max(mx, p_s[r * p_stride + t] * scale);
+            }
+            t += plane;
+        }
+        let m_old = m_s[r];
+        let m_new = f32::max(m_old, plane_max(mx));
+        let mut sum = f32::new(0.0);
+        let mut t = lane;
+        while t < kv_tile {
+            let mut p = f32::new(0.0);
+            if start + t < last {
+                p = f32::exp(p_s[r * p_stride + t] * scale - m_new);
+            }
+            pb_s[r * pb_stride + t] = F::cast_from(p);
+            sum += p;
+            t += plane;
+        }
+        let total = plane_sum(sum);
+        if lane == 0 {
+            update_row_stats(m_s, l_s, alpha_s, r, m_old, m_new, total);
+        }
+        r += warps;
+    }
 }
 
 /// `out = a @ b` by 16x16 blocks, each warp one block at a time: `a` is `[rows, depth]`
