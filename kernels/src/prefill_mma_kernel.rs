@@ -165,9 +165,6 @@ pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
                 lane,
                 plane,
             );
-            // The key tile is no longer read: the values take its place.
-            load_tile::<F>(v_cache, &offsets, &mut kv_s, kv_tile, head_dim, threads);
-            sync_cube();
         } else {
             // Scale; keys past the range or past a row's own position (causal) score NEG_BIG.
             let mut idx = tid;
@@ -197,9 +194,11 @@ pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
                 lane,
                 plane,
             );
-            // The key tile is no longer read: the values take its place.
-            load_tile::<F>(v_cache, &offsets, &mut kv_s, kv_tile, head_dim, threads);
-            sync_cube();
+        }
+        // The key tile is no longer read: the values take its place.
+        load_tile::<F>(v_cache, &offsets, &mut kv_s, kv_tile, head_dim, threads);
+        sync_cube();
+        if !fused_softmax {
             let mut idx = tid;
             while idx < rows * kv_tile {
                 let r = idx / kv_tile;
