@@ -48,8 +48,9 @@ fn prefill_mma_kv_tile<R: CubeRuntime, F: Float>(
     tile: TileShape,
 ) -> Option<usize> {
     let max_shared = client.properties().hardware.max_shared_memory_size;
+    let elem_bytes = F::as_type_native_unchecked().storage_type().size();
     prefill_on_tensor_cores::<R, F>(client)
-        .then(|| mma_kv_tile(tile.rows(), tile.head_dim, 2, max_shared))
+        .then(|| mma_kv_tile(tile.rows(), tile.head_dim, elem_bytes, max_shared))
         .flatten()
 }
 

@@ -69,6 +69,8 @@ pub const ITEM_FIELDS: usize = 7;
 pub const MERGE_FIELDS: usize = 3;
 
 const THREADS: usize = 128;
+/// The shortest key tile the tiled kernels take.
+const MIN_KV_TILE: usize = 8;
 /// Query rows per cube in prefill tiles: enough to reuse each loaded key many times.
 pub const PREFILL_ROWS: usize = 32;
 /// Shortest context range worth its own decode item. Splitting buys GPU parallelism with a
@@ -201,7 +203,13 @@ impl AttentionPlan {
         let mut rows = caps.prefill_rows.max(group);
         loop {
             let tile_q = (rows / group).max(1);
-            let shortest = Self::tile_shape(group, tile_q, head_dim, 0);
+            let shortest = TileShape {
+                group,
+                tile_q,
+                head_dim,
+                kv_tile: MIN_KV_TILE,
+                threads: THREADS,
+            };
             if tile_q == 1 || shortest.shared_bytes() <= caps.max_shared_bytes {
                 return tile_q;
             }
@@ -218,11 +226,11 @@ impl AttentionPlan {
             kv_tile,
             threads: THREADS,
         };
-        [64, 32, 16, 8]
+        [64, 32, 16, MIN_KV_TILE]
             .into_iter()
             .map(shape)
             .find(|t| t.shared_bytes() <= max_shared)
-            .unwrap_or_else(|| shape(8))
+            .unwrap_or_else(|| shape(MIN_KV_TILE))
     }
 
     /// Context length per decode item: whole contexts when the batch already fills the device,
