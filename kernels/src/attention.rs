@@ -27,14 +27,12 @@ fn decode_unroll() -> usize {
     })
 }
 
-/// How prefill tiles run where the device has tensor cores ([`prefill_mma_kv_tile`]): 1 (the
-/// default) on them; 0 on the scalar kernel, for A/B; 2 on them with the softmax in one pass
-/// (`softmax_to_probs`: built without a GPU, not yet measured).
+/// Whether prefill tiles run on tensor cores where the device has them ([`prefill_mma_kv_tile`]):
+/// yes unless `NANOVLLM_PREFILL_MMA=0` (the scalar kernel, for A/B).
 fn prefill_mma_mode() -> u8 {
     static MODE: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
     *MODE.get_or_init(|| {
-        crate::knobs::env_override("NANOVLLM_PREFILL_MMA", "0, 1 or 2", |v: &u8| *v <= 2)
-            .unwrap_or(1)
+        crate::knobs::env_override("NANOVLLM_PREFILL_MMA", "0 or 1", |v: &u8| *v <= 1).unwrap_or(1)
     })
 }
 
@@ -69,22 +67,6 @@ fn prefill_on_tensor_cores<R: CubeRuntime, F: Float>(client: &ComputeClient<R>) 
     prefill_mma_mode() != 0
         && elem.size() == 2
         && client.properties().features.matmul.cmma.contains(&config)
-}
-
-/// Query rows per prefill tile: [`PREFILL_ROWS`], or with `NANOVLLM_PREFILL_ROWS=64` 64 where
-/// prefill runs on tensor cores (keys and values then load once per 64 query rows; an A/B
-/// candidate, not yet measured).
-fn prefill_rows<R: CubeRuntime, F: Float>(client: &ComputeClient<R>) -> usize {
-    static ROWS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    let wanted = *ROWS.get_or_init(|| {
-        crate::knobs::env_override("NANOVLLM_PREFILL_ROWS", "32 or 64", |r: &usize| {
-            *r == 32 || *r == 64
-        })
-    });
-    match wanted {
-        Some(64) if prefill_on_tensor_cores::<R, F>(client) => 64,
-        _ => PREFILL_ROWS,
-    }
 }
 
 /// How the decode kernel splits a key row over lanes: the widest vector the device loads in
@@ -136,7 +118,9 @@ pub fn device_caps<R: CubeRuntime, F: Float>(client: &ComputeClient<R>) -> Devic
     DeviceCaps {
         compute_units: hw.num_streaming_multiprocessors.unwrap_or(16) as usize,
         max_shared_bytes: hw.max_shared_memory_size.min(48 * 1024),
-        prefill_rows: prefill_rows::<R, F>(client),
+        // 64-row tiles (keys and values loaded once per 64 queries) ran 10-33% slower on the
+        // H100 at 512-4k tokens (`kernels bench`, 2026-11-23).
+        prefill_rows: PREFILL_ROWS,
     }
 }
 
@@ -339,7 +323,6 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
             kv_tile,
             tile.threads,
             tile.acc_per_thread(),
-            prefill_mma_mode() == 2,
         );
     } else {
         paged_attention_kernel::launch::<F, I, R>(

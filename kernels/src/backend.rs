@@ -21,7 +21,7 @@ pub struct KernelPlan<B: Backend> {
     pub(crate) merges: Option<Tensor<B, 2, Int>>,
 }
 
-impl<B: Backend> KernelPlan<B> {
+impl<B: KernelBackend> KernelPlan<B> {
     pub fn new(plan: AttentionPlan, device: &B::Device) -> Self {
         Self::with_row_padding(plan, device, 0)
     }
@@ -215,11 +215,13 @@ pub trait KernelBackend: Backend {
         w
     }
 
-    /// Hands the launches queued so far to the device now. cubecl 0.10 batches submitted tasks
-    /// and its device thread takes them only 32 at a time (or on a blocking call), sleeping in
-    /// 150 µs steps when idle; so without this a step's first kernel waited for its 32nd
-    /// launch to be queued (GPU trace: 0.3-0.6 ms idle per step). Nothing on other backends.
-    fn flush_queue(_device: &Self::Device) {}
+    /// `all[start..start + len]`, for [`crate::PackedInts`]'s sections. burn's `slice` views
+    /// only when the bytes cut off at both ends keep the buffer's alignment, and a section's end
+    /// rarely does, so on the cubecl backends it copied (a launch and a metadata upload per
+    /// section; GPU trace: 6 per step); they make the view themselves.
+    fn int_section(all: &Tensor<Self, 1, Int>, start: usize, len: usize) -> Tensor<Self, 1, Int> {
+        all.clone().slice(start..start + len)
+    }
 
     /// The host cost of one launch taken apart (see [`crate::launch_cost`]); empty where the
     /// backend launches no kernels.

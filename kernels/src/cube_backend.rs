@@ -8,8 +8,6 @@ use burn_cubecl::{
     tensor::CubeTensor,
     CubeBackend, CubeRuntime,
 };
-use cubecl::device::Device as _;
-use cubecl::device_handle::DeviceHandle;
 use cubecl::prelude::{CubeElement, Float as CubeFloat, Int as CubeInt};
 use cubek::matmul::launch::Strategy;
 
@@ -20,23 +18,6 @@ use crate::layers::{add_rms_norm, qk_norm_rope, rms_norm, silu_mul, HeadShape, K
 use crate::matmul_bench::HostCost;
 use crate::plan::DeviceCaps;
 use crate::sample::sample_rows;
-
-/// Whether [`KernelBackend::flush_queue`] flushes: `NANOVLLM_FLUSH_QUEUE=1`. Off until it is
-/// measured on the GPU (built after the last device of its session was lent; see the README's
-/// "Where the time goes").
-fn flush_queue_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        crate::knobs::env_override("NANOVLLM_FLUSH_QUEUE", "0 or 1", |v: &u8| *v <= 1)
-            .is_some_and(|v| v == 1)
-    })
-}
-
-/// Hands the tasks this thread queued for `device` to cubecl's device thread now (see
-/// [`KernelBackend::flush_queue`]).
-pub fn flush_device_queue<R: CubeRuntime>(device: &R::Device) {
-    DeviceHandle::<R::Server>::new(device.to_id()).flush_queue();
-}
 
 /// How a cubecl-based backend hands tensors to the kernels and takes results back.
 pub trait CubeBridge: Backend {
@@ -83,10 +64,24 @@ impl<B: CubeBridge> KernelBackend for B {
         Some(device_caps::<B::R, B::F>(&client))
     }
 
-    fn flush_queue(device: &Self::Device) {
-        if flush_queue_enabled() {
-            flush_device_queue::<B::R>(&B::cube_device(device));
-        }
+    fn int_section(all: &Tensor<Self, 1, Int>, start: usize, len: usize) -> Tensor<Self, 1, Int> {
+        let all = B::int_in(all.clone());
+        let elem = all.dtype.size();
+        let cut_end = (all.meta.shape()[0] - start - len) * elem;
+        // A binding's start must keep the allocation's alignment (PackedInts aligns sections);
+        // its end only sets the binding's size, which a whole number of ints keeps valid.
+        let handle = all
+            .handle
+            .clone()
+            .offset_start((start * elem) as u64)
+            .offset_end(cut_end as u64);
+        B::int_out(CubeTensor::new_contiguous(
+            all.client.clone(),
+            all.device.clone(),
+            [len].into(),
+            handle,
+            all.dtype,
+        ))
     }
 
     fn paged_attention(

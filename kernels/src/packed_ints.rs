@@ -2,10 +2,12 @@
 //! thread, about 10 µs apiece before a step's first kernel can run (GPU trace of the bench: a
 //! step's seven uploads took 67 µs at batch 1), so a step's arrays travel together and are
 //! handed out as views.
-use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 
-/// Arrays start at multiples of this many ints (256 bytes): burn slices a view, not a copy, only
-/// where the cut-off bytes keep the buffer's alignment.
+use crate::KernelBackend;
+
+/// Arrays start at multiples of this many ints (256 bytes), the alignment a view's start needs
+/// ([`KernelBackend::int_section`]).
 const ALIGN: usize = 64;
 
 /// Where one array lies in a [`PackedInts`].
@@ -31,7 +33,7 @@ impl PackedInts {
         Section { start, len }
     }
 
-    pub fn upload<B: Backend>(self, device: &B::Device) -> UploadedInts<B> {
+    pub fn upload<B: KernelBackend>(self, device: &B::Device) -> UploadedInts<B> {
         let n = self.data.len();
         UploadedInts {
             all: (n > 0).then(|| Tensor::from_data(TensorData::new(self.data, [n]), device)),
@@ -41,16 +43,16 @@ impl PackedInts {
 }
 
 /// The device copy of a [`PackedInts`].
-pub struct UploadedInts<B: Backend> {
+pub struct UploadedInts<B: KernelBackend> {
     all: Option<Tensor<B, 1, Int>>,
     device: B::Device,
 }
 
-impl<B: Backend> UploadedInts<B> {
+impl<B: KernelBackend> UploadedInts<B> {
     /// The section's array: a view into the upload (an empty array is a tensor of its own).
     pub fn get(&self, s: Section) -> Tensor<B, 1, Int> {
         match (&self.all, s.len) {
-            (Some(all), len) if len > 0 => all.clone().slice(s.start..s.start + len),
+            (Some(all), len) if len > 0 => B::int_section(all, s.start, len),
             _ => Tensor::from_data(TensorData::new(Vec::<i32>::new(), [0]), &self.device),
         }
     }

@@ -28,7 +28,8 @@ pub struct ParityCase {
     /// Unused ints after each row of the plan's arrays, as CUDA pitches them (see
     /// [`KernelPlan::with_row_padding`]); the planted fixed-width strides failed these cases.
     pub int_row_padding: usize,
-    /// Query rows per prefill tile instead of the device's (64: `NANOVLLM_PREFILL_ROWS=64`).
+    /// Query rows per prefill tile instead of the device's (64: tiles the plan must shrink to
+    /// fit shared memory, and the tensor-core kernel at twice the rows).
     pub prefill_rows: Option<usize>,
 }
 

@@ -175,9 +175,6 @@ impl<B: KernelBackend> LLM<B> {
     pub fn step(&mut self) -> anyhow::Result<StepReport> {
         let started = Instant::now();
         trace_mark("step");
-        // Wakes cubecl's device thread (asleep while the host waited on the last step), so
-        // it is spinning when this step's first launches arrive.
-        B::flush_queue(&self.runner.device);
         let batch = self.scheduler.schedule();
         trace_mark("scheduled");
         let mut new_tokens = Vec::new();

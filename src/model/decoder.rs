@@ -275,10 +275,7 @@ impl<B: KernelBackend> Decoder<B> {
         };
         let (cos, sin) = self.rope.tables();
         let slots = step.slot_mapping.clone().flatten(0, 1);
-        let device = step.token_ids.device();
         let mut x = self.embed.clone().select(0, step.token_ids.clone());
-        // The step's uploads and embedding go to the GPU before the first layer is queued.
-        B::flush_queue(&device);
         // The MLP output of the previous layer, not yet added to the residual stream `x`.
         let mut pending: Option<Tensor<B, 2>> = None;
         for (layer, layer_cache) in self.layers.iter().zip(cache.iter_mut()) {
@@ -312,8 +309,6 @@ impl<B: KernelBackend> Decoder<B> {
                 &layer.gate_up,
             );
             pending = Some(silu_mul_project(gate_up, &layer.down));
-            // The GPU starts on this layer while the host queues the next.
-            B::flush_queue(&device);
         }
         let wanted = step.logits_rows.dims()[0];
         if wanted == 0 {
