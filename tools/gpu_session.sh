@@ -43,9 +43,8 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
     host_cost) run timeout -s INT 120 $B/nanovllm kernels host-cost --backend cuda-unfused ;;
     kernels_bench) run timeout -s INT 240 $B/nanovllm kernels bench --backend cuda --out "$OUT/results/kernels" ;;
     # Prefill kernel variants, parity and the kernel bench at each: PREFILL_SETTINGS lists them
-    # (settings joined by commas): 64-row tiles (NANOVLLM_PREFILL_ROWS), the one-pass softmax
-    # (NANOVLLM_PREFILL_MMA=2), both.
-    prefill_ab) for spec in ${PREFILL_SETTINGS:-NANOVLLM_PREFILL_MMA=1 NANOVLLM_PREFILL_ROWS=64 NANOVLLM_PREFILL_MMA=2 NANOVLLM_PREFILL_MMA=2,NANOVLLM_PREFILL_ROWS=64}; do
+    # (settings joined by commas); by default the scalar kernel and the tensor-core one.
+    prefill_ab) for spec in ${PREFILL_SETTINGS:-NANOVLLM_PREFILL_MMA=0 NANOVLLM_PREFILL_MMA=1}; do
                   settings=$(echo "$spec" | tr ',' ' ')
                   run env $settings timeout -s INT 120 $B/nanovllm kernels check --backend cuda
                   run env $settings timeout -s INT 240 $B/nanovllm kernels bench --backend cuda \

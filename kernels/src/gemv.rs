@@ -5,7 +5,7 @@ use burn::tensor::{Shape, TensorMetadata};
 use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
-use crate::attention::empty;
+use crate::attention::{empty, empty_many};
 use crate::gemv_kernel::{gemv_kernel, gemv_norm_kernel, GemvShape};
 
 /// Rows the kernel takes, at most: decode batches, where a launch costs more than the work.
@@ -112,7 +112,25 @@ pub fn fused_gemv<R: CubeRuntime, F: Float + CubeElement>(
     if !takes {
         return None;
     }
-    let out = empty(x, Shape::new([rows, n]), x.dtype);
+    let with_sum = matches!(
+        prologue,
+        Prologue::RmsNorm {
+            residual: Some(_),
+            ..
+        }
+    );
+    let (out, sum_buffer) = if with_sum {
+        let [out, sum] = empty_many(
+            x,
+            [
+                (Shape::new([rows, n]), x.dtype),
+                (Shape::new([rows, k]), x.dtype),
+            ],
+        );
+        (out, Some(sum))
+    } else {
+        (empty(x, Shape::new([rows, n]), x.dtype), None)
+    };
     let shape = GemvShape {
         max_rows,
         k,
@@ -146,9 +164,7 @@ pub fn fused_gemv<R: CubeRuntime, F: Float + CubeElement>(
             weight,
             eps,
         } => {
-            sum = residual
-                .as_ref()
-                .map(|_| empty(x, Shape::new([rows, k]), x.dtype));
+            sum = sum_buffer;
             // Without a residual, neither `residual` nor `sum_out` is read: any buffer does.
             gemv_norm_kernel::launch::<F, R>(
                 &client,

@@ -3,7 +3,7 @@ use burn::tensor::{Shape, TensorMetadata};
 use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
-use crate::attention::empty;
+use crate::attention::{empty, empty_many};
 use crate::layer_kernels::{qk_norm_rope_kernel, rms_norm_kernel, silu_mul_kernel};
 
 /// Attention heads of one layer.
@@ -34,8 +34,13 @@ fn launch_norm<R: CubeRuntime, F: Float + CubeElement>(
 ) -> (CubeTensor<R>, Option<CubeTensor<R>>) {
     let x = rows(x);
     let [n_rows, n] = x.shape().dims();
-    let out = empty(&x, x.shape(), x.dtype);
-    let sum = residual.as_ref().map(|_| empty(&x, x.shape(), x.dtype));
+    let (out, sum) = match residual {
+        Some(_) => {
+            let [out, sum] = empty_many(&x, [(x.shape(), x.dtype), (x.shape(), x.dtype)]);
+            (out, Some(sum))
+        }
+        None => (empty(&x, x.shape(), x.dtype), None),
+    };
     let client = x.client.clone();
     let add = residual.is_some();
     let residual = residual.map(rows).unwrap_or_else(|| x.clone());
