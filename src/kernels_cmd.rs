@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use nanovllm_kernels::bench::{time_attention, AttnShape, AttnTiming};
-use nanovllm_kernels::parity::{run_case, run_layers, run_sampling, run_store_kv, standard_cases};
+use nanovllm_kernels::parity::{
+    run_case, run_decode_qkv, run_layers, run_sampling, run_store_kv, standard_cases,
+};
 use nanovllm_kernels::KernelBackend;
 
 use crate::backend::{device_description, BackendTask};
@@ -101,6 +103,20 @@ fn check<B: KernelBackend>(device: &B::Device) -> anyhow::Result<()> {
     ] {
         if err > tol {
             failed.push(name);
+        }
+    }
+    for r in run_decode_qkv::<B>(seed, device) {
+        let ok = r.out_err <= tol && r.cache_err <= tol;
+        println!(
+            "{:<36} output rel {:.2e}  caches rel {:.2e}{}  {}",
+            r.name,
+            r.out_err,
+            r.cache_err,
+            if r.split { " (split+merge)" } else { "" },
+            if ok { "ok" } else { "FAILED" }
+        );
+        if !ok {
+            failed.push(r.name);
         }
     }
     let s = run_sampling::<B>(seed, device);

@@ -6,7 +6,7 @@ use cubecl::server::{MemoryLayoutDescriptor, MemoryLayoutStrategy};
 
 use crate::attention_kernel::{merge_partials_kernel, paged_attention_kernel, store_kv_kernel};
 use crate::attention_tile::AttentionStridesLaunch;
-use crate::decode_kernel::paged_decode_kernel;
+use crate::decode_kernel::{paged_decode_kernel, paged_decode_qkv_kernel};
 use crate::plan::PREFILL_ROWS;
 use crate::prefill_mma_kernel::{mma_kv_tile, paged_prefill_mma_kernel, MMA};
 
@@ -232,23 +232,142 @@ pub fn paged_attention<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElem
             plan.num_decode_items(),
         );
     }
-    if let Some(merges) = &device_plan.merges {
-        let client = q.client.clone();
-        merge_partials_kernel::launch::<F, I, R>(
-            &client,
-            CubeCount::Static(plan.num_merges() as u32, kv_heads as u32, 1),
-            CubeDim::new_1d(tile.threads as u32),
-            part_out.into_array_arg(),
-            part_stats.into_array_arg(),
-            merges.clone().into_array_arg(),
-            out.clone().into_array_arg(),
-            merges.meta.strides()[0] as u32,
-            tile.group,
-            tile.head_dim,
-            tile.threads,
-        );
-    }
+    launch_merges::<R, F, I>(plan, device_plan, kv_heads, part_out, part_stats, &out);
     out
+}
+
+/// Where a context was split, its pieces merged into `out` (one launch).
+fn launch_merges<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
+    plan: &AttentionPlan,
+    device_plan: &DevicePlan<R>,
+    kv_heads: usize,
+    part_out: CubeTensor<R>,
+    part_stats: CubeTensor<R>,
+    out: &CubeTensor<R>,
+) {
+    let Some(merges) = &device_plan.merges else {
+        return;
+    };
+    let tile = plan.tile;
+    merge_partials_kernel::launch::<F, I, R>(
+        &out.client,
+        CubeCount::Static(plan.num_merges() as u32, kv_heads as u32, 1),
+        CubeDim::new_1d(tile.threads as u32),
+        part_out.into_array_arg(),
+        part_stats.into_array_arg(),
+        merges.clone().into_array_arg(),
+        out.clone().into_array_arg(),
+        merges.meta.strides()[0] as u32,
+        tile.group,
+        tile.head_dim,
+        tile.threads,
+    );
+}
+
+/// The fused projection's parts a decode launch normalises and rotates itself (see
+/// [`paged_decode_qkv`]).
+pub struct QkvInputs<R: CubeRuntime> {
+    /// `[tokens, (heads + 2 kv_heads) * head_dim]`, rows contiguous.
+    pub qkv: CubeTensor<R>,
+    /// The q and k RMSNorm weights, where the model has them.
+    pub norms: Option<(CubeTensor<R>, CubeTensor<R>)>,
+    /// The rotary tables, f32 `[positions, head_dim / 2]`.
+    pub cos: CubeTensor<R>,
+    pub sin: CubeTensor<R>,
+    pub eps: f32,
+}
+
+/// A decode-only step's q/k norm, rotary, K/V cache write and attention in one launch
+/// ([`paged_decode_qkv_kernel`]), plus the merge of split contexts. Returns `[tokens, heads,
+/// head_dim]`, or `None` where the step is not decode-only or the decode kernel does not take the
+/// shapes: the caller then runs q/k norm + rotary and [`paged_attention`].
+pub fn paged_decode_qkv<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
+    inputs: QkvInputs<R>,
+    k_cache: CubeTensor<R>,
+    v_cache: CubeTensor<R>,
+    plan: &AttentionPlan,
+    device_plan: &DevicePlan<R>,
+    scale: f32,
+) -> Option<CubeTensor<R>> {
+    let tile = plan.tile;
+    let client = inputs.qkv.client.clone();
+    let plane = client.properties().hardware.plane_size_max as usize;
+    let [tokens, width_qkv] = inputs.qkv.shape().dims();
+    let cache = k_cache.meta.strides().clone();
+    let split = decode_split(
+        &client,
+        inputs.qkv.dtype.size(),
+        tile.head_dim,
+        plane,
+        tile.threads,
+    );
+    let kv_heads = k_cache.shape()[1];
+    let heads = kv_heads * tile.group;
+    let takes = tile.tile_q == 1
+        && device_plan.decode_items.is_none()
+        && tokens == plan.num_tokens
+        && width_qkv == (heads + 2 * kv_heads) * tile.head_dim
+        && inputs.qkv.meta.strides()[1] == 1
+        && cache == *v_cache.meta.strides()
+        && cache[2] == 1;
+    let split = split.filter(|_| takes && tokens > 0)?;
+    let part_len = |n: usize| match device_plan.merges {
+        Some(_) => plan.num_items() * kv_heads * tile.group * n,
+        None => 1,
+    };
+    let [out, part_out, part_stats] = empty_many(
+        &inputs.qkv,
+        [
+            (Shape::new([tokens, heads, tile.head_dim]), inputs.qkv.dtype),
+            (Shape::new([part_len(tile.head_dim)]), DType::F32),
+            (Shape::new([part_len(2)]), DType::F32),
+        ],
+    );
+    let qk_norm = inputs.norms.is_some();
+    // Without norms the weights are never read: any float tensor does.
+    let (qw, kw) = inputs
+        .norms
+        .unwrap_or_else(|| (inputs.qkv.clone(), inputs.qkv.clone()));
+    let items = &device_plan.items;
+    paged_decode_qkv_kernel::launch::<F, I, R>(
+        &client,
+        CubeCount::Static(plan.num_items() as u32, kv_heads as u32, 1),
+        CubeDim::new_1d(tile.threads as u32),
+        split.width,
+        inputs.qkv.clone().into_array_arg(),
+        into_contiguous(qw).into_array_arg(),
+        into_contiguous(kw).into_array_arg(),
+        into_contiguous(inputs.cos).into_array_arg(),
+        into_contiguous(inputs.sin).into_array_arg(),
+        k_cache.into_array_arg(),
+        v_cache.into_array_arg(),
+        device_plan.block_tables.clone().into_array_arg(),
+        items.clone().into_array_arg(),
+        out.clone().into_array_arg(),
+        part_out.clone().into_array_arg(),
+        part_stats.clone().into_array_arg(),
+        scale,
+        plan.block_size as u32,
+        AttentionStridesLaunch::new(
+            cache[0] as u32,
+            cache[1] as u32,
+            device_plan.block_tables.meta.strides()[0] as u32,
+            items.meta.strides()[0] as u32,
+        ),
+        inputs.qkv.meta.strides()[0] as u32,
+        inputs.eps,
+        tile.group,
+        tile.head_dim,
+        split.kv_tile,
+        tile.threads,
+        plane,
+        split.key_lanes,
+        decode_unroll(),
+        split.width,
+        qk_norm,
+    );
+    launch_merges::<R, F, I>(plan, device_plan, kv_heads, part_out, part_stats, &out);
+    Some(out)
 }
 
 /// One launch over `items` (`num_items` rows): the decode kernel for one-query tiles where

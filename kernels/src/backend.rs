@@ -158,6 +158,25 @@ pub trait KernelBackend: Backend {
         q
     }
 
+    /// A decode-only step's q/k norm + rotary, K/V cache write and attention in one launch,
+    /// where the backend has the kernel ([`crate::attention::paged_decode_qkv`]): `[tokens,
+    /// heads, head_dim]`. `None` where it does not take the step; the caller then runs
+    /// [`qk_norm_rope_into_cache`](Self::qk_norm_rope_into_cache) and
+    /// [`paged_attention`](Self::paged_attention).
+    #[allow(clippy::too_many_arguments)]
+    fn decode_attention_qkv(
+        _qkv: &Tensor<Self, 2>,
+        _norms: Option<(&Tensor<Self, 1>, &Tensor<Self, 1>)>,
+        _cos: &Tensor<Self, 2>,
+        _sin: &Tensor<Self, 2>,
+        _eps: f32,
+        _caches: (&Tensor<Self, 3>, &Tensor<Self, 3>),
+        _plan: &KernelPlan<Self>,
+        _scale: f32,
+    ) -> Option<Tensor<Self, 3>> {
+        None
+    }
+
     /// `silu(gate) * up` of `gate_up` `[tokens, 2 * inter]` (gate first).
     fn silu_mul(gate_up: Tensor<Self, 2>) -> Tensor<Self, 2>;
 

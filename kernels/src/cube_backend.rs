@@ -11,13 +11,25 @@ use burn_cubecl::{
 use cubecl::prelude::{CubeElement, Float as CubeFloat, Int as CubeInt};
 use cubek::matmul::launch::Strategy;
 
-use crate::attention::{device_caps, paged_attention, store_kv, DevicePlan};
+use crate::attention::{
+    device_caps, paged_attention, paged_decode_qkv, store_kv, DevicePlan, QkvInputs,
+};
 use crate::backend::{DeviceSampling, KernelBackend, KernelPlan};
 use crate::gemv::{fused_gemv, fused_gemv_rows, Prologue};
 use crate::layers::{add_rms_norm, qk_norm_rope, rms_norm, silu_mul, HeadShape, KvCacheDest};
 use crate::matmul_bench::HostCost;
 use crate::plan::DeviceCaps;
 use crate::sample::sample_rows;
+
+/// Whether decode-only steps run q/k norm + rotary inside the decode attention launch
+/// ([`paged_decode_qkv`]): yes unless `NANOVLLM_DECODE_QKV=0` (the two launches, for A/B).
+fn decode_qkv_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        crate::knobs::env_override("NANOVLLM_DECODE_QKV", "0 or 1", |v: &u8| *v <= 1)
+            .is_none_or(|v| v == 1)
+    })
+}
 
 /// How a cubecl-based backend hands tensors to the kernels and takes results back.
 pub trait CubeBridge: Backend {
@@ -209,6 +221,44 @@ impl<B: CubeBridge> KernelBackend for B {
             Some(cache),
         );
         B::float_out(q)
+    }
+
+    fn decode_attention_qkv(
+        qkv: &Tensor<Self, 2>,
+        norms: Option<(&Tensor<Self, 1>, &Tensor<Self, 1>)>,
+        cos: &Tensor<Self, 2>,
+        sin: &Tensor<Self, 2>,
+        eps: f32,
+        (k_cache, v_cache): (&Tensor<Self, 3>, &Tensor<Self, 3>),
+        plan: &KernelPlan<Self>,
+        scale: f32,
+    ) -> Option<Tensor<Self, 3>> {
+        if !decode_qkv_enabled() || plan.decode_items.is_some() || plan.plan.tile.tile_q != 1 {
+            return None;
+        }
+        let inputs = QkvInputs {
+            qkv: B::float_in(qkv.clone()),
+            norms: norms.map(|(q, k)| (B::float_in(q.clone()), B::float_in(k.clone()))),
+            cos: B::float_in(cos.clone()),
+            sin: B::float_in(sin.clone()),
+            eps,
+        };
+        let device_plan = DevicePlan {
+            block_tables: B::int_in(plan.block_tables.clone()),
+            items: B::int_in(plan.items.clone()),
+            decode_items: None,
+            merges: plan.merges.clone().map(B::int_in),
+        };
+        // Under fusion, resolving the caches drains the stream, as `store_kv` does.
+        paged_decode_qkv::<B::R, B::F, B::I>(
+            inputs,
+            B::float_in(k_cache.clone()),
+            B::float_in(v_cache.clone()),
+            &plan.plan,
+            &device_plan,
+            scale,
+        )
+        .map(B::float_out)
     }
 
     fn silu_mul(gate_up: Tensor<Self, 2>) -> Tensor<Self, 2> {

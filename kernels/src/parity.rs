@@ -232,6 +232,139 @@ pub fn run_case<B: KernelBackend>(case: &ParityCase, seed: u64, dev: &B::Device)
     }
 }
 
+/// How the fused decode launch agreed with the two launches it replaces.
+#[derive(Debug, Clone)]
+pub struct DecodeQkvParity {
+    pub name: &'static str,
+    /// Relative error of the attention output.
+    pub out_err: f32,
+    /// Relative error of the caches after the step (the new keys and values written).
+    pub cache_err: f32,
+    pub split: bool,
+}
+
+/// The fused decode launch ([`KernelBackend::decode_attention_qkv`]) against q/k norm + rotary
+/// into the cache followed by attention, on decode-only steps from one fused projection: with
+/// and without q/k norms, GQA 2 and 4, head dims 64 and 128, short and split contexts. Both
+/// start from the same caches (shuffled blocks); the output and both caches are compared.
+pub fn run_decode_qkv<B: KernelBackend>(seed: u64, dev: &B::Device) -> Vec<DecodeQkvParity> {
+    let caps = B::kernel_caps(dev).expect("a backend with kernels");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (bs, eps) = (16, 1e-6);
+    // (name, KV heads, group, head dim, q/k norms, contexts)
+    type Case = (&'static str, usize, usize, usize, bool, &'static [usize]);
+    let cases: [Case; 3] = [
+        (
+            "fused decode, q/k norm, gqa 2",
+            2,
+            2,
+            64,
+            true,
+            &[1, 17, 300],
+        ),
+        ("fused decode, long split", 2, 2, 128, true, &[2500]),
+        (
+            "fused decode, rotary only, gqa 4",
+            2,
+            4,
+            128,
+            false,
+            &[16, 64, 513, 2],
+        ),
+    ];
+    let mut results = Vec::new();
+    for (name, kv_heads, group, hd, with_norm, ctxs) in cases {
+        let shape = HeadShape {
+            heads: kv_heads * group,
+            kv_heads,
+            head_dim: hd,
+        };
+        let needed: usize = ctxs.iter().map(|c| c.div_ceil(bs)).sum();
+        let mut blocks: Vec<u32> = (0..(needed + 2) as u32).collect();
+        blocks.shuffle(&mut rng);
+        let mut tables = Vec::new();
+        for &ctx in ctxs {
+            let used: usize = tables.iter().map(Vec::len).sum();
+            tables.push(blocks[used..used + ctx.div_ceil(bs)].to_vec());
+        }
+        let seqs: Vec<SeqAttn> = ctxs
+            .iter()
+            .zip(&tables)
+            .map(|(&ctx_len, t)| SeqAttn {
+                q_len: 1,
+                ctx_len,
+                block_table: t,
+            })
+            .collect();
+        let tokens = ctxs.len();
+        let positions: Vec<i32> = ctxs.iter().map(|&c| c as i32 - 1).collect();
+        let slot_ids: Vec<i32> = positions
+            .iter()
+            .zip(&tables)
+            .map(|(&p, t)| (t[p as usize / bs] as usize * bs + p as usize % bs) as i32)
+            .collect();
+        let width = (shape.heads + 2 * kv_heads) * hd;
+        let (qkv, _) = upload::<B, 2>(random(&mut rng, tokens * width), [tokens, width], dev);
+        let kv_shape = [blocks.len() * bs, kv_heads, hd];
+        let n_kv = kv_shape.iter().product();
+        let (k_data, v_data) = (random(&mut rng, n_kv), random(&mut rng, n_kv));
+        // Two copies of each cache: the kernels write them in place.
+        let cache = |v: &Vec<f32>| upload::<B, 3>(v.clone(), kv_shape, dev).0;
+        let (k_two, v_two, k_one, v_one) = (
+            cache(&k_data),
+            cache(&v_data),
+            cache(&k_data),
+            cache(&v_data),
+        );
+        let (half, max_pos) = (hd / 2, ctxs.iter().max().copied().unwrap_or(1));
+        let angles: Vec<f32> = (0..max_pos * half)
+            .map(|_| rng.random_range(0.0f32..6.3))
+            .collect();
+        let table = |f: fn(f32) -> f32| {
+            let v: Vec<f32> = angles.iter().map(|&a| f(a)).collect();
+            Tensor::<B, 2>::from_data(TensorData::new(v, [max_pos, half]), (dev, DType::F32))
+        };
+        let (cos, sin) = (table(f32::cos), table(f32::sin));
+        let weight = |rng: &mut StdRng| {
+            let w: Vec<f32> = (0..hd).map(|_| rng.random_range(0.5f32..1.5)).collect();
+            upload::<B, 1>(w, [hd], dev).0
+        };
+        let (qw, kw) = (weight(&mut rng), weight(&mut rng));
+        let norms = with_norm.then_some((&qw, &kw));
+        let ints = |v: Vec<i32>| Tensor::<B, 1, Int>::from_data(TensorData::new(v, [tokens]), dev);
+        let (pos, slots) = (ints(positions), ints(slot_ids));
+        let scale = 1.0 / (hd as f32).sqrt();
+        let plan = AttentionPlan::new(&seqs, bs, group, hd, kv_heads, caps);
+        let split = !plan.merges.is_empty();
+        let plan = KernelPlan::<B>::new(plan, dev);
+
+        let into_cache = (&k_two, &v_two, &slots);
+        let q = B::qk_norm_rope_into_cache(
+            qkv.clone(),
+            norms,
+            &cos,
+            &sin,
+            &pos,
+            shape,
+            eps,
+            into_cache,
+        );
+        let want = to_host(B::paged_attention(q, &k_two, &v_two, &plan, scale));
+        let got =
+            B::decode_attention_qkv(&qkv, norms, &cos, &sin, eps, (&k_one, &v_one), &plan, scale)
+                .unwrap_or_else(|| panic!("{name}: the fused decode did not take the step"));
+        let cache_err = rel_err(&to_host(k_one), &to_host(k_two))
+            .max(rel_err(&to_host(v_one), &to_host(v_two)));
+        results.push(DecodeQkvParity {
+            name,
+            out_err: rel_err(&to_host(got), &want),
+            cache_err,
+            split,
+        });
+    }
+    results
+}
+
 /// How the device sampler agreed with its host twin.
 #[derive(Debug, Clone)]
 pub struct SamplingParity {

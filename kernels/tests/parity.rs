@@ -72,6 +72,29 @@ fn packed_int_sections_are_views_of_one_upload() {
     }
 }
 
+/// The fused decode launch (q/k norm + rotary, K/V into the caches, attention) matches the
+/// two launches it replaces, output and caches, split contexts included.
+#[test]
+fn fused_decode_matches_the_two_launches() {
+    let results = nanovllm_kernels::parity::run_decode_qkv::<Wgpu>(5, &WgpuDevice::default());
+    for r in &results {
+        println!("{r:?}");
+        assert!(
+            r.out_err <= 1e-4,
+            "{}: output rel err {}",
+            r.name,
+            r.out_err
+        );
+        assert!(
+            r.cache_err <= 1e-4,
+            "{}: cache rel err {}",
+            r.name,
+            r.cache_err
+        );
+    }
+    assert!(results.iter().any(|r| r.split), "no case split a context");
+}
+
 #[test]
 fn store_kv_writes_each_token_to_its_slot_in_place() {
     let err = nanovllm_kernels::parity::run_store_kv::<Wgpu>(7, &WgpuDevice::default());

@@ -66,6 +66,29 @@ impl<B: KernelBackend> StepAttention<B> {
         }
     }
 
+    /// A decode-only step's q/k norm + rotary, cache write and attention from the fused
+    /// projection `qkv` in one launch, where the kernel backend takes the step
+    /// ([`KernelBackend::decode_attention_qkv`]); `[tokens, heads * head_dim]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend_qkv(
+        &self,
+        qkv: &Tensor<B, 2>,
+        norms: Option<(&Tensor<B, 1>, &Tensor<B, 1>)>,
+        (cos, sin): (&Tensor<B, 2>, &Tensor<B, 2>),
+        eps: f32,
+        k_cache: &Tensor<B, 3>,
+        v_cache: &Tensor<B, 3>,
+        scale: f32,
+    ) -> Option<Tensor<B, 2>> {
+        let StepAttention::Kernel(plan) = self else {
+            return None;
+        };
+        let out =
+            B::decode_attention_qkv(qkv, norms, cos, sin, eps, (k_cache, v_cache), plan, scale)?;
+        let [tokens, heads, hd] = out.dims();
+        Some(out.reshape([tokens, heads * hd]))
+    }
+
     /// Packed queries `q` `[tokens, heads, head_dim]` over the layer's caches
     /// `[slots, kv_heads, head_dim]`; returns `[tokens, heads * head_dim]`.
     pub fn attend(

@@ -286,20 +286,25 @@ impl<B: KernelBackend> Decoder<B> {
             }
             let norms = layer.q_norm.as_ref().zip(layer.k_norm.as_ref());
             let (k_cache, v_cache) = layer_cache.caches();
-            // One launch: q out, K and V into their cache slots.
-            let q = B::qk_norm_rope_into_cache(
-                qkv,
-                norms,
-                cos,
-                sin,
-                &step.positions,
-                shape,
-                eps,
-                (k_cache, v_cache, &slots),
-            );
-            let attn = step
+            let scale = 1.0 / (s.head_dim as f32).sqrt();
+            // Decode-only steps on the kernels: one launch for all of it.
+            let fused = step
                 .attn
-                .attend(q, k_cache, v_cache, 1.0 / (s.head_dim as f32).sqrt());
+                .attend_qkv(&qkv, norms, (cos, sin), eps, k_cache, v_cache, scale);
+            let attn = fused.unwrap_or_else(|| {
+                // One launch: q out, K and V into their cache slots; then attention.
+                let q = B::qk_norm_rope_into_cache(
+                    qkv,
+                    norms,
+                    cos,
+                    sin,
+                    &step.positions,
+                    shape,
+                    eps,
+                    (k_cache, v_cache, &slots),
+                );
+                step.attn.attend(q, k_cache, v_cache, scale)
+            });
             let gate_up;
             (x, gate_up) = norm_project(
                 x,
