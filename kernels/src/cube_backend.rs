@@ -21,13 +21,23 @@ use crate::matmul_bench::HostCost;
 use crate::plan::DeviceCaps;
 use crate::sample::sample_rows;
 
-/// Whether decode-only steps run q/k norm + rotary inside the decode attention launch
-/// ([`paged_decode_qkv`]): yes unless `NANOVLLM_DECODE_QKV=0` (the two launches, for A/B).
-fn decode_qkv_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        crate::knobs::env_override("NANOVLLM_DECODE_QKV", "0 or 1", |v: &u8| *v <= 1)
-            .is_none_or(|v| v == 1)
+/// Decode-only steps of up to this many sequences run q/k norm + rotary inside the decode
+/// attention launch ([`paged_decode_qkv`]); `NANOVLLM_DECODE_QKV_ROWS` moves it (0: never).
+/// Measured on the H100 (bench steps, one machine, 2026-11-23): the fused launch took batch-1
+/// steps from 3.56 to 2.61 ms and 9-32-sequence steps from 6.0 to 3.7-4.9 ms, but made steps of
+/// 65-256 sequences 0.2-0.5 ms slower (each cube normalises and rotates before it streams keys)
+/// and left 33-64 even.
+const DECODE_QKV_ROWS: usize = 64;
+
+fn decode_qkv_rows() -> usize {
+    static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *ROWS.get_or_init(|| {
+        crate::knobs::env_override(
+            "NANOVLLM_DECODE_QKV_ROWS",
+            "a number of sequences",
+            |_: &usize| true,
+        )
+        .unwrap_or(DECODE_QKV_ROWS)
     })
 }
 
@@ -233,7 +243,8 @@ impl<B: CubeBridge> KernelBackend for B {
         plan: &KernelPlan<Self>,
         scale: f32,
     ) -> Option<Tensor<Self, 3>> {
-        if !decode_qkv_enabled() || plan.decode_items.is_some() || plan.plan.tile.tile_q != 1 {
+        let rows = plan.plan.num_tokens;
+        if rows > decode_qkv_rows() || plan.decode_items.is_some() || plan.plan.tile.tile_q != 1 {
             return None;
         }
         let inputs = QkvInputs {

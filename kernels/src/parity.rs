@@ -350,9 +350,19 @@ pub fn run_decode_qkv<B: KernelBackend>(seed: u64, dev: &B::Device) -> Vec<Decod
             into_cache,
         );
         let want = to_host(B::paged_attention(q, &k_two, &v_two, &plan, scale));
-        let got =
-            B::decode_attention_qkv(&qkv, norms, &cos, &sin, eps, (&k_one, &v_one), &plan, scale)
-                .unwrap_or_else(|| panic!("{name}: the fused decode did not take the step"));
+        let got = B::decode_attention_qkv(
+            &qkv,
+            norms,
+            &cos,
+            &sin,
+            eps,
+            (&k_one, &v_one),
+            &plan,
+            scale,
+        )
+        .unwrap_or_else(|| {
+            panic!("{name}: the fused decode did not take the step (NANOVLLM_DECODE_QKV_ROWS=0?)")
+        });
         let cache_err = rel_err(&to_host(k_one), &to_host(k_two))
             .max(rel_err(&to_host(v_one), &to_host(v_two)));
         results.push(DecodeQkvParity {
