@@ -6,6 +6,7 @@ use cubecl::prelude::*;
 use crate::attention_tile::{
     online_softmax_tile, read_item, tile_offsets, AttentionStrides, WorkItem, NEG_BIG,
 };
+use crate::layer_kernels::norm_rotate;
 
 /// Decode attention (one query per item). Decode reads every cached key and value once per
 /// step, so the kernel is built for memory throughput:
@@ -180,22 +181,25 @@ pub fn paged_decode_qkv_kernel<F: Float, I: Int, N: Size>(
     while idx < rows * half {
         let r = idx / half;
         let i = idx % half;
-        let mut a = red[r * head_dim + i];
-        let mut b = red[r * head_dim + i + half];
+        let mut inv = f32::new(1.0);
         if qk_norm {
-            let inv = inv_s[r];
-            if r < group {
-                a = f32::cast_from(F::cast_from(a * inv) * q_weight[i]);
-                b = f32::cast_from(F::cast_from(b * inv) * q_weight[i + half]);
-            } else {
-                a = f32::cast_from(F::cast_from(a * inv) * k_weight[i]);
-                b = f32::cast_from(F::cast_from(b * inv) * k_weight[i + half]);
-            }
+            inv = inv_s[r];
         }
-        let c = cos[pos * half + i];
-        let s = sin[pos * half + i];
-        red[r * head_dim + i] = f32::cast_from(F::cast_from(a * c - b * s));
-        red[r * head_dim + i + half] = f32::cast_from(F::cast_from(b * c + a * s));
+        let pair = norm_rotate::<F>(
+            red[r * head_dim + i],
+            red[r * head_dim + i + half],
+            inv,
+            q_weight,
+            k_weight,
+            r < group,
+            i,
+            half,
+            cos[pos * half + i],
+            sin[pos * half + i],
+            qk_norm,
+        );
+        red[r * head_dim + i] = f32::cast_from(pair.lo);
+        red[r * head_dim + i + half] = f32::cast_from(pair.hi);
         idx += threads;
     }
     sync_cube();

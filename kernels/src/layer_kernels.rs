@@ -159,21 +159,20 @@ pub fn qk_norm_rope_kernel<F: Float, I: Int>(
     for j in 0..per_lane {
         let i = lane + j * plane;
         if i < half {
-            let mut a = x1[j];
-            let mut b = x2[j];
-            if qk_norm {
-                if head < heads {
-                    a = f32::cast_from(F::cast_from(a * inv) * q_weight[i]);
-                    b = f32::cast_from(F::cast_from(b * inv) * q_weight[i + half]);
-                } else {
-                    a = f32::cast_from(F::cast_from(a * inv) * k_weight[i]);
-                    b = f32::cast_from(F::cast_from(b * inv) * k_weight[i + half]);
-                }
-            }
-            let c = cos[pos * half + i];
-            let s = sin[pos * half + i];
-            let r1 = F::cast_from(a * c - b * s);
-            let r2 = F::cast_from(b * c + a * s);
+            let pair = norm_rotate::<F>(
+                x1[j],
+                x2[j],
+                inv,
+                q_weight,
+                k_weight,
+                head < heads,
+                i,
+                half,
+                cos[pos * half + i],
+                sin[pos * half + i],
+                qk_norm,
+            );
+            let (r1, r2) = (pair.lo, pair.hi);
             if head < heads {
                 let at = (token * heads + head) * head_dim;
                 q_out[at + i] = r1;
@@ -184,6 +183,49 @@ pub fn qk_norm_rope_kernel<F: Float, I: Int>(
                 k_out[at + i + half] = r2;
             }
         }
+    }
+}
+
+/// Elements `i` and `i + half` of one head row after q/k norm + rotary.
+#[derive(CubeType)]
+pub(crate) struct RotatedPair<F: Float> {
+    pub lo: F,
+    pub hi: F,
+}
+
+/// Elements `(a, b)` = `(x[i], x[i + half])` of a query (`is_q`) or key row: with `qk_norm`,
+/// scaled by the row's `inv` RMS and the norm weight, each rounded to `F` as HF does; then
+/// rotated by `(c, s)` and rounded to `F`. Shared by the q/k norm kernel and the fused decode.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn norm_rotate<F: Float>(
+    a: f32,
+    b: f32,
+    inv: f32,
+    q_weight: &Array<F>,
+    k_weight: &Array<F>,
+    is_q: bool,
+    i: usize,
+    half: usize,
+    c: f32,
+    s: f32,
+    #[comptime] qk_norm: bool,
+) -> RotatedPair<F> {
+    let mut a = a;
+    let mut b = b;
+    if qk_norm {
+        let mut wa = k_weight[i];
+        let mut wb = k_weight[i + half];
+        if is_q {
+            wa = q_weight[i];
+            wb = q_weight[i + half];
+        }
+        a = f32::cast_from(F::cast_from(a * inv) * wa);
+        b = f32::cast_from(F::cast_from(b * inv) * wb);
+    }
+    RotatedPair::<F> {
+        lo: F::cast_from(a * c - b * s),
+        hi: F::cast_from(b * c + a * s),
     }
 }
 
