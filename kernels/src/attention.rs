@@ -6,7 +6,8 @@ use cubecl::server::{MemoryLayoutDescriptor, MemoryLayoutStrategy};
 
 use crate::attention_kernel::{merge_partials_kernel, paged_attention_kernel, store_kv_kernel};
 use crate::attention_tile::AttentionStridesLaunch;
-use crate::decode_kernel::{paged_decode_kernel, paged_decode_qkv_kernel};
+use crate::decode_kernel::paged_decode_kernel;
+use crate::decode_qkv_kernel::paged_decode_qkv_kernel;
 use crate::plan::PREFILL_ROWS;
 use crate::prefill_mma_kernel::{mma_kv_tile, paged_prefill_mma_kernel, MMA};
 

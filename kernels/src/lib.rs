@@ -28,6 +28,7 @@ pub mod cube_backend;
 #[cfg(feature = "cuda")]
 pub mod cublas;
 pub mod decode_kernel;
+pub mod decode_qkv_kernel;
 pub mod gemm_layout;
 pub mod gemv;
 pub mod gemv_kernel;
