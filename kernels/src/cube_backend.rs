@@ -41,6 +41,16 @@ fn decode_qkv_rows() -> usize {
     })
 }
 
+/// The step plan's arrays as the kernels take them.
+fn device_plan<B: CubeBridge>(plan: &KernelPlan<B>) -> DevicePlan<B::R> {
+    DevicePlan {
+        block_tables: B::int_in(plan.block_tables.clone()),
+        items: B::int_in(plan.items.clone()),
+        decode_items: plan.decode_items.clone().map(B::int_in),
+        merges: plan.merges.clone().map(B::int_in),
+    }
+}
+
 /// How a cubecl-based backend hands tensors to the kernels and takes results back.
 pub trait CubeBridge: Backend {
     type R: CubeRuntime;
@@ -113,12 +123,7 @@ impl<B: CubeBridge> KernelBackend for B {
         plan: &KernelPlan<Self>,
         scale: f32,
     ) -> Tensor<Self, 3> {
-        let device_plan = DevicePlan {
-            block_tables: B::int_in(plan.block_tables.clone()),
-            items: B::int_in(plan.items.clone()),
-            decode_items: plan.decode_items.clone().map(B::int_in),
-            merges: plan.merges.clone().map(B::int_in),
-        };
+        let device_plan = device_plan(plan);
         let out = paged_attention::<B::R, B::F, B::I>(
             B::float_in(q),
             B::float_in(k_cache.clone()),
@@ -254,12 +259,7 @@ impl<B: CubeBridge> KernelBackend for B {
             sin: B::float_in(sin.clone()),
             eps,
         };
-        let device_plan = DevicePlan {
-            block_tables: B::int_in(plan.block_tables.clone()),
-            items: B::int_in(plan.items.clone()),
-            decode_items: None,
-            merges: plan.merges.clone().map(B::int_in),
-        };
+        let device_plan = device_plan(plan);
         // Under fusion, resolving the caches drains the stream, as `store_kv` does.
         paged_decode_qkv::<B::R, B::F, B::I>(
             inputs,
