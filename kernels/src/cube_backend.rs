@@ -248,8 +248,8 @@ impl<B: CubeBridge> KernelBackend for B {
         plan: &KernelPlan<Self>,
         scale: f32,
     ) -> Option<Tensor<Self, 3>> {
-        let rows = plan.plan.num_tokens;
-        if rows > decode_qkv_rows() || plan.decode_items.is_some() || plan.plan.tile.tile_q != 1 {
+        // `paged_decode_qkv` checks that the step is decode-only and its shapes fit.
+        if plan.plan.num_tokens > decode_qkv_rows() {
             return None;
         }
         let inputs = QkvInputs {
