@@ -153,6 +153,19 @@ fn check_greedy(name: &str) {
         g.greedy_tokens,
         "{name}: reference attention"
     );
+    // Greedy steps are queued before the previous one is read unless this is off.
+    assert_eq!(
+        greedy(
+            &dir,
+            EngineConfig {
+                async_scheduling: false,
+                ..small_blocks()
+            },
+            &g.prompts
+        ),
+        g.greedy_tokens,
+        "{name}: synchronous scheduling"
+    );
 }
 
 #[test]
@@ -212,36 +225,42 @@ fn greedy_tokens_survive_chunking_and_preemption() {
     }
     // Blocks of 4: the prompts (5, 17, 40 tokens) take 2 + 5 + 10 = 17 blocks, all admitted at
     // once; each decode that crosses a block boundary then finds the cache full.
-    let tiny_cache = EngineConfig {
-        block_size: 4,
-        kv_budget: KvBudget {
-            max_blocks: Some(17),
-            ..Default::default()
-        },
-        ..small_blocks()
-    };
-    let mut llm = engine(&dir, tiny_cache);
-    let params = SamplingParams {
-        ignore_eos: true,
-        ..SamplingParams::greedy(8)
-    };
-    let ids: Vec<_> = g
-        .prompts
-        .iter()
-        .map(|p| {
-            llm.add_request(Prompt::Tokens(p.clone()), params.clone())
-                .unwrap()
-        })
-        .collect();
-    let (mut preempted, mut outputs) = (0, std::collections::HashMap::new());
-    while llm.has_unfinished() {
-        let report = llm.step().unwrap();
-        preempted += report.preempted;
-        outputs.extend(report.finished.into_iter().map(|o| (o.id, o.token_ids)));
+    for async_scheduling in [true, false] {
+        let tiny_cache = EngineConfig {
+            block_size: 4,
+            kv_budget: KvBudget {
+                max_blocks: Some(17),
+                ..Default::default()
+            },
+            async_scheduling,
+            ..small_blocks()
+        };
+        let mut llm = engine(&dir, tiny_cache);
+        let params = SamplingParams {
+            ignore_eos: true,
+            ..SamplingParams::greedy(8)
+        };
+        let ids: Vec<_> = g
+            .prompts
+            .iter()
+            .map(|p| {
+                llm.add_request(Prompt::Tokens(p.clone()), params.clone())
+                    .unwrap()
+            })
+            .collect();
+        let (mut preempted, mut outputs) = (0, std::collections::HashMap::new());
+        while llm.has_unfinished() {
+            let report = llm.step().unwrap();
+            preempted += report.preempted;
+            outputs.extend(report.finished.into_iter().map(|o| (o.id, o.token_ids)));
+        }
+        assert!(preempted > 0, "the cache was meant to be too small");
+        let got: Vec<_> = ids.iter().map(|id| outputs[id].clone()).collect();
+        assert_eq!(
+            got, g.greedy_tokens,
+            "with preemption, async scheduling {async_scheduling}"
+        );
     }
-    assert!(preempted > 0, "the cache was meant to be too small");
-    let got: Vec<_> = ids.iter().map(|id| outputs[id].clone()).collect();
-    assert_eq!(got, g.greedy_tokens, "with preemption");
 }
 
 /// A second request sharing a 2-block prefix reuses those blocks and gives the same tokens.

@@ -9,6 +9,7 @@ use crate::host_attention::HostLayout;
 use crate::layers::HeadShape;
 use crate::matmul_bench::HostCost;
 use crate::packed_ints::{PackedInts, Section};
+use crate::pending_ids::PendingIds;
 use crate::plan::{AttentionPlan, DeviceCaps, ITEM_FIELDS, MERGE_FIELDS};
 use crate::sample::RowSampling;
 
@@ -232,6 +233,12 @@ pub trait KernelBackend: Backend {
     /// the chosen cubek strategies read it at full speed.
     fn prepare_weight(w: Tensor<Self, 2>) -> Tensor<Self, 2> {
         w
+    }
+
+    /// Starts copying sampled `ids` to the host, behind the work queued so far, and returns at
+    /// once: the engine queues the next step before it waits (see [`PendingIds`]).
+    fn read_ids_later(ids: Tensor<Self, 1, Int>) -> PendingIds {
+        PendingIds::ready(ids.into_data())
     }
 
     /// `all[start..start + len]`, for [`crate::PackedInts`]'s sections. burn's `slice` views

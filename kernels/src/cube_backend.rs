@@ -2,13 +2,16 @@
 //! tensors, and [`KernelBackend`] on top of it. Unfused backends hand tensors over directly;
 //! under fusion an input flushes the fused stream and an output is registered back as a new
 //! tensor.
-use burn::tensor::{backend::Backend, DType, Int, Tensor, TensorPrimitive};
+use burn::tensor::{backend::Backend, DType, Int, Tensor, TensorData, TensorPrimitive};
 use burn_cubecl::{
     element::{BoolElement, FloatElement, IntElement},
     tensor::CubeTensor,
     CubeBackend, CubeRuntime,
 };
 use cubecl::prelude::{CubeElement, Float as CubeFloat, Int as CubeInt};
+use cubecl::{client::ComputeClient, server::CopyDescriptor};
+use std::any::Any;
+use std::sync::Mutex;
 use cubek::matmul::launch::Strategy;
 
 use crate::attention::{
@@ -18,6 +21,7 @@ use crate::backend::{DeviceSampling, KernelBackend, KernelPlan};
 use crate::gemv::{fused_gemv, fused_gemv_rows, Prologue};
 use crate::layers::{add_rms_norm, qk_norm_rope, rms_norm, silu_mul, HeadShape, KvCacheDest};
 use crate::matmul_bench::HostCost;
+use crate::pending_ids::PendingIds;
 use crate::plan::DeviceCaps;
 use crate::sample::sample_rows;
 
@@ -39,6 +43,28 @@ fn decode_qkv_rows() -> usize {
         )
         .unwrap_or(DECODE_QKV_ROWS)
     })
+}
+
+/// The device's client, kept for the rest of the process (one per device): a read's future
+/// borrows the client it came from, though it holds only owned data, and outlives the call.
+fn lasting_client<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    device: &R::Device,
+) -> &'static ComputeClient<R> {
+    type Kept = &'static (dyn Any + Send + Sync);
+    static KEPT: Mutex<Vec<Kept>> = Mutex::new(Vec::new());
+    let mut kept = KEPT.lock().expect("client list");
+    let found = kept.iter().find_map(|k| {
+        k.downcast_ref::<(R::Device, ComputeClient<R>)>()
+            .filter(|(d, _)| d == device)
+    });
+    if let Some((_, client)) = found {
+        return client;
+    }
+    let entry: &'static (R::Device, ComputeClient<R>) =
+        Box::leak(Box::new((device.clone(), client.clone())));
+    kept.push(entry);
+    &entry.1
 }
 
 /// The step plan's arrays as the kernels take them.
@@ -114,6 +140,23 @@ impl<B: CubeBridge> KernelBackend for B {
             handle,
             all.dtype,
         ))
+    }
+
+    fn read_ids_later(ids: Tensor<Self, 1, Int>) -> PendingIds {
+        let ids = burn_cubecl::kernel::into_contiguous_aligned(B::int_in(ids));
+        let (shape, dtype) = (ids.meta.shape().clone(), ids.dtype);
+        let copy = CopyDescriptor::new(
+            ids.handle.clone().binding(),
+            shape.clone(),
+            ids.meta.strides().clone(),
+            ids.elem_size(),
+        );
+        // Not an async fn: the device thread queues the copy now, only the wait is deferred.
+        let bytes = lasting_client(&ids.client, &ids.device).read_one_tensor_async(copy);
+        PendingIds::copying(async move {
+            let bytes = bytes.await.map_err(|e| format!("reading sampled ids: {e}"))?;
+            Ok(TensorData::from_bytes(bytes, shape, dtype))
+        })
     }
 
     fn paged_attention(

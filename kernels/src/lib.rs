@@ -15,6 +15,7 @@
 //! - `cublas` (feature `cuda`): cuBLAS products on cubecl's CUDA stream, for the projections.
 //! - `gpu_trace` (feature `cuda`): the GPU timeline from CUPTI (`NANOVLLM_GPU_TRACE`).
 //! - [`packed_ints`]: a step's small int arrays in one upload.
+//! - [`pending_ids`]: sampled ids on their way to the host, the copy queued at once.
 //! - [`backend`]: [`KernelBackend`] and the per-step arrays it reads; implemented in
 //!   [`cpu_backend`] for ndarray (host twins, no kernels) and in [`cube_backend`] for cubecl
 //!   backends and, with the `fusion` feature, fused cubecl backends.
@@ -44,6 +45,7 @@ pub mod matmul;
 pub mod matmul_bench;
 pub mod packed_ints;
 pub mod parity;
+pub mod pending_ids;
 pub mod plan;
 pub mod prefill_mma_kernel;
 pub mod reference;
@@ -53,6 +55,7 @@ pub mod sample_kernel;
 pub use backend::{norm_project, silu_mul_project, DeviceSampling, KernelBackend, KernelPlan};
 pub use host_attention::HostLayout;
 pub use packed_ints::PackedInts;
+pub use pending_ids::PendingIds;
 pub use plan::{AttentionPlan, DeviceCaps, SeqAttn, TileShape};
 pub use reference::{paged_attention_reference, ReferenceLayout};
 pub use sample::{key_from_seed, RowSampling};

@@ -72,6 +72,29 @@ fn packed_int_sections_are_views_of_one_upload() {
     }
 }
 
+/// Sampled ids read back through a copy queued at once come back exact, with more work queued
+/// behind the copy before the wait (as the engine queues the next step).
+#[test]
+fn ids_read_later_come_back_exact() {
+    use burn::tensor::{Distribution, Tensor};
+    use nanovllm_kernels::KernelBackend;
+    let device = WgpuDevice::default();
+    let logits = Tensor::<Wgpu, 2>::random([5, 300], Distribution::Default, &device);
+    let want: Vec<u32> = logits
+        .clone()
+        .argmax(1)
+        .into_data()
+        .to_vec::<i32>()
+        .unwrap()
+        .into_iter()
+        .map(|t| t as u32)
+        .collect();
+    let pending = Wgpu::read_ids_later(logits.clone().argmax(1).flatten(0, 1));
+    let behind = logits.exp().sum();
+    assert_eq!(pending.wait().unwrap(), want);
+    assert!(behind.into_scalar() > 0.0);
+}
+
 /// The fused decode launch (q/k norm + rotary, K/V into the caches, attention) matches the
 /// two launches it replaces, output and caches, split contexts included.
 #[test]

@@ -151,9 +151,10 @@ impl BlockManager {
         }
     }
 
-    /// Registers `seq`'s blocks that became full and written, so later prompts can reuse them.
+    /// Registers `seq`'s blocks that became full, with tokens known and K and V written (or
+    /// queued to be, ahead of any step that could read them), so later prompts can reuse them.
     pub fn commit(&mut self, seq: &mut Sequence) {
-        let full = seq.num_computed / self.block_size;
+        let full = seq.num_computed.min(seq.num_known()) / self.block_size;
         while seq.block_hashes.len() < full {
             let i = seq.block_hashes.len();
             let chunk = &seq.tokens[i * self.block_size..(i + 1) * self.block_size];

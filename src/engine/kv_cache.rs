@@ -81,7 +81,7 @@ fn warm_up<B: KernelBackend>(
             samples: true,
         })
         .collect();
-    if let Some(logits) = runner.execute(&work, false) {
+    if let Some(logits) = runner.execute(&work, false, None) {
         ModelRunner::<B>::ids_to_host(logits.argmax(1).flatten(0, 1));
     }
     runner.reset_cache(1);

@@ -1,6 +1,8 @@
 //! The vLLM-style entry point: `LLM::new(model, config)`, `generate(prompts, params)` for offline
 //! use, and `add_request` / `step` for arrival-timed use by the harness.
-use nanovllm_kernels::{DeviceSampling, KernelBackend, RowSampling};
+use burn::tensor::{Int, Tensor};
+use nanovllm_kernels::{DeviceSampling, KernelBackend, PendingIds, RowSampling};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use tokenizers::Tokenizer;
@@ -14,7 +16,7 @@ use super::kv_cache::plan_num_blocks;
 use super::params::{EngineConfig, SamplingParams};
 use super::runner::{ModelRunner, SeqWork};
 use super::sampler::sample;
-use super::scheduler::{Scheduler, SchedulerLimits};
+use super::scheduler::{Batch, Placeholder, Scheduler, SchedulerLimits};
 use super::sequence::Sequence;
 use super::types::{RequestId, RequestOutput, StepReport};
 
@@ -54,6 +56,41 @@ pub struct LLM<B: KernelBackend> {
     /// Model name and whether its weights are random, for reports.
     pub model_name: String,
     pub random_weights: bool,
+    async_scheduling: bool,
+    /// Steps whose work is queued, oldest first; their sampled tokens are not read yet.
+    queued: VecDeque<QueuedStep<B>>,
+}
+
+/// A step whose work is queued: its batch, where its sampled tokens go, and the tokens.
+struct QueuedStep<B: KernelBackend> {
+    batch: Batch,
+    placed: Vec<Placeholder>,
+    tokens: StepTokens<B>,
+}
+
+enum StepTokens<B: KernelBackend> {
+    /// Sampled on the device: the ids (the next step's inputs) and their copy to the host.
+    Device {
+        ids: Tensor<B, 1, Int>,
+        read: PendingIds,
+    },
+    /// Sampled on the host (or none): the next step waits for them.
+    Host(Vec<u32>),
+}
+
+impl<B: KernelBackend> QueuedStep<B> {
+    fn empty(batch: Batch) -> Self {
+        Self {
+            batch,
+            placed: Vec::new(),
+            tokens: StepTokens::Host(Vec::new()),
+        }
+    }
+
+    /// Whether a step can be queued behind this one before its tokens are read.
+    fn feeds_next(&self) -> bool {
+        matches!(self.tokens, StepTokens::Device { .. })
+    }
 }
 
 impl<B: KernelBackend> LLM<B> {
@@ -97,6 +134,8 @@ impl<B: KernelBackend> LLM<B> {
             block_size: config.block_size,
             model_name: model.name,
             random_weights: model.random_weights,
+            async_scheduling: config.async_scheduling,
+            queued: VecDeque::new(),
         })
     }
 
@@ -121,7 +160,7 @@ impl<B: KernelBackend> LLM<B> {
     }
 
     pub fn has_unfinished(&self) -> bool {
-        self.scheduler.has_unfinished()
+        self.scheduler.has_unfinished() || !self.queued.is_empty()
     }
 
     pub fn tokenize(&self, prompt: Prompt) -> Result<Vec<u32>, RequestError> {
@@ -171,97 +210,39 @@ impl<B: KernelBackend> LLM<B> {
         Ok(id)
     }
 
-    /// Schedules, runs and samples one step.
+    /// Reads back the oldest queued step and reports it. With async scheduling the next step is
+    /// queued first, so the GPU runs it while the host reads, schedules and launches.
     pub fn step(&mut self) -> anyhow::Result<StepReport> {
         let started = Instant::now();
         trace_mark("step");
-        let batch = self.scheduler.schedule();
-        trace_mark("scheduled");
-        let mut new_tokens = Vec::new();
-        // Set where the step's device work is all queued, just before the host waits for it.
-        let mut queued = None;
-        if !batch.is_empty() {
-            let work: Vec<SeqWork> = batch
-                .seqs
-                .iter()
-                .map(|s| SeqWork {
-                    seq: self.scheduler.seq(s.id),
-                    num_tokens: s.num_tokens,
-                    samples: s.samples,
-                })
-                .collect();
-            let samplers: Vec<RequestId> = batch
-                .seqs
-                .iter()
-                .filter(|s| s.samples)
-                .map(|s| s.id)
-                .collect();
-            let all_greedy = samplers
-                .iter()
-                .all(|&id| self.scheduler.seq(id).params.temperature == 0.0);
-            // Temperature alone samples on the device; top-k / top-p rows go to the host sampler.
-            let device_sampling = B::kernel_caps(&self.runner.device).is_some()
-                && samplers.iter().all(|&id| {
-                    let p = &self.scheduler.seq(id).params;
-                    p.top_k.is_none() && p.top_p >= 1.0
-                });
-            // Uploaded before the forward pass, so they are not on the step's tail.
-            let sampling = (device_sampling && !samplers.is_empty()).then(|| {
-                let rows: Vec<RowSampling> = samplers
-                    .iter()
-                    .map(|&id| {
-                        let seq = self.scheduler.seq(id);
-                        RowSampling {
-                            temperature: seq.params.temperature,
-                            key: seq.sample_key,
-                            step: seq.len() as u32,
-                        }
-                    })
-                    .collect();
-                DeviceSampling::new(&rows, &self.runner.device)
-            });
-            let logits = self.runner.execute(&work, false);
-            trace_mark("launched");
-            new_tokens = match (logits, sampling) {
-                (None, _) => Vec::new(),
-                // Greedy included: burn's argmax over a 150k vocabulary is one slow reduce.
-                (Some(logits), Some(params)) => {
-                    let ids = B::sample_rows(logits, &params);
-                    queued = Some(started.elapsed());
-                    let tokens = ModelRunner::<B>::ids_to_host(ids);
-                    trace_mark("read");
-                    samplers.iter().copied().zip(tokens).collect()
+        let depth = if self.async_scheduling { 2 } else { 1 };
+        while self.queued.len() < depth && self.queued.back().is_none_or(QueuedStep::feeds_next) {
+            let batch = self.scheduler.schedule();
+            trace_mark("scheduled");
+            if batch.is_empty() {
+                match self.queued.back_mut() {
+                    Some(last) => last.batch.preempted += batch.preempted,
+                    None => self.queued.push_back(QueuedStep::empty(batch)),
                 }
-                (Some(logits), None) if all_greedy => {
-                    let ids = logits.argmax(1).flatten(0, 1);
-                    queued = Some(started.elapsed());
-                    samplers
-                        .iter()
-                        .copied()
-                        .zip(ModelRunner::<B>::ids_to_host(ids))
-                        .collect()
-                }
-                (Some(logits), None) => {
-                    queued = Some(started.elapsed());
-                    let vocab = logits.dims()[1];
-                    let host = ModelRunner::to_host(logits);
-                    samplers
-                        .iter()
-                        .zip(host.chunks_exact(vocab))
-                        .map(|(&id, row)| {
-                            let seq = self.scheduler.seq_mut(id);
-                            (id, sample(row, &seq.params, &mut seq.rng))
-                        })
-                        .collect()
-                }
-            };
+                break;
+            }
+            let step = self.queue_step(batch);
+            self.queued.push_back(step);
         }
+        let queued = started.elapsed();
+        let step = self.queued.pop_front().expect("a step was queued");
+        let tokens = match step.tokens {
+            StepTokens::Device { read, .. } => read.wait().map_err(anyhow::Error::msg)?,
+            StepTokens::Host(tokens) => tokens,
+        };
+        trace_mark("read");
         if let Some(failure) = crate::backend::device_failure() {
             anyhow::bail!("the device failed during this step, so its results are void: {failure}");
         }
-        let finished = self.scheduler.postprocess(&batch, &new_tokens);
+        let read = self.scheduler.read_back(&step.placed, &tokens);
         trace_mark("postprocessed");
-        let finished = finished
+        let finished = read
+            .finished
             .into_iter()
             .map(|(seq, reason)| {
                 let token_ids = seq.tokens[seq.num_prompt_tokens..].to_vec();
@@ -279,6 +260,7 @@ impl<B: KernelBackend> LLM<B> {
                 }
             })
             .collect();
+        let batch = step.batch;
         Ok(StepReport {
             kind: batch.kind(),
             prefill_tokens: batch.prefill_tokens,
@@ -288,11 +270,93 @@ impl<B: KernelBackend> LLM<B> {
             kv_blocks_total: self.scheduler.blocks.num_blocks(),
             preempted: batch.preempted,
             prefix_hit_tokens: batch.prefix_hit_tokens,
-            new_tokens,
+            new_tokens: read.tokens,
             finished,
-            queued: queued.unwrap_or_else(|| started.elapsed()),
+            queued,
             duration: started.elapsed(),
         })
+    }
+
+    /// Queues `batch`'s forward pass and sampling; a token sampled on the host is read here.
+    fn queue_step(&mut self, batch: Batch) -> QueuedStep<B> {
+        let work: Vec<SeqWork> = batch
+            .seqs
+            .iter()
+            .map(|s| SeqWork {
+                seq: self.scheduler.seq(s.id),
+                num_tokens: s.num_tokens,
+                samples: s.samples,
+            })
+            .collect();
+        let samplers: Vec<RequestId> = batch
+            .seqs
+            .iter()
+            .filter(|s| s.samples)
+            .map(|s| s.id)
+            .collect();
+        let all_greedy = samplers
+            .iter()
+            .all(|&id| self.scheduler.seq(id).params.temperature == 0.0);
+        // Temperature alone samples on the device; top-k / top-p rows go to the host sampler.
+        let device_sampling = B::kernel_caps(&self.runner.device).is_some()
+            && samplers.iter().all(|&id| {
+                let p = &self.scheduler.seq(id).params;
+                p.top_k.is_none() && p.top_p >= 1.0
+            });
+        // Uploaded before the forward pass, so they are not on the step's tail.
+        let sampling = (device_sampling && !samplers.is_empty()).then(|| {
+            let rows: Vec<RowSampling> = samplers
+                .iter()
+                .map(|&id| {
+                    let seq = self.scheduler.seq(id);
+                    RowSampling {
+                        temperature: seq.params.temperature,
+                        key: seq.sample_key,
+                        step: seq.len() as u32,
+                    }
+                })
+                .collect();
+            DeviceSampling::new(&rows, &self.runner.device)
+        });
+        let unread_ids = match self.queued.back() {
+            Some(QueuedStep {
+                tokens: StepTokens::Device { ids, .. },
+                ..
+            }) => Some(ids),
+            _ => None,
+        };
+        let logits = self.runner.execute(&work, false, unread_ids);
+        trace_mark("launched");
+        let device_ids = |ids: Tensor<B, 1, Int>| StepTokens::Device {
+            read: B::read_ids_later(ids.clone()),
+            ids,
+        };
+        let tokens = match (logits, sampling) {
+            (None, _) => StepTokens::Host(Vec::new()),
+            (Some(logits), Some(params)) => device_ids(B::sample_rows(logits, &params)),
+            // Greedy included: burn's argmax over a 150k vocabulary is one slow reduce.
+            (Some(logits), None) if all_greedy => device_ids(logits.argmax(1).flatten(0, 1)),
+            (Some(logits), None) => {
+                let vocab = logits.dims()[1];
+                let host = ModelRunner::to_host(logits);
+                StepTokens::Host(
+                    samplers
+                        .iter()
+                        .zip(host.chunks_exact(vocab))
+                        .map(|(&id, row)| {
+                            let seq = self.scheduler.seq_mut(id);
+                            sample(row, &seq.params, &mut seq.rng)
+                        })
+                        .collect(),
+                )
+            }
+        };
+        let placed = self.scheduler.launched(&batch);
+        QueuedStep {
+            batch,
+            placed,
+            tokens,
+        }
     }
 
     /// Runs `prompts` to completion; `params` holds one entry for all or one per prompt.

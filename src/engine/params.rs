@@ -174,6 +174,10 @@ pub struct EngineConfig {
     /// the model's maximum.
     pub max_model_len: Option<usize>,
     pub enable_prefix_caching: bool,
+    /// Queue each step before reading the previous one's sampled tokens (vLLM's async
+    /// scheduling): the GPU runs a step while the host reads, schedules and launches the next.
+    /// A sequence that stops on EOS then computes one extra token, discarded.
+    pub async_scheduling: bool,
     pub kv_budget: KvBudget,
     #[serde(skip)]
     pub scheduler: SchedulerPolicy,
@@ -191,6 +195,7 @@ impl Default for EngineConfig {
             // 40k-token batch budget under policy none.
             max_model_len: Some(4096),
             enable_prefix_caching: true,
+            async_scheduling: true,
             kv_budget: KvBudget::default(),
             scheduler: SchedulerPolicy::None,
             attention: AttentionBackend::Auto,

@@ -74,16 +74,32 @@ impl<B: KernelBackend> ModelRunner<B> {
 
     /// Runs one forward pass. Returns logits `[rows, vocab]`: one row per sampling sequence in
     /// `work` order, or with `all_rows`, one per new token (for scoring); `None` without rows.
-    pub fn execute(&mut self, work: &[SeqWork], all_rows: bool) -> Option<Tensor<B, 2>> {
+    /// A token the host has not read yet comes from `unread_ids`, the sampled ids of the step
+    /// queued before this one.
+    pub fn execute(
+        &mut self,
+        work: &[SeqWork],
+        all_rows: bool,
+        unread_ids: Option<&Tensor<B, 1, Int>>,
+    ) -> Option<Tensor<B, 2>> {
         let (mut token_ids, mut positions, mut slots, mut rows) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // (row of this step, row of `unread_ids`) for each token not read yet.
+        let mut unread = Vec::new();
         let mut seqs = Vec::with_capacity(work.len());
         for w in work {
             let start = w.seq.num_computed;
             let end = start + w.num_tokens;
             debug_assert!(end <= w.seq.len() && end <= w.seq.block_table.len() * self.block_size);
             let first_row = token_ids.len() as i32;
-            token_ids.extend(w.seq.tokens[start..end].iter().map(|&t| t as i32));
+            let known = w.seq.num_known().clamp(start, end);
+            token_ids.extend(w.seq.tokens[start..known].iter().map(|&t| t as i32));
+            if known < end {
+                // Only the newest token can be unread when a step is scheduled.
+                debug_assert!(known + 1 == end && w.seq.unread == 1);
+                unread.push((token_ids.len(), w.seq.unread_row));
+                token_ids.push(0);
+            }
             positions.extend((start..end).map(|p| p as i32));
             slots.extend((start..end).map(|p| self.slot(w.seq, p) as i32));
             seqs.push(SeqAttn {
@@ -105,12 +121,32 @@ impl<B: KernelBackend> ModelRunner<B> {
             &self.model.spec,
             &self.device,
         );
+        // The known tokens follow the unread ids in one array that a gather puts in order.
+        let unread_ids = unread_ids.filter(|_| !unread.is_empty());
+        assert!(
+            unread.is_empty() || unread_ids.is_some(),
+            "a token not read yet, but no sampled ids to take it from"
+        );
+        let order = unread_ids.map(|ids| {
+            let offset = ids.dims()[0];
+            let mut order: Vec<i32> = (0..n).map(|r| (offset + r) as i32).collect();
+            for &(row, unread_row) in &unread {
+                order[row] = unread_row as i32;
+            }
+            order
+        });
         let mut packed = PackedInts::default();
         let [token_ids, positions, slots, rows] =
             [token_ids, positions, slots, rows].map(|v| packed.push(v));
+        let order = order.map(|order| packed.push(order));
         let uploaded = packed.upload::<B>(&self.device);
+        let token_ids = match (unread_ids, order) {
+            (Some(ids), Some(order)) => Tensor::cat(vec![ids.clone(), uploaded.get(token_ids)], 0)
+                .select(0, uploaded.get(order)),
+            _ => uploaded.get(token_ids),
+        };
         let step = StepTensors {
-            token_ids: uploaded.get(token_ids),
+            token_ids,
             positions: uploaded.get(positions),
             slot_mapping: uploaded.get(slots).reshape([n, 1]),
             attn,

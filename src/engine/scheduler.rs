@@ -14,6 +14,24 @@ use super::params::{ChunkOrder, SchedulerPolicy};
 use super::sequence::{SeqStatus, Sequence};
 use super::types::{FinishReason, RequestId, StepKind};
 
+/// Stands in `Sequence::tokens` for a sampled token not yet read back; never fed to the model.
+pub const PLACEHOLDER_TOKEN: u32 = u32::MAX;
+
+/// Where a queued step's sampled token goes: sequence `id`, position `pos`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placeholder {
+    pub id: RequestId,
+    pub pos: usize,
+}
+
+/// What reading back one step's tokens did.
+#[derive(Default)]
+pub struct ReadBack {
+    /// Tokens of sequences that were still live, in the step's order.
+    pub tokens: Vec<(RequestId, u32)>,
+    pub finished: Vec<(Sequence, FinishReason)>,
+}
+
 /// One sequence's share of a step.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScheduledSeq {
@@ -166,6 +184,10 @@ impl Scheduler {
                 break;
             }
             let seq = self.seqs.get_mut(&id).expect("waiting id is live");
+            // Preempted with a token still on its way: recompute once the token is known.
+            if seq.unread > 0 {
+                break;
+            }
             let (blocks_needed, hit) = self.blocks.admission_cost(seq);
             let remaining = seq.len() - hit;
             if blocks_needed > self.blocks.num_free() || (whole && used + remaining > budget) {
@@ -211,7 +233,10 @@ impl Scheduler {
             .running
             .iter()
             .copied()
-            .filter(|id| !self.seqs[id].in_prefill())
+            .filter(|id| {
+                let seq = &self.seqs[id];
+                !seq.in_prefill() && !seq.reaches_length(self.limits.max_model_len)
+            })
             .collect();
         for id in ids {
             if used >= budget || draft.batch.seqs.len() >= self.limits.max_num_seqs {
@@ -241,7 +266,12 @@ impl Scheduler {
                 .iter()
                 .rev()
                 .copied()
-                .find(|v| *v != id && !draft.ids.contains(v));
+                .find(|v| {
+                    // One about to finish frees its blocks when its token is read.
+                    *v != id
+                        && !draft.ids.contains(v)
+                        && !self.seqs[v].reaches_length(self.limits.max_model_len)
+                });
             self.preempt(victim.unwrap_or(id));
             draft.batch.preempted += 1;
             if victim.is_none() {
@@ -259,39 +289,67 @@ impl Scheduler {
         self.waiting.push_front(id);
     }
 
-    /// Records a finished step: computed tokens, committed blocks, sampled tokens. Returns the
-    /// sequences that finished, removed from the scheduler with their blocks freed.
-    pub fn postprocess(
-        &mut self,
-        batch: &Batch,
-        sampled: &[(RequestId, u32)],
-    ) -> Vec<(Sequence, FinishReason)> {
+    /// Records a step whose work is queued: its tokens count as computed, blocks that filled
+    /// with known tokens are committed (stream order writes their K and V before any later step
+    /// reads them), and each sampling sequence gets a placeholder for the token it samples.
+    /// Returns the placeholders in batch order: the order of the step's sampled ids.
+    pub fn launched(&mut self, batch: &Batch) -> Vec<Placeholder> {
+        let mut placed = Vec::new();
         for s in &batch.seqs {
             let seq = self.seqs.get_mut(&s.id).expect("scheduled id is live");
             seq.num_computed += s.num_tokens;
             self.blocks.commit(seq);
+            if s.samples {
+                seq.unread_row = placed.len();
+                placed.push(Placeholder {
+                    id: s.id,
+                    pos: seq.len(),
+                });
+                seq.tokens.push(PLACEHOLDER_TOKEN);
+                seq.unread += 1;
+            }
         }
-        let mut finished = Vec::new();
-        for &(id, token) in sampled {
-            let seq = self.seqs.get_mut(&id).expect("sampled id is live");
-            seq.tokens.push(token);
+        placed
+    }
+
+    /// Fills one step's placeholders with the tokens read back (same order). Returns the tokens
+    /// of sequences still live, and the sequences that finished, removed with their blocks
+    /// freed; one that stopped on EOS drops the placeholders of steps queued after (their
+    /// tokens are skipped when read).
+    pub fn read_back(&mut self, placed: &[Placeholder], tokens: &[u32]) -> ReadBack {
+        let mut read = ReadBack::default();
+        for (p, &token) in placed.iter().zip(tokens) {
+            let Some(seq) = self.seqs.get_mut(&p.id) else {
+                continue;
+            };
+            debug_assert_eq!(p.pos, seq.num_known(), "placeholders are read in order");
+            seq.tokens[p.pos] = token;
+            seq.unread -= 1;
+            read.tokens.push((p.id, token));
+            let len = p.pos + 1;
             let reason = if !seq.params.ignore_eos && self.eos.contains(&token) {
                 Some(FinishReason::Stop)
-            } else if seq.num_output_tokens() >= seq.params.max_tokens
-                || seq.len() >= self.limits.max_model_len
+            } else if len - seq.num_prompt_tokens >= seq.params.max_tokens
+                || len >= self.limits.max_model_len
             {
                 Some(FinishReason::Length)
             } else {
                 None
             };
-            if let Some(reason) = reason {
-                let mut seq = self.seqs.remove(&id).expect("present");
-                self.blocks.free(&mut seq);
-                self.running.retain(|r| *r != id);
-                finished.push((seq, reason));
+            match reason {
+                Some(reason) => {
+                    let mut seq = self.seqs.remove(&p.id).expect("present");
+                    seq.tokens.truncate(len);
+                    seq.unread = 0;
+                    self.blocks.free(&mut seq);
+                    self.running.retain(|r| *r != p.id);
+                    self.waiting.retain(|r| *r != p.id);
+                    read.finished.push((seq, reason));
+                }
+                None => self.blocks.commit(seq),
             }
         }
-        finished
+        read
     }
 
     /// Every live sequence's block table (for invariant checks).

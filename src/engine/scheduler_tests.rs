@@ -40,13 +40,8 @@ fn add(s: &mut Scheduler, id: u64, prompt_len: usize, max_tokens: usize) {
 fn step(s: &mut Scheduler) -> (Batch, Vec<(Sequence, FinishReason)>) {
     let batch = s.schedule();
     s.blocks.check_invariants(s.block_tables());
-    let sampled: Vec<_> = batch
-        .seqs
-        .iter()
-        .filter(|e| e.samples)
-        .map(|e| (e.id, 1))
-        .collect();
-    let done = s.postprocess(&batch, &sampled);
+    let placed = s.launched(&batch);
+    let done = s.read_back(&placed, &vec![1; placed.len()]).finished;
     s.blocks.check_invariants(s.block_tables());
     (batch, done)
 }
@@ -316,4 +311,93 @@ fn no_request_starves_under_a_steady_stream() {
         };
         assert!(worst <= bound, "{policy:?}: a request waited {worst} steps");
     }
+}
+
+/// Drives the scheduler as async scheduling does: each step is scheduled and launched before
+/// the previous step's tokens are read. `model(id, pos)` is the token sampled for position
+/// `pos`. Returns the finished sequences and the preemptions.
+fn run_pipelined(
+    s: &mut Scheduler,
+    model: impl Fn(RequestId, usize) -> u32,
+    max_steps: usize,
+) -> (Vec<(Sequence, FinishReason)>, usize) {
+    let (mut queued, mut finished, mut preempted) =
+        (std::collections::VecDeque::new(), Vec::new(), 0);
+    for _ in 0..max_steps {
+        if !s.has_unfinished() && queued.is_empty() {
+            return (finished, preempted);
+        }
+        while queued.len() < 2 {
+            let batch = s.schedule();
+            s.blocks.check_invariants(s.block_tables());
+            preempted += batch.preempted;
+            if batch.is_empty() {
+                break;
+            }
+            for e in &batch.seqs {
+                let seq = s.seq(e.id);
+                // Only a sequence's newest token may still be unread when it is fed.
+                assert!(seq.num_known() + 1 >= seq.num_computed + e.num_tokens);
+                assert!(seq.unread <= 1);
+            }
+            queued.push_back(s.launched(&batch));
+        }
+        let placed = queued.pop_front().expect("a step was queued");
+        let tokens: Vec<u32> = placed.iter().map(|p| model(p.id, p.pos)).collect();
+        finished.extend(s.read_back(&placed, &tokens).finished);
+        s.blocks.check_invariants(s.block_tables());
+    }
+    panic!("not finished after {max_steps} steps");
+}
+
+/// With async scheduling and a cache small enough to preempt, every request still gets
+/// exactly its tokens, no placeholder leaks into an output, and every block comes back.
+#[test]
+fn pipelined_steps_keep_outputs_and_blocks_under_preemption() {
+    for policy in [
+        SchedulerPolicy::None,
+        SchedulerPolicy::Chunked {
+            chunk_size: 32,
+            order: ChunkOrder::DecodeFirst,
+        },
+    ] {
+        let mut s = scheduler(policy.clone(), 12, 4, 8);
+        for id in 0..6 {
+            add(&mut s, id, 5 + id as usize, 6);
+        }
+        let model = |id: RequestId, pos: usize| 1 + (id as u32 * 13 + pos as u32) % 40;
+        let (done, preempted) = run_pipelined(&mut s, model, 400);
+        assert!(preempted > 0, "{policy:?}: the cache was meant to be too small");
+        assert_eq!(done.len(), 6);
+        for (seq, reason) in done {
+            assert_eq!(reason, FinishReason::Length);
+            let expected: Vec<u32> = (seq.num_prompt_tokens..seq.num_prompt_tokens + 6)
+                .map(|pos| model(seq.id, pos))
+                .collect();
+            assert_eq!(seq.tokens[seq.num_prompt_tokens..], expected[..], "{policy:?}");
+        }
+        assert_eq!(s.blocks.num_free(), 12, "{policy:?}: blocks leaked");
+    }
+}
+
+/// A sequence whose EOS is read while its next step is already queued stops at the EOS; the
+/// queued step's token for it is dropped and the others are unaffected.
+#[test]
+fn eos_read_while_the_next_step_is_queued_stops_there() {
+    let mut s = scheduler(SchedulerPolicy::None, 64, 4, 8);
+    let params = SamplingParams::greedy(10); // eos honoured
+    s.add(Sequence::new(1, vec![5, 6, 7], params.clone()));
+    s.add(Sequence::new(2, vec![8, 9], params));
+    // Sequence 1 samples EOS (0) as its third output token; sequence 2 never does.
+    let model = |id: RequestId, pos: usize| if id == 1 && pos == 5 { 0 } else { 3 };
+    let (done, _) = run_pipelined(&mut s, model, 100);
+    let by_id: std::collections::HashMap<_, _> =
+        done.into_iter().map(|(seq, r)| (seq.id, (seq, r))).collect();
+    let (one, reason) = &by_id[&1];
+    assert_eq!(*reason, FinishReason::Stop);
+    assert_eq!(one.tokens, vec![5, 6, 7, 3, 3, 0]);
+    let (two, reason) = &by_id[&2];
+    assert_eq!(*reason, FinishReason::Length);
+    assert_eq!(two.tokens[2..], [3; 10]);
+    assert_eq!(s.blocks.num_free(), 64);
 }

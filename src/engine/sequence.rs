@@ -2,7 +2,8 @@
 //! cache (`num_computed`), its block table, and its sampling stream.
 //!
 //! Invariants: `num_computed < tokens.len()` while running (the newest token's K and V are
-//! computed by the next step); the block table covers at least `num_computed` tokens.
+//! computed by the next step); the block table covers at least `num_computed` tokens; the last
+//! `unread` tokens are placeholders for sampled tokens the host has not read yet.
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -33,6 +34,10 @@ pub struct Sequence {
     /// The same seed folded for the device sampler's counter-based noise.
     pub sample_key: u32,
     pub status: SeqStatus,
+    /// Trailing tokens sampled by queued steps but not yet read back (placeholders in `tokens`).
+    pub unread: usize,
+    /// Row of the newest placeholder's token in the latest queued step's sampled ids.
+    pub unread_row: usize,
 }
 
 impl Sequence {
@@ -54,6 +59,8 @@ impl Sequence {
             rng: StdRng::seed_from_u64(seed),
             sample_key: nanovllm_kernels::key_from_seed(seed),
             status: SeqStatus::Waiting,
+            unread: 0,
+            unread_row: 0,
         }
     }
 
@@ -67,6 +74,16 @@ impl Sequence {
 
     pub fn num_output_tokens(&self) -> usize {
         self.tokens.len() - self.num_prompt_tokens
+    }
+
+    /// Leading tokens whose values the host knows.
+    pub fn num_known(&self) -> usize {
+        self.tokens.len() - self.unread
+    }
+
+    /// Its newest sampled token reaches `max_tokens` or `max_model_len`: it finishes when read.
+    pub fn reaches_length(&self, max_model_len: usize) -> bool {
+        self.num_output_tokens() >= self.params.max_tokens || self.len() >= max_model_len
     }
 
     /// Tokens not yet in the cache.
