@@ -2,7 +2,7 @@
 # One batched run on the GPU machine (see README "GPU machine"). Build here first:
 #   ../shared/tools/device-build.sh --bin nanovllm --example golden_check
 # then run this script there with .devbin carried (xz-compressed binaries are unpacked).
-# STEPS picks what runs (info host_cost decode_cublas gemv_ab bin_ab kernels_check golden perplexity kernels_bench prefill_ab matmul profile
+# STEPS picks what runs (info host_cost decode_cublas gemv_ab bin_ab async_ab kernels_check golden perplexity kernels_bench prefill_ab matmul profile
 # decode_latency bench trace bench_part bench_fusion hf_peer chunk512 chunk_sweep profile_mixed unroll_sweep bench_unroll); logs and a results tarball go under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -98,6 +98,14 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
                   done ;;
     # The fused gemv off (NANOVLLM_FUSED_GEMV_ROWS=0) and on, alternating, on one machine.
     gemv_ab) bin_ab nanovllm:NANOVLLM_FUSED_GEMV_ROWS=0 nanovllm:NANOVLLM_FUSED_GEMV_ROWS=8 ;;
+    # Async scheduling off and on, alternating, AB_ROUNDS rounds: batch-1 decode (decode_latency.toml's
+    # first two variants) and the bench workload (async_scheduling.toml).
+    async_ab) python3 -c "s = open('experiments/decode_latency.toml').read(); v = '[[variants]]'; \
+                open('/tmp/dl_async.toml', 'w').write(s[:s.index(v, s.index(v, s.index(v) + 1) + 1)])"
+              for round in $(seq ${AB_ROUNDS:-2}); do
+                run timeout -s INT -k 20 120 $B/nanovllm /tmp/dl_async.toml --results-dir "$OUT/results/async-$round"
+                run timeout -s INT -k 20 300 $B/nanovllm experiments/async_scheduling.toml --results-dir "$OUT/results/async-$round"
+              done ;;
     # Two builds, or one build with settings, alternating on one machine (see bin_ab above).
     bin_ab) bin_ab ${AB_BINS:-nanovllm-base nanovllm} ;;
     bench_part) exp bench_part ${BENCH_TIMEOUT:-240} ;;

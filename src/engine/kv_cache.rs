@@ -53,8 +53,8 @@ pub fn plan_num_blocks<B: KernelBackend>(
 }
 
 /// One forward pass as large as a real prefill step, so the memory pool reaches its working
-/// size before free memory is measured; then every matmul kernel the steps will need, so
-/// compilation stays out of the measured steps.
+/// size before free memory is measured; then decode passes and every matmul kernel the steps
+/// will need, so compilation stays out of the measured steps.
 fn warm_up<B: KernelBackend>(
     runner: &mut ModelRunner<B>,
     cfg: &EngineConfig,
@@ -83,6 +83,30 @@ fn warm_up<B: KernelBackend>(
         .collect();
     if let Some(logits) = runner.execute(&work, false, None) {
         ModelRunner::<B>::ids_to_host(logits.argmax(1).flatten(0, 1));
+    }
+    // Decode steps of one sequence and of max_num_seqs over those caches: the backend picks
+    // attention kernels by batch size (the fused decode only up to a threshold), and one
+    // compiled inside a measured step cost that step a second (bench, H100, 2026-11-23).
+    for batch in [1, cfg.max_num_seqs] {
+        let decodes: Vec<Sequence> = (0..batch)
+            .map(|i| {
+                let mut s = Sequence::new(i as u64, vec![1; seq_len], Default::default());
+                s.block_table = seqs[i % num_seqs].block_table.clone();
+                s.num_computed = seq_len - 1;
+                s
+            })
+            .collect();
+        let work: Vec<SeqWork> = decodes
+            .iter()
+            .map(|seq| SeqWork {
+                seq,
+                num_tokens: 1,
+                samples: true,
+            })
+            .collect();
+        if let Some(logits) = runner.execute(&work, false, None) {
+            ModelRunner::<B>::ids_to_host(logits.argmax(1).flatten(0, 1));
+        }
     }
     runner.reset_cache(1);
     // Each row-count class of `project` (see `nanovllm_kernels::matmul::project_strategy`),

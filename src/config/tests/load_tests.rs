@@ -2,7 +2,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::engine::{ChunkOrder, SchedulerPolicy};
+use crate::engine::{ChunkOrder, EngineConfig, SchedulerPolicy};
 
 /// `experiments/`, found from this file so the tests also run from a scratch crate.
 fn experiments_dir() -> std::path::PathBuf {
@@ -19,6 +19,11 @@ fn shipped_experiments_parse() {
         ("quickstart.toml", vec!["none", "chunked"]),
         ("bench.toml", vec!["default"]),
         ("chunk512.toml", vec!["none", "chunked"]),
+        (
+            "decode_latency.toml",
+            vec!["kernel", "kernel_sync", "kernel_fused", "reference"],
+        ),
+        ("async_scheduling.toml", vec!["sync", "async"]),
         (
             "chunk_sweep.toml",
             vec![
@@ -51,6 +56,21 @@ fn shipped_experiments_parse() {
             "{file} must start with the question it answers"
         );
     }
+}
+
+#[test]
+fn async_scheduling_experiment_turns_only_that_off() {
+    let path = experiments_dir().join("async_scheduling.toml");
+    let exp = parse_experiment(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+    let [sync, on] = [0, 1].map(|i| exp.variants[i].config.engine_config());
+    assert!(!sync.async_scheduling && on.async_scheduling);
+    assert_eq!(
+        EngineConfig {
+            async_scheduling: true,
+            ..sync
+        },
+        on
+    );
 }
 
 #[test]
