@@ -87,9 +87,10 @@ impl<B: KernelBackend> QueuedStep<B> {
         }
     }
 
-    /// Whether a step can be queued behind this one before its tokens are read.
+    /// Whether a step can be queued behind this one before its tokens are read: its tokens
+    /// stay on the device for the next step to take, or it samples none (a prefill chunk).
     fn feeds_next(&self) -> bool {
-        matches!(self.tokens, StepTokens::Device { .. })
+        matches!(self.tokens, StepTokens::Device { .. }) || self.placed.is_empty()
     }
 }
 
