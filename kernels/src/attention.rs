@@ -452,10 +452,16 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
             split.width,
         );
     } else if let Some(kv_tile) = mma_kv_tile {
+        // The widest vector load that divides a head (16 bytes on CUDA).
+        let width = client
+            .io_optimized_vector_sizes(step.q.dtype.size())
+            .find(|w| tile.head_dim.is_multiple_of(*w))
+            .unwrap_or(1);
         paged_prefill_mma_kernel::launch::<F, I, R>(
             &client,
             cubes,
             dim,
+            width,
             q,
             k_cache,
             v_cache,
@@ -473,6 +479,7 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
             kv_tile,
             tile.threads,
             tile.acc_per_thread(),
+            width,
         );
     } else {
         paged_attention_kernel::launch::<F, I, R>(

@@ -78,15 +78,12 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
     let mut start = work.kv_start;
     while start < work.kv_end {
         tile_offsets::<I>(
-            strides.slot as usize,
-            strides.head as usize,
+            strides,
             block_tables,
-            strides.table as usize,
             &mut offsets,
-            work.seq,
+            work,
             kv_head,
             start,
-            work.kv_end,
             block_size,
             kv_tile,
         );

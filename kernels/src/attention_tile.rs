@@ -17,30 +17,29 @@ pub struct AttentionStrides {
 /// Stands in for -inf: WGSL has no infinite literals, and a finite value keeps `exp` NaN-free.
 pub(crate) const NEG_BIG: f32 = -1.0e30;
 
-/// Offset in the cache of each key of the tile starting at `start` (one block-table lookup per
-/// key rather than per element); -1 past `end`.
+/// Offset in the cache of each key of the work item's tile starting at `start` (one
+/// block-table lookup per key rather than per element); -1 past the item's key range.
 #[cube]
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn tile_offsets<I: Int>(
-    slot_stride: usize,
-    head_stride: usize,
+    strides: AttentionStrides,
     block_tables: &Array<I>,
-    table_stride: usize,
     offsets: &mut SharedMemory<i32>,
-    seq: usize,
+    work: WorkItem,
     kv_head: usize,
     start: usize,
-    end: usize,
     block_size: usize,
     #[comptime] kv_tile: usize,
 ) {
     let mut t = UNIT_POS_X as usize;
     while t < kv_tile {
         let pos = start + t;
-        if pos < end {
-            let block = usize::cast_from(block_tables[seq * table_stride + pos / block_size]);
+        if pos < work.kv_end {
+            let block = usize::cast_from(
+                block_tables[work.seq * strides.table as usize + pos / block_size],
+            );
             let slot = block * block_size + pos % block_size;
-            offsets[t] = i32::cast_from(slot * slot_stride + kv_head * head_stride);
+            offsets[t] =
+                i32::cast_from(slot * strides.slot as usize + kv_head * strides.head as usize);
         } else {
             offsets[t] = i32::new(-1);
         }

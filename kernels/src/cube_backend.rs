@@ -10,9 +10,9 @@ use burn_cubecl::{
 };
 use cubecl::prelude::{CubeElement, Float as CubeFloat, Int as CubeInt};
 use cubecl::{client::ComputeClient, server::CopyDescriptor};
+use cubek::matmul::launch::Strategy;
 use std::any::Any;
 use std::sync::Mutex;
-use cubek::matmul::launch::Strategy;
 
 use crate::attention::{
     device_caps, paged_attention, paged_decode_qkv, store_kv, DevicePlan, QkvInputs,
@@ -154,7 +154,9 @@ impl<B: CubeBridge> KernelBackend for B {
         // Not an async fn: the device thread queues the copy now, only the wait is deferred.
         let bytes = lasting_client(&ids.client, &ids.device).read_one_tensor_async(copy);
         PendingIds::copying(async move {
-            let bytes = bytes.await.map_err(|e| format!("reading sampled ids: {e}"))?;
+            let bytes = bytes
+                .await
+                .map_err(|e| format!("reading sampled ids: {e}"))?;
             Ok(TensorData::from_bytes(bytes, shape, dtype))
         })
     }

@@ -155,15 +155,12 @@ pub(crate) fn decode_attend<F: Float, I: Int, N: Size>(
     let mut start = work.kv_start;
     while start < work.kv_end {
         tile_offsets::<I>(
-            strides.slot as usize,
-            strides.head as usize,
+            strides,
             block_tables,
-            strides.table as usize,
             &mut offsets,
-            work.seq,
+            work,
             kv_head,
             start,
-            work.kv_end,
             block_size,
             kv_tile,
         );

@@ -17,7 +17,9 @@ impl PendingIds {
     }
 
     /// Ids a device is still copying; `copy` resolves when the copy is done.
-    pub fn copying(copy: impl Future<Output = Result<TensorData, String>> + Send + 'static) -> Self {
+    pub fn copying(
+        copy: impl Future<Output = Result<TensorData, String>> + Send + 'static,
+    ) -> Self {
         Self(Box::pin(copy))
     }
 

@@ -7,7 +7,7 @@
 use cubecl::prelude::*;
 
 use crate::attention_tile::{
-    gather_tile, read_item, tile_offsets, update_row_stats, write_rows, AttentionStrides, NEG_BIG,
+    read_item, tile_offsets, update_row_stats, write_rows, AttentionStrides, NEG_BIG,
 };
 
 /// The side of one matrix instruction.
@@ -46,10 +46,10 @@ pub fn mma_kv_tile(
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
+pub fn paged_prefill_mma_kernel<F: Float, I: Int, N: Size>(
     q: &Array<F>,
-    k_cache: &Array<F>,
-    v_cache: &Array<F>,
+    k_cache: &Array<Vector<F, N>>,
+    v_cache: &Array<Vector<F, N>>,
     block_tables: &Array<I>,
     items: &Array<I>,
     out: &mut Array<F>,
@@ -64,6 +64,7 @@ pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
     #[comptime] kv_tile: usize,
     #[comptime] threads: usize,
     #[comptime] acc_per_thread: usize,
+    #[comptime] width: usize,
 ) {
     let kv_head = CUBE_POS_Y as usize;
     let kv_heads = CUBE_COUNT_Y as usize;
@@ -117,24 +118,38 @@ pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
         acc[j] = f32::new(0.0);
     }
 
+    // Software-pipelined: a tile's values load while its scores and softmax run, and the next
+    // tile's keys while its value product runs; four barriers per tile.
     let mut start = work.kv_start;
+    tile_offsets::<I>(
+        strides,
+        block_tables,
+        &mut offsets,
+        work,
+        kv_head,
+        start,
+        block_size,
+        kv_tile,
+    );
+    sync_cube();
+    let tile_vectors = comptime!((kv_tile * (head_dim / width)).div_ceil(threads));
+    let mut keys = Array::<Vector<F, N>>::new(tile_vectors);
+    let mut values = Array::<Vector<F, N>>::new(tile_vectors);
+    gather_vectors::<F, N>(
+        k_cache, &offsets, &mut keys, kv_tile, head_dim, threads, width,
+    );
     while start < work.kv_end {
-        tile_offsets::<I>(
-            strides.slot as usize,
-            strides.head as usize,
-            block_tables,
-            strides.table as usize,
-            &mut offsets,
-            work.seq,
-            kv_head,
-            start,
-            work.kv_end,
-            block_size,
+        store_tile::<F, N>(&keys, &mut kv_s, kv_tile, head_dim, threads, width);
+        sync_cube();
+        gather_vectors::<F, N>(
+            v_cache,
+            &offsets,
+            &mut values,
             kv_tile,
+            head_dim,
+            threads,
+            width,
         );
-        sync_cube();
-        load_tile::<F>(k_cache, &offsets, &mut kv_s, kv_tile, head_dim, threads);
-        sync_cube();
 
         // Scores: q rows against key rows (k^T is the key tile read column-major).
         block_products::<F>(
@@ -162,9 +177,26 @@ pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
             lane,
             plane,
         );
-        // The key tile is no longer read: the values take its place.
-        load_tile::<F>(v_cache, &offsets, &mut kv_s, kv_tile, head_dim, threads);
+        // The key tile is no longer read: the values take its place. Every thread read the
+        // offsets for its value loads before the last barrier, so the next tile's go in.
+        store_tile::<F, N>(&values, &mut kv_s, kv_tile, head_dim, threads, width);
+        let next = start + kv_tile;
+        tile_offsets::<I>(
+            strides,
+            block_tables,
+            &mut offsets,
+            work,
+            kv_head,
+            next,
+            block_size,
+            kv_tile,
+        );
         sync_cube();
+        if next < work.kv_end {
+            gather_vectors::<F, N>(
+                k_cache, &offsets, &mut keys, kv_tile, head_dim, threads, width,
+            );
+        }
 
         // This tile's p @ v.
         block_products::<F>(
@@ -181,8 +213,7 @@ pub fn paged_prefill_mma_kernel<F: Float, I: Int>(
                 acc[j] = acc[j] * alpha_s[r] + o_s[r * o_stride + d];
             }
         }
-        sync_cube();
-        start += kv_tile;
+        start = next;
     }
 
     write_rows::<F>(
@@ -338,24 +369,54 @@ fn block_products<F: Float>(
     }
 }
 
-/// The tile's keys (or values) into shared memory in their own dtype, rows padded for the
-/// matrix loads; zeros past the end.
+/// This thread's vectors of a key (or value) tile: vector `tid + j * threads` of
+/// `[kv_tile, head_dim / width]`. Issued here and stored later ([`store_tile`]), so their
+/// latency overlaps the work between. Keys past the end read slot 0 of the cache: finite
+/// values whose scores the softmax masks, so their probabilities (and value weights) are 0.
 #[cube]
-fn load_tile<F: Float>(
-    cache: &Array<F>,
+fn gather_vectors<F: Float, N: Size>(
+    cache: &Array<Vector<F, N>>,
     offsets: &SharedMemory<i32>,
+    vals: &mut Array<Vector<F, N>>,
+    #[comptime] kv_tile: usize,
+    #[comptime] head_dim: usize,
+    #[comptime] threads: usize,
+    #[comptime] width: usize,
+) {
+    let row_vecs = comptime!(head_dim / width);
+    let per_thread = comptime!((kv_tile * row_vecs).div_ceil(threads));
+    #[unroll]
+    for j in 0..per_thread {
+        let idx = UNIT_POS_X as usize + j * threads;
+        let t = (idx / row_vecs).min(kv_tile - 1);
+        let row = usize::cast_from(i32::max(offsets[t], 0)) / width;
+        vals[j] = cache[row + idx % row_vecs];
+    }
+}
+
+/// Vectors from [`gather_vectors`] into a shared tile in their own dtype, rows padded for the
+/// matrix loads.
+#[cube]
+fn store_tile<F: Float, N: Size>(
+    vals: &Array<Vector<F, N>>,
     tile: &mut SharedMemory<F>,
     #[comptime] kv_tile: usize,
     #[comptime] head_dim: usize,
     #[comptime] threads: usize,
+    #[comptime] width: usize,
 ) {
-    let per_thread = comptime!((kv_tile * head_dim).div_ceil(threads));
-    let vals = gather_tile::<F>(cache, offsets, kv_tile, head_dim, threads);
+    let row_vecs = comptime!(head_dim / width);
+    let per_thread = comptime!((kv_tile * row_vecs).div_ceil(threads));
     #[unroll]
     for j in 0..per_thread {
         let idx = UNIT_POS_X as usize + j * threads;
-        if idx < kv_tile * head_dim {
-            tile[(idx / head_dim) * (head_dim + PAD16) + idx % head_dim] = vals[j];
+        if idx < kv_tile * row_vecs {
+            let at = (idx / row_vecs) * (head_dim + PAD16) + (idx % row_vecs) * width;
+            let v = vals[j];
+            #[unroll]
+            for e in 0..width {
+                tile[at + e] = v[e];
+            }
         }
     }
 }

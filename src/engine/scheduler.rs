@@ -261,17 +261,12 @@ impl Scheduler {
                 self.blocks.grow(seq, 1);
                 return true;
             }
-            let victim = self
-                .running
-                .iter()
-                .rev()
-                .copied()
-                .find(|v| {
-                    // One about to finish frees its blocks when its token is read.
-                    *v != id
-                        && !draft.ids.contains(v)
-                        && !self.seqs[v].reaches_length(self.limits.max_model_len)
-                });
+            let victim = self.running.iter().rev().copied().find(|v| {
+                // One about to finish frees its blocks when its token is read.
+                *v != id
+                    && !draft.ids.contains(v)
+                    && !self.seqs[v].reaches_length(self.limits.max_model_len)
+            });
             self.preempt(victim.unwrap_or(id));
             draft.batch.preempted += 1;
             if victim.is_none() {

@@ -367,14 +367,21 @@ fn pipelined_steps_keep_outputs_and_blocks_under_preemption() {
         }
         let model = |id: RequestId, pos: usize| 1 + (id as u32 * 13 + pos as u32) % 40;
         let (done, preempted) = run_pipelined(&mut s, model, 400);
-        assert!(preempted > 0, "{policy:?}: the cache was meant to be too small");
+        assert!(
+            preempted > 0,
+            "{policy:?}: the cache was meant to be too small"
+        );
         assert_eq!(done.len(), 6);
         for (seq, reason) in done {
             assert_eq!(reason, FinishReason::Length);
             let expected: Vec<u32> = (seq.num_prompt_tokens..seq.num_prompt_tokens + 6)
                 .map(|pos| model(seq.id, pos))
                 .collect();
-            assert_eq!(seq.tokens[seq.num_prompt_tokens..], expected[..], "{policy:?}");
+            assert_eq!(
+                seq.tokens[seq.num_prompt_tokens..],
+                expected[..],
+                "{policy:?}"
+            );
         }
         assert_eq!(s.blocks.num_free(), 12, "{policy:?}: blocks leaked");
     }
@@ -391,8 +398,10 @@ fn eos_read_while_the_next_step_is_queued_stops_there() {
     // Sequence 1 samples EOS (0) as its third output token; sequence 2 never does.
     let model = |id: RequestId, pos: usize| if id == 1 && pos == 5 { 0 } else { 3 };
     let (done, _) = run_pipelined(&mut s, model, 100);
-    let by_id: std::collections::HashMap<_, _> =
-        done.into_iter().map(|(seq, r)| (seq.id, (seq, r))).collect();
+    let by_id: std::collections::HashMap<_, _> = done
+        .into_iter()
+        .map(|(seq, r)| (seq.id, (seq, r)))
+        .collect();
     let (one, reason) = &by_id[&1];
     assert_eq!(*reason, FinishReason::Stop);
     assert_eq!(one.tokens, vec![5, 6, 7, 3, 3, 0]);

@@ -86,7 +86,10 @@ impl<B: KernelBackend> LLM<B> {
                 valid.push(j + 1 < toks.len());
             }
         }
-        let logits = self.runner.execute(&work, true, None).expect("every row wanted");
+        let logits = self
+            .runner
+            .execute(&work, true, None)
+            .expect("every row wanted");
         let device = logits.device();
         let n = targets.len();
         let idx = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
