@@ -121,13 +121,23 @@ impl<B: KernelBackend> ModelRunner<B> {
             &self.model.spec,
             &self.device,
         );
-        // The known tokens follow the unread ids in one array that a gather puts in order.
         let unread_ids = unread_ids.filter(|_| !unread.is_empty());
         assert!(
             unread.is_empty() || unread_ids.is_some(),
             "a token not read yet, but no sampled ids to take it from"
         );
-        let order = unread_ids.map(|ids| {
+        // Steady decoding feeds back the sampled ids as they are: the same sequences, in the
+        // same order, each row unread. Else the known tokens follow the unread ids in one array
+        // that a gather puts in order (three launches and their metadata uploads).
+        let as_sampled = unread_ids.is_some_and(|ids| {
+            ids.dims()[0] == n
+                && unread.len() == n
+                && unread
+                    .iter()
+                    .enumerate()
+                    .all(|(r, &(row, unread_row))| row == r && unread_row == r)
+        });
+        let order = unread_ids.filter(|_| !as_sampled).map(|ids| {
             let offset = ids.dims()[0];
             let mut order: Vec<i32> = (0..n).map(|r| (offset + r) as i32).collect();
             for &(row, unread_row) in &unread {
@@ -141,9 +151,10 @@ impl<B: KernelBackend> ModelRunner<B> {
         let order = order.map(|order| packed.push(order));
         let uploaded = packed.upload::<B>(&self.device);
         let token_ids = match (unread_ids, order) {
+            (Some(ids), None) => ids.clone(),
             (Some(ids), Some(order)) => Tensor::cat(vec![ids.clone(), uploaded.get(token_ids)], 0)
                 .select(0, uploaded.get(order)),
-            _ => uploaded.get(token_ids),
+            (None, _) => uploaded.get(token_ids),
         };
         let step = StepTensors {
             token_ids,
