@@ -2,7 +2,7 @@
 # One batched run on the GPU machine (see README "GPU machine"). Build here first:
 #   ../shared/tools/device-build.sh --bin nanovllm --example golden_check
 # then run this script there with .devbin carried (xz-compressed binaries are unpacked).
-# STEPS picks what runs (info host_cost decode_cublas gemv_ab bin_ab async_ab kernels_ab kernels_check golden perplexity kernels_bench prefill_ab matmul profile
+# STEPS picks what runs (info host_cost decode_cublas gemv_ab bin_ab async_ab kernels_ab ncu_prefill kernels_check golden perplexity kernels_bench prefill_ab matmul profile
 # decode_latency bench trace bench_part bench_fusion hf_peer chunk512 chunk_sweep profile_mixed unroll_sweep bench_unroll); logs and a results tarball go under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -106,6 +106,15 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
                 run timeout -s INT -k 20 120 $B/nanovllm /tmp/dl_async.toml --results-dir "$OUT/results/async-$round"
                 run timeout -s INT -k 20 300 $B/nanovllm experiments/async_scheduling.toml --results-dir "$OUT/results/async-$round"
               done ;;
+    # Nsight Compute on one tensor-core prefill launch of the kernel bench (the 4,096-token case:
+    # each case is 3 + 20 launches), where ncu exists and may read the counters.
+    ncu_prefill) ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+                 if [ -n "$ncu" ]; then
+                   run timeout -s INT ${NCU_TIMEOUT:-300} "$ncu" --kernel-name regex:paged_prefill_mma --launch-skip 115 --launch-count 1 \
+                     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+                     --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+                     $B/nanovllm kernels bench --backend cuda --out /tmp/ncu-kernels
+                 else log "no ncu on this machine"; fi ;;
     # The kernel benches of two builds (AB_BINS), alternating, AB_ROUNDS rounds.
     kernels_ab) for round in $(seq ${AB_ROUNDS:-2}); do
                   for bin in ${AB_BINS:-nanovllm-base nanovllm}; do
