@@ -309,3 +309,15 @@ fn keys_that_a_fieldless_tag_would_ignore_are_rejected() {
         "{msg}"
     );
 }
+
+#[test]
+fn async_scheduling_that_is_not_a_boolean_names_its_line_and_key() {
+    let extra = "\n[engine]\nasync_scheduling = \"yes\"\n";
+    let msg = err(extra);
+    assert!(
+        msg.starts_with(&format!("exp.toml:{}:", line_of(extra, "async_scheduling"))),
+        "{msg}"
+    );
+    assert!(msg.contains("async_scheduling"), "{msg}");
+    assert!(msg.contains("boolean") || msg.contains("bool"), "{msg}");
+}
