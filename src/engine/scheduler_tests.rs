@@ -237,15 +237,18 @@ fn policies() -> impl Strategy<Value = SchedulerPolicy> {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
-    /// Random request mixes and arrival steps: no block leaked, no request lost, budget kept.
+    /// Random request mixes and arrival steps, steps read in turn or queued ahead (async
+    /// scheduling): no block leaked, no request lost, budget kept.
     #[test]
     fn no_block_leaked_and_no_request_lost(
         policy in policies(),
         reqs in proptest::collection::vec((1usize..30, 1usize..12, 0usize..20), 1..12),
         num_blocks in 12usize..40,
         max_num_seqs in 1usize..6,
+        depth in 1usize..=2,
     ) {
         let mut s = scheduler(policy.clone(), num_blocks, 4, max_num_seqs);
+        let mut driver = Driver::new(depth, |_, _| 1);
         let mut finished = std::collections::HashMap::new();
         for t in 0..2000 {
             for (id, &(p, o, at)) in reqs.iter().enumerate() {
@@ -253,15 +256,18 @@ proptest! {
                     add(&mut s, id as u64, p, o);
                 }
             }
-            let (b, done) = step(&mut s);
-            if let SchedulerPolicy::Chunked { chunk_size, .. } = policy {
-                prop_assert!(b.prefill_tokens + b.decode_tokens <= chunk_size);
+            let (batches, done) = driver.step(&mut s);
+            for b in batches {
+                if let SchedulerPolicy::Chunked { chunk_size, .. } = policy {
+                    prop_assert!(b.prefill_tokens + b.decode_tokens <= chunk_size);
+                }
+                prop_assert!(b.seqs.len() <= max_num_seqs);
             }
-            prop_assert!(b.seqs.len() <= max_num_seqs);
             for (seq, _) in done {
+                prop_assert!(!seq.tokens.contains(&PLACEHOLDER_TOKEN));
                 finished.insert(seq.id, seq.num_output_tokens());
             }
-            if t > 20 && !s.has_unfinished() {
+            if t > 20 && !driver.busy(&s) {
                 break;
             }
         }
@@ -313,24 +319,37 @@ fn no_request_starves_under_a_steady_stream() {
     }
 }
 
-/// Drives the scheduler as async scheduling does: each step is scheduled and launched before
-/// the previous step's tokens are read. `model(id, pos)` is the token sampled for position
-/// `pos`. Returns the finished sequences and the preemptions.
-fn run_pipelined(
-    s: &mut Scheduler,
-    model: impl Fn(RequestId, usize) -> u32,
-    max_steps: usize,
-) -> (Vec<(Sequence, FinishReason)>, usize) {
-    let (mut queued, mut finished, mut preempted) =
-        (std::collections::VecDeque::new(), Vec::new(), 0);
-    for _ in 0..max_steps {
-        if !s.has_unfinished() && queued.is_empty() {
-            return (finished, preempted);
+/// Steps the scheduler as `LLM::step` does: with `depth` 2 (async scheduling) each step is
+/// scheduled and launched before the previous step's tokens are read; with 1, in turn.
+/// `model(id, pos)` is the token sampled for position `pos`. Checks invariants throughout.
+struct Driver<M: Fn(RequestId, usize) -> u32> {
+    depth: usize,
+    model: M,
+    queued: std::collections::VecDeque<Vec<Placeholder>>,
+    preempted: usize,
+}
+
+impl<M: Fn(RequestId, usize) -> u32> Driver<M> {
+    fn new(depth: usize, model: M) -> Self {
+        Self {
+            depth,
+            model,
+            queued: Default::default(),
+            preempted: 0,
         }
-        while queued.len() < 2 {
+    }
+
+    fn busy(&self, s: &Scheduler) -> bool {
+        s.has_unfinished() || !self.queued.is_empty()
+    }
+
+    /// The batches scheduled by this call, and the sequences that finished in it.
+    fn step(&mut self, s: &mut Scheduler) -> (Vec<Batch>, Vec<(Sequence, FinishReason)>) {
+        let mut batches = Vec::new();
+        while self.queued.len() < self.depth {
             let batch = s.schedule();
             s.blocks.check_invariants(s.block_tables());
-            preempted += batch.preempted;
+            self.preempted += batch.preempted;
             if batch.is_empty() {
                 break;
             }
@@ -339,13 +358,36 @@ fn run_pipelined(
                 // Only a sequence's newest token may still be unread when it is fed.
                 assert!(seq.num_known() + 1 >= seq.num_computed + e.num_tokens);
                 assert!(seq.unread <= 1);
+                // Never a token past max_tokens, unread ones counted.
+                assert!(!e.samples || seq.num_output_tokens() < seq.params.max_tokens);
             }
-            queued.push_back(s.launched(&batch));
+            self.queued.push_back(s.launched(&batch));
+            batches.push(batch);
         }
-        let placed = queued.pop_front().expect("a step was queued");
-        let tokens: Vec<u32> = placed.iter().map(|p| model(p.id, p.pos)).collect();
-        finished.extend(s.read_back(&placed, &tokens).finished);
-        s.blocks.check_invariants(s.block_tables());
+        let mut finished = Vec::new();
+        if let Some(placed) = self.queued.pop_front() {
+            let tokens: Vec<u32> = placed.iter().map(|p| (self.model)(p.id, p.pos)).collect();
+            finished = s.read_back(&placed, &tokens).finished;
+            s.blocks.check_invariants(s.block_tables());
+        }
+        (batches, finished)
+    }
+}
+
+/// Runs async scheduling's order to the end. Returns the finished sequences and the
+/// preemptions.
+fn run_pipelined(
+    s: &mut Scheduler,
+    model: impl Fn(RequestId, usize) -> u32,
+    max_steps: usize,
+) -> (Vec<(Sequence, FinishReason)>, usize) {
+    let mut driver = Driver::new(2, model);
+    let mut finished = Vec::new();
+    for _ in 0..max_steps {
+        if !driver.busy(s) {
+            return (finished, driver.preempted);
+        }
+        finished.extend(driver.step(s).1);
     }
     panic!("not finished after {max_steps} steps");
 }
