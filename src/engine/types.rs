@@ -37,7 +37,8 @@ pub struct RequestOutput {
     pub finish_reason: FinishReason,
 }
 
-/// What one call of `LLM::step` did. The harness timestamps it on return.
+/// The step one call of `LLM::step` read back (with async scheduling, the call also queued the
+/// next one). The harness timestamps it on return.
 #[derive(Clone, Debug)]
 pub struct StepReport {
     pub kind: StepKind,
@@ -58,9 +59,10 @@ pub struct StepReport {
     pub new_tokens: Vec<(RequestId, u32)>,
     /// Requests that finished in this step.
     pub finished: Vec<RequestOutput>,
-    /// Wall time of schedule + forward + sample, measured by the engine.
+    /// Wall time of the call (schedule + launches + reading the tokens back), measured by the
+    /// engine.
     pub duration: Duration,
-    /// The part of `duration` until every launch of the step was queued, before the host
+    /// The part of `duration` until every launch of the call was queued, before the host
     /// waits for the device: near `duration` when issuing the launches bounds the step.
     pub queued: Duration,
 }
