@@ -52,6 +52,21 @@ pub fn plan_num_blocks<B: KernelBackend>(
     Ok(blocks)
 }
 
+/// One forward pass computing `num_tokens` new tokens of each of `seqs`, read back to the end.
+fn warm_pass<B: KernelBackend>(runner: &mut ModelRunner<B>, seqs: &[Sequence], num_tokens: usize) {
+    let work: Vec<SeqWork> = seqs
+        .iter()
+        .map(|seq| SeqWork {
+            seq,
+            num_tokens,
+            samples: true,
+        })
+        .collect();
+    if let Some(logits) = runner.execute(&work, false, None) {
+        ModelRunner::<B>::ids_to_host(logits.argmax(1).flatten(0, 1));
+    }
+}
+
 /// One forward pass as large as a real prefill step, so the memory pool reaches its working
 /// size before free memory is measured; then decode passes and every matmul kernel the steps
 /// will need, so compilation stays out of the measured steps.
@@ -73,17 +88,7 @@ fn warm_up<B: KernelBackend>(
             s
         })
         .collect();
-    let work: Vec<SeqWork> = seqs
-        .iter()
-        .map(|seq| SeqWork {
-            seq,
-            num_tokens: seq_len,
-            samples: true,
-        })
-        .collect();
-    if let Some(logits) = runner.execute(&work, false, None) {
-        ModelRunner::<B>::ids_to_host(logits.argmax(1).flatten(0, 1));
-    }
+    warm_pass(runner, &seqs, seq_len);
     // Decode steps of one sequence and of max_num_seqs over those caches: the backend picks
     // attention kernels by batch size (the fused decode only up to a threshold), and one
     // compiled inside a measured step cost that step a second (bench, H100, 2026-11-23).
@@ -96,17 +101,7 @@ fn warm_up<B: KernelBackend>(
                 s
             })
             .collect();
-        let work: Vec<SeqWork> = decodes
-            .iter()
-            .map(|seq| SeqWork {
-                seq,
-                num_tokens: 1,
-                samples: true,
-            })
-            .collect();
-        if let Some(logits) = runner.execute(&work, false, None) {
-            ModelRunner::<B>::ids_to_host(logits.argmax(1).flatten(0, 1));
-        }
+        warm_pass(runner, &decodes, 1);
     }
     runner.reset_cache(1);
     // Each row-count class of `project` (see `nanovllm_kernels::matmul::project_strategy`),
