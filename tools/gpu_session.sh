@@ -2,7 +2,7 @@
 # One batched run on the GPU machine (see README "GPU machine"). Build here first:
 #   ../shared/tools/device-build.sh --bin nanovllm --example golden_check
 # then run this script there with .devbin carried (xz-compressed binaries are unpacked).
-# STEPS picks what runs (info host_cost decode_cublas gemv_ab bin_ab async_ab kernels_ab ncu_prefill kernels_check golden perplexity kernels_bench prefill_ab matmul profile
+# STEPS picks what runs (info host_cost decode_cublas gemv_ab bin_ab async_ab kernels_ab ncu_prefill ncu_decode kernels_check golden perplexity kernels_bench prefill_ab matmul profile
 # decode_latency bench trace bench_part bench_fusion hf_peer chunk512 chunk_sweep profile_mixed unroll_sweep bench_unroll); logs and a results tarball go under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -22,6 +22,16 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$
 # Batch-1 decode and the bench with each argument in turn, AB_ROUNDS rounds (the first is the
 # baseline). An argument is a binary in .devbin, optionally with settings:
 # nanovllm:NANOVLLM_CUBLAS_MIN_ROWS=9 (several joined by commas).
+# Nsight Compute on launch $2 (0-based) of kernels matching $1 in the kernel bench, where ncu
+# exists and may read the counters.
+ncu_one() {
+  ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  if [ -z "$ncu" ]; then log "no ncu on this machine"; return; fi
+  run timeout -s INT ${NCU_TIMEOUT:-300} "$ncu" --kernel-name "regex:$1" --launch-skip "$2" --launch-count 1 \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+    --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+    $B/nanovllm kernels bench --backend cuda --out /tmp/ncu-kernels
+}
 bin_ab() {
   for round in $(seq ${AB_ROUNDS:-2}); do
     for spec in "$@"; do
@@ -43,8 +53,8 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
     host_cost) run timeout -s INT 120 $B/nanovllm kernels host-cost --backend cuda-unfused ;;
     kernels_bench) run timeout -s INT 240 $B/nanovllm kernels bench --backend cuda --out "$OUT/results/kernels" ;;
     # Prefill kernel variants, parity and the kernel bench at each: PREFILL_SETTINGS lists them
-    # (settings joined by commas); by default the scalar kernel and the tensor-core one.
-    prefill_ab) for spec in ${PREFILL_SETTINGS:-NANOVLLM_PREFILL_MMA=0 NANOVLLM_PREFILL_MMA=1}; do
+    # (settings joined by commas); by default the fragment-API tensor-core kernel and the flash one.
+    prefill_ab) for spec in ${PREFILL_SETTINGS:-NANOVLLM_PREFILL_MMA=1 NANOVLLM_PREFILL_MMA=2}; do
                   settings=$(echo "$spec" | tr ',' ' ')
                   run env $settings timeout -s INT 120 $B/nanovllm kernels check --backend cuda
                   run env $settings timeout -s INT 240 $B/nanovllm kernels bench --backend cuda \
@@ -106,15 +116,10 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
                 run timeout -s INT -k 20 120 $B/nanovllm /tmp/dl_async.toml --results-dir "$OUT/results/async-$round"
                 run timeout -s INT -k 20 300 $B/nanovllm experiments/async_scheduling.toml --results-dir "$OUT/results/async-$round"
               done ;;
-    # Nsight Compute on one tensor-core prefill launch of the kernel bench (the 4,096-token case:
-    # each case is 3 + 20 launches), where ncu exists and may read the counters.
-    ncu_prefill) ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-                 if [ -n "$ncu" ]; then
-                   run timeout -s INT ${NCU_TIMEOUT:-300} "$ncu" --kernel-name regex:paged_prefill_mma --launch-skip 115 --launch-count 1 \
-                     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
-                     --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
-                     $B/nanovllm kernels bench --backend cuda --out /tmp/ncu-kernels
-                 else log "no ncu on this machine"; fi ;;
+    # Nsight Compute on one launch of the kernel bench (each case is 3 + 20 launches): the
+    # tensor-core prefill at 4,096 tokens, or the decode kernel at batch 256 x 1,024.
+    ncu_prefill) ncu_one paged_prefill_mma 115 ;;
+    ncu_decode) ncu_one paged_decode_kernel 26 ;;
     # The kernel benches of two builds (AB_BINS), alternating, AB_ROUNDS rounds.
     kernels_ab) for round in $(seq ${AB_ROUNDS:-2}); do
                   for bin in ${AB_BINS:-nanovllm-base nanovllm}; do

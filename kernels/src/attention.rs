@@ -9,14 +9,12 @@ use crate::attention_tile::AttentionStridesLaunch;
 use crate::decode_kernel::paged_decode_kernel;
 use crate::decode_qkv_kernel::paged_decode_qkv_kernel;
 use crate::plan::PREFILL_ROWS;
+use crate::prefill_flash_kernel::{flash_shared_bytes, paged_prefill_flash_kernel, FLASH_ROWS};
 use crate::prefill_mma_kernel::{mma_kv_tile, paged_prefill_mma_kernel, MMA};
 
-/// Keys per tile of the decode kernel, at least (its shared memory is small whatever the tile,
-/// and a longer tile means fewer barriers per key).
-const DECODE_KV_TILE: usize = 128;
-/// Key passes whose loads a plane issues before using them (memory-level parallelism). Eight,
-/// by `STEPS=unroll_sweep` on an H100 (batch 256 x 1,024: 85% of copy bandwidth against 70%
-/// with four, on one machine) and the bench (9,236 to 9,679 tokens/s against 8,341 to 8,966).
+/// Keys per lane group in one chunk of a plane (their key and value loads issued together).
+/// Eight, by `STEPS=unroll_sweep` on an H100 (batch 256 x 2,048: 0.820 ms against 0.843 with two
+/// and 0.848 with four; `results/reference/decode_warp_ab-h100`).
 const DECODE_UNROLL: usize = 8;
 
 /// [`DECODE_UNROLL`], or `NANOVLLM_DECODE_UNROLL` for measurements (`kernels bench` per value).
@@ -29,13 +27,51 @@ fn decode_unroll() -> usize {
     })
 }
 
-/// Whether prefill tiles run on tensor cores where the device has them ([`prefill_mma_kv_tile`]):
-/// yes unless `NANOVLLM_PREFILL_MMA=0` (the scalar kernel, for A/B).
+/// Which prefill kernel runs where the device has tensor cores for the dtype: 2 (default) the
+/// register-resident [`paged_prefill_flash_kernel`] where the device has manual MMA, 1 the
+/// fragment-API [`paged_prefill_mma_kernel`], 0 the scalar kernel; `NANOVLLM_PREFILL_MMA`
+/// picks one for A/B.
 fn prefill_mma_mode() -> u8 {
     static MODE: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
     *MODE.get_or_init(|| {
-        crate::knobs::env_override("NANOVLLM_PREFILL_MMA", "0 or 1", |v: &u8| *v <= 1).unwrap_or(1)
+        crate::knobs::env_override("NANOVLLM_PREFILL_MMA", "0, 1 or 2", |v: &u8| *v <= 2)
+            .unwrap_or(2)
     })
+}
+
+/// Whether [`paged_prefill_flash_kernel`] can run on `F`: 16-bit inputs the device multiplies
+/// with manual `m16n8k16` MMA, and mode 2 of [`prefill_mma_mode`].
+fn flash_available<R: CubeRuntime, F: Float>(client: &ComputeClient<R>) -> bool {
+    let elem = F::as_type_native_unchecked().storage_type();
+    let config = cubecl::features::MmaConfig {
+        a_type: elem,
+        b_type: elem,
+        cd_type: f32::as_type_native_unchecked().storage_type(),
+        m: 16,
+        n: 8,
+        k: 16,
+    };
+    prefill_mma_mode() == 2
+        && elem.size() == 2
+        && client.properties().features.matmul.mma.contains(&config)
+}
+
+/// The key tile [`paged_prefill_flash_kernel`] runs a prefill tile with (the longest whose
+/// shared memory fits), or `None` where it cannot run: see [`flash_available`]; rows and head
+/// dim must be multiples of 16.
+fn prefill_flash_kv_tile<R: CubeRuntime, F: Float>(
+    client: &ComputeClient<R>,
+    tile: TileShape,
+) -> Option<usize> {
+    let elem_bytes = F::as_type_native_unchecked().storage_type().size();
+    let max_shared = client.properties().hardware.max_shared_memory_size;
+    let runs = tile.rows().is_multiple_of(16)
+        && tile.head_dim.is_multiple_of(16)
+        && flash_available::<R, F>(client);
+    [64, 32, 16]
+        .into_iter()
+        .find(|&kv| flash_shared_bytes(tile.head_dim, kv, elem_bytes) <= max_shared)
+        .filter(|_| runs)
 }
 
 /// The key tile [`paged_prefill_mma_kernel`] runs a prefill tile with, or `None` where it cannot
@@ -66,7 +102,7 @@ fn prefill_on_tensor_cores<R: CubeRuntime, F: Float>(client: &ComputeClient<R>) 
         n: MMA as u32,
         k: MMA as u32,
     };
-    prefill_mma_mode() != 0
+    prefill_mma_mode() == 1
         && elem.size() == 2
         && client.properties().features.matmul.cmma.contains(&config)
 }
@@ -77,7 +113,6 @@ fn prefill_on_tensor_cores<R: CubeRuntime, F: Float>(client: &ComputeClient<R>) 
 struct DecodeSplit {
     width: usize,
     key_lanes: usize,
-    kv_tile: usize,
 }
 
 fn decode_split<R: CubeRuntime>(
@@ -95,13 +130,7 @@ fn decode_split<R: CubeRuntime>(
         && plane.is_multiple_of(key_lanes)
         && head_dim.is_multiple_of(width * key_lanes)
         && threads.is_multiple_of(plane);
-    let sweep = (threads / plane) * (plane / key_lanes) * decode_unroll();
-    let kv_tile = DECODE_KV_TILE.next_multiple_of(sweep);
-    fits.then_some(DecodeSplit {
-        width,
-        key_lanes,
-        kv_tile,
-    })
+    fits.then_some(DecodeSplit { width, key_lanes })
 }
 use crate::plan::{AttentionPlan, DeviceCaps, TileShape};
 
@@ -121,8 +150,12 @@ pub fn device_caps<R: CubeRuntime, F: Float>(client: &ComputeClient<R>) -> Devic
         compute_units: hw.num_streaming_multiprocessors.unwrap_or(16) as usize,
         max_shared_bytes: hw.max_shared_memory_size.min(48 * 1024),
         // 64-row tiles (keys and values loaded once per 64 queries) ran 10-33% slower on the
-        // H100 at 512-4k tokens (`kernels bench`, 2026-11-23).
-        prefill_rows: PREFILL_ROWS,
+        // H100 at 512-4k tokens with the fragment-API kernel (`kernels bench`, 2026-11-23);
+        // the flash kernel's four planes take 16 rows each.
+        prefill_rows: match flash_available::<R, F>(client) {
+            true => FLASH_ROWS,
+            false => PREFILL_ROWS,
+        },
     }
 }
 
@@ -359,7 +392,6 @@ pub fn paged_decode_qkv<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeEle
         inputs.eps,
         tile.group,
         tile.head_dim,
-        split.kv_tile,
         tile.threads,
         plane,
         split.key_lanes,
@@ -421,9 +453,13 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
     );
     let strides =
         || AttentionStridesLaunch::new(cache[0] as u32, cache[1] as u32, table_stride, item_stride);
-    let mma_kv_tile = match decode {
-        None => prefill_mma_kv_tile::<R, F>(&client, tile),
+    let flash_kv_tile = match decode {
+        None => prefill_flash_kv_tile::<R, F>(&client, tile),
         Some(_) => None,
+    };
+    let mma_kv_tile = match (&decode, flash_kv_tile) {
+        (None, None) => prefill_mma_kv_tile::<R, F>(&client, tile),
+        _ => None,
     };
     if let Some(split) = decode {
         paged_decode_kernel::launch::<F, I, R>(
@@ -444,19 +480,37 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
             strides(),
             tile.group,
             tile.head_dim,
-            split.kv_tile,
             tile.threads,
             plane,
             split.key_lanes,
             decode_unroll(),
             split.width,
         );
+    } else if let Some(kv_tile) = flash_kv_tile {
+        paged_prefill_flash_kernel::launch::<F, I, R>(
+            &client,
+            cubes,
+            CubeDim::new_1d(2 * tile.rows() as u32),
+            vector_width(&client, step.q.dtype.size(), tile.head_dim),
+            q,
+            k_cache,
+            v_cache,
+            block_tables,
+            items,
+            out,
+            part_out,
+            part_stats,
+            step.scale,
+            step.block_size as u32,
+            strides(),
+            tile.group,
+            tile.rows(),
+            tile.head_dim,
+            kv_tile,
+            vector_width(&client, step.q.dtype.size(), tile.head_dim),
+        );
     } else if let Some(kv_tile) = mma_kv_tile {
-        // The widest vector load that divides a head (16 bytes on CUDA).
-        let width = client
-            .io_optimized_vector_sizes(step.q.dtype.size())
-            .find(|w| tile.head_dim.is_multiple_of(*w))
-            .unwrap_or(1);
+        let width = vector_width(&client, step.q.dtype.size(), tile.head_dim);
         paged_prefill_mma_kernel::launch::<F, I, R>(
             &client,
             cubes,
@@ -505,6 +559,18 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
             tile.acc_per_thread(),
         );
     }
+}
+
+/// The widest vector load that divides a head (16 bytes on CUDA).
+fn vector_width<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    elem_bytes: usize,
+    head_dim: usize,
+) -> usize {
+    client
+        .io_optimized_vector_sizes(elem_bytes)
+        .find(|w| head_dim.is_multiple_of(*w))
+        .unwrap_or(1)
 }
 
 /// Writes `k` and `v` `[tokens, kv_heads, head_dim]` into the caches at `slots` `[tokens]`, in

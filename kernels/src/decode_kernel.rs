@@ -3,9 +3,7 @@
 //! [`attention_kernel`](crate::attention_kernel).
 use cubecl::prelude::*;
 
-use crate::attention_tile::{
-    online_softmax_tile, read_item, tile_offsets, AttentionStrides, WorkItem, NEG_BIG,
-};
+use crate::attention_tile::{read_item, AttentionStrides, WorkItem, NEG_BIG};
 
 /// Decode attention (one query per item). Decode reads every cached key and value once per
 /// step, so the kernel is built for memory throughput:
@@ -35,7 +33,6 @@ pub fn paged_decode_kernel<F: Float, I: Int, N: Size>(
     strides: AttentionStrides,
     #[comptime] group: usize,
     #[comptime] head_dim: usize,
-    #[comptime] kv_tile: usize,
     #[comptime] threads: usize,
     #[comptime] plane: usize,
     #[comptime] key_lanes: usize,
@@ -64,10 +61,8 @@ pub fn paged_decode_kernel<F: Float, I: Int, N: Size>(
             }
         }
     }
-    let mut red = SharedMemory::<f32>::new(group * head_dim);
     decode_attend::<F, I, N>(
         &qr,
-        &mut red,
         k_cache,
         v_cache,
         block_tables,
@@ -79,7 +74,6 @@ pub fn paged_decode_kernel<F: Float, I: Int, N: Size>(
         strides,
         group,
         head_dim,
-        kv_tile,
         threads,
         plane,
         key_lanes,
@@ -88,13 +82,16 @@ pub fn paged_decode_kernel<F: Float, I: Int, N: Size>(
     );
 }
 
-/// The decode attention proper, from the group's query rows in registers (`qr`, pre-scaled):
-/// `red` is at least `group * head_dim` of shared memory, free for the final reduction.
+/// The decode attention proper, from the group's query rows in registers (`qr`, pre-scaled).
+///
+/// Each plane streams its own chunks of `key_groups * unroll` consecutive keys (chunk `warp`,
+/// `warp + warps`, ...) with an online softmax of its own, so the key loop has no barrier: a
+/// plane issues a chunk's key and value loads together and never waits on another plane. The
+/// planes' partial results meet by log-sum-exp at the end, in shared memory.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn decode_attend<F: Float, I: Int, N: Size>(
     qr: &Array<f32>,
-    red: &mut SharedMemory<f32>,
     k_cache: &Array<Vector<F, N>>,
     v_cache: &Array<Vector<F, N>>,
     block_tables: &Array<I>,
@@ -106,7 +103,6 @@ pub(crate) fn decode_attend<F: Float, I: Int, N: Size>(
     strides: AttentionStrides,
     #[comptime] group: usize,
     #[comptime] head_dim: usize,
-    #[comptime] kv_tile: usize,
     #[comptime] threads: usize,
     #[comptime] plane: usize,
     #[comptime] key_lanes: usize,
@@ -119,163 +115,126 @@ pub(crate) fn decode_attend<F: Float, I: Int, N: Size>(
     let tid = UNIT_POS_X as usize;
     let lane = tid % plane;
     let warp = tid / plane;
-    let warps = threads / plane;
-    let vecs = head_dim / (width * key_lanes);
-    let per_lane = vecs * width;
-    let key_groups = plane / key_lanes;
+    let warps = comptime!(threads / plane);
+    let vecs = comptime!(head_dim / (width * key_lanes));
+    let per_lane = comptime!(vecs * width);
+    let key_groups = comptime!(plane / key_lanes);
+    let chunk = comptime!(key_groups * unroll);
     let sub = lane % key_lanes;
     let key_group = lane / key_lanes;
-    let sweep_keys = warps * key_groups * unroll;
     let block_size = block_size as usize;
-    let p_stride = kv_tile + 1;
     let heads = kv_heads * group;
+    let table_row = work.seq * strides.table as usize;
+    let head_at = kv_head * strides.head as usize;
 
-    let mut p_s = SharedMemory::<f32>::new(group * (kv_tile + 1));
-    let mut m_s = SharedMemory::<f32>::new(group);
-    let mut l_s = SharedMemory::<f32>::new(group);
-    let mut alpha_s = SharedMemory::<f32>::new(group);
-    let mut offsets = SharedMemory::<i32>::new(kv_tile);
-
+    // Per row: the plane's running max (the same in every lane) and this key group's sum.
+    let mut m = Array::<f32>::new(group);
+    let mut l = Array::<f32>::new(group);
+    #[unroll]
+    for r in 0..group {
+        m[r] = f32::new(NEG_BIG);
+        l[r] = f32::new(0.0);
+    }
     let mut acc = Array::<f32>::new(group * per_lane);
     #[unroll]
     for j in 0..group * per_lane {
         acc[j] = f32::new(0.0);
     }
-    if tid < group {
-        m_s[tid] = f32::new(NEG_BIG);
-        l_s[tid] = f32::new(0.0);
-    }
-    let mut idx = tid;
-    while idx < group * head_dim {
-        red[idx] = f32::new(0.0);
-        idx += threads;
-    }
-
+    let mut at = Array::<usize>::new(unroll);
     let mut kx = Array::<Vector<F, N>>::new(unroll * vecs);
-    let mut start = work.kv_start;
-    while start < work.kv_end {
-        tile_offsets::<I>(
-            strides,
-            block_tables,
-            &mut offsets,
-            work,
-            kv_head,
-            start,
-            block_size,
-            kv_tile,
-        );
-        sync_cube();
-        // Scores. Keys past the end are masked after the shuffles, which every lane of the plane
-        // must reach.
-        let mut sweep = warp * key_groups * unroll;
-        while sweep < kv_tile {
-            load_rows::<F, N>(
-                k_cache,
-                &offsets,
-                &mut kx,
-                sweep + key_group,
-                sub,
-                key_groups,
-                key_lanes,
-                unroll,
-                vecs,
-                width,
-            );
+    let mut vx = Array::<Vector<F, N>>::new(unroll * vecs);
+    let mut s = Array::<f32>::new(group * unroll);
+
+    // Plane-uniform bounds: every lane reaches the shuffles.
+    let mut first = work.kv_start + warp * chunk;
+    while first < work.kv_end {
+        // Keys past the end read the last key (cached, finite) and get p = 0.
+        #[unroll]
+        for u in 0..unroll {
+            let pos = usize::min(first + u * key_groups + key_group, work.kv_end - 1);
+            let block = usize::cast_from(block_tables[table_row + pos / block_size]);
+            let slot = block * block_size + pos % block_size;
+            at[u] = (slot * strides.slot as usize + head_at) / width + sub;
+        }
+        #[unroll]
+        for u in 0..unroll {
             #[unroll]
-            for u in 0..unroll {
-                let t = sweep + u * key_groups + key_group;
-                let valid = offsets[t] >= 0;
+            for v in 0..vecs {
+                kx[u * vecs + v] = k_cache[at[u] + v * key_lanes];
+            }
+        }
+        #[unroll]
+        for u in 0..unroll {
+            #[unroll]
+            for v in 0..vecs {
+                vx[u * vecs + v] = v_cache[at[u] + v * key_lanes];
+            }
+        }
+        #[unroll]
+        for u in 0..unroll {
+            let valid = first + u * key_groups + key_group < work.kv_end;
+            #[unroll]
+            for r in 0..group {
+                let mut dot = f32::new(0.0);
                 #[unroll]
-                for r in 0..group {
-                    let mut dot = f32::new(0.0);
+                for v in 0..vecs {
+                    let k = kx[u * vecs + v];
                     #[unroll]
-                    for v in 0..vecs {
-                        let k = kx[u * vecs + v];
-                        #[unroll]
-                        for e in 0..width {
-                            dot += qr[r * per_lane + v * width + e] * f32::cast_from(k[e]);
-                        }
-                    }
-                    let mut mask = u32::new(1);
-                    while mask < key_lanes as u32 {
-                        dot += plane_shuffle_xor(dot, mask);
-                        mask *= 2;
-                    }
-                    if sub == 0 {
-                        let mut s = f32::new(NEG_BIG);
-                        if valid {
-                            s = dot;
-                        }
-                        p_s[r * p_stride + t] = s;
+                    for e in 0..width {
+                        dot += qr[r * per_lane + v * width + e] * f32::cast_from(k[e]);
                     }
                 }
+                let mut mask = u32::new(1);
+                while mask < key_lanes as u32 {
+                    dot += plane_shuffle_xor(dot, mask);
+                    mask *= 2;
+                }
+                s[r * unroll + u] = select(valid, dot, f32::new(NEG_BIG));
             }
-            sweep += sweep_keys;
         }
-        sync_cube();
-        online_softmax_tile(
-            &mut p_s,
-            &mut m_s,
-            &mut l_s,
-            &mut alpha_s,
-            group,
-            kv_tile,
-            comptime!(kv_tile + 1),
-            warp,
-            warps,
-            lane,
-            plane,
-        );
-        sync_cube();
-        // Values: the same keys per lane group; each lane rescales its own partial sums.
         #[unroll]
         for r in 0..group {
-            let a = alpha_s[r];
+            let mut mx = s[r * unroll];
+            #[unroll]
+            for u in 1..unroll {
+                mx = f32::max(mx, s[r * unroll + u]);
+            }
+            let mut mask = u32::new(key_lanes as i64);
+            while mask < plane as u32 {
+                mx = f32::max(mx, plane_shuffle_xor(mx, mask));
+                mask *= 2;
+            }
+            let m_new = f32::max(m[r], mx);
+            let alpha = f32::exp(m[r] - m_new);
+            m[r] = m_new;
+            l[r] *= alpha;
             #[unroll]
             for j in 0..per_lane {
-                acc[r * per_lane + j] *= a;
+                acc[r * per_lane + j] *= alpha;
             }
-        }
-        let mut sweep = warp * key_groups * unroll;
-        while sweep < kv_tile {
-            load_rows::<F, N>(
-                v_cache,
-                &offsets,
-                &mut kx,
-                sweep + key_group,
-                sub,
-                key_groups,
-                key_lanes,
-                unroll,
-                vecs,
-                width,
-            );
             #[unroll]
             for u in 0..unroll {
-                let t = sweep + u * key_groups + key_group;
-                // Past the end p is 0, but vector 0 may hold NaN bits: skip, don't multiply.
-                if offsets[t] >= 0 {
+                let score = s[r * unroll + u];
+                let p = select(
+                    score > f32::new(-1.0e29),
+                    f32::exp(score - m_new),
+                    f32::new(0.0),
+                );
+                l[r] += p;
+                #[unroll]
+                for v in 0..vecs {
+                    let x = vx[u * vecs + v];
                     #[unroll]
-                    for r in 0..group {
-                        let p = p_s[r * p_stride + t];
-                        #[unroll]
-                        for v in 0..vecs {
-                            let x = kx[u * vecs + v];
-                            #[unroll]
-                            for e in 0..width {
-                                acc[r * per_lane + v * width + e] += p * f32::cast_from(x[e]);
-                            }
-                        }
+                    for e in 0..width {
+                        acc[r * per_lane + v * width + e] += p * f32::cast_from(x[e]);
                     }
                 }
             }
-            sweep += sweep_keys;
         }
-        sync_cube();
-        start += kv_tile;
+        first += warps * chunk;
     }
 
-    // Sums meet across the plane's key groups, then across planes in shared memory.
+    // Sums meet across the plane's key groups (same max), then across planes by log-sum-exp.
     #[unroll]
     for j in 0..group * per_lane {
         let mut mask = u32::new(key_lanes as i64);
@@ -285,16 +244,45 @@ pub(crate) fn decode_attend<F: Float, I: Int, N: Size>(
             mask *= 2;
         }
     }
+    let mut m_w = SharedMemory::<f32>::new(warps * group);
+    let mut l_w = SharedMemory::<f32>::new(warps * group);
+    // One row set of shared memory, summed into plane by plane: lavapipe's planes are narrow,
+    // and a set per plane would overflow its 32 KiB.
+    let mut red = SharedMemory::<f32>::new(group * head_dim);
+    let mut idx = tid;
+    while idx < group * head_dim {
+        red[idx] = f32::new(0.0);
+        idx += threads;
+    }
+    #[unroll]
+    for r in 0..group {
+        let mut sum = l[r];
+        let mut mask = u32::new(key_lanes as i64);
+        while mask < plane as u32 {
+            sum += plane_shuffle_xor(sum, mask);
+            mask *= 2;
+        }
+        if lane == 0 {
+            m_w[warp * group + r] = m[r];
+            l_w[warp * group + r] = sum;
+        }
+    }
+    sync_cube();
     for w in 0..warps {
         if warp == w && key_group == 0 {
             #[unroll]
             for r in 0..group {
+                let mut top = m_w[r];
+                for x in 1..warps {
+                    top = f32::max(top, m_w[x * group + r]);
+                }
+                let scale = f32::exp(m[r] - top);
                 #[unroll]
                 for v in 0..vecs {
                     #[unroll]
                     for e in 0..width {
                         let d = (sub + v * key_lanes) * width + e;
-                        red[r * head_dim + d] += acc[r * per_lane + v * width + e];
+                        red[r * head_dim + d] += acc[r * per_lane + v * width + e] * scale;
                     }
                 }
             }
@@ -305,49 +293,30 @@ pub(crate) fn decode_attend<F: Float, I: Int, N: Size>(
     while idx < group * head_dim {
         let r = idx / head_dim;
         let d = idx % head_dim;
+        let mut top = m_w[r];
+        for w in 1..warps {
+            top = f32::max(top, m_w[w * group + r]);
+        }
+        let total = red[idx];
+        let mut sum = f32::new(0.0);
+        for w in 0..warps {
+            sum += l_w[w * group + r] * f32::exp(m_w[w * group + r] - top);
+        }
         if work.partial {
-            part_out[((item * kv_heads + kv_head) * group + r) * head_dim + d] = red[idx];
+            part_out[((item * kv_heads + kv_head) * group + r) * head_dim + d] = total;
+            if d == 0 {
+                let at = ((item * kv_heads + kv_head) * group + r) * 2;
+                part_stats[at] = top;
+                part_stats[at + 1] = sum;
+            }
         } else {
-            let l = l_s[r];
             let mut o = f32::new(0.0);
-            if l > f32::new(0.0) {
-                o = red[idx] / l;
+            if sum > f32::new(0.0) {
+                o = total / sum;
             }
             let head = kv_head * group + r;
             out[(work.q_row0 * heads + head) * head_dim + d] = F::cast_from(o);
         }
         idx += threads;
-    }
-    if work.partial && tid < group {
-        let at = ((item * kv_heads + kv_head) * group + tid) * 2;
-        part_stats[at] = m_s[tid];
-        part_stats[at + 1] = l_s[tid];
-    }
-}
-
-/// This lane's vectors of `unroll` keys (`first`, `first + key_groups`, ...), all loads issued
-/// before any is used. Keys past the end read vector 0 (always valid memory); callers mask them.
-#[cube]
-#[allow(clippy::too_many_arguments)]
-fn load_rows<F: Float, N: Size>(
-    cache: &Array<Vector<F, N>>,
-    offsets: &SharedMemory<i32>,
-    rows: &mut Array<Vector<F, N>>,
-    first: usize,
-    sub: usize,
-    #[comptime] key_groups: usize,
-    #[comptime] key_lanes: usize,
-    #[comptime] unroll: usize,
-    #[comptime] vecs: usize,
-    #[comptime] width: usize,
-) {
-    #[unroll]
-    for u in 0..unroll {
-        let off = offsets[first + u * key_groups];
-        let row = usize::cast_from(i32::max(off, 0)) / width;
-        #[unroll]
-        for v in 0..vecs {
-            rows[u * vecs + v] = cache[row + sub + v * key_lanes];
-        }
     }
 }

@@ -38,7 +38,6 @@ pub fn paged_decode_qkv_kernel<F: Float, I: Int, N: Size>(
     eps: f32,
     #[comptime] group: usize,
     #[comptime] head_dim: usize,
-    #[comptime] kv_tile: usize,
     #[comptime] threads: usize,
     #[comptime] plane: usize,
     #[comptime] key_lanes: usize,
@@ -156,11 +155,10 @@ pub fn paged_decode_qkv_kernel<F: Float, I: Int, N: Size>(
             }
         }
     }
-    // Every lane holds its rows and the new key is stored before `red` is reused.
+    // The new key and value are stored before any plane loads them.
     sync_cube();
     decode_attend::<F, I, N>(
         &qr,
-        &mut red,
         k_cache,
         v_cache,
         block_tables,
@@ -172,7 +170,6 @@ pub fn paged_decode_qkv_kernel<F: Float, I: Int, N: Size>(
         strides,
         group,
         head_dim,
-        kv_tile,
         threads,
         plane,
         key_lanes,

@@ -47,6 +47,7 @@ pub mod packed_ints;
 pub mod parity;
 pub mod pending_ids;
 pub mod plan;
+pub mod prefill_flash_kernel;
 pub mod prefill_mma_kernel;
 pub mod reference;
 pub mod sample;

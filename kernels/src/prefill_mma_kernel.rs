@@ -14,7 +14,7 @@ use crate::attention_tile::{
 pub const MMA: usize = 16;
 /// Row pad of the 16-bit tiles (wmma wants a row pitch that is a multiple of 8 elements; the
 /// pad also moves successive rows to other banks).
-const PAD16: usize = 8;
+pub(crate) const PAD16: usize = 8;
 /// Row pad of the f32 tiles (a multiple of 4 elements).
 const PAD32: usize = 4;
 
@@ -374,7 +374,7 @@ fn block_products<F: Float>(
 /// latency overlaps the work between. Keys past the end read slot 0 of the cache: finite
 /// values whose scores the softmax masks, so their probabilities (and value weights) are 0.
 #[cube]
-fn gather_vectors<F: Float, N: Size>(
+pub(crate) fn gather_vectors<F: Float, N: Size>(
     cache: &Array<Vector<F, N>>,
     offsets: &SharedMemory<i32>,
     vals: &mut Array<Vector<F, N>>,
@@ -397,7 +397,7 @@ fn gather_vectors<F: Float, N: Size>(
 /// Vectors from [`gather_vectors`] into a shared tile in their own dtype, rows padded for the
 /// matrix loads.
 #[cube]
-fn store_tile<F: Float, N: Size>(
+pub(crate) fn store_tile<F: Float, N: Size>(
     vals: &Array<Vector<F, N>>,
     tile: &mut SharedMemory<F>,
     #[comptime] kv_tile: usize,
