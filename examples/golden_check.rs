@@ -80,12 +80,8 @@ impl BackendTask for Check {
                 let vocab = want.len();
                 let got = llm.prompt_logits(&prompt, usize::MAX)?;
                 let last = &got[(prompt.len() - 1) * vocab..];
-                prefill = prefill.max(
-                    last.iter()
-                        .zip(&want)
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0.0, f32::max),
-                );
+                anyhow::ensure!(got.len() == prompt.len() * vocab, "{name}: logits rows");
+                prefill = nan_max(prefill, max_abs_err(last, &want));
                 scale = scale.max(want.iter().fold(0.0, |m, x| m.max(x.abs())));
                 let greedy = ids(&golden["greedy_tokens"][p]);
                 let mut tokens = prompt.clone();
@@ -98,12 +94,7 @@ impl BackendTask for Check {
                     .enumerate()
                 {
                     let row = &got[(prompt.len() - 1 + i) * vocab..(prompt.len() + i) * vocab];
-                    decode = decode.max(
-                        row.iter()
-                            .zip(floats(want))
-                            .map(|(a, b)| (a - b).abs())
-                            .fold(0.0, f32::max),
-                    );
+                    decode = nan_max(decode, max_abs_err(row, &floats(want)));
                 }
                 let params = SamplingParams {
                     ignore_eos: true,
@@ -148,6 +139,22 @@ impl BackendTask for Check {
             println!("kernel vs reference: {same}/{total} greedy 32-token continuations identical");
         }
         Ok(())
+    }
+}
+
+/// The largest `|a - b|`, NaN if any value is NaN (`f32::max` would drop it and print 0).
+fn max_abs_err(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, nan_max)
+}
+
+fn nan_max(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else {
+        a.max(b)
     }
 }
 

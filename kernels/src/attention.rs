@@ -39,6 +39,24 @@ fn prefill_mma_mode() -> u8 {
     })
 }
 
+/// [`DeviceCaps::max_decode_keys`] by default: full batches' contexts cut into items of at most
+/// 512 keys. A batch of 256 sequences is 2,048 cubes, 5.2 waves at 3 cubes per SM; with whole
+/// contexts of 100-2,048 keys the last wave's long items ran on few SMs. A/B on one H100 (two
+/// rounds, `results/reference/max_keys_ab-h100/`): bench steps of 129-256 sequences 8.87 and
+/// 8.91 ms against 9.15 and 9.21, of 65-128 7.07 and 7.34 against 7.48 and 7.72; the bench 7.96
+/// and 8.37 s against 8.32 and 8.63 (1,024 keys: 8.64 s).
+const DECODE_MAX_KEYS: usize = 512;
+
+/// [`DECODE_MAX_KEYS`], or `NANOVLLM_DECODE_MAX_KEYS` for measurements (a count above every
+/// context: whole contexts).
+fn max_decode_keys() -> usize {
+    static KEYS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *KEYS.get_or_init(|| {
+        crate::knobs::env_override("NANOVLLM_DECODE_MAX_KEYS", "a positive count", |k| *k > 0)
+            .unwrap_or(DECODE_MAX_KEYS)
+    })
+}
+
 /// Whether [`paged_prefill_flash_kernel`] can run on `F`: 16-bit inputs the device multiplies
 /// with manual `m16n8k16` MMA, and mode 2 of [`prefill_mma_mode`].
 fn flash_available<R: CubeRuntime, F: Float>(client: &ComputeClient<R>) -> bool {
@@ -156,6 +174,7 @@ pub fn device_caps<R: CubeRuntime, F: Float>(client: &ComputeClient<R>) -> Devic
             true => FLASH_ROWS,
             false => PREFILL_ROWS,
         },
+        max_decode_keys: max_decode_keys(),
     }
 }
 

@@ -5,7 +5,8 @@
 //! - [`plan`]: host-side work items and tile shapes for paged attention.
 //! - [`attention_tile`]: the per-key-tile pieces both attention kernels share.
 //! - [`attention_kernel`]: the cubecl kernels (tiled online softmax over the paged cache, and
-//!   the log-sum-exp merge of split decode contexts).
+//!   the log-sum-exp merge of split decode contexts); [`decode_kernel`] the decode form;
+//!   [`prefill_flash_kernel`] and [`prefill_mma_kernel`] the prefill tiles on tensor cores.
 //! - [`attention`]: their launcher on cubecl tensors.
 //! - [`reference`]: the same attention in plain burn.
 //! - [`host_attention`]: the same attention on host arrays in place: the CPU engine's.

@@ -71,6 +71,15 @@ pub fn standard_cases() -> Vec<ParityCase> {
             vec![(1, 1), (1, 16), (1, 17), (1, 33)],
         ),
         case("decode, long split, gqa 2", 2, 2, 128, 16, vec![(1, 2500)]),
+        // Blocks shorter than a plane's chunk of keys: one block-table lookup per key.
+        case(
+            "decode, block 4, gqa 2",
+            2,
+            2,
+            64,
+            4,
+            vec![(1, 45), (1, 3), (1, 700)],
+        ),
         case(
             "decode, batch, gqa 4",
             2,

@@ -26,6 +26,10 @@ pub struct DeviceCaps {
     pub max_shared_bytes: usize,
     /// Query rows per prefill tile (every head of the group for `rows / group` queries).
     pub prefill_rows: usize,
+    /// Longest context range of one decode item even when the batch fills the device
+    /// (`usize::MAX`: whole contexts): shorter items balance the GPU's last wave at the cost of
+    /// a merge launch.
+    pub max_decode_keys: usize,
 }
 
 /// Compile-time shape of the attention kernel (each distinct one is one compiled kernel).
@@ -117,7 +121,7 @@ impl AttentionPlan {
         let tile = Self::tile_shape(group, tile_q, head_dim, caps.max_shared_bytes);
         let decode_tile = Self::tile_shape(group, 1, head_dim, caps.max_shared_bytes);
         let split_len = match decode_only {
-            true => Self::split_len(seqs, kv_heads, caps.compute_units, tile.kv_tile),
+            true => Self::split_len(seqs, kv_heads, caps, tile.kv_tile),
             false => usize::MAX,
         };
         let max_blocks = seqs
@@ -233,13 +237,17 @@ impl AttentionPlan {
             .unwrap_or_else(|| shape(MIN_KV_TILE))
     }
 
-    /// Context length per decode item: whole contexts when the batch already fills the device,
-    /// else split so about two cubes per compute unit run.
-    fn split_len(seqs: &[SeqAttn], kv_heads: usize, units: usize, kv_tile: usize) -> usize {
+    /// Context length per decode item: whole contexts (or `max_decode_keys`) when the batch
+    /// already fills the device, else split so about two cubes per compute unit run.
+    fn split_len(seqs: &[SeqAttn], kv_heads: usize, caps: DeviceCaps, kv_tile: usize) -> usize {
         let cubes = seqs.len() * kv_heads;
-        let target = 2 * units;
+        let target = 2 * caps.compute_units;
+        let capped = match caps.max_decode_keys {
+            usize::MAX => usize::MAX,
+            keys => keys.max(MIN_SPLIT).next_multiple_of(kv_tile),
+        };
         if cubes >= target {
-            return usize::MAX;
+            return capped;
         }
         let longest = seqs.iter().map(|s| s.ctx_len).max().unwrap_or(1);
         let parts = target.div_ceil(cubes.max(1));
@@ -247,6 +255,7 @@ impl AttentionPlan {
             .div_ceil(parts)
             .max(MIN_SPLIT)
             .next_multiple_of(kv_tile)
+            .min(capped)
     }
 }
 
@@ -258,6 +267,7 @@ mod tests {
         compute_units: 132,
         max_shared_bytes: 48 * 1024,
         prefill_rows: PREFILL_ROWS,
+        max_decode_keys: usize::MAX,
     };
 
     fn item(plan: &AttentionPlan, i: usize) -> &[i32] {
@@ -375,6 +385,33 @@ mod tests {
         let plan = AttentionPlan::new(&seqs, 16, 2, 128, 8, CAPS);
         assert_eq!(plan.num_items(), 256);
         assert!(plan.merges.is_empty());
+    }
+
+    /// With `max_decode_keys`, a full batch's long contexts are cut into items of about that
+    /// many keys (a multiple of the key tile, at least `MIN_SPLIT`) and merged; short ones not.
+    #[test]
+    fn capped_decode_items_split_full_batches() {
+        let table: Vec<u32> = (0..64).collect();
+        let mut seqs = vec![
+            SeqAttn {
+                q_len: 1,
+                ctx_len: 300,
+                block_table: &table
+            };
+            256
+        ];
+        seqs[7].ctx_len = 2000;
+        let caps = DeviceCaps {
+            max_decode_keys: 600,
+            ..CAPS
+        };
+        let plan = AttentionPlan::new(&seqs, 32, 2, 128, 8, caps);
+        let len = 600usize.next_multiple_of(plan.tile.kv_tile);
+        let parts = 2000usize.div_ceil(len);
+        assert_eq!(plan.num_items(), 255 + parts);
+        assert_eq!(plan.merges, vec![7, 7, parts as i32]);
+        assert_eq!(item(&plan, 7 + parts - 1)[5], 2000);
+        assert_eq!(item(&plan, 7)[5], len as i32);
     }
 
     #[test]

@@ -435,6 +435,7 @@ mod tests {
             compute_units: 132,
             max_shared_bytes: 48 * 1024,
             prefill_rows,
+            max_decode_keys: usize::MAX,
         };
         let table: Vec<u32> = (0..4).collect();
         let seqs = [SeqAttn {
