@@ -89,7 +89,8 @@ pub fn paged_decode_kernel<F: Float, I: Int, N: Size>(
 /// plane issues a chunk's key and value loads together and never waits on another plane. The
 /// planes' partial results meet by log-sum-exp at the end, in shared memory.
 #[cube]
-#[allow(clippy::too_many_arguments)]
+// `%` rather than `is_multiple_of`: the cube macro translates operators, not that method.
+#[allow(clippy::too_many_arguments, clippy::manual_is_multiple_of)]
 pub(crate) fn decode_attend<F: Float, I: Int, N: Size>(
     qr: &Array<f32>,
     k_cache: &Array<Vector<F, N>>,
