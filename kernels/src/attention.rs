@@ -8,149 +8,13 @@ use crate::attention_kernel::{merge_partials_kernel, paged_attention_kernel, sto
 use crate::attention_tile::AttentionStridesLaunch;
 use crate::decode_kernel::paged_decode_kernel;
 use crate::decode_qkv_kernel::paged_decode_qkv_kernel;
-use crate::plan::PREFILL_ROWS;
-use crate::prefill_flash_kernel::{flash_shared_bytes, paged_prefill_flash_kernel, FLASH_ROWS};
-use crate::prefill_mma_kernel::{mma_kv_tile, paged_prefill_mma_kernel, MMA};
-
-/// Keys per lane group in one chunk of a plane (their key and value loads issued together).
-/// Eight, by `STEPS=unroll_sweep` on an H100 (batch 256 x 2,048: 0.820 ms against 0.843 with two
-/// and 0.848 with four; `results/reference/decode_warp_ab-h100`).
-const DECODE_UNROLL: usize = 8;
-
-/// [`DECODE_UNROLL`], or `NANOVLLM_DECODE_UNROLL` for measurements (`kernels bench` per value).
-fn decode_unroll() -> usize {
-    static UNROLL: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *UNROLL.get_or_init(|| {
-        let valid = |u: &usize| u.is_power_of_two() && *u <= 16;
-        crate::knobs::env_override("NANOVLLM_DECODE_UNROLL", "a power of two up to 16", valid)
-            .unwrap_or(DECODE_UNROLL)
-    })
-}
-
-/// Which prefill kernel runs where the device has tensor cores for the dtype: 2 (default) the
-/// register-resident [`paged_prefill_flash_kernel`] where the device has manual MMA, 1 the
-/// fragment-API [`paged_prefill_mma_kernel`], 0 the scalar kernel; `NANOVLLM_PREFILL_MMA`
-/// picks one for A/B.
-fn prefill_mma_mode() -> u8 {
-    static MODE: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
-    *MODE.get_or_init(|| {
-        crate::knobs::env_override("NANOVLLM_PREFILL_MMA", "0, 1 or 2", |v: &u8| *v <= 2)
-            .unwrap_or(2)
-    })
-}
-
-/// [`DeviceCaps::max_decode_keys`] by default: full batches' contexts cut into items of at most
-/// 512 keys. A batch of 256 sequences is 2,048 cubes, 5.2 waves at 3 cubes per SM; with whole
-/// contexts of 100-2,048 keys the last wave's long items ran on few SMs. A/B on one H100 (two
-/// rounds, `results/reference/max_keys_ab-h100/`): bench steps of 129-256 sequences 8.87 and
-/// 8.91 ms against 9.15 and 9.21, of 65-128 7.07 and 7.34 against 7.48 and 7.72; the bench 7.96
-/// and 8.37 s against 8.32 and 8.63 (1,024 keys: 8.64 s).
-const DECODE_MAX_KEYS: usize = 512;
-
-/// [`DECODE_MAX_KEYS`], or `NANOVLLM_DECODE_MAX_KEYS` for measurements (a count above every
-/// context: whole contexts).
-fn max_decode_keys() -> usize {
-    static KEYS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *KEYS.get_or_init(|| {
-        crate::knobs::env_override("NANOVLLM_DECODE_MAX_KEYS", "a positive count", |k| *k > 0)
-            .unwrap_or(DECODE_MAX_KEYS)
-    })
-}
-
-/// Whether [`paged_prefill_flash_kernel`] can run on `F`: 16-bit inputs the device multiplies
-/// with manual `m16n8k16` MMA, and mode 2 of [`prefill_mma_mode`].
-fn flash_available<R: CubeRuntime, F: Float>(client: &ComputeClient<R>) -> bool {
-    let elem = F::as_type_native_unchecked().storage_type();
-    let config = cubecl::features::MmaConfig {
-        a_type: elem,
-        b_type: elem,
-        cd_type: f32::as_type_native_unchecked().storage_type(),
-        m: 16,
-        n: 8,
-        k: 16,
-    };
-    prefill_mma_mode() == 2
-        && elem.size() == 2
-        && client.properties().features.matmul.mma.contains(&config)
-}
-
-/// The key tile [`paged_prefill_flash_kernel`] runs a prefill tile with (the longest whose
-/// shared memory fits), or `None` where it cannot run: see [`flash_available`]; rows and head
-/// dim must be multiples of 16.
-fn prefill_flash_kv_tile<R: CubeRuntime, F: Float>(
-    client: &ComputeClient<R>,
-    tile: TileShape,
-) -> Option<usize> {
-    let elem_bytes = F::as_type_native_unchecked().storage_type().size();
-    let max_shared = client.properties().hardware.max_shared_memory_size;
-    let runs = tile.rows().is_multiple_of(16)
-        && tile.head_dim.is_multiple_of(16)
-        && flash_available::<R, F>(client);
-    [64, 32, 16]
-        .into_iter()
-        .find(|&kv| flash_shared_bytes(tile.head_dim, kv, elem_bytes) <= max_shared)
-        .filter(|_| runs)
-}
-
-/// The key tile [`paged_prefill_mma_kernel`] runs a prefill tile with, or `None` where it cannot
-/// run: 16-bit inputs the device multiplies on tensor cores (16x16x16, f32 accumulation) and
-/// dimensions that are multiples of 16. Its key tile is its own (the plan's items do not depend
-/// on it), sized by the device's whole shared memory: cubecl opts every CUDA kernel in to more
-/// than the 48 KiB the plan keeps to for wgpu.
-fn prefill_mma_kv_tile<R: CubeRuntime, F: Float>(
-    client: &ComputeClient<R>,
-    tile: TileShape,
-) -> Option<usize> {
-    let max_shared = client.properties().hardware.max_shared_memory_size;
-    let elem_bytes = F::as_type_native_unchecked().storage_type().size();
-    prefill_on_tensor_cores::<R, F>(client)
-        .then(|| mma_kv_tile(tile.rows(), tile.head_dim, elem_bytes, max_shared))
-        .flatten()
-}
-
-/// Whether [`paged_prefill_mma_kernel`] can run on `F`: 16-bit inputs the device multiplies on
-/// tensor cores (16x16x16, f32 accumulation), unless `NANOVLLM_PREFILL_MMA=0`.
-fn prefill_on_tensor_cores<R: CubeRuntime, F: Float>(client: &ComputeClient<R>) -> bool {
-    let elem = F::as_type_native_unchecked().storage_type();
-    let config = cubecl::features::MmaConfig {
-        a_type: elem,
-        b_type: elem,
-        cd_type: f32::as_type_native_unchecked().storage_type(),
-        m: MMA as u32,
-        n: MMA as u32,
-        k: MMA as u32,
-    };
-    prefill_mma_mode() == 1
-        && elem.size() == 2
-        && client.properties().features.matmul.cmma.contains(&config)
-}
-
-/// How the decode kernel splits a key row over lanes: the widest vector the device loads in
-/// one go that divides the head dim, and `key_lanes` lanes per row (a power of two that
-/// divides the plane). `None` when no split fits.
-struct DecodeSplit {
-    width: usize,
-    key_lanes: usize,
-}
-
-fn decode_split<R: CubeRuntime>(
-    client: &ComputeClient<R>,
-    elem_bytes: usize,
-    head_dim: usize,
-    plane: usize,
-    threads: usize,
-) -> Option<DecodeSplit> {
-    let width = client
-        .io_optimized_vector_sizes(elem_bytes)
-        .find(|w| head_dim.is_multiple_of(*w))?;
-    let key_lanes = (head_dim / width).min(plane);
-    let fits = key_lanes.is_power_of_two()
-        && plane.is_multiple_of(key_lanes)
-        && head_dim.is_multiple_of(width * key_lanes)
-        && threads.is_multiple_of(plane);
-    fits.then_some(DecodeSplit { width, key_lanes })
-}
-use crate::plan::{AttentionPlan, DeviceCaps, TileShape};
+pub use crate::kernel_choice::device_caps;
+use crate::kernel_choice::{
+    decode_split, decode_unroll, prefill_flash_kv_tile, prefill_mma_kv_tile, vector_width,
+};
+use crate::plan::{AttentionPlan, TileShape};
+use crate::prefill_flash_kernel::paged_prefill_flash_kernel;
+use crate::prefill_mma_kernel::paged_prefill_mma_kernel;
 
 /// The plan's int arrays on the device.
 pub struct DevicePlan<R: CubeRuntime> {
@@ -158,24 +22,6 @@ pub struct DevicePlan<R: CubeRuntime> {
     pub items: CubeTensor<R>,
     pub decode_items: Option<CubeTensor<R>>,
     pub merges: Option<CubeTensor<R>>,
-}
-
-/// What the device offers. Static shared memory is capped at 48 KiB (CUDA's limit without
-/// opting in to dynamic shared memory).
-pub fn device_caps<R: CubeRuntime, F: Float>(client: &ComputeClient<R>) -> DeviceCaps {
-    let hw = &client.properties().hardware;
-    DeviceCaps {
-        compute_units: hw.num_streaming_multiprocessors.unwrap_or(16) as usize,
-        max_shared_bytes: hw.max_shared_memory_size.min(48 * 1024),
-        // 64-row tiles (keys and values loaded once per 64 queries) ran 10-33% slower on the
-        // H100 at 512-4k tokens with the fragment-API kernel (`kernels bench`, 2026-11-23);
-        // the flash kernel's four planes take 16 rows each.
-        prefill_rows: match flash_available::<R, F>(client) {
-            true => FLASH_ROWS,
-            false => PREFILL_ROWS,
-        },
-        max_decode_keys: max_decode_keys(),
-    }
 }
 
 /// An uninitialised contiguous tensor on `like`'s device.
@@ -578,18 +424,6 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
             tile.acc_per_thread(),
         );
     }
-}
-
-/// The widest vector load that divides a head (16 bytes on CUDA).
-fn vector_width<R: CubeRuntime>(
-    client: &ComputeClient<R>,
-    elem_bytes: usize,
-    head_dim: usize,
-) -> usize {
-    client
-        .io_optimized_vector_sizes(elem_bytes)
-        .find(|w| head_dim.is_multiple_of(*w))
-        .unwrap_or(1)
 }
 
 /// Writes `k` and `v` `[tokens, kv_heads, head_dim]` into the caches at `slots` `[tokens]`, in

@@ -7,7 +7,8 @@
 //! - [`attention_kernel`]: the cubecl kernels (tiled online softmax over the paged cache, and
 //!   the log-sum-exp merge of split decode contexts); [`decode_kernel`] the decode form;
 //!   [`prefill_flash_kernel`] and [`prefill_mma_kernel`] the prefill tiles on tensor cores.
-//! - [`attention`]: their launcher on cubecl tensors.
+//! - [`attention`]: their launcher on cubecl tensors; [`kernel_choice`] which kernel and tile
+//!   shape run on a device (measured defaults, `NANOVLLM_*` knobs).
 //! - [`reference`]: the same attention in plain burn.
 //! - [`host_attention`]: the same attention on host arrays in place: the CPU engine's.
 //! - [`gemv_kernel`] / [`gemv`]: a few rows times a projection, with the RMSNorm or SiLU·mul
@@ -38,6 +39,7 @@ pub mod gemv_kernel;
 pub mod gpu_trace;
 pub mod host_attention;
 pub mod host_matmul;
+pub mod kernel_choice;
 pub mod knobs;
 pub mod launch_cost;
 pub mod layer_kernels;
