@@ -352,11 +352,12 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
             split.width,
         );
     } else if let Some(kv_tile) = flash_kv_tile {
+        let width = vector_width(&client, step.q.dtype.size(), tile.head_dim);
         paged_prefill_flash_kernel::launch::<F, I, R>(
             &client,
             cubes,
             CubeDim::new_1d(2 * tile.rows() as u32),
-            vector_width(&client, step.q.dtype.size(), tile.head_dim),
+            width,
             q,
             k_cache,
             v_cache,
@@ -372,7 +373,7 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
             tile.rows(),
             tile.head_dim,
             kv_tile,
-            vector_width(&client, step.q.dtype.size(), tile.head_dim),
+            width,
         );
     } else if let Some(kv_tile) = mma_kv_tile {
         let width = vector_width(&client, step.q.dtype.size(), tile.head_dim);

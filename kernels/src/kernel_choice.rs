@@ -1,6 +1,7 @@
 //! Which attention kernel and tile shape run on a device: the measured defaults, the
 //! `NANOVLLM_*` knobs that override them for A/B runs, and the capabilities the plan reads.
 use burn_cubecl::CubeRuntime;
+use cubecl::features::MmaConfig;
 use cubecl::prelude::*;
 
 use crate::plan::{DeviceCaps, TileShape, PREFILL_ROWS};
@@ -22,10 +23,10 @@ pub(crate) fn decode_unroll() -> usize {
     })
 }
 
-/// Which prefill kernel runs where the device has tensor cores for the dtype: 2 (default) the
-/// register-resident [`paged_prefill_flash_kernel`] where the device has manual MMA, 1 the
-/// fragment-API [`paged_prefill_mma_kernel`], 0 the scalar kernel; `NANOVLLM_PREFILL_MMA`
-/// picks one for A/B.
+/// Which prefill kernel runs where the device has tensor cores for the dtype: 2 (default)
+/// [the flash kernel](crate::prefill_flash_kernel) where the device has manual MMA, 1
+/// [the fragment-API kernel](crate::prefill_mma_kernel), 0 the scalar kernel;
+/// `NANOVLLM_PREFILL_MMA` picks one for A/B.
 fn prefill_mma_mode() -> u8 {
     static MODE: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
     *MODE.get_or_init(|| {
@@ -52,26 +53,32 @@ fn max_decode_keys() -> usize {
     })
 }
 
-/// Whether [`paged_prefill_flash_kernel`] can run on `F`: 16-bit inputs the device multiplies
-/// with manual `m16n8k16` MMA, and mode 2 of [`prefill_mma_mode`].
-fn flash_available<R: CubeRuntime, F: Float>(client: &ComputeClient<R>) -> bool {
+/// `F` times `F` into f32 accumulators on an `m x n x k` matrix instruction, where `F` is a
+/// 16-bit float (the tensor-core kernels' inputs).
+fn half_mma<F: Float>(m: u32, n: u32, k: u32) -> Option<MmaConfig> {
     let elem = F::as_type_native_unchecked().storage_type();
-    let config = cubecl::features::MmaConfig {
+    (elem.size() == 2).then(|| MmaConfig {
         a_type: elem,
         b_type: elem,
         cd_type: f32::as_type_native_unchecked().storage_type(),
-        m: 16,
-        n: 8,
-        k: 16,
-    };
-    prefill_mma_mode() == 2
-        && elem.size() == 2
-        && client.properties().features.matmul.mma.contains(&config)
+        m,
+        n,
+        k,
+    })
 }
 
-/// The key tile [`paged_prefill_flash_kernel`] runs a prefill tile with (the longest whose
-/// shared memory fits), or `None` where it cannot run: see [`flash_available`]; rows and head
-/// dim must be multiples of 16.
+/// Whether [the flash kernel](crate::prefill_flash_kernel)
+/// can run on `F`: 16-bit inputs the device multiplies with manual `m16n8k16` MMA, and mode 2
+/// of [`prefill_mma_mode`].
+fn flash_available<R: CubeRuntime, F: Float>(client: &ComputeClient<R>) -> bool {
+    prefill_mma_mode() == 2
+        && half_mma::<F>(16, 8, 16)
+            .is_some_and(|c| client.properties().features.matmul.mma.contains(&c))
+}
+
+/// The key tile [the flash kernel](crate::prefill_flash_kernel) runs a prefill tile with (the
+/// longest whose shared memory fits), or `None` where it cannot run: see [`flash_available`];
+/// rows and head dim must be multiples of 16.
 pub(crate) fn prefill_flash_kv_tile<R: CubeRuntime, F: Float>(
     client: &ComputeClient<R>,
     tile: TileShape,
@@ -81,17 +88,19 @@ pub(crate) fn prefill_flash_kv_tile<R: CubeRuntime, F: Float>(
     let runs = tile.rows().is_multiple_of(16)
         && tile.head_dim.is_multiple_of(16)
         && flash_available::<R, F>(client);
+    if !runs {
+        return None;
+    }
     [64, 32, 16]
         .into_iter()
         .find(|&kv| flash_shared_bytes(tile.head_dim, kv, elem_bytes) <= max_shared)
-        .filter(|_| runs)
 }
 
-/// The key tile [`paged_prefill_mma_kernel`] runs a prefill tile with, or `None` where it cannot
-/// run: 16-bit inputs the device multiplies on tensor cores (16x16x16, f32 accumulation) and
-/// dimensions that are multiples of 16. Its key tile is its own (the plan's items do not depend
-/// on it), sized by the device's whole shared memory: cubecl opts every CUDA kernel in to more
-/// than the 48 KiB the plan keeps to for wgpu.
+/// The key tile [the fragment-API kernel](crate::prefill_mma_kernel) runs a prefill tile with,
+/// or `None` where it cannot run: 16-bit inputs the device multiplies on tensor cores
+/// (16x16x16, f32 accumulation) and dimensions that are multiples of 16. Its key tile is its
+/// own (the plan's items do not depend on it), sized by the device's whole shared memory:
+/// cubecl opts every CUDA kernel in to more than the 48 KiB the plan keeps to for wgpu.
 pub(crate) fn prefill_mma_kv_tile<R: CubeRuntime, F: Float>(
     client: &ComputeClient<R>,
     tile: TileShape,
@@ -103,21 +112,14 @@ pub(crate) fn prefill_mma_kv_tile<R: CubeRuntime, F: Float>(
         .flatten()
 }
 
-/// Whether [`paged_prefill_mma_kernel`] can run on `F`: 16-bit inputs the device multiplies on
-/// tensor cores (16x16x16, f32 accumulation), unless `NANOVLLM_PREFILL_MMA=0`.
+/// Whether [the fragment-API kernel](crate::prefill_mma_kernel)
+/// can run on `F`: 16-bit inputs the device multiplies on tensor cores through the fragment API
+/// (16x16x16, f32 accumulation), and mode 1 of [`prefill_mma_mode`].
 fn prefill_on_tensor_cores<R: CubeRuntime, F: Float>(client: &ComputeClient<R>) -> bool {
-    let elem = F::as_type_native_unchecked().storage_type();
-    let config = cubecl::features::MmaConfig {
-        a_type: elem,
-        b_type: elem,
-        cd_type: f32::as_type_native_unchecked().storage_type(),
-        m: MMA as u32,
-        n: MMA as u32,
-        k: MMA as u32,
-    };
+    let side = MMA as u32;
     prefill_mma_mode() == 1
-        && elem.size() == 2
-        && client.properties().features.matmul.cmma.contains(&config)
+        && half_mma::<F>(side, side, side)
+            .is_some_and(|c| client.properties().features.matmul.cmma.contains(&c))
 }
 
 /// How the decode kernel splits a key row over lanes: the widest vector the device loads in
