@@ -9,9 +9,12 @@ use crate::prefill_flash_kernel::{flash_shared_bytes, FLASH_ROWS};
 use crate::prefill_mma_kernel::{mma_kv_tile, MMA};
 
 /// Keys per lane group in one chunk of a plane (their key and value loads issued together).
-/// Eight, by `STEPS=unroll_sweep` on an H100 (batch 256 x 2,048: 0.820 ms against 0.843 with two
-/// and 0.848 with four; `results/reference/decode_warp_ab-h100`).
-const DECODE_UNROLL: usize = 8;
+/// Four: with full batches cut into 512-key items, fewer loads in flight per plane (fewer
+/// registers) won in the bench. A/B on one H100, three rounds alternating
+/// (`results/reference/unroll_ab-h100/`): 7.86, 7.87 and 7.90 s against 8.75, 8.12 and 7.98 s
+/// with eight. In isolation eight had been faster on whole contexts (batch 256 x 2,048: 0.820 ms
+/// against 0.848 with four; `results/reference/decode_warp_ab-h100`).
+const DECODE_UNROLL: usize = 4;
 
 /// [`DECODE_UNROLL`], or `NANOVLLM_DECODE_UNROLL` for measurements (`kernels bench` per value).
 pub(crate) fn decode_unroll() -> usize {
