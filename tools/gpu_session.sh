@@ -32,12 +32,19 @@ ncu_one() {
     --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
     $B/nanovllm kernels bench --backend cuda --out /tmp/ncu-kernels
 }
+# Batch-1 TPOT (mean and median over the run's requests) from a decode_latency summary.csv.
+tpot() {
+  python3 -c "import csv, sys; r = next(x for x in csv.DictReader(open(sys.argv[1])) if x['class'] == 'all'); \
+    print('batch-1 TPOT mean %.3f ms, median %.3f ms' % (1e3 * float(r['tpot_mean_s']), 1e3 * float(r['tpot_p50_s'])))" \
+    "$1" 2>&1 | tee -a "$OUT/session.log"
+}
 bin_ab() {
   for round in $(seq ${AB_ROUNDS:-2}); do
     for spec in "$@"; do
       bin=${spec%%:*}; settings=$([ "$spec" = "$bin" ] || echo "${spec#*:}" | tr ',' ' ')
       dir="$OUT/results/$(echo "$spec" | tr ':=,' '-__')-$round"
       run env $settings timeout -s INT -k 20 100 $B/$bin /tmp/dl_kernel.toml --results-dir "$dir"
+      tpot "$dir/decode_latency/summary.csv"
       [ "${AB_BENCH:-1}" = 1 ] && run env $settings timeout -s INT -k 20 240 $B/$bin experiments/bench.toml \
         --results-dir "$dir"
     done
