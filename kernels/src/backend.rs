@@ -235,6 +235,17 @@ pub trait KernelBackend: Backend {
         w
     }
 
+    /// A step's token ids: row `r` is `sampled[order[r]]`, or `known[order[r] - sampled.len()]`
+    /// from `sampled.len()` on (the previous step's ids on the device, then those the host
+    /// knows). Plain burn here; one launch on the cubecl backends ([`crate::feed_ids`]).
+    fn feed_ids(
+        sampled: &Tensor<Self, 1, Int>,
+        known: Tensor<Self, 1, Int>,
+        order: Tensor<Self, 1, Int>,
+    ) -> Tensor<Self, 1, Int> {
+        crate::feed_ids::feed_ids_reference(sampled, known, order)
+    }
+
     /// Starts copying sampled `ids` to the host, behind the work queued so far, and returns at
     /// once: the engine queues the next step before it waits (see [`PendingIds`]).
     fn read_ids_later(ids: Tensor<Self, 1, Int>) -> PendingIds {

@@ -142,6 +142,18 @@ impl<B: CubeBridge> KernelBackend for B {
         ))
     }
 
+    fn feed_ids(
+        sampled: &Tensor<Self, 1, Int>,
+        known: Tensor<Self, 1, Int>,
+        order: Tensor<Self, 1, Int>,
+    ) -> Tensor<Self, 1, Int> {
+        B::int_out(crate::feed_ids::feed_ids::<B::R, B::I>(
+            B::int_in(sampled.clone()),
+            B::int_in(known),
+            B::int_in(order),
+        ))
+    }
+
     fn read_ids_later(ids: Tensor<Self, 1, Int>) -> PendingIds {
         let ids = burn_cubecl::kernel::into_contiguous_aligned(B::int_in(ids));
         let (shape, dtype) = (ids.meta.shape().clone(), ids.dtype);

@@ -18,6 +18,7 @@
 //! - `gpu_trace` (feature `cuda`): the GPU timeline from CUPTI (`NANOVLLM_GPU_TRACE`).
 //! - [`packed_ints`]: a step's small int arrays in one upload.
 //! - [`pending_ids`]: sampled ids on their way to the host, the copy queued at once.
+//! - [`feed_ids`]: a step's token ids from the previous step's sampled ids and the host's.
 //! - [`backend`]: [`KernelBackend`] and the per-step arrays it reads; implemented in
 //!   [`cpu_backend`] for ndarray (host twins, no kernels) and in [`cube_backend`] for cubecl
 //!   backends and, with the `fusion` feature, fused cubecl backends.
@@ -32,6 +33,7 @@ pub mod cube_backend;
 pub mod cublas;
 pub mod decode_kernel;
 pub mod decode_qkv_kernel;
+pub mod feed_ids;
 pub mod gemm_layout;
 pub mod gemv;
 pub mod gemv_kernel;

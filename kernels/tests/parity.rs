@@ -141,3 +141,33 @@ fn fused_layer_kernels_match_host_arithmetic() {
         assert!(err <= 1e-4, "{name}: rel err {err}");
     }
 }
+
+/// The step's token ids gathered in one launch equal the host's gather: rows from the previous
+/// step's sampled ids and from the known ids, in any order, with repeats, and with no known ids
+/// (a batch that only shrank); burn's cat + select (the CPU engine's path) agrees.
+#[test]
+fn fed_ids_gather_sampled_and_known_rows() {
+    use burn::tensor::{Int, Tensor, TensorData};
+    use nanovllm_kernels::feed_ids::feed_ids_reference;
+    use nanovllm_kernels::KernelBackend;
+    let device = WgpuDevice::default();
+    let ints = |v: &[i32]| Tensor::<Wgpu, 1, Int>::from_data(TensorData::from(v), &device);
+    let sampled = [101, 102, 103, 104, 105];
+    let cases: [(&[i32], &[i32]); 3] = [
+        (&[7, 8, 9], &[5, 0, 6, 4, 7, 2, 2]),
+        (&[], &[3, 0, 4, 1]),
+        (&[42], &[5]),
+    ];
+    for (known, order) in cases {
+        let all: Vec<i32> = sampled.iter().chain(known).copied().collect();
+        let want: Vec<i32> = order.iter().map(|&o| all[o as usize]).collect();
+        let got = Wgpu::feed_ids(&ints(&sampled), ints(known), ints(order));
+        assert_eq!(
+            got.into_data().to_vec::<i32>().unwrap(),
+            want,
+            "{known:?} {order:?}"
+        );
+        let reference = feed_ids_reference(&ints(&sampled), ints(known), ints(order));
+        assert_eq!(reference.into_data().to_vec::<i32>().unwrap(), want);
+    }
+}

@@ -1,7 +1,7 @@
 //! How many KV blocks the cache gets: a byte budget (the CPU's `kv_budget.cpu_bytes`, or on CUDA
 //! `gpu_memory_utilization` of the card minus what weights and a warm-up pass already hold),
 //! capped at what `max_num_seqs` sequences of `max_model_len` tokens could ever use.
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor, TensorData};
 use nanovllm_kernels::gemv::GEMV_MAX_ROWS;
 use nanovllm_kernels::KernelBackend;
 
@@ -104,6 +104,10 @@ fn warm_up<B: KernelBackend>(
         warm_pass(runner, &decodes, 1);
     }
     runner.reset_cache(1);
+    // The gather that orders a step's ids once the batch changed (`ModelRunner::execute`):
+    // compiled here, not in the first measured step that needs it.
+    let ids = |v: &[i32]| Tensor::<B, 1, Int>::from_data(TensorData::from(v), &runner.device);
+    let _ = B::feed_ids(&ids(&[1, 2]), ids(&[3]), ids(&[2, 0])).into_data();
     // Each row-count class of `project` (see `nanovllm_kernels::matmul::project_strategy`),
     // at a multiple of every tile and off it; with cuBLAS the larger ones compile nothing.
     // And every decode batch size past the fused gemv: cuBLAS picks a kernel for each new row

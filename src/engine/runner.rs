@@ -127,8 +127,8 @@ impl<B: KernelBackend> ModelRunner<B> {
             "a token not read yet, but no sampled ids to take it from"
         );
         // Steady decoding feeds back the sampled ids as they are: the same sequences, in the
-        // same order, each row unread. Else the known tokens follow the unread ids in one array
-        // that a gather puts in order (three launches and their metadata uploads).
+        // same order, each row unread. Else a gather puts the unread ids and the known tokens
+        // in order (one launch).
         let as_sampled = unread_ids.is_some_and(|ids| {
             ids.dims()[0] == n
                 && unread.len() == n
@@ -152,8 +152,9 @@ impl<B: KernelBackend> ModelRunner<B> {
         let uploaded = packed.upload::<B>(&self.device);
         let token_ids = match (unread_ids, order) {
             (Some(ids), None) => ids.clone(),
-            (Some(ids), Some(order)) => Tensor::cat(vec![ids.clone(), uploaded.get(token_ids)], 0)
-                .select(0, uploaded.get(order)),
+            (Some(ids), Some(order)) => {
+                B::feed_ids(ids, uploaded.get(token_ids), uploaded.get(order))
+            }
             (None, _) => uploaded.get(token_ids),
         };
         let step = StepTensors {
