@@ -2,7 +2,7 @@
 //! host knows, in one launch. burn's `cat` + `select` took three launches with metadata uploads,
 //! and compiled a kernel per vector width the lengths allowed: 20-25 ms each time a new width
 //! came up inside a measured step (GPU trace of the bench, H100: the first decode step and the
-//! steps where the batch shrank; 0.15-0.75 s per bench run).
+//! steps where the batch shrank; 0.24 s of a bench run, 0.8 s of a fresh machine's first).
 use burn::prelude::Backend;
 use burn::tensor::{Int as IntKind, Shape, Tensor, TensorMetadata};
 use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
@@ -44,7 +44,7 @@ pub fn feed_ids_reference<B: Backend>(
     Tensor::cat(vec![sampled.clone(), known], 0).select(0, order)
 }
 
-/// [`feed_ids_kernel`] on cubecl tensors (1-D, contiguous, the int dtype of `order`).
+/// [`feed_ids_kernel`] on cubecl tensors (1-D, contiguous, all of one int dtype).
 pub fn feed_ids<R: CubeRuntime, I: Int + CubeElement>(
     sampled: CubeTensor<R>,
     known: CubeTensor<R>,
