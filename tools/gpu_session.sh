@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One batched run on the GPU machine (see README "GPU machine"). Build here first:
-#   ../shared/tools/device-build.sh --bin nanovllm --example golden_check
+#   tools/device-build.sh --bin nanovllm --example golden_check
 # then run this script there with .devbin carried (xz-compressed binaries are unpacked).
 # STEPS picks what runs (info host_cost decode_cublas gemv_ab bin_ab async_ab kernels_ab ncu_prefill ncu_decode kernels_check golden perplexity kernels_bench prefill_ab matmul profile
 # decode_latency bench trace bench_part bench_fusion hf_peer chunk512 chunk_sweep profile_mixed unroll_sweep bench_unroll); logs and a results tarball go under $OUT.
