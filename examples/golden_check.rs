@@ -6,15 +6,16 @@
 //! tiny fixtures' near-ties fall either way.
 use clap::Parser;
 use nanovllm::backend::{dispatch, BackendTask};
-use nanovllm::cli::BackendChoice;
+use nanovllm::cli::BackendArgs;
 use nanovllm::engine::{AttentionBackend, EngineConfig, Prompt, SamplingParams, LLM};
 use nanovllm::model::{load_model, ModelSource, WeightsKind};
+use nanovllm_kernels::dev::ops::DevOps;
 use nanovllm_kernels::KernelBackend;
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-    backend: BackendChoice,
+    #[command(flatten)]
+    backend: BackendArgs,
     #[arg(long, default_value = "tests/fixtures")]
     fixtures: String,
     /// burn-cuda (unfused) in f32 instead of the chosen backend.
@@ -26,11 +27,9 @@ struct Check(String);
 
 impl BackendTask for Check {
     type Output = ();
-    fn run<B: KernelBackend>(self, device: B::Device) -> anyhow::Result<()> {
-        let mut paths = vec![AttentionBackend::Reference];
-        if B::kernel_caps(&device).is_some() {
-            paths.push(AttentionBackend::Kernel);
-        }
+    fn run<B: KernelBackend + DevOps>(self, device: B::Device) -> anyhow::Result<()> {
+        // Every backend has its own attention (kernels on a GPU, host attention on the CPU).
+        let paths = [AttentionBackend::Reference, AttentionBackend::Kernel];
         println!(
             "{:<8} {:<9} {:>22} {:>22} {:>14}",
             "model", "attention", "prefill max|err| (rel)", "decode max|err| (rel)", "greedy equal"
@@ -161,18 +160,18 @@ fn nan_max(a: f32, b: f32) -> f32 {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.f32 {
-        return run_f32(Check(args.fixtures));
+        return run_f32(Check(args.fixtures), args.backend.device);
     }
-    dispatch(args.backend, Check(args.fixtures))
+    dispatch(args.backend.placement(), Check(args.fixtures))
 }
 
 #[cfg(feature = "cuda")]
-fn run_f32(check: Check) -> anyhow::Result<()> {
+fn run_f32(check: Check, device: usize) -> anyhow::Result<()> {
     type GpuF32 = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
-    check.run::<GpuF32>(burn::backend::cuda::CudaDevice::new(0))
+    check.run::<GpuF32>(burn::backend::cuda::CudaDevice::new(device))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn run_f32(_: Check) -> anyhow::Result<()> {
+fn run_f32(_: Check, _: usize) -> anyhow::Result<()> {
     anyhow::bail!("--f32 runs burn-cuda in f32: build with `--features cuda`")
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::backend::{BackendChoice, Placement};
 use crate::engine::AttentionBackend;
 use crate::model::WeightsKind;
 
@@ -71,28 +72,67 @@ pub enum KernelsCommand {
     HostCost(BackendArgs),
 }
 
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendChoice {
-    /// `cuda_unfused` when built with `--features cuda`, else the CPU.
+/// `--backend`: [`BackendChoice`] on the command line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// `cuda-unfused` when built with `--features cuda`, else the CPU.
     #[default]
     Auto,
     Cpu,
-    /// burn-cuda with kernel fusion (bf16). Slower than `cuda_unfused` on every workload
-    /// measured (README, Performance): each custom kernel breaks the fusion stream and its
-    /// weights are resolved through the fusion server on every call.
+    /// burn-cuda with kernel fusion (bf16); slower than `cuda-unfused`.
     Cuda,
-    /// burn-cuda without fusion: every op launches on its own, and the custom kernels need no
-    /// hand-off to a fusion stream.
+    /// burn-cuda without fusion.
     CudaUnfused,
+}
+
+impl From<BackendArg> for BackendChoice {
+    fn from(b: BackendArg) -> Self {
+        match b {
+            BackendArg::Auto => BackendChoice::Auto,
+            BackendArg::Cpu => BackendChoice::Cpu,
+            BackendArg::Cuda => BackendChoice::Cuda,
+            BackendArg::CudaUnfused => BackendChoice::CudaUnfused,
+        }
+    }
+}
+
+/// `--attention`: [`AttentionBackend`] on the command line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum AttentionArg {
+    /// The backend's own: cubecl kernels on a GPU, host attention on the CPU.
+    #[default]
+    Auto,
+    Kernel,
+    /// Plain burn ops: the kernels' oracle and baseline.
+    Reference,
+}
+
+impl From<AttentionArg> for AttentionBackend {
+    fn from(a: AttentionArg) -> Self {
+        match a {
+            AttentionArg::Auto => AttentionBackend::Auto,
+            AttentionArg::Kernel => AttentionBackend::Kernel,
+            AttentionArg::Reference => AttentionBackend::Reference,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct BackendArgs {
-    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-    pub backend: BackendChoice,
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// CUDA device index.
+    #[arg(long, default_value_t = 0)]
+    pub device: usize,
+}
+
+impl BackendArgs {
+    pub fn placement(&self) -> Placement {
+        Placement {
+            backend: self.backend.into(),
+            device: self.device,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -108,8 +148,8 @@ pub struct ModelArgs {
     #[command(flatten)]
     pub backend: BackendArgs,
     /// Attention implementation: the kernels (cubecl on the GPU, host attention on the CPU) or the plain-burn reference.
-    #[arg(long, value_enum, default_value_t = AttentionBackend::Auto)]
-    pub attention: AttentionBackend,
+    #[arg(long, value_enum, default_value_t = AttentionArg::Auto)]
+    pub attention: AttentionArg,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

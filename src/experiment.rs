@@ -1,11 +1,12 @@
 //! Glue between the harness and the engine: loads an experiment file and, per variant, the
 //! model and an `LLM` on the chosen backend, behind the harness's [`StepEngine`] port.
+use nanovllm_kernels::dev::ops::DevOps;
 use nanovllm_kernels::KernelBackend;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Tensor;
 
-use crate::backend::{device_description, dispatch, BackendTask};
+use crate::backend::{device_description, dispatch, BackendTask, Placement};
 use crate::config::{load_experiment, ExperimentConfig, Variant};
 use crate::engine::{Prompt, RequestId, SamplingParams, StepReport, LLM};
 use crate::harness::{run_experiment, EngineInfo, StepEngine};
@@ -15,7 +16,7 @@ use crate::model::{load_model, ModelSource};
 pub fn run(path: &Path, results_dir: &Path) -> anyhow::Result<PathBuf> {
     let exp = load_experiment(path)?;
     let mut factory =
-        |variant: &Variant| dispatch(variant.config.engine.backend, BuildEngine(&variant.config));
+        |variant: &Variant| dispatch(placement(&variant.config), BuildEngine(&variant.config));
     run_experiment(&exp, results_dir, &mut factory)
 }
 
@@ -23,7 +24,10 @@ struct BuildEngine<'a>(&'a ExperimentConfig);
 
 impl BackendTask for BuildEngine<'_> {
     type Output = Box<dyn StepEngine>;
-    fn run<B: KernelBackend>(self, device: B::Device) -> anyhow::Result<Box<dyn StepEngine>> {
+    fn run<B: KernelBackend + DevOps>(
+        self,
+        device: B::Device,
+    ) -> anyhow::Result<Box<dyn StepEngine>> {
         let cfg = self.0;
         let engine_config = cfg.engine_config();
         let model = load_model::<B>(
@@ -72,5 +76,12 @@ impl<B: KernelBackend> StepEngine for HarnessEngine<B> {
 
     fn info(&self) -> EngineInfo {
         self.info.clone()
+    }
+}
+
+fn placement(config: &crate::config::ExperimentConfig) -> Placement {
+    Placement {
+        backend: config.engine.backend,
+        device: config.engine.device,
     }
 }

@@ -11,6 +11,4 @@ pub mod config;
 pub mod engine;
 pub mod experiment;
 pub mod harness;
-pub mod kernels_cmd;
-pub mod matmul_cmd;
 pub mod model;

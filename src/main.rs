@@ -7,7 +7,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     nanovllm::backend::install_device_panic_hook();
     #[cfg(feature = "cuda")]
-    let trace = nanovllm_kernels::gpu_trace::GpuTrace::from_env()?;
+    let trace = nanovllm_kernels::dev::gpu_trace::GpuTrace::from_env()?;
     let result = run(cli);
     #[cfg(feature = "cuda")]
     if let Some(trace) = trace {
@@ -18,13 +18,13 @@ fn main() -> anyhow::Result<()> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match (cli.command, cli.experiment) {
-        (Some(Command::Generate(args)), _) => dispatch(args.model.backend.backend, args),
+        (Some(Command::Generate(args)), _) => dispatch(args.model.backend.placement(), args),
         (Some(Command::Perplexity(args)), _) => {
-            dispatch(args.model.backend.backend, args).map(|_| ())
+            dispatch(args.model.backend.placement(), args).map(|_| ())
         }
         (Some(Command::Report { dir }), _) => nanovllm::harness::regenerate_report(&dir),
-        (Some(Command::Info(args)), _) => dispatch(args.backend, Info),
-        (Some(Command::Kernels(args)), _) => dispatch(args.backend().backend, args),
+        (Some(Command::Info(args)), _) => dispatch(args.placement(), Info),
+        (Some(Command::Kernels(args)), _) => dispatch(args.backend().placement(), args),
         (None, Some(path)) => nanovllm::experiment::run(&path, &cli.results_dir)
             .map(|dir| println!("results in {}", dir.display())),
         (None, None) => {

@@ -1,67 +1,35 @@
-//! cubecl kernels for nanovllm's GPU hot path. Each kernel has a host launcher and a plain-burn
-//! reference that is the oracle of its parity tests (`tests/parity.rs`, on wgpu in CI and on CUDA
-//! in bf16 through `nanovllm kernels-check`).
+//! cubecl kernels for nanovllm's GPU hot path, one folder per op family, each holding its
+//! `*_kernel.rs` files (the `#[cube]` code), their launcher and their plain-burn reference (the
+//! oracle of the parity tests: `tests/parity.rs` on wgpu, `nanovllm kernels check` on CUDA).
 //!
-//! - [`plan`]: host-side work items and tile shapes for paged attention.
-//! - [`attention_tile`]: the per-key-tile pieces both attention kernels share.
-//! - [`attention_kernel`]: the cubecl kernels (tiled online softmax over the paged cache, and
-//!   the log-sum-exp merge of split decode contexts); [`decode_kernel`] the decode form;
-//!   [`prefill_flash_kernel`] and [`prefill_mma_kernel`] the prefill tiles on tensor cores.
-//! - [`attention`]: their launcher on cubecl tensors; [`kernel_choice`] which kernel and tile
-//!   shape run on a device (measured defaults, `NANOVLLM_*` knobs).
-//! - [`reference`]: the same attention in plain burn.
-//! - [`host_attention`]: the same attention on host arrays in place: the CPU engine's.
-//! - [`gemv_kernel`] / [`gemv`]: a few rows times a projection, with the RMSNorm or SiLU·mul
-//!   before it fused in (decode batches).
-//! - [`gemm_layout`]: how a strided product maps onto one column-major BLAS call.
-//! - `cublas` (feature `cuda`): cuBLAS products on cubecl's CUDA stream, for the projections.
-//! - `gpu_trace` (feature `cuda`): the GPU timeline from CUPTI (`NANOVLLM_GPU_TRACE`).
-//! - [`packed_ints`]: a step's small int arrays in one upload.
-//! - [`pending_ids`]: sampled ids on their way to the host, the copy queued at once.
-//! - [`feed_ids`]: a step's token ids from the previous step's sampled ids and the host's.
-//! - [`backend`]: [`KernelBackend`] and the per-step arrays it reads; implemented in
-//!   [`cpu_backend`] for ndarray (host twins, no kernels) and in [`cube_backend`] for cubecl
-//!   backends and, with the `fusion` feature, fused cubecl backends.
+//! - [`attention`]: paged attention: typed work items, decode / prefill / fused-decode kernels,
+//!   the split-context merge, the K/V cache write, and the reference.
+//! - [`layers`]: RMSNorm, add + RMSNorm, q/k norm + rotary, SiLU·mul.
+//! - [`matmul`]: projections by row count: the fused few-row gemv, cubek strategies, cuBLAS.
+//! - [`sample`]: sampling on the device (Gumbel-max, counter-based per-request noise).
+//! - [`step_io`]: a step's int arrays in one upload, sampled ids on their way back, next ids.
+//! - [`backends`]: [`KernelBackend`], the ops the engine's forward pass runs, with plain-burn
+//!   defaults; the cubecl backends (fused or not) and ndarray (host attention and matmul).
+//! - [`tuning`]: [`KernelTuning`], the kernels' measured defaults as typed configuration.
+//! - `dev` (feature `dev`): parity cases, benches, launch-cost probes, the CUPTI GPU trace.
 pub mod attention;
-pub mod attention_kernel;
-pub mod attention_tile;
-pub mod backend;
-pub mod bench;
-pub mod cpu_backend;
-pub mod cube_backend;
-#[cfg(feature = "cuda")]
-pub mod cublas;
-pub mod decode_kernel;
-pub mod decode_qkv_kernel;
-pub mod feed_ids;
-pub mod gemm_layout;
-pub mod gemv;
-pub mod gemv_kernel;
-#[cfg(feature = "cuda")]
-pub mod gpu_trace;
-pub mod host_attention;
-pub mod host_matmul;
-pub mod kernel_choice;
-pub mod knobs;
-pub mod launch_cost;
-pub mod layer_kernels;
+pub mod backends;
+#[cfg(feature = "dev")]
+pub mod dev;
 pub mod layers;
 pub mod matmul;
-pub mod matmul_bench;
-pub mod packed_ints;
-pub mod parity;
-pub mod pending_ids;
-pub mod plan;
-pub mod prefill_flash_kernel;
-pub mod prefill_mma_kernel;
-pub mod reference;
+mod outputs;
 pub mod sample;
-pub mod sample_kernel;
+pub mod step_io;
+pub mod tuning;
 
-pub use backend::{norm_project, silu_mul_project, DeviceSampling, KernelBackend, KernelPlan};
-pub use host_attention::HostLayout;
-pub use packed_ints::PackedInts;
-pub use pending_ids::PendingIds;
-pub use plan::{AttentionPlan, DeviceCaps, SeqAttn, TileShape};
-pub use reference::{paged_attention_reference, ReferenceLayout};
-pub use sample::{key_from_seed, RowSampling};
+pub use attention::device_plan::KernelPlan;
+pub use attention::plan::{AttentionPlan, DeviceCaps, SeqAttn, TileShape};
+pub use attention::reference::{paged_attention_reference, ReferenceLayout};
+pub use backends::host_attention::HostLayout;
+pub use backends::{norm_project, silu_mul_project, AttentionShape, KernelBackend, KvWrite};
+pub use layers::HeadShape;
+pub use sample::{key_from_seed, DeviceSampling, RowSampling};
+pub use step_io::packed_ints::PackedInts;
+pub use step_io::pending_ids::PendingIds;
+pub use tuning::{KernelTuning, PrefillMma};

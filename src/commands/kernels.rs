@@ -1,10 +1,11 @@
-//! `nanovllm kernels check|bench` (`matmul`: see `matmul_cmd`): the kernel parity check and the attention benches, on
+//! `nanovllm kernels check|bench` (`matmul`: see `matmul`): the kernel parity check and the attention benches, on
 //! whichever backend is chosen (CUDA in bf16 on the GPU machine). Bench results go to CSV.
 use std::path::PathBuf;
 
 use anyhow::Context;
-use nanovllm_kernels::bench::{time_attention, AttnShape, AttnTiming};
-use nanovllm_kernels::parity::{
+use nanovllm_kernels::dev::attention_bench::{time_attention, AttnShape, AttnTiming};
+use nanovllm_kernels::dev::ops::DevOps;
+use nanovllm_kernels::dev::parity::{
     run_case, run_decode_qkv, run_layers, run_sampling, run_store_kv, standard_cases,
 };
 use nanovllm_kernels::KernelBackend;
@@ -22,7 +23,7 @@ fn tolerance(dtype_bytes: usize) -> f32 {
 
 impl BackendTask for KernelsArgs {
     type Output = ();
-    fn run<B: KernelBackend>(self, device: B::Device) -> anyhow::Result<()> {
+    fn run<B: KernelBackend + DevOps>(self, device: B::Device) -> anyhow::Result<()> {
         anyhow::ensure!(
             B::kernel_caps(&device).is_some(),
             "backend {} has no cubecl kernels: build with --features cuda",
@@ -38,9 +39,9 @@ impl BackendTask for KernelsArgs {
             KernelsCommand::Bench { out, .. } => bench::<B>(&device, &out),
             KernelsCommand::Matmul {
                 out, engine_only, ..
-            } => crate::matmul_cmd::bench_matmul::<B>(&device, &out, engine_only),
+            } => super::matmul::bench_matmul::<B>(&device, &out, engine_only),
             KernelsCommand::HostCost(_) => {
-                crate::matmul_cmd::print_host_costs::<B>(&device);
+                super::matmul::print_host_costs::<B>(&device);
                 Ok(())
             }
         }
@@ -58,7 +59,7 @@ impl KernelsArgs {
     }
 }
 
-fn check<B: KernelBackend>(device: &B::Device) -> anyhow::Result<()> {
+fn check<B: DevOps>(device: &B::Device) -> anyhow::Result<()> {
     let dtype_bytes = burn::tensor::Tensor::<B, 1>::zeros([1], device)
         .dtype()
         .size();
@@ -148,7 +149,7 @@ const QWEN3_06B: AttnShape = AttnShape {
     block_size: 256,
 };
 
-fn bench<B: KernelBackend>(device: &B::Device, out: &PathBuf) -> anyhow::Result<()> {
+fn bench<B: DevOps>(device: &B::Device, out: &PathBuf) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     // The H100's measured device-to-device copy bandwidth (the figure). An in-engine
     // probe through burn ops measured the fusion runtime, not the memory, so it is not used.

@@ -5,12 +5,12 @@
 use std::path::Path;
 
 use anyhow::Context;
-use nanovllm_kernels::matmul::{few_rows_strategies, tiled_strategies};
-use nanovllm_kernels::matmul_bench::{
+use nanovllm_kernels::dev::matmul_bench::{
     host_costs, matmul_inputs, tflops, time_calls, time_strategy, weight_gb_per_s, HostCost,
     MatmulCase, WeightLayout,
 };
-use nanovllm_kernels::KernelBackend;
+use nanovllm_kernels::dev::ops::DevOps;
+use nanovllm_kernels::matmul::strategy::{few_rows_strategies, tiled_strategies};
 
 /// qwen3-0.6b's projections `(name, k, n)`: fused qkv, o, fused gate/up, down, LM head.
 const SHAPES: [(&str, usize, usize); 5] = [
@@ -28,7 +28,7 @@ const ROWS: [usize; 6] = [1, 4, 16, 64, 256, 4096];
 /// Up to this many rows the few-rows strategies are timed too (beyond, they are far slower).
 const FEW_ROWS: usize = 16;
 
-pub fn bench_matmul<B: KernelBackend>(
+pub fn bench_matmul<B: DevOps>(
     device: &B::Device,
     out: &Path,
     engine_only: bool,
@@ -117,7 +117,7 @@ pub fn bench_matmul<B: KernelBackend>(
 }
 
 /// `nanovllm kernels host-cost`: see [`host_costs`].
-pub fn print_host_costs<B: KernelBackend>(device: &B::Device) {
+pub fn print_host_costs<B: DevOps>(device: &B::Device) {
     let print = |costs: Vec<(&str, HostCost)>| {
         for (op, cost) in costs {
             println!(

@@ -1,4 +1,5 @@
 //! The subcommands other than running an experiment: generate, perplexity, info.
+use nanovllm_kernels::dev::ops::DevOps;
 use nanovllm_kernels::KernelBackend;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -8,6 +9,9 @@ use rand::{Rng, SeedableRng};
 
 use crate::backend::{device_description, BackendTask};
 use crate::cli::{GenerateArgs, ModelArgs, PerplexityArgs};
+
+pub mod kernels;
+pub mod matmul;
 use crate::engine::{EngineConfig, Prompt, SamplingParams, LLM};
 use crate::model::{load_model, ModelSource};
 
@@ -17,7 +21,7 @@ pub fn build_engine<B: KernelBackend>(
     mut config: EngineConfig,
     device: &B::Device,
 ) -> anyhow::Result<LLM<B>> {
-    config.attention = args.attention;
+    config.attention = args.attention.into();
     let source = ModelSource::parse(&args.model);
     let model = load_model::<B>(
         &source,
@@ -31,7 +35,7 @@ pub fn build_engine<B: KernelBackend>(
 
 impl BackendTask for GenerateArgs {
     type Output = ();
-    fn run<B: KernelBackend>(self, device: B::Device) -> anyhow::Result<()> {
+    fn run<B: KernelBackend + DevOps>(self, device: B::Device) -> anyhow::Result<()> {
         let mut llm = build_engine::<B>(&self.model, EngineConfig::default(), &device)?;
         println!(
             "model {} ({}) on {}",
@@ -100,7 +104,7 @@ impl BackendTask for GenerateArgs {
 
 impl BackendTask for PerplexityArgs {
     type Output = f64;
-    fn run<B: KernelBackend>(self, device: B::Device) -> anyhow::Result<f64> {
+    fn run<B: KernelBackend + DevOps>(self, device: B::Device) -> anyhow::Result<f64> {
         let ids_path = self
             .ids
             .clone()
@@ -157,7 +161,7 @@ pub struct Info;
 
 impl BackendTask for Info {
     type Output = ();
-    fn run<B: KernelBackend>(self, device: B::Device) -> anyhow::Result<()> {
+    fn run<B: KernelBackend + DevOps>(self, device: B::Device) -> anyhow::Result<()> {
         println!("backend:   {}", B::name(&device));
         println!("device:    {}", device_description::<B>(&device));
         match B::kernel_caps(&device) {
@@ -167,14 +171,20 @@ impl BackendTask for Info {
                 caps.compute_units,
                 caps.max_shared_bytes / 1024
             ),
-            None if B::HOST_ATTENTION => println!(
-                "attention: kernel (host attention on the arrays in place; this backend has no \
-                 cubecl kernels) by default; `--attention reference` for plain burn ops"
-            ),
             None => println!(
-                "attention: reference (plain burn ops over the paged cache); this backend has \
-                 no cubecl kernels"
+                "attention: kernel (this backend's own: host attention on the arrays in place) \
+                 by default; `--attention reference` for plain burn ops"
             ),
+        }
+        let (tuning, overrides) = nanovllm_kernels::KernelTuning::default()
+            .with_env_overrides()
+            .map_err(anyhow::Error::msg)?;
+        println!("kernels:   {tuning:?}");
+        for o in overrides {
+            println!(
+                "           {}={} overrides kernels.{}",
+                o.var, o.value, o.key
+            );
         }
         Ok(())
     }

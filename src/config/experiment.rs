@@ -4,10 +4,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::workload_spec::WorkloadSpec;
-/// `auto` | `cpu` | `cuda`: the same choice as the command line's `--backend`.
-pub use crate::cli::BackendChoice;
+/// `auto` | `cpu` | `cuda` | `cuda_unfused`: the same choice as the command line's `--backend`.
+pub use crate::backend::BackendChoice;
 use crate::engine::{AttentionBackend, EngineConfig, SamplingParams, SchedulerPolicy};
 use crate::model::WeightsKind;
+use nanovllm_kernels::KernelTuning;
 
 /// One fully resolved experiment configuration, as one variant runs it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -26,6 +27,11 @@ pub struct ExperimentConfig {
     pub scheduler: SchedulerPolicy,
     #[serde(default)]
     pub attention: AttentionConfig,
+    /// `[kernels]`: the GPU kernels' tuning (defaults: the measured best; docs/kernels.md).
+    /// Any `NANOVLLM_*` override in the environment is applied at load and listed in
+    /// `config.resolved.toml`.
+    #[serde(default)]
+    pub kernels: KernelTuning,
     /// Defaults for every request; workloads set `max_tokens` per request.
     #[serde(default)]
     pub sampling: SamplingParams,
@@ -38,6 +44,7 @@ impl ExperimentConfig {
         EngineConfig {
             scheduler: self.scheduler.clone(),
             attention: self.attention.backend,
+            kernels: self.kernels,
             ..self.engine.engine.clone()
         }
     }
@@ -61,6 +68,9 @@ pub struct ModelConfig {
 pub struct EngineSection {
     #[serde(default)]
     pub backend: BackendChoice,
+    /// CUDA device index (unused on the CPU).
+    #[serde(default)]
+    pub device: usize,
     /// Unknown keys are rejected by `EngineConfig`'s own `deny_unknown_fields`.
     #[serde(flatten)]
     pub engine: EngineConfig,

@@ -57,9 +57,16 @@ pub fn load_experiment(path: &Path) -> Result<Experiment, ConfigError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let exp = parse_experiment(path, &text)?;
-    for v in &exp.variants {
+    let mut exp = parse_experiment(path, &text)?;
+    for v in &mut exp.variants {
         validate::check_paths(&v.config).map_err(|e| invalid(path, e).in_variant(&v.label))?;
+        // The environment's `NANOVLLM_*` overrides, so what ran is what the results record.
+        let (tuning, _) = v
+            .config
+            .kernels
+            .with_env_overrides()
+            .map_err(|e| ConfigError::invalid(path, "kernels", e).in_variant(&v.label))?;
+        v.config.kernels = tuning;
     }
     Ok(exp)
 }

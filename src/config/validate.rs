@@ -76,6 +76,10 @@ pub fn validate(cfg: &ExperimentConfig) -> Check {
         );
     }
     check_engine(cfg)?;
+    if let Err(e) = cfg.kernels.validate() {
+        let key = e.split(' ').next().unwrap_or_default();
+        return bad(format!("kernels.{key}"), e);
+    }
     cfg.sampling.validate().map_err(from_engine_message)?;
     check_workload(&cfg.workload, cfg.engine.engine.max_model_len)
 }

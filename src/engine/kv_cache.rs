@@ -2,7 +2,7 @@
 //! `gpu_memory_utilization` of the card minus what weights and a warm-up pass already hold),
 //! capped at what `max_num_seqs` sequences of `max_model_len` tokens could ever use.
 use burn::tensor::{Int, Tensor, TensorData};
-use nanovllm_kernels::gemv::GEMV_MAX_ROWS;
+use nanovllm_kernels::matmul::gemv::GEMV_MAX_ROWS;
 use nanovllm_kernels::KernelBackend;
 
 use super::params::EngineConfig;
@@ -108,7 +108,7 @@ fn warm_up<B: KernelBackend>(
     // compiled here, not in the first measured step that needs it.
     let ids = |v: &[i32]| Tensor::<B, 1, Int>::from_data(TensorData::from(v), &runner.device);
     let _ = B::feed_ids(&ids(&[1, 2]), ids(&[3]), ids(&[2, 0])).into_data();
-    // Each row-count class of `project` (see `nanovllm_kernels::matmul::project_strategy`),
+    // Each row-count class of `project` (see `nanovllm_kernels::matmul::strategy::project_strategy`),
     // at a multiple of every tile and off it; with cuBLAS the larger ones compile nothing.
     // And every decode batch size past the fused gemv: cuBLAS picks a kernel for each new row
     // count by a heuristic that costs the host 0.1-0.5 ms per shape, once (the bench's GPU

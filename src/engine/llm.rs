@@ -107,10 +107,12 @@ impl<B: KernelBackend> LLM<B> {
             .unwrap_or(spec.max_position_embeddings)
             .min(spec.max_position_embeddings);
         config.validate(max_model_len).map_err(anyhow::Error::msg)?;
-        let attention = config
-            .attention
-            .resolve(B::kernel_caps(device).is_some() || B::HOST_ATTENTION)
+        let attention = config.attention.resolve();
+        let (tuning, _) = config
+            .kernels
+            .with_env_overrides()
             .map_err(anyhow::Error::msg)?;
+        nanovllm_kernels::tuning::install(device, tuning);
         let mut runner = ModelRunner::new(model.decoder, 1, config.block_size, attention, device);
         let num_blocks = plan_num_blocks(&mut runner, &config, max_model_len, device)?;
         runner.reset_cache(num_blocks);

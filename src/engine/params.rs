@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::attention::AttentionImpl;
+use nanovllm_kernels::KernelTuning;
 
 /// How one request samples, as in vLLM. `temperature = 0` is greedy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -97,14 +98,13 @@ pub enum SchedulerPolicy {
 
 /// Which attention implementation the engine runs (`[attention] backend` in an experiment,
 /// `--attention` on the command line).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttentionBackend {
-    /// The kernels where the backend has them (cubecl on CUDA, host attention on ndarray),
-    /// else the reference.
+    /// The backend's own attention (cubecl kernels on a GPU, host attention on the CPU).
     #[default]
     Auto,
-    /// The kernels; an error on a backend without them (wgpu).
+    /// The same, named.
     Kernel,
     /// Plain burn ops: the kernels' oracle and baseline.
     Reference,
@@ -119,17 +119,12 @@ impl AttentionBackend {
         }
     }
 
-    /// The implementation to run on a backend that has (or lacks) kernels: cubecl ones, or
-    /// the host attention of a CPU backend.
-    pub fn resolve(self, has_kernels: bool) -> Result<AttentionImpl, String> {
-        match (self, has_kernels) {
-            (AttentionBackend::Auto | AttentionBackend::Kernel, true) => Ok(AttentionImpl::Kernel),
-            (AttentionBackend::Kernel, false) => Err(
-                "attention.backend = \"kernel\" needs a backend with kernels (CUDA with \
-                 --features cuda, or the CPU's host attention), or use \"reference\""
-                    .into(),
-            ),
-            _ => Ok(AttentionImpl::Reference),
+    /// The implementation to run: every backend has its own attention (cubecl kernels on a
+    /// GPU, host attention on the CPU), so `auto` is that.
+    pub fn resolve(self) -> AttentionImpl {
+        match self {
+            AttentionBackend::Auto | AttentionBackend::Kernel => AttentionImpl::Kernel,
+            AttentionBackend::Reference => AttentionImpl::Reference,
         }
     }
 }
@@ -183,6 +178,10 @@ pub struct EngineConfig {
     pub scheduler: SchedulerPolicy,
     #[serde(skip)]
     pub attention: AttentionBackend,
+    /// The GPU kernels' tuning, installed for the engine's device (`NANOVLLM_*` variables
+    /// override it).
+    #[serde(skip)]
+    pub kernels: KernelTuning,
 }
 
 impl Default for EngineConfig {
@@ -199,6 +198,7 @@ impl Default for EngineConfig {
             kv_budget: KvBudget::default(),
             scheduler: SchedulerPolicy::None,
             attention: AttentionBackend::Auto,
+            kernels: KernelTuning::default(),
         }
     }
 }

@@ -160,7 +160,7 @@ impl<B: KernelBackend> ModelRunner<B> {
         let step = StepTensors {
             token_ids,
             positions: uploaded.get(positions),
-            slot_mapping: uploaded.get(slots).reshape([n, 1]),
+            slot_mapping: uploaded.get(slots),
             attn,
             logits_rows: uploaded.get(rows),
         };

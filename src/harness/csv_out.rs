@@ -11,7 +11,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::metrics::request_metrics;
-use super::run_loop::{RequestRecord, StepRecord};
+use super::run_loop::{OutputToken, RequestRecord, StepRecord};
 
 pub const REQUESTS_CSV: &str = "requests.csv";
 pub const STEPS_CSV: &str = "steps.csv";
@@ -47,7 +47,7 @@ pub struct RequestRow {
 
 impl RequestRow {
     pub fn new(variant: &str, id: usize, r: &RequestRecord) -> Self {
-        let m = request_metrics(r.arrival_s, &r.token_times, r.finish_s, r.output_tokens);
+        let m = request_metrics(r.arrival_s, &r.times(), r.finish_s, r.output_tokens);
         RequestRow {
             variant: variant.to_string(),
             class: r.class.clone(),
@@ -121,7 +121,7 @@ impl StepRow {
     }
 }
 
-/// `<variant>/tokens.csv`: the time of every output token (ITL percentiles come from here).
+/// `<variant>/tokens.csv`: every output token, its id and time (ITL percentiles come from here).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TokenRow {
     pub variant: String,
@@ -129,28 +129,33 @@ pub struct TokenRow {
     pub id: usize,
     /// 0 for the first output token.
     pub index: usize,
+    /// The sampled token id (in the model's vocabulary).
+    pub token_id: u32,
     pub time_s: f64,
     /// Gap since the request's previous token; empty for its first token.
     pub itl_s: Option<f64>,
 }
 
 impl TokenRow {
-    /// The rows of one request's token times.
+    /// The rows of one request's output tokens.
     pub fn for_request<'a>(
         variant: &str,
         id: usize,
-        times: &'a [f64],
+        tokens: &'a [OutputToken],
     ) -> impl Iterator<Item = TokenRow> + 'a {
         let variant = variant.to_string();
-        times
+        tokens
             .iter()
             .enumerate()
-            .map(move |(index, &time_s)| TokenRow {
+            .map(move |(index, token)| TokenRow {
                 variant: variant.clone(),
                 id,
                 index,
-                time_s: ns(time_s),
-                itl_s: index.checked_sub(1).map(|p| ns(time_s - times[p])),
+                token_id: token.id,
+                time_s: ns(token.time_s),
+                itl_s: index
+                    .checked_sub(1)
+                    .map(|p| ns(token.time_s - tokens[p].time_s)),
             })
     }
 }

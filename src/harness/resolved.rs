@@ -15,6 +15,8 @@ struct Resolved<'a> {
     experiment: &'a str,
     source: String,
     git_rev: &'a str,
+    /// `NANOVLLM_*` variables that overrode `[kernels]` values (already applied below).
+    kernel_env_overrides: Vec<String>,
     variants: Vec<ResolvedVariant<'a>>,
 }
 
@@ -76,8 +78,21 @@ pub fn resolved_toml(
         experiment: &exp.name,
         source: exp.path.display().to_string(),
         git_rev,
+        kernel_env_overrides: kernel_env_overrides(),
         variants,
     };
     let body = toml::to_string(&resolved).context("serializing the resolved config")?;
     Ok(format!("# What ran: every variant of {} with all defaults filled in (written by nanovllm).\n{body}", exp.path.display()))
+}
+
+/// `VAR=value` for each `NANOVLLM_*` kernel override set in the environment.
+fn kernel_env_overrides() -> Vec<String> {
+    match nanovllm_kernels::KernelTuning::default().with_env_overrides() {
+        Ok((_, applied)) => applied
+            .into_iter()
+            .map(|o| format!("{}={} (kernels.{})", o.var, o.value, o.key))
+            .collect(),
+        // A bad value already stopped the load; nothing was applied.
+        Err(_) => Vec::new(),
+    }
 }

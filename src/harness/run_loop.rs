@@ -77,6 +77,15 @@ impl Outcome {
     }
 }
 
+/// One output token as the loop saw it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OutputToken {
+    /// The end of the step that produced it.
+    pub time_s: f64,
+    /// The sampled token id, so a run's outputs can be checked and compared across variants.
+    pub id: u32,
+}
+
 /// Everything measured about one request; times in seconds since t = 0.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RequestRecord {
@@ -85,10 +94,18 @@ pub struct RequestRecord {
     /// Known from the prompt's token ids, or from the engine once it finishes.
     pub prompt_tokens: Option<usize>,
     pub output_tokens: usize,
-    pub token_times: Vec<f64>,
+    /// Every output token in order: when it came and which it is.
+    pub token_times: Vec<OutputToken>,
     pub finish_s: Option<f64>,
     pub outcome: Outcome,
     pub error: Option<String>,
+}
+
+impl RequestRecord {
+    /// The output tokens' times, in order.
+    pub fn times(&self) -> Vec<f64> {
+        self.token_times.iter().map(|t| t.time_s).collect()
+    }
 }
 
 /// One engine step as the loop saw it.
@@ -200,9 +217,12 @@ pub fn run(
                 }
             };
             let end_s = now();
-            for (id, _) in &report.new_tokens {
-                if let Some(&i) = by_id.get(id) {
-                    records[i].token_times.push(end_s);
+            for &(id, token) in &report.new_tokens {
+                if let Some(&i) = by_id.get(&id) {
+                    records[i].token_times.push(OutputToken {
+                        time_s: end_s,
+                        id: token,
+                    });
                 }
             }
             for done in &report.finished {

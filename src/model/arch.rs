@@ -33,6 +33,23 @@ pub enum RopeScaling {
     },
 }
 
+/// The feed-forward block of every layer, as the architecture describes it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FfnSpec {
+    /// A gated MLP: `down(silu(gate(x)) * up(x))`.
+    Dense { intermediate_size: usize },
+}
+
+impl FfnSpec {
+    /// Parameters of one layer's feed-forward block at hidden size `hidden`.
+    pub fn num_params(&self, hidden: usize) -> usize {
+        match *self {
+            FfnSpec::Dense { intermediate_size } => 3 * hidden * intermediate_size,
+        }
+    }
+}
+
 /// Everything the decoder needs to know about a model's shape, resolved once.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ArchSpec {
@@ -43,7 +60,7 @@ pub struct ArchSpec {
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
-    pub intermediate_size: usize,
+    pub ffn: FfnSpec,
     pub rms_norm_eps: f64,
     pub rope_theta: f64,
     pub rope_scaling: RopeScaling,
@@ -68,7 +85,7 @@ impl ArchSpec {
             0
         };
         let norms = 2 * h + if self.qk_norm { 2 * hd } else { 0 };
-        let layer = qkv + bias + self.num_heads * hd * h + 3 * h * self.intermediate_size + norms;
+        let layer = qkv + bias + self.num_heads * hd * h + self.ffn.num_params(h) + norms;
         let embed = self.vocab_size * h * if self.tie_word_embeddings { 1 } else { 2 };
         self.num_layers * layer + embed + h
     }
@@ -177,9 +194,11 @@ pub fn parse_arch(text: &str, path: &Path) -> Result<ArchSpec, ModelError> {
         num_heads,
         num_kv_heads,
         head_dim: raw.head_dim.unwrap_or(hidden_size / num_heads),
-        intermediate_size: raw
-            .intermediate_size
-            .ok_or_else(|| field("intermediate_size"))?,
+        ffn: FfnSpec::Dense {
+            intermediate_size: raw
+                .intermediate_size
+                .ok_or_else(|| field("intermediate_size"))?,
+        },
         rms_norm_eps: raw.rms_norm_eps.unwrap_or(if qwen { 1e-6 } else { 1e-5 }),
         rope_theta,
         rope_scaling,

@@ -1,16 +1,14 @@
-//! Attention over the paged KV cache, by one of two implementations chosen per engine:
-//! the cubecl kernel (GPU backends) or the plain-burn reference (every backend; the oracle).
-//!
-//! On a backend without kernels whose tensors live in host memory (ndarray), "kernel" means
-//! the host attention: the same attention computed on the arrays in place.
+//! Attention over the paged KV cache, by one of two implementations chosen per engine: the
+//! backend's own ([`KernelBackend::paged_attention`]: the cubecl kernels on a GPU, host
+//! attention on the arrays in place on the CPU) or the plain-burn reference (every backend;
+//! the oracle).
 //!
 //! One code path serves whole prefills, prefills whose prefix is cached, prefill chunks and
 //! decodes, mixed in one batch: each sequence brings `q_len` new query tokens and attends
 //! causally to its first `ctx_len` cached tokens (the new ones included, already stored).
 use burn::tensor::Tensor;
 use nanovllm_kernels::{
-    paged_attention_reference, AttentionPlan, HostLayout, KernelBackend, KernelPlan,
-    ReferenceLayout, SeqAttn,
+    paged_attention_reference, AttentionShape, HeadShape, KernelBackend, ReferenceLayout, SeqAttn,
 };
 
 use super::arch::ArchSpec;
@@ -33,8 +31,7 @@ impl AttentionImpl {
 
 /// One step's attention layout, built once and shared by every layer.
 pub enum StepAttention<B: KernelBackend> {
-    Kernel(KernelPlan<B>),
-    Host(HostLayout),
+    Kernel(B::StepPlan),
     Reference(ReferenceLayout<B>),
 }
 
@@ -46,45 +43,38 @@ impl<B: KernelBackend> StepAttention<B> {
         spec: &ArchSpec,
         device: &B::Device,
     ) -> Self {
-        match (imp, B::kernel_caps(device)) {
-            (AttentionImpl::Kernel, Some(caps)) => {
-                let group = spec.num_heads / spec.num_kv_heads;
-                let plan = AttentionPlan::new(
-                    seqs,
-                    block_size,
-                    group,
-                    spec.head_dim,
-                    spec.num_kv_heads,
-                    caps,
-                );
-                StepAttention::Kernel(KernelPlan::new(plan, device))
+        match imp {
+            AttentionImpl::Kernel => {
+                let heads = HeadShape {
+                    heads: spec.num_heads,
+                    kv_heads: spec.num_kv_heads,
+                    head_dim: spec.head_dim,
+                };
+                let shape = AttentionShape { block_size, heads };
+                StepAttention::Kernel(B::plan_attention(seqs, shape, device))
             }
-            (AttentionImpl::Kernel, None) if B::HOST_ATTENTION => {
-                StepAttention::Host(HostLayout::new(seqs, block_size))
+            AttentionImpl::Reference => {
+                StepAttention::Reference(ReferenceLayout::new(seqs, block_size, device))
             }
-            _ => StepAttention::Reference(ReferenceLayout::new(seqs, block_size, device)),
         }
     }
 
     /// A decode-only step's q/k norm + rotary, cache write and attention from the fused
-    /// projection `qkv` in one launch, where the kernel backend takes the step
+    /// projection `qkv` in one launch, where the backend takes the step
     /// ([`KernelBackend::decode_attention_qkv`]); `[tokens, heads * head_dim]`.
-    #[allow(clippy::too_many_arguments)]
     pub fn attend_qkv(
         &self,
         qkv: &Tensor<B, 2>,
         norms: Option<(&Tensor<B, 1>, &Tensor<B, 1>)>,
-        (cos, sin): (&Tensor<B, 2>, &Tensor<B, 2>),
+        rope: (&Tensor<B, 2>, &Tensor<B, 2>),
         eps: f32,
-        k_cache: &Tensor<B, 3>,
-        v_cache: &Tensor<B, 3>,
+        caches: (&mut Tensor<B, 3>, &mut Tensor<B, 3>),
         scale: f32,
     ) -> Option<Tensor<B, 2>> {
         let StepAttention::Kernel(plan) = self else {
             return None;
         };
-        let out =
-            B::decode_attention_qkv(qkv, norms, cos, sin, eps, (k_cache, v_cache), plan, scale)?;
+        let out = B::decode_attention_qkv(qkv, norms, rope, eps, caches, plan, scale)?;
         let [tokens, heads, hd] = out.dims();
         Some(out.reshape([tokens, heads * hd]))
     }
@@ -100,7 +90,6 @@ impl<B: KernelBackend> StepAttention<B> {
     ) -> Tensor<B, 2> {
         let out = match self {
             StepAttention::Kernel(plan) => B::paged_attention(q, k_cache, v_cache, plan, scale),
-            StepAttention::Host(layout) => B::host_attention(q, k_cache, v_cache, layout, scale),
             StepAttention::Reference(layout) => {
                 paged_attention_reference(q, k_cache, v_cache, layout, scale)
             }

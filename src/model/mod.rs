@@ -3,13 +3,15 @@ pub mod arch;
 pub mod attention;
 pub mod decoder;
 pub mod error;
+pub mod ffn;
+pub mod linear;
 pub mod loader;
 pub mod presets;
 pub mod rope;
 pub mod safetensor_files;
 pub mod weights;
 
-pub use arch::{ArchSpec, Architecture, RopeScaling};
+pub use arch::{ArchSpec, Architecture, FfnSpec, RopeScaling};
 pub use decoder::{Decoder, LayerCache, StepTensors};
 pub use error::ModelError;
 pub use loader::{load_model, LoadedModel, ModelSource, WeightsKind};

@@ -1,5 +1,5 @@
 //! Named architectures for seeded random weights: real shapes without files, for benchmarks.
-use super::arch::{ArchSpec, Architecture, RopeScaling};
+use super::arch::{ArchSpec, Architecture, FfnSpec, RopeScaling};
 
 pub const PRESET_NAMES: &[&str] = &[
     "qwen3-0.6b",
@@ -19,7 +19,9 @@ pub fn preset(name: &str) -> Option<ArchSpec> {
         num_heads: 16,
         num_kv_heads: 8,
         head_dim: 128,
-        intermediate_size: 3072,
+        ffn: FfnSpec::Dense {
+            intermediate_size: 3072,
+        },
         rms_norm_eps: 1e-6,
         rope_theta: 1_000_000.0,
         rope_scaling: RopeScaling::None,
@@ -37,7 +39,9 @@ pub fn preset(name: &str) -> Option<ArchSpec> {
         num_heads: 32,
         num_kv_heads: 8,
         head_dim: 128,
-        intermediate_size: 14_336,
+        ffn: FfnSpec::Dense {
+            intermediate_size: 14_336,
+        },
         rms_norm_eps: 1e-5,
         rope_theta: 500_000.0,
         rope_scaling: RopeScaling::Llama3 {
@@ -58,7 +62,9 @@ pub fn preset(name: &str) -> Option<ArchSpec> {
         "llama-2-7b" => ArchSpec {
             vocab_size: 32_000,
             num_kv_heads: 32,
-            intermediate_size: 11_008,
+            ffn: FfnSpec::Dense {
+                intermediate_size: 11_008,
+            },
             rope_theta: 10_000.0,
             rope_scaling: RopeScaling::None,
             max_position_embeddings: 4096,
@@ -72,7 +78,9 @@ pub fn preset(name: &str) -> Option<ArchSpec> {
             num_heads: 4,
             num_kv_heads: 2,
             head_dim: 32,
-            intermediate_size: 256,
+            ffn: FfnSpec::Dense {
+                intermediate_size: 256,
+            },
             max_position_embeddings: 4096,
             eos_token_ids: vec![0],
             ..qwen3_06b
@@ -84,7 +92,9 @@ pub fn preset(name: &str) -> Option<ArchSpec> {
             num_heads: 4,
             num_kv_heads: 1,
             head_dim: 32,
-            intermediate_size: 256,
+            ffn: FfnSpec::Dense {
+                intermediate_size: 256,
+            },
             max_position_embeddings: 4096,
             eos_token_ids: vec![0],
             ..llama31_8b

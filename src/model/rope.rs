@@ -1,6 +1,6 @@
 //! Rotary position embedding (HF's `rotate_half` layout), with Llama 3 frequency scaling.
 //! The cos/sin tables are built once in f64 on the host and kept on the device in f32.
-use burn::tensor::{backend::Backend, DType, Int, Tensor, TensorData};
+use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
 
 use super::arch::{ArchSpec, RopeScaling};
 
@@ -65,37 +65,9 @@ impl<B: Backend> Rope<B> {
         }
     }
 
-    /// Rotates `x` `[tokens, heads, head_dim]` by each token's position `[tokens]`.
     /// The f32 `cos` and `sin` tables, `[positions, head_dim / 2]` (for the fused kernel).
     pub fn tables(&self) -> (&Tensor<B, 2>, &Tensor<B, 2>) {
         (&self.cos, &self.sin)
-    }
-
-    pub fn apply(&self, x: Tensor<B, 3>, positions: &Tensor<B, 1, Int>) -> Tensor<B, 3> {
-        let [t, h, d] = x.dims();
-        let dtype = x.dtype();
-        let cos = self
-            .cos
-            .clone()
-            .select(0, positions.clone())
-            .unsqueeze_dim::<3>(1);
-        let sin = self
-            .sin
-            .clone()
-            .select(0, positions.clone())
-            .unsqueeze_dim::<3>(1);
-        let x = x.cast(DType::F32);
-        let x1 = x.clone().narrow(2, 0, d / 2);
-        let x2 = x.narrow(2, d / 2, d / 2);
-        let out = Tensor::cat(
-            vec![
-                x1.clone() * cos.clone() - x2.clone() * sin.clone(),
-                x2 * cos + x1 * sin,
-            ],
-            2,
-        );
-        debug_assert_eq!(out.dims(), [t, h, d]);
-        out.cast(dtype)
     }
 }
 

@@ -1,9 +1,9 @@
 //! The decode attention kernel (cubecl): one query per sequence, the GQA group's rows in
 //! registers, keys read as vectors by groups of lanes. Shares the tile helpers of
-//! [`attention_kernel`](crate::attention_kernel).
+//! [`attention_kernel`](crate::attention::prefill_kernel).
 use cubecl::prelude::*;
 
-use crate::attention_tile::{read_item, AttentionStrides, WorkItem, NEG_BIG};
+use crate::attention::tile_kernel::{read_item, AttentionStrides, WorkItem, NEG_BIG};
 
 /// Decode attention (one query per item). Decode reads every cached key and value once per
 /// step, so the kernel is built for memory throughput:
@@ -16,7 +16,7 @@ use crate::attention_tile::{read_item, AttentionStrides, WorkItem, NEG_BIG};
 ///
 /// `width` is the launch's vector size `N` again, as a comptime value for register arrays.
 /// Writes final or partial (split context) results like
-/// [`paged_attention_kernel`](crate::attention_kernel::paged_attention_kernel).
+/// [`paged_attention_kernel`](crate::attention::prefill_kernel::paged_attention_kernel).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn paged_decode_kernel<F: Float, I: Int, N: Size>(

@@ -2,11 +2,11 @@
 //! cache write in front of it: one launch for a decode layer's attention instead of two.
 use cubecl::prelude::*;
 
-use crate::attention_tile::{read_item, AttentionStrides};
-use crate::decode_kernel::decode_attend;
-use crate::layer_kernels::norm_rotate;
+use crate::attention::decode_kernel::decode_attend;
+use crate::attention::tile_kernel::{read_item, AttentionStrides};
+use crate::layers::rope_kernel::norm_rotate;
 
-/// [`paged_decode_kernel`](crate::decode_kernel::paged_decode_kernel) on the fused projection `qkv` of a decode-only step, doing the work
+/// [`paged_decode_kernel`](crate::attention::decode_kernel::paged_decode_kernel) on the fused projection `qkv` of a decode-only step, doing the work
 /// of `qk_norm_rope_kernel` first, so a layer's decode takes one launch instead of two:
 /// - each cube normalises (with `qk_norm`) and rotates its group's query rows and its KV
 ///   head's new key in shared memory, rounding through `F` where the two launches stored `F`;

@@ -1,20 +1,23 @@
 //! Host launcher of the paged attention kernels on cubecl tensors.
+use crate::outputs::empty_many;
 use burn::tensor::{DType, Shape, TensorMetadata};
 use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
-use cubecl::server::{MemoryLayoutDescriptor, MemoryLayoutStrategy};
 
-use crate::attention_kernel::{merge_partials_kernel, paged_attention_kernel, store_kv_kernel};
-use crate::attention_tile::AttentionStridesLaunch;
-use crate::decode_kernel::paged_decode_kernel;
-use crate::decode_qkv_kernel::paged_decode_qkv_kernel;
-pub use crate::kernel_choice::device_caps;
-use crate::kernel_choice::{
-    decode_split, decode_unroll, prefill_flash_kv_tile, prefill_mma_kv_tile, vector_width,
+pub use crate::attention::choice::device_caps;
+use crate::attention::choice::{
+    decode_split, prefill_flash_kv_tile, prefill_mma_kv_tile, vector_width,
 };
-use crate::plan::{AttentionPlan, TileShape};
-use crate::prefill_flash_kernel::paged_prefill_flash_kernel;
-use crate::prefill_mma_kernel::paged_prefill_mma_kernel;
+use crate::attention::decode_kernel::paged_decode_kernel;
+use crate::attention::decode_qkv_kernel::paged_decode_qkv_kernel;
+use crate::attention::merge_kernel::merge_partials_kernel;
+use crate::attention::plan::{AttentionPlan, TileShape};
+use crate::attention::prefill_flash_kernel::paged_prefill_flash_kernel;
+use crate::attention::prefill_kernel::paged_attention_kernel;
+use crate::attention::prefill_mma_kernel::paged_prefill_mma_kernel;
+use crate::attention::store_kv_kernel::store_kv_kernel;
+use crate::attention::tile_kernel::AttentionStridesLaunch;
+use crate::tuning::tuning_for;
 
 /// The plan's int arrays on the device.
 pub struct DevicePlan<R: CubeRuntime> {
@@ -22,46 +25,6 @@ pub struct DevicePlan<R: CubeRuntime> {
     pub items: CubeTensor<R>,
     pub decode_items: Option<CubeTensor<R>>,
     pub merges: Option<CubeTensor<R>>,
-}
-
-/// An uninitialised contiguous tensor on `like`'s device.
-pub(crate) fn empty<R: CubeRuntime>(
-    like: &CubeTensor<R>,
-    shape: Shape,
-    dtype: DType,
-) -> CubeTensor<R> {
-    let [t] = empty_many(like, [(shape, dtype)]);
-    t
-}
-
-/// Uninitialised contiguous tensors on `like`'s device, carved from one allocation: each
-/// allocation is a task of its own for cubecl's device thread, which paces small decode steps
-/// (GPU trace: kernels start 13-19 µs apart at batch 1, the GPU idle between them).
-pub(crate) fn empty_many<R: CubeRuntime, const N: usize>(
-    like: &CubeTensor<R>,
-    specs: [(Shape, DType); N],
-) -> [CubeTensor<R>; N] {
-    let descriptors = specs
-        .iter()
-        .map(|(shape, dtype)| {
-            MemoryLayoutDescriptor::new(
-                MemoryLayoutStrategy::Contiguous,
-                shape.clone(),
-                dtype.size(),
-            )
-        })
-        .collect();
-    let mut layouts = like.client.empty_tensors(descriptors).into_iter();
-    specs.map(|(shape, dtype)| {
-        let handle = layouts.next().expect("one layout per descriptor").memory;
-        CubeTensor::new_contiguous(
-            like.client.clone(),
-            like.device.clone(),
-            shape,
-            handle,
-            dtype,
-        )
-    })
 }
 
 /// The tensors every attention launch of one step shares.
@@ -190,6 +153,7 @@ pub fn paged_decode_qkv<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeEle
 ) -> Option<CubeTensor<R>> {
     let tile = plan.tile;
     let client = inputs.qkv.client.clone();
+    let tuning = tuning_for(&inputs.qkv.device);
     let plane = client.properties().hardware.plane_size_max as usize;
     let [tokens, width_qkv] = inputs.qkv.shape().dims();
     let cache = k_cache.meta.strides().clone();
@@ -260,7 +224,7 @@ pub fn paged_decode_qkv<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeEle
         tile.threads,
         plane,
         split.key_lanes,
-        decode_unroll(),
+        tuning.decode_unroll,
         split.width,
         qk_norm,
     );
@@ -280,6 +244,7 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
         return;
     }
     let client = step.q.client.clone();
+    let tuning = tuning_for(&step.q.device);
     let kv_heads = step.k_cache.shape()[1];
     let cubes = CubeCount::Static(num_items as u32, kv_heads as u32, 1);
     let dim = CubeDim::new_1d(tile.threads as u32);
@@ -319,11 +284,11 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
     let strides =
         || AttentionStridesLaunch::new(cache[0] as u32, cache[1] as u32, table_stride, item_stride);
     let flash_kv_tile = match decode {
-        None => prefill_flash_kv_tile::<R, F>(&client, tile),
+        None => prefill_flash_kv_tile::<R, F>(&client, &tuning, tile),
         Some(_) => None,
     };
     let mma_kv_tile = match (&decode, flash_kv_tile) {
-        (None, None) => prefill_mma_kv_tile::<R, F>(&client, tile),
+        (None, None) => prefill_mma_kv_tile::<R, F>(&client, &tuning, tile),
         _ => None,
     };
     if let Some(split) = decode {
@@ -348,7 +313,7 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
             tile.threads,
             plane,
             split.key_lanes,
-            decode_unroll(),
+            tuning.decode_unroll,
             split.width,
         );
     } else if let Some(kv_tile) = flash_kv_tile {

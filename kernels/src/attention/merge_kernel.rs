@@ -1,6 +1,8 @@
 //! The log-sum-exp merge of a split decode context's partial results (cubecl).
 use cubecl::prelude::*;
 
+use crate::attention::tile_kernel::NEG_BIG;
+
 /// Merges the partial results of a split decode context by log-sum-exp. One cube per
 /// (merge entry, KV head); `rows` = the group (one query per decode item). `out` is
 /// `[tokens, heads, head_dim]`, contiguous.

@@ -67,8 +67,49 @@ impl TileShape {
     }
 }
 
-/// Fields of one work item in [`AttentionPlan::items`], in order.
+/// Fields of one work item in [`AttentionPlan::items`], in order (see [`WorkItem::encode`]).
 pub const ITEM_FIELDS: usize = 7;
+
+/// What a work item computes, which decides the kernel that runs it. A new kind (a shared
+/// prefix attended once for a group of sequences) gets its own arm and array.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ItemKind {
+    /// One query row (a decoding sequence): the decode kernel.
+    Decode,
+    /// A tile of query rows (a prefill, a chunk, the rest of a prefix-cache hit): the prefill
+    /// tile kernels.
+    Chunk,
+}
+
+/// One cube's work for one KV head: `queries` query rows of sequence `seq` from packed row
+/// `first_row` (position `first_pos` on), over keys `kv_start..kv_end` of its context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkItem {
+    pub kind: ItemKind,
+    pub seq: usize,
+    pub first_row: usize,
+    pub queries: usize,
+    pub first_pos: usize,
+    pub kv_start: usize,
+    pub kv_end: usize,
+    /// Writes a partial result (its context is split; a merge combines the parts).
+    pub partial: bool,
+}
+
+impl WorkItem {
+    /// The item as the kernels read it: [`ITEM_FIELDS`] ints.
+    pub fn encode(&self) -> [i32; ITEM_FIELDS] {
+        [
+            self.seq as i32,
+            self.first_row as i32,
+            self.queries as i32,
+            self.first_pos as i32,
+            self.kv_start as i32,
+            self.kv_end as i32,
+            self.partial as i32,
+        ]
+    }
+}
 /// Fields of one merge entry in [`AttentionPlan::merges`]: packed query row, first item, items.
 pub const MERGE_FIELDS: usize = 3;
 
@@ -102,6 +143,8 @@ pub struct AttentionPlan {
     pub merges: Vec<i32>,
     pub num_tokens: usize,
     pub block_size: usize,
+    /// Every sequence brings one query: one decode launch runs every item.
+    pub decode_only: bool,
 }
 
 impl AttentionPlan {
@@ -140,6 +183,7 @@ impl AttentionPlan {
             merges: Vec::new(),
             num_tokens: seqs.iter().map(|s| s.q_len).sum(),
             block_size,
+            decode_only,
         };
         let mut row = 0;
         for (b, s) in seqs.iter().enumerate() {
@@ -162,30 +206,41 @@ impl AttentionPlan {
                 plan.merges
                     .extend([row as i32, plan.num_items() as i32, splits as i32]);
             }
-            let items = match (decode_only, s.q_len) {
-                (false, 1) => &mut plan.decode_items,
-                _ => &mut plan.items,
+            let kind = match s.q_len {
+                1 => ItemKind::Decode,
+                _ => ItemKind::Chunk,
             };
             for start in (0..s.q_len).step_by(tile_q) {
                 let count = tile_q.min(s.q_len - start);
                 let pos = first_pos + start;
                 for split in 0..splits {
-                    let kv_start = split * split_len;
-                    let kv_end = ((split + 1).saturating_mul(split_len)).min(pos + count);
-                    items.extend([
-                        b as i32,
-                        (row + start) as i32,
-                        count as i32,
-                        pos as i32,
-                        kv_start as i32,
-                        kv_end as i32,
-                        (splits > 1) as i32,
-                    ]);
+                    plan.push(WorkItem {
+                        kind,
+                        seq: b,
+                        first_row: row + start,
+                        queries: count,
+                        first_pos: pos,
+                        kv_start: split * split_len,
+                        kv_end: ((split + 1).saturating_mul(split_len)).min(pos + count),
+                        partial: splits > 1,
+                    });
                 }
             }
             row += s.q_len;
         }
         plan
+    }
+
+    /// Files `item` under the launch that runs it: a decode-only step runs every item in one
+    /// decode launch (`items`, tile of one query); a step with prefill runs its chunk tiles in
+    /// `items` and its decode rows in `decode_items` (a prefill tile would spend a cube's whole
+    /// tile on one row).
+    fn push(&mut self, item: WorkItem) {
+        let items = match (item.kind, self.decode_only) {
+            (ItemKind::Decode, false) => &mut self.decode_items,
+            (ItemKind::Decode, true) | (ItemKind::Chunk, _) => &mut self.items,
+        };
+        items.extend(item.encode());
     }
 
     pub fn num_items(&self) -> usize {

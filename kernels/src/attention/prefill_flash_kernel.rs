@@ -4,7 +4,7 @@
 //! item's tile: its scores `q k^T` stay in accumulator registers, the online softmax runs on
 //! them (a row's lanes are one quad: two shuffles), and the probabilities become the A
 //! fragments of `p v` without leaving the registers. Shared memory holds only the key and value
-//! tiles, two barriers per tile. [`paged_prefill_mma_kernel`](crate::prefill_mma_kernel)
+//! tiles, two barriers per tile. [`paged_prefill_mma_kernel`](crate::attention::prefill_mma_kernel)
 //! sent both products through shared memory and ran at about 22 TFLOP/s on the H100.
 //!
 //! Register layout of `m16n8k16` (PTX ISA, "Matrix fragments for mma.m16n8k16"), lane
@@ -15,8 +15,8 @@
 use cubecl::cmma::MmaDefinition;
 use cubecl::prelude::*;
 
-use crate::attention_tile::{read_item, tile_offsets, AttentionStrides, NEG_BIG};
-use crate::prefill_mma_kernel::{gather_vectors, store_tile, PAD16};
+use crate::attention::prefill_mma_kernel::{gather_vectors, store_tile, PAD16};
+use crate::attention::tile_kernel::{read_item, tile_offsets, AttentionStrides, NEG_BIG};
 
 /// Two 16-bit values in one register, or two f32 accumulators of a row.
 type Pair<E> = Vector<E, Const<2>>;
@@ -31,7 +31,7 @@ pub fn flash_shared_bytes(head_dim: usize, kv_tile: usize, elem_bytes: usize) ->
     2 * elem_bytes * kv_tile * (head_dim + PAD16) + 4 * kv_tile
 }
 
-/// The tiled prefill items of [`paged_attention_kernel`](crate::attention_kernel), `rows`
+/// The tiled prefill items of [`paged_attention_kernel`](crate::attention::prefill_kernel), `rows`
 /// query rows (a multiple of 16; row `r` is query `r / group`, head `r % group` of the KV
 /// head's group) per cube of `2 * rows` threads.
 #[cube(launch)]
@@ -348,7 +348,7 @@ fn store_pairs<F: Float, N: Size>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{AttentionPlan, DeviceCaps, SeqAttn};
+    use crate::attention::plan::{AttentionPlan, DeviceCaps, SeqAttn};
 
     /// The prefill tiles the plan cuts with the flash kernel's rows are whole planes for every
     /// model's head shape, and their 64-key tiles fit the 48 KiB every CUDA device has (else the

@@ -1,10 +1,10 @@
 //! The paged attention kernels (cubecl). One cube computes one work item of
-//! [`AttentionPlan`](crate::plan::AttentionPlan) for one KV head: every query head of the GQA
+//! [`AttentionPlan`](crate::attention::plan::AttentionPlan) for one KV head: every query head of the GQA
 //! group for every query of the tile, so each key and value loaded is used `rows` times.
 //! Online softmax in f32 over key tiles in shared memory; no score matrix is materialised.
 use cubecl::prelude::*;
 
-use crate::attention_tile::{
+use crate::attention::tile_kernel::{
     accumulate_values, load_kv_tile, online_softmax_tile, read_item, tile_offsets, tile_scores,
     write_rows, AttentionStrides, NEG_BIG,
 };
@@ -153,79 +153,4 @@ pub fn paged_attention_kernel<F: Float, I: Int>(
         threads,
         acc_per_thread,
     );
-}
-
-/// Merges the partial results of a split decode context by log-sum-exp. One cube per
-/// (merge entry, KV head); `rows` = the group (one query per decode item). `out` is
-/// `[tokens, heads, head_dim]`, contiguous.
-#[cube(launch)]
-pub fn merge_partials_kernel<F: Float, I: Int>(
-    part_out: &Array<f32>,
-    part_stats: &Array<f32>,
-    merges: &Array<I>,
-    out: &mut Array<F>,
-    merge_stride: u32,
-    #[comptime] group: usize,
-    #[comptime] head_dim: usize,
-    #[comptime] threads: usize,
-) {
-    let entry = CUBE_POS_X as usize;
-    let kv_head = CUBE_POS_Y as usize;
-    let kv_heads = CUBE_COUNT_Y as usize;
-    let base = entry * merge_stride as usize;
-    let row = usize::cast_from(merges[base]);
-    let first = usize::cast_from(merges[base + 1]);
-    let count = usize::cast_from(merges[base + 2]);
-    let mut idx = UNIT_POS_X as usize;
-    while idx < group * head_dim {
-        let r = idx / head_dim;
-        let d = idx % head_dim;
-        let mut m = f32::new(NEG_BIG);
-        for i in 0..count {
-            m = f32::max(
-                m,
-                part_stats[(((first + i) * kv_heads + kv_head) * group + r) * 2],
-            );
-        }
-        let mut total = f32::new(0.0);
-        let mut o = f32::new(0.0);
-        for i in 0..count {
-            let at = ((first + i) * kv_heads + kv_head) * group + r;
-            let w = f32::exp(part_stats[at * 2] - m);
-            total += w * part_stats[at * 2 + 1];
-            o += w * part_out[at * head_dim + d];
-        }
-        let mut val = f32::new(0.0);
-        if total > f32::new(0.0) {
-            val = o / total;
-        }
-        let head = kv_head * group + r;
-        out[(row * kv_heads * group + head) * head_dim + d] = F::cast_from(val);
-        idx += threads;
-    }
-}
-
-/// Writes each new token's K and V into its cache slot, in place: element `e` of token `t` goes
-/// to `cache[slots[t], e]`. Inputs may be strided views (`[tokens, kv_heads, head_dim]`).
-#[cube(launch)]
-pub fn store_kv_kernel<F: Float, I: Int>(
-    k: &Tensor<F>,
-    v: &Tensor<F>,
-    slots: &Tensor<I>,
-    k_cache: &mut Tensor<F>,
-    v_cache: &mut Tensor<F>,
-) {
-    let head_dim = k.shape(2);
-    let width = k.shape(1) * head_dim;
-    if ABSOLUTE_POS >= k.shape(0) * width {
-        terminate!();
-    }
-    let t = ABSOLUTE_POS / width;
-    let e = ABSOLUTE_POS % width;
-    let h = e / head_dim;
-    let d = e % head_dim;
-    let slot = usize::cast_from(slots[t]);
-    let at = slot * k_cache.stride(0) + h * k_cache.stride(1) + d;
-    k_cache[at] = k[t * k.stride(0) + h * k.stride(1) + d];
-    v_cache[at] = v[t * v.stride(0) + h * v.stride(1) + d];
 }

@@ -1,12 +1,12 @@
 //! The tiled attention kernel on tensor cores (cubecl's `cmma`, CUDA's wmma): the work items of
-//! [`paged_attention_kernel`](crate::attention_kernel::paged_attention_kernel), with the score
+//! [`paged_attention_kernel`](crate::attention::prefill_kernel::paged_attention_kernel), with the score
 //! product `q k^T` and the value product `p v` as 16x16x16 matrix instructions on 16-bit
 //! inputs with f32 accumulation. The scalar kernel spent its time on shared-memory reads for
 //! scalar FMAs (README, "Kernels"). The online softmax stays in f32: the value product of each
 //! key tile lands in shared memory and each thread folds it into its running output.
 use cubecl::prelude::*;
 
-use crate::attention_tile::{
+use crate::attention::tile_kernel::{
     read_item, tile_offsets, update_row_stats, write_rows, AttentionStrides, NEG_BIG,
 };
 
@@ -424,7 +424,7 @@ pub(crate) fn store_tile<F: Float, N: Size>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{AttentionPlan, DeviceCaps, SeqAttn, TileShape};
+    use crate::attention::plan::{AttentionPlan, DeviceCaps, SeqAttn, TileShape};
 
     /// Query heads per KV head and head dims of the models' shapes.
     const HEAD_SHAPES: [(usize, usize); 5] = [(1, 64), (2, 128), (4, 128), (8, 64), (8, 128)];
@@ -452,7 +452,7 @@ mod tests {
     #[test]
     fn plan_prefill_tiles_fit_the_tensor_core_kernel() {
         for (group, head_dim) in HEAD_SHAPES {
-            let tile = prefill_tile(crate::plan::PREFILL_ROWS, group, head_dim);
+            let tile = prefill_tile(crate::attention::plan::PREFILL_ROWS, group, head_dim);
             let fit = |max_shared| mma_kv_tile(tile.rows(), head_dim, 2, max_shared);
             let at_48k = if head_dim == 128 { 32 } else { 64 };
             assert_eq!(

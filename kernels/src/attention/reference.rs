@@ -5,7 +5,7 @@
 //! rows through the block tables; a mask hides padded keys and future positions.
 use burn::tensor::{activation::softmax, backend::Backend, Bool, DType, Int, Tensor, TensorData};
 
-use crate::plan::SeqAttn;
+use crate::attention::plan::SeqAttn;
 
 /// The gather indices and mask of one step, shared by every layer.
 pub struct ReferenceLayout<B: Backend> {

@@ -280,7 +280,7 @@ pub(crate) fn accumulate_values(
     }
 }
 
-/// One work item of [`AttentionPlan::items`](crate::plan::AttentionPlan::items): its sequence,
+/// One work item of [`AttentionPlan::items`](crate::attention::plan::AttentionPlan::items): its sequence,
 /// first packed query row, queries, position of the first query, key range, and whether it
 /// writes a partial result (split context) for the merge.
 #[derive(CubeType, Clone, Copy)]

@@ -10,40 +10,22 @@ use burn_cubecl::{
 };
 use cubecl::prelude::{CubeElement, Float as CubeFloat, Int as CubeInt};
 use cubecl::{client::ComputeClient, server::CopyDescriptor};
-use cubek::matmul::launch::Strategy;
 use std::any::Any;
 use std::sync::Mutex;
 
-use crate::attention::{
-    device_caps, paged_attention, paged_decode_qkv, store_kv, DevicePlan, QkvInputs,
+use crate::attention::choice::device_caps;
+use crate::attention::device_plan::KernelPlan;
+use crate::attention::launch::{
+    paged_attention, paged_decode_qkv, store_kv, DevicePlan, QkvInputs,
 };
-use crate::backend::{DeviceSampling, KernelBackend, KernelPlan};
-use crate::gemv::{fused_gemv, fused_gemv_rows, Prologue};
-use crate::layers::{add_rms_norm, qk_norm_rope, rms_norm, silu_mul, HeadShape, KvCacheDest};
-use crate::matmul_bench::HostCost;
-use crate::pending_ids::PendingIds;
-use crate::plan::DeviceCaps;
-use crate::sample::sample_rows;
-
-/// Decode-only steps of up to this many sequences run q/k norm + rotary inside the decode
-/// attention launch ([`paged_decode_qkv`]); `NANOVLLM_DECODE_QKV_ROWS` moves it (0: never).
-/// Measured on the H100 (bench steps, one machine, 2026-11-23): the fused launch took batch-1
-/// steps from 3.56 to 2.61 ms and 9-32-sequence steps from 6.0 to 3.7-4.9 ms, but made steps of
-/// 65-256 sequences 0.2-0.5 ms slower (each cube normalises and rotates before it streams keys)
-/// and left 33-64 even.
-const DECODE_QKV_ROWS: usize = 64;
-
-fn decode_qkv_rows() -> usize {
-    static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *ROWS.get_or_init(|| {
-        crate::knobs::env_override(
-            "NANOVLLM_DECODE_QKV_ROWS",
-            "a number of sequences",
-            |_: &usize| true,
-        )
-        .unwrap_or(DECODE_QKV_ROWS)
-    })
-}
+use crate::attention::plan::{AttentionPlan, DeviceCaps, SeqAttn};
+use crate::backends::{AttentionShape, KernelBackend, KvWrite};
+use crate::layers::launch::{add_rms_norm, qk_norm_rope, rms_norm, silu_mul};
+use crate::layers::{HeadShape, KvCacheDest};
+use crate::matmul::gemv::{fused_gemv, Prologue};
+use crate::sample::{sample_rows, DeviceSampling};
+use crate::step_io::pending_ids::PendingIds;
+use crate::tuning::tuning_for;
 
 /// The device's client, kept for the rest of the process (one per device): a read's future
 /// borrows the client it came from, though it holds only owned data, and outlives the call.
@@ -117,9 +99,33 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> CubeBridge
 }
 
 impl<B: CubeBridge> KernelBackend for B {
+    type StepPlan = KernelPlan<B>;
+
     fn kernel_caps(device: &Self::Device) -> Option<DeviceCaps> {
-        let client = <B::R as cubecl::Runtime>::client(&B::cube_device(device));
-        Some(device_caps::<B::R, B::F>(&client))
+        let cube_device = B::cube_device(device);
+        let client = <B::R as cubecl::Runtime>::client(&cube_device);
+        Some(device_caps::<B::R, B::F>(
+            &client,
+            &tuning_for(&cube_device),
+        ))
+    }
+
+    fn plan_attention(
+        seqs: &[SeqAttn],
+        shape: AttentionShape,
+        device: &Self::Device,
+    ) -> KernelPlan<B> {
+        let caps = Self::kernel_caps(device).expect("a cubecl device has kernels");
+        let heads = shape.heads;
+        let plan = AttentionPlan::new(
+            seqs,
+            shape.block_size,
+            heads.heads / heads.kv_heads,
+            heads.head_dim,
+            heads.kv_heads,
+            caps,
+        );
+        KernelPlan::new(plan, device)
     }
 
     fn int_section(all: &Tensor<Self, 1, Int>, start: usize, len: usize) -> Tensor<Self, 1, Int> {
@@ -147,7 +153,7 @@ impl<B: CubeBridge> KernelBackend for B {
         known: Tensor<Self, 1, Int>,
         order: Tensor<Self, 1, Int>,
     ) -> Tensor<Self, 1, Int> {
-        B::int_out(crate::feed_ids::feed_ids::<B::R, B::I>(
+        B::int_out(crate::step_io::feed_ids::feed_ids::<B::R, B::I>(
             B::int_in(sampled.clone()),
             B::int_in(known),
             B::int_in(order),
@@ -192,20 +198,15 @@ impl<B: CubeBridge> KernelBackend for B {
         B::float_out(out)
     }
 
-    fn store_kv(
-        k_cache: &Tensor<Self, 3>,
-        v_cache: &Tensor<Self, 3>,
-        k: Tensor<Self, 3>,
-        v: Tensor<Self, 3>,
-        slots: &Tensor<Self, 1, Int>,
-    ) {
-        // Under fusion, resolving drains the stream: every queued read of the cache runs first.
+    fn store_kv(cache: KvWrite<'_, Self>, k: Tensor<Self, 3>, v: Tensor<Self, 3>) {
+        // In place on the caches' buffers. Under fusion, resolving drains the stream: every
+        // queued read of the cache runs first.
         store_kv::<B::R, B::F, B::I>(
-            B::float_in(k_cache.clone()),
-            B::float_in(v_cache.clone()),
+            B::float_in(cache.k_cache.clone()),
+            B::float_in(cache.v_cache.clone()),
             B::float_in(k),
             B::float_in(v),
-            B::int_in(slots.clone()),
+            B::int_in(cache.slots.clone()),
         );
     }
 
@@ -273,14 +274,15 @@ impl<B: CubeBridge> KernelBackend for B {
         positions: &Tensor<Self, 1, Int>,
         shape: HeadShape,
         eps: f32,
-        (k_cache, v_cache, slots): (&Tensor<Self, 3>, &Tensor<Self, 3>, &Tensor<Self, 1, Int>),
+        cache: KvWrite<'_, Self>,
     ) -> Tensor<Self, 3> {
         let norms = norms.map(|(q, k)| (B::float_in(q.clone()), B::float_in(k.clone())));
-        // Under fusion, resolving the caches drains the stream, as `store_kv` does.
+        // Written in place. Under fusion, resolving the caches drains the stream, as
+        // `store_kv` does.
         let cache = KvCacheDest {
-            k_cache: B::float_in(k_cache.clone()),
-            v_cache: B::float_in(v_cache.clone()),
-            slots: B::int_in(slots.clone()),
+            k_cache: B::float_in(cache.k_cache.clone()),
+            v_cache: B::float_in(cache.v_cache.clone()),
+            slots: B::int_in(cache.slots.clone()),
         };
         let (q, _, _) = qk_norm_rope::<B::R, B::F, B::I>(
             B::float_in(qkv),
@@ -298,15 +300,15 @@ impl<B: CubeBridge> KernelBackend for B {
     fn decode_attention_qkv(
         qkv: &Tensor<Self, 2>,
         norms: Option<(&Tensor<Self, 1>, &Tensor<Self, 1>)>,
-        cos: &Tensor<Self, 2>,
-        sin: &Tensor<Self, 2>,
+        (cos, sin): (&Tensor<Self, 2>, &Tensor<Self, 2>),
         eps: f32,
-        (k_cache, v_cache): (&Tensor<Self, 3>, &Tensor<Self, 3>),
+        (k_cache, v_cache): (&mut Tensor<Self, 3>, &mut Tensor<Self, 3>),
         plan: &KernelPlan<Self>,
         scale: f32,
     ) -> Option<Tensor<Self, 3>> {
         // `paged_decode_qkv` checks that the step is decode-only and its shapes fit.
-        if plan.plan.num_tokens > decode_qkv_rows() {
+        let max_rows = tuning_for(&B::cube_device(&qkv.device())).decode_qkv_max_rows;
+        if plan.plan.num_tokens > max_rows {
             return None;
         }
         let inputs = QkvInputs {
@@ -333,40 +335,14 @@ impl<B: CubeBridge> KernelBackend for B {
         B::float_out(silu_mul::<B::R, B::F>(B::float_in(gate_up)))
     }
 
-    fn matmul_with(
-        strategy: &Strategy,
-        x: Tensor<Self, 2>,
-        w: &Tensor<Self, 2>,
-    ) -> Result<Tensor<Self, 2>, String> {
-        crate::matmul::matmul_with::<B::R>(strategy, B::float_in(x), B::float_in(w.clone()))
-            .map(B::float_out)
-            .map_err(|e| format!("{e:?}"))
-    }
-
-    fn cublas_project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Option<Tensor<Self, 2>> {
-        #[cfg(feature = "cuda")]
-        {
-            crate::cublas::project(&B::float_in(x), &B::float_in(w.clone())).map(B::float_out)
-        }
-        #[cfg(not(feature = "cuda"))]
-        {
-            let _ = (x, w);
-            None
-        }
-    }
-
-    fn launch_costs(device: &Self::Device, n: usize) -> Vec<(&'static str, HostCost)> {
-        let x = B::float_in(Tensor::<Self, 1>::zeros([256], device));
-        crate::launch_cost::launch_costs::<B::R, B::F>(&x, n)
-    }
-
     fn fused_project(
         x: &Tensor<Self, 2>,
         prologue: Prologue<&Tensor<Self, 2>, &Tensor<Self, 1>>,
         w: &Tensor<Self, 2>,
     ) -> Option<(Tensor<Self, 2>, Option<Tensor<Self, 2>>)> {
         // Checked before any tensor is converted: larger batches must not pay for the attempt.
-        if !(1..=fused_gemv_rows()).contains(&x.dims()[0]) {
+        let max_rows = tuning_for(&B::cube_device(&x.device())).fused_gemv_max_rows;
+        if !(1..=max_rows).contains(&x.dims()[0]) {
             return None;
         }
         let prologue = prologue.map(|t| B::float_in(t.clone()), |w| B::float_in(w.clone()));
@@ -380,16 +356,30 @@ impl<B: CubeBridge> KernelBackend for B {
             return out;
         }
         let rows = x.dims()[0];
-        if rows >= crate::matmul::cublas_min_rows() {
-            if let Some(out) = Self::cublas_project(x.clone(), w) {
+        if rows >= tuning_for(&B::cube_device(&x.device())).cublas_min_rows {
+            if let Some(out) = cublas_project::<B>(x.clone(), w) {
                 return out;
             }
         }
-        let strategy = crate::matmul::project_strategy(rows);
+        let strategy = crate::matmul::strategy::project_strategy(rows);
         let (x_cube, w_cube) = (B::float_in(x.clone()), B::float_in(w.clone()));
-        let out = crate::matmul::matmul_with::<B::R>(&strategy, x_cube, w_cube).ok();
+        let out = crate::matmul::strategy::matmul_with::<B::R>(&strategy, x_cube, w_cube).ok();
         // A shape or layout the chosen kernel does not take: burn's default.
         out.map(B::float_out).unwrap_or_else(|| x.matmul(w.clone()))
+    }
+}
+
+/// `x @ w` through cuBLAS on the backend's own stream; `None` where there is no cuBLAS (not
+/// CUDA, library missing) or it does not take the layout.
+pub fn cublas_project<B: CubeBridge>(x: Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+    #[cfg(feature = "cuda")]
+    {
+        crate::matmul::cublas::project(&B::float_in(x), &B::float_in(w.clone())).map(B::float_out)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (x, w);
+        None
     }
 }
 

@@ -6,7 +6,7 @@
 use ndarray::{s, Array2, Array3, ArrayView3, Axis};
 use rayon::prelude::*;
 
-use crate::plan::SeqAttn;
+use crate::attention::plan::SeqAttn;
 
 /// One sequence of a step, as attention sees it (an owned [`SeqAttn`]).
 struct HostSeq {
@@ -169,7 +169,7 @@ mod tests {
         let k = random([12 * block_size, kv_heads, head_dim]);
         let v = random([12 * block_size, kv_heads, head_dim]);
         let scale = 0.25;
-        let host = B::host_attention(
+        let host = B::paged_attention(
             q.clone(),
             &k,
             &v,

@@ -1,95 +1,56 @@
-//! [`KernelBackend`]: what a burn backend offers the engine beyond burn's ops (the kernels, or
-//! their host twins), with the per-step arrays the kernels read. Implemented for ndarray in
-//! `cpu_backend` and for the cubecl backends, fused or not, in `cube_backend`.
-use burn::tensor::{backend::Backend, DType, Int, Tensor, TensorData};
-use cubek::matmul::launch::Strategy;
+//! [`KernelBackend`]: the ops the engine's one forward pass runs beyond burn's own. Every op
+//! has its plain-burn reference as the default; a backend overrides only what it does faster.
+//! Attention is the exception: its per-step plan is the backend's own type ([`cube`]: the
+//! kernels' work items on the device; [`ndarray`]: the host layout), so each backend implements
+//! it. The user's `attention = "reference"` runs
+//! [`paged_attention_reference`](crate::attention::reference::paged_attention_reference) on
+//! any backend instead.
+pub mod cube;
+pub mod host_attention;
+pub mod host_matmul;
+pub mod ndarray;
 
-use crate::gemv::Prologue;
-use crate::host_attention::HostLayout;
-use crate::layers::HeadShape;
-use crate::matmul_bench::HostCost;
-use crate::packed_ints::{PackedInts, Section};
-use crate::pending_ids::PendingIds;
-use crate::plan::{AttentionPlan, DeviceCaps, ITEM_FIELDS, MERGE_FIELDS};
-use crate::sample::RowSampling;
+use burn::tensor::{backend::Backend, IndexingUpdateOp, Int, Shape, Tensor, TensorData};
 
-/// One step's attention plan, with its arrays on the device (built once, used by every layer).
-pub struct KernelPlan<B: Backend> {
-    pub plan: AttentionPlan,
-    pub(crate) block_tables: Tensor<B, 2, Int>,
-    pub(crate) items: Tensor<B, 2, Int>,
-    pub(crate) decode_items: Option<Tensor<B, 2, Int>>,
-    pub(crate) merges: Option<Tensor<B, 2, Int>>,
+use crate::attention::plan::{DeviceCaps, SeqAttn};
+use crate::layers::{reference, HeadShape};
+use crate::matmul::gemv::Prologue;
+use crate::sample::{sample_rows_reference, DeviceSampling};
+use crate::step_io::pending_ids::PendingIds;
+
+/// What attention needs to plan a step: the cache's block size and the heads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionShape {
+    pub block_size: usize,
+    pub heads: HeadShape,
 }
 
-impl<B: KernelBackend> KernelPlan<B> {
-    pub fn new(plan: AttentionPlan, device: &B::Device) -> Self {
-        Self::with_row_padding(plan, device, 0)
-    }
-
-    /// The same arrays with `pad` unused ints after each row: views with a row stride wider
-    /// than the row, as CUDA's pitched allocations give, so tests on backends that do not pitch
-    /// still check that the kernels read strides rather than assume widths. burn slices into a
-    /// view only when the cut-off bytes keep the buffer's alignment (else it copies): 64 ints
-    /// (256 bytes) do.
-    /// All four arrays travel in one upload ([`PackedInts`]).
-    pub fn with_row_padding(plan: AttentionPlan, device: &B::Device, pad: usize) -> Self {
-        let mut packed = PackedInts::default();
-        let mut push = |v: &[i32], cols: usize| {
-            let padded = v
-                .chunks(cols)
-                .flat_map(|row| row.iter().copied().chain(std::iter::repeat_n(-7, pad)));
-            (packed.push(padded), v.len() / cols, cols)
-        };
-        let block_tables = push(&plan.block_tables, plan.max_blocks);
-        let items = push(&plan.items, ITEM_FIELDS);
-        let decode_items = push(&plan.decode_items, ITEM_FIELDS);
-        let merges = push(&plan.merges, MERGE_FIELDS);
-        let uploaded = packed.upload::<B>(device);
-        let rows = |(section, rows, cols): (Section, usize, usize)| {
-            uploaded
-                .get(section)
-                .reshape([rows, cols + pad])
-                .slice([0..rows, 0..cols])
-        };
-        Self {
-            block_tables: rows(block_tables),
-            items: rows(items),
-            decode_items: (!plan.decode_items.is_empty()).then(|| rows(decode_items)),
-            merges: (!plan.merges.is_empty()).then(|| rows(merges)),
-            plan,
-        }
-    }
+/// The caches one layer's new K and V go to, written in place, and the slot of each token.
+pub struct KvWrite<'a, B: Backend> {
+    pub k_cache: &'a mut Tensor<B, 3>,
+    pub v_cache: &'a mut Tensor<B, 3>,
+    /// `[tokens]` cache slot of each new token.
+    pub slots: &'a Tensor<B, 1, Int>,
 }
 
-/// One step's sampling parameters on the device.
-pub struct DeviceSampling<B: Backend> {
-    pub(crate) inv_temp: Tensor<B, 1>,
-    /// (key, step) of each row, flat: a `[rows, 2]` int tensor gets pitched rows on CUDA, and
-    /// the kernel's `Array` argument then needed a copy per step.
-    pub(crate) keys: Tensor<B, 1, Int>,
-}
-
-impl<B: Backend> DeviceSampling<B> {
-    pub fn new(rows: &[RowSampling], device: &B::Device) -> Self {
-        let inv: Vec<f32> = rows.iter().map(RowSampling::inv_temperature).collect();
-        let keys: Vec<i32> = rows
-            .iter()
-            .flat_map(|r| [r.key as i32, r.step as i32])
-            .collect();
-        Self {
-            // f32 whatever the backend's float dtype: 1 / T in bf16 would shift the distribution.
-            inv_temp: Tensor::from_data(TensorData::new(inv, [rows.len()]), (device, DType::F32)),
-            keys: Tensor::from_data(TensorData::new(keys, [2 * rows.len()]), device),
-        }
-    }
-}
-
-/// A burn backend that may run the cubecl kernels. Every kernel method panics on a backend
-/// whose [`kernel_caps`](Self::kernel_caps) is `None`; callers check first.
+/// A burn backend as the engine's forward pass uses it.
 pub trait KernelBackend: Backend {
-    /// The device's capabilities when this backend runs the kernels; `None` when it has none.
-    fn kernel_caps(device: &Self::Device) -> Option<DeviceCaps>;
+    /// One step's attention layout as this backend's [`paged_attention`](Self::paged_attention)
+    /// reads it, built once per step and shared by every layer.
+    type StepPlan;
+
+    /// The GPU kernels' capabilities on `device` (tile shapes, tuning), or `None` on a backend
+    /// that runs no device kernels: the engine then samples on the host.
+    fn kernel_caps(_device: &Self::Device) -> Option<DeviceCaps> {
+        None
+    }
+
+    /// Plans one step's attention over `seqs`.
+    fn plan_attention(
+        seqs: &[SeqAttn],
+        shape: AttentionShape,
+        device: &Self::Device,
+    ) -> Self::StepPlan;
 
     /// Paged attention: packed `q` `[tokens, heads, head_dim]` over the caches
     /// `[slots, kv_heads, head_dim]`, returning `[tokens, heads, head_dim]`.
@@ -97,34 +58,38 @@ pub trait KernelBackend: Backend {
         q: Tensor<Self, 3>,
         k_cache: &Tensor<Self, 3>,
         v_cache: &Tensor<Self, 3>,
-        plan: &KernelPlan<Self>,
+        plan: &Self::StepPlan,
         scale: f32,
     ) -> Tensor<Self, 3>;
 
-    /// Writes `k` and `v` `[tokens, kv_heads, head_dim]` into the caches at `slots` `[tokens]`,
-    /// in place: the caches' buffers change although they are passed by reference (burn's own
-    /// scatter copies the whole cache under fusion).
-    fn store_kv(
-        k_cache: &Tensor<Self, 3>,
-        v_cache: &Tensor<Self, 3>,
-        k: Tensor<Self, 3>,
-        v: Tensor<Self, 3>,
-        slots: &Tensor<Self, 1, Int>,
-    );
+    /// A decode-only step's q/k norm + rotary, K/V cache write and attention in one launch,
+    /// where the backend has such a kernel and takes the step: `[tokens, heads, head_dim]`.
+    /// `None` otherwise; the caller then runs
+    /// [`qk_norm_rope_into_cache`](Self::qk_norm_rope_into_cache) and
+    /// [`paged_attention`](Self::paged_attention).
+    #[allow(clippy::too_many_arguments)]
+    fn decode_attention_qkv(
+        _qkv: &Tensor<Self, 2>,
+        _norms: Option<(&Tensor<Self, 1>, &Tensor<Self, 1>)>,
+        _rope: (&Tensor<Self, 2>, &Tensor<Self, 2>),
+        _eps: f32,
+        _caches: (&mut Tensor<Self, 3>, &mut Tensor<Self, 3>),
+        _plan: &Self::StepPlan,
+        _scale: f32,
+    ) -> Option<Tensor<Self, 3>> {
+        None
+    }
 
-    /// One token per row of `logits` `[rows, vocab]`, drawn on the device (Gumbel-max).
-    fn sample_rows(logits: Tensor<Self, 2>, params: &DeviceSampling<Self>) -> Tensor<Self, 1, Int>;
-
-    /// `rmsnorm(x) * weight` per row of `x` `[rows, n]`.
-    fn rms_norm(x: Tensor<Self, 2>, weight: &Tensor<Self, 1>, eps: f32) -> Tensor<Self, 2>;
-
-    /// `(x + residual, rmsnorm(x + residual) * weight)`.
-    fn add_rms_norm(
-        x: Tensor<Self, 2>,
-        residual: Tensor<Self, 2>,
-        weight: &Tensor<Self, 1>,
-        eps: f32,
-    ) -> (Tensor<Self, 2>, Tensor<Self, 2>);
+    /// Writes `k` and `v` `[tokens, kv_heads, head_dim]` into the caches at their slots.
+    fn store_kv(cache: KvWrite<'_, Self>, k: Tensor<Self, 3>, v: Tensor<Self, 3>) {
+        let slots = cache.slots.clone().unsqueeze_dim::<2>(1);
+        update(cache.k_cache, |c| {
+            c.scatter_nd(slots.clone(), k, IndexingUpdateOp::Assign)
+        });
+        update(cache.v_cache, |c| {
+            c.scatter_nd(slots, v, IndexingUpdateOp::Assign)
+        });
+    }
 
     /// Splits the fused projection `qkv` `[tokens, (heads + 2 kv_heads) * head_dim]` into
     /// contiguous q, k and v, with q/k RMSNorm (when `norms` is given) and the rotary
@@ -138,11 +103,12 @@ pub trait KernelBackend: Backend {
         positions: &Tensor<Self, 1, Int>,
         shape: HeadShape,
         eps: f32,
-    ) -> (Tensor<Self, 3>, Tensor<Self, 3>, Tensor<Self, 3>);
+    ) -> (Tensor<Self, 3>, Tensor<Self, 3>, Tensor<Self, 3>) {
+        reference::qk_norm_rope(qkv, norms, cos, sin, positions, shape, eps)
+    }
 
-    /// [`qk_norm_rope`](Self::qk_norm_rope) with k and v written straight into the paged
-    /// caches at `slots` (as [`store_kv`](Self::store_kv) would); returns q. One launch on the
-    /// kernel backends.
+    /// [`qk_norm_rope`](Self::qk_norm_rope) with k and v written into the paged caches (as
+    /// [`store_kv`](Self::store_kv)); returns q.
     #[allow(clippy::too_many_arguments)]
     fn qk_norm_rope_into_cache(
         qkv: Tensor<Self, 2>,
@@ -152,43 +118,41 @@ pub trait KernelBackend: Backend {
         positions: &Tensor<Self, 1, Int>,
         shape: HeadShape,
         eps: f32,
-        (k_cache, v_cache, slots): (&Tensor<Self, 3>, &Tensor<Self, 3>, &Tensor<Self, 1, Int>),
+        cache: KvWrite<'_, Self>,
     ) -> Tensor<Self, 3> {
         let (q, k, v) = Self::qk_norm_rope(qkv, norms, cos, sin, positions, shape, eps);
-        Self::store_kv(k_cache, v_cache, k, v, slots);
+        Self::store_kv(cache, k, v);
         q
     }
 
-    /// A decode-only step's q/k norm + rotary, K/V cache write and attention in one launch,
-    /// where the backend has the kernel ([`crate::attention::paged_decode_qkv`]): `[tokens,
-    /// heads, head_dim]`. `None` where it does not take the step; the caller then runs
-    /// [`qk_norm_rope_into_cache`](Self::qk_norm_rope_into_cache) and
-    /// [`paged_attention`](Self::paged_attention).
-    #[allow(clippy::too_many_arguments)]
-    fn decode_attention_qkv(
-        _qkv: &Tensor<Self, 2>,
-        _norms: Option<(&Tensor<Self, 1>, &Tensor<Self, 1>)>,
-        _cos: &Tensor<Self, 2>,
-        _sin: &Tensor<Self, 2>,
-        _eps: f32,
-        _caches: (&Tensor<Self, 3>, &Tensor<Self, 3>),
-        _plan: &KernelPlan<Self>,
-        _scale: f32,
-    ) -> Option<Tensor<Self, 3>> {
-        None
+    /// `rmsnorm(x) * weight` per row of `x` `[rows, n]`.
+    fn rms_norm(x: Tensor<Self, 2>, weight: &Tensor<Self, 1>, eps: f32) -> Tensor<Self, 2> {
+        reference::rms_norm(x, weight, eps)
+    }
+
+    /// `(x + residual, rmsnorm(x + residual) * weight)`.
+    fn add_rms_norm(
+        x: Tensor<Self, 2>,
+        residual: Tensor<Self, 2>,
+        weight: &Tensor<Self, 1>,
+        eps: f32,
+    ) -> (Tensor<Self, 2>, Tensor<Self, 2>) {
+        reference::add_rms_norm(x, residual, weight, eps)
     }
 
     /// `silu(gate) * up` of `gate_up` `[tokens, 2 * inter]` (gate first).
-    fn silu_mul(gate_up: Tensor<Self, 2>) -> Tensor<Self, 2>;
+    fn silu_mul(gate_up: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        reference::silu_mul(gate_up)
+    }
 
-    /// `x @ w`: cuBLAS from [`cublas_min_rows`](crate::matmul::cublas_min_rows) rows on CUDA,
-    /// else cubek's matmul with the strategy measured best for the row count
-    /// ([`project_strategy`](crate::matmul::project_strategy)).
-    fn project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2>;
+    /// `x @ w` for `x` `[rows, in]` and `w` `[in, out]`.
+    fn project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2> {
+        x.matmul(w.clone())
+    }
 
     /// `prologue(x) @ w` in one launch (with `x + residual` when the prologue adds one), where
-    /// the backend has a kernel that takes the shapes (a few rows: see [`crate::gemv`]);
-    /// `None` elsewhere. [`norm_project`] and [`silu_mul_project`] fall back to the ops apart.
+    /// the backend has a kernel that takes the shapes; `None` elsewhere. [`norm_project`] and
+    /// [`silu_mul_project`] fall back to the ops apart.
     fn fused_project(
         _x: &Tensor<Self, 2>,
         _prologue: Prologue<&Tensor<Self, 2>, &Tensor<Self, 1>>,
@@ -197,53 +161,26 @@ pub trait KernelBackend: Backend {
         None
     }
 
-    /// `x @ w` through cuBLAS on the backend's own stream; `None` where there is no cuBLAS
-    /// (not CUDA, library missing) or it does not take the layout.
-    fn cublas_project(_x: Tensor<Self, 2>, _w: &Tensor<Self, 2>) -> Option<Tensor<Self, 2>> {
-        None
-    }
-
-    /// `x @ w` through cubek's matmul with `strategy` (`nanovllm kernels matmul`); an error
-    /// when the strategy does not take the shapes, or the backend has no cubek.
-    fn matmul_with(
-        _strategy: &Strategy,
-        _x: Tensor<Self, 2>,
-        _w: &Tensor<Self, 2>,
-    ) -> Result<Tensor<Self, 2>, String> {
-        Err("this backend has no cubek matmul".into())
-    }
-
-    /// Whether [`host_attention`](Self::host_attention) exists: tensors in host memory.
-    const HOST_ATTENTION: bool = false;
-
-    /// Paged attention computed on the host arrays in place (see [`crate::host_attention`]),
-    /// for a backend without kernels whose tensors live in host memory.
-    fn host_attention(
-        _q: Tensor<Self, 3>,
-        _k_cache: &Tensor<Self, 3>,
-        _v_cache: &Tensor<Self, 3>,
-        _layout: &HostLayout,
-        _scale: f32,
-    ) -> Tensor<Self, 3> {
-        unreachable!("callers check HOST_ATTENTION")
-    }
-
     /// A projection weight `[in, out]` as loaded (a transposed view of HF's `[out, in]`), in
-    /// the layout this backend's `project` reads best. Kept as the view by default: cuBLAS and
-    /// the chosen cubek strategies read it at full speed.
+    /// the layout this backend's `project` reads best.
     fn prepare_weight(w: Tensor<Self, 2>) -> Tensor<Self, 2> {
         w
     }
 
+    /// One token per row of `logits` `[rows, vocab]` (Gumbel-max with per-request noise).
+    fn sample_rows(logits: Tensor<Self, 2>, params: &DeviceSampling<Self>) -> Tensor<Self, 1, Int> {
+        sample_rows_reference(logits, params)
+    }
+
     /// A step's token ids: row `r` is `sampled[order[r]]`, or `known[order[r] - sampled.len()]`
     /// from `sampled.len()` on (the previous step's ids on the device, then those the host
-    /// knows). Plain burn here; one launch on the cubecl backends ([`crate::feed_ids`]).
+    /// knows).
     fn feed_ids(
         sampled: &Tensor<Self, 1, Int>,
         known: Tensor<Self, 1, Int>,
         order: Tensor<Self, 1, Int>,
     ) -> Tensor<Self, 1, Int> {
-        crate::feed_ids::feed_ids_reference(sampled, known, order)
+        crate::step_io::feed_ids::feed_ids_reference(sampled, known, order)
     }
 
     /// Starts copying sampled `ids` to the host, behind the work queued so far, and returns at
@@ -252,19 +189,21 @@ pub trait KernelBackend: Backend {
         PendingIds::ready(ids.into_data())
     }
 
-    /// `all[start..start + len]`, for [`crate::PackedInts`]'s sections. burn's `slice` views
-    /// only when the bytes cut off at both ends keep the buffer's alignment, and a section's end
-    /// rarely does, so on the cubecl backends it copied (a launch and a metadata upload per
-    /// section; GPU trace: 6 per step); they make the view themselves.
+    /// `all[start..start + len]`, for [`crate::PackedInts`]'s sections.
     fn int_section(all: &Tensor<Self, 1, Int>, start: usize, len: usize) -> Tensor<Self, 1, Int> {
         all.clone().slice(start..start + len)
     }
+}
 
-    /// The host cost of one launch taken apart (see [`crate::launch_cost`]); empty where the
-    /// backend launches no kernels.
-    fn launch_costs(_device: &Self::Device, _n: usize) -> Vec<(&'static str, HostCost)> {
-        Vec::new()
-    }
+/// Replaces `t` by `f(t)`, handing `f` the only reference so burn may reuse the buffer.
+fn update<B: Backend, const D: usize>(
+    t: &mut Tensor<B, D>,
+    f: impl FnOnce(Tensor<B, D>) -> Tensor<B, D>,
+) {
+    let device = t.device();
+    let placeholder = Tensor::from_data(TensorData::zeros::<f32, _>(Shape::new([1; D])), &device);
+    let owned = std::mem::replace(t, placeholder);
+    *t = f(owned);
 }
 
 /// `(x + residual, rmsnorm(x + residual) * weight @ w)`, or without a residual

@@ -1,68 +1,22 @@
-//! The CPU backend (burn-ndarray, f32): no kernels, so attention and the projections run on
-//! the host arrays in place (`host_attention`, `host_matmul`).
+//! The CPU backend (burn-ndarray, f32): no device kernels. Attention and the projections run on
+//! the host arrays in place (`host_attention`, `host_matmul`); every other op is the plain-burn
+//! default.
 use burn::backend::NdArray;
-use burn::tensor::{Int, Tensor, TensorPrimitive};
+use burn::tensor::{Tensor, TensorPrimitive};
 
-use crate::backend::{DeviceSampling, KernelBackend, KernelPlan};
-use crate::host_attention::{host_attention, HostLayout};
-use crate::host_matmul::{few_rows_matmul, FEW_ROWS};
-use crate::layers::HeadShape;
-use crate::plan::DeviceCaps;
-
-const NO_KERNELS: &str = "ndarray has no kernels: callers check kernel_caps and use the reference";
+use crate::attention::plan::SeqAttn;
+use crate::backends::host_attention::{host_attention, HostLayout};
+use crate::backends::host_matmul::{few_rows_matmul, FEW_ROWS};
+use crate::backends::{AttentionShape, KernelBackend};
 
 impl KernelBackend for NdArray<f32> {
-    fn kernel_caps(_device: &Self::Device) -> Option<DeviceCaps> {
-        None
+    type StepPlan = HostLayout;
+
+    fn plan_attention(seqs: &[SeqAttn], shape: AttentionShape, _: &Self::Device) -> HostLayout {
+        HostLayout::new(seqs, shape.block_size)
     }
+
     fn paged_attention(
-        _: Tensor<Self, 3>,
-        _: &Tensor<Self, 3>,
-        _: &Tensor<Self, 3>,
-        _: &KernelPlan<Self>,
-        _: f32,
-    ) -> Tensor<Self, 3> {
-        unreachable!("{NO_KERNELS}")
-    }
-    fn store_kv(
-        _: &Tensor<Self, 3>,
-        _: &Tensor<Self, 3>,
-        _: Tensor<Self, 3>,
-        _: Tensor<Self, 3>,
-        _: &Tensor<Self, 1, Int>,
-    ) {
-        unreachable!("{NO_KERNELS}")
-    }
-    fn sample_rows(_: Tensor<Self, 2>, _: &DeviceSampling<Self>) -> Tensor<Self, 1, Int> {
-        unreachable!("{NO_KERNELS}")
-    }
-    fn rms_norm(_: Tensor<Self, 2>, _: &Tensor<Self, 1>, _: f32) -> Tensor<Self, 2> {
-        unreachable!("{NO_KERNELS}")
-    }
-    fn add_rms_norm(
-        _: Tensor<Self, 2>,
-        _: Tensor<Self, 2>,
-        _: &Tensor<Self, 1>,
-        _: f32,
-    ) -> (Tensor<Self, 2>, Tensor<Self, 2>) {
-        unreachable!("{NO_KERNELS}")
-    }
-    fn qk_norm_rope(
-        _: Tensor<Self, 2>,
-        _: Option<(&Tensor<Self, 1>, &Tensor<Self, 1>)>,
-        _: &Tensor<Self, 2>,
-        _: &Tensor<Self, 2>,
-        _: &Tensor<Self, 1, Int>,
-        _: HeadShape,
-        _: f32,
-    ) -> (Tensor<Self, 3>, Tensor<Self, 3>, Tensor<Self, 3>) {
-        unreachable!("{NO_KERNELS}")
-    }
-    fn silu_mul(_: Tensor<Self, 2>) -> Tensor<Self, 2> {
-        unreachable!("{NO_KERNELS}")
-    }
-    const HOST_ATTENTION: bool = true;
-    fn host_attention(
         q: Tensor<Self, 3>,
         k_cache: &Tensor<Self, 3>,
         v_cache: &Tensor<Self, 3>,

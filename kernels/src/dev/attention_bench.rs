@@ -6,9 +6,11 @@ use std::time::Instant;
 
 use burn::tensor::{Distribution, Tensor};
 
-use crate::backend::{KernelBackend, KernelPlan};
-use crate::plan::{AttentionPlan, SeqAttn};
-use crate::reference::{paged_attention_reference, ReferenceLayout};
+use crate::attention::device_plan::KernelPlan;
+use crate::attention::plan::{AttentionPlan, SeqAttn};
+use crate::attention::reference::{paged_attention_reference, ReferenceLayout};
+use crate::backends::KernelBackend;
+use crate::dev::ops::DevOps;
 
 /// The attention shape under test (a model's heads and head dim).
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +49,7 @@ fn time<B: KernelBackend, T>(dev: &B::Device, iters: usize, mut f: impl FnMut() 
 }
 
 /// Times `batch` sequences of `q_len` new tokens over `ctx_len` cached tokens each.
-pub fn time_attention<B: KernelBackend>(
+pub fn time_attention<B: DevOps>(
     shape: AttnShape,
     batch: usize,
     q_len: usize,
@@ -82,7 +84,7 @@ pub fn time_attention<B: KernelBackend>(
     let v = Tensor::<B, 3>::random([slots, shape.kv_heads, hd], normal, dev);
     let scale = 1.0 / (hd as f32).sqrt();
     let plan = AttentionPlan::new(&seqs, bs, shape.group, hd, shape.kv_heads, caps);
-    let plan = KernelPlan::<B>::new(plan, dev);
+    let plan = B::step_plan(KernelPlan::<B>::new(plan, dev)).expect("a backend with kernels");
     let iters = 20;
     let kernel_ms = time::<B, _>(dev, iters, || {
         B::paged_attention(q.clone(), &k, &v, &plan, scale)

@@ -8,8 +8,8 @@ use cubecl::prelude::*;
 
 use burn::tensor::TensorMetadata;
 
-use crate::attention::empty;
-use crate::matmul_bench::HostCost;
+use crate::dev::matmul_bench::HostCost;
+use crate::outputs::empty;
 
 #[cube(launch)]
 fn add_one_tensors<F: Float>(x: &Tensor<F>, out: &mut Tensor<F>) {

@@ -5,7 +5,8 @@ use std::time::Instant;
 use burn::tensor::{Distribution, Tensor};
 use cubek::matmul::launch::Strategy;
 
-use crate::backend::KernelBackend;
+use crate::backends::KernelBackend;
+use crate::dev::ops::DevOps;
 
 /// How a weight `[k, n]` lies in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +74,7 @@ pub fn time_calls<B: KernelBackend, T, E>(
 }
 
 /// `strategy`'s milliseconds on `case`, or `None` when it does not take the case.
-pub fn time_strategy<B: KernelBackend>(
+pub fn time_strategy<B: DevOps>(
     strategy: &Strategy,
     case: MatmulCase,
     dev: &B::Device,
@@ -129,7 +130,7 @@ pub fn host_cost<B: KernelBackend, T>(
 /// `[1, 1024] @ [1024, 4096]`): a tiny element-wise op, the fused RMSNorm kernel, `project`
 /// (the gemv kernel at one row), the same with the RMSNorm fused in (`norm_project`), cuBLAS
 /// queued on the device thread, and `project` at 64 rows (cuBLAS).
-pub fn host_costs<B: KernelBackend>(dev: &B::Device, n: usize) -> Vec<(&'static str, HostCost)> {
+pub fn host_costs<B: DevOps>(dev: &B::Device, n: usize) -> Vec<(&'static str, HostCost)> {
     let case = |m| MatmulCase {
         m,
         k: 1024,
@@ -156,7 +157,7 @@ pub fn host_costs<B: KernelBackend>(dev: &B::Device, n: usize) -> Vec<(&'static 
         (
             "norm_project, 1 row",
             host_cost::<B, _>(dev, n, || {
-                crate::backend::norm_project(x.clone(), Some(x.clone()), &norm_weight, 1e-6, &w)
+                crate::backends::norm_project(x.clone(), Some(x.clone()), &norm_weight, 1e-6, &w)
             }),
         ),
         (

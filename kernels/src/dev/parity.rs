@@ -9,11 +9,14 @@ use burn::backend::NdArray;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 
-use crate::backend::{DeviceSampling, KernelBackend, KernelPlan};
-use crate::gemv::Prologue;
+use crate::attention::device_plan::KernelPlan;
+use crate::attention::plan::{AttentionPlan, SeqAttn};
+use crate::attention::reference::{paged_attention_reference, ReferenceLayout};
+use crate::backends::{KernelBackend, KvWrite};
+use crate::dev::ops::DevOps;
 use crate::layers::HeadShape;
-use crate::plan::{AttentionPlan, SeqAttn};
-use crate::reference::{paged_attention_reference, ReferenceLayout};
+use crate::matmul::gemv::Prologue;
+use crate::sample::DeviceSampling;
 use crate::sample::{key_from_seed, sample_row_host, RowSampling};
 
 /// One attention shape: `(q_len, ctx_len)` per sequence.
@@ -165,7 +168,7 @@ fn upload<B: KernelBackend, const D: usize>(
 }
 
 /// Runs one case with inputs drawn from `seed`.
-pub fn run_case<B: KernelBackend>(case: &ParityCase, seed: u64, dev: &B::Device) -> ParityResult {
+pub fn run_case<B: DevOps>(case: &ParityCase, seed: u64, dev: &B::Device) -> ParityResult {
     let mut caps = B::kernel_caps(dev).expect("a backend with kernels");
     caps.prefill_rows = case.prefill_rows.unwrap_or(caps.prefill_rows);
     let mut rng = StdRng::seed_from_u64(seed);
@@ -206,7 +209,12 @@ pub fn run_case<B: KernelBackend>(case: &ParityCase, seed: u64, dev: &B::Device)
 
     let plan = AttentionPlan::new(&seqs, bs, case.group, hd, case.kv_heads, caps);
     let split = !plan.merges.is_empty();
-    let plan = KernelPlan::<B>::with_row_padding(plan, dev, case.int_row_padding);
+    let plan = B::step_plan(KernelPlan::<B>::with_row_padding(
+        plan,
+        dev,
+        case.int_row_padding,
+    ))
+    .expect("a backend with kernels");
     let got = to_host(B::paged_attention(q, &k, &v, &plan, scale));
 
     type Cpu = NdArray<f32>;
@@ -226,17 +234,13 @@ pub fn run_case<B: KernelBackend>(case: &ParityCase, seed: u64, dev: &B::Device)
     .to_vec::<f32>()
     .unwrap();
     assert_eq!(got.len(), want.len());
-    let max_abs_err = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
-    let max_abs_ref = want.iter().map(|v| v.abs()).fold(0.0, f32::max);
+    let max_abs_err = worst(got.iter().zip(&want).map(|(a, b)| (a - b).abs()));
+    let max_abs_ref = worst(want.iter().map(|v| v.abs()));
     ParityResult {
         name: case.name,
         max_abs_err,
         max_abs_ref,
-        rel_err: max_abs_err / max_abs_ref.max(f32::MIN_POSITIVE),
+        rel_err: max_abs_err / nan_max(max_abs_ref, f32::MIN_POSITIVE),
         split,
     }
 }
@@ -256,7 +260,7 @@ pub struct DecodeQkvParity {
 /// into the cache followed by attention, on decode-only steps from one fused projection: with
 /// and without q/k norms, GQA 2 and 4, head dims 64 and 128, short and split contexts. Both
 /// start from the same caches (shuffled blocks); the output and both caches are compared.
-pub fn run_decode_qkv<B: KernelBackend>(seed: u64, dev: &B::Device) -> Vec<DecodeQkvParity> {
+pub fn run_decode_qkv<B: DevOps>(seed: u64, dev: &B::Device) -> Vec<DecodeQkvParity> {
     let caps = B::kernel_caps(dev).expect("a backend with kernels");
     let mut rng = StdRng::seed_from_u64(seed);
     let (bs, eps) = (16, 1e-6);
@@ -319,7 +323,7 @@ pub fn run_decode_qkv<B: KernelBackend>(seed: u64, dev: &B::Device) -> Vec<Decod
         let (k_data, v_data) = (random(&mut rng, n_kv), random(&mut rng, n_kv));
         // Two copies of each cache: the kernels write them in place.
         let cache = |v: &Vec<f32>| upload::<B, 3>(v.clone(), kv_shape, dev).0;
-        let (k_two, v_two, k_one, v_one) = (
+        let (mut k_two, mut v_two, mut k_one, mut v_one) = (
             cache(&k_data),
             cache(&v_data),
             cache(&k_data),
@@ -345,9 +349,13 @@ pub fn run_decode_qkv<B: KernelBackend>(seed: u64, dev: &B::Device) -> Vec<Decod
         let scale = 1.0 / (hd as f32).sqrt();
         let plan = AttentionPlan::new(&seqs, bs, group, hd, kv_heads, caps);
         let split = !plan.merges.is_empty();
-        let plan = KernelPlan::<B>::new(plan, dev);
+        let plan = B::step_plan(KernelPlan::<B>::new(plan, dev)).expect("a backend with kernels");
 
-        let into_cache = (&k_two, &v_two, &slots);
+        let into_cache = KvWrite {
+            k_cache: &mut k_two,
+            v_cache: &mut v_two,
+            slots: &slots,
+        };
         let q = B::qk_norm_rope_into_cache(
             qkv.clone(),
             norms,
@@ -362,18 +370,21 @@ pub fn run_decode_qkv<B: KernelBackend>(seed: u64, dev: &B::Device) -> Vec<Decod
         let got = B::decode_attention_qkv(
             &qkv,
             norms,
-            &cos,
-            &sin,
+            (&cos, &sin),
             eps,
-            (&k_one, &v_one),
+            (&mut k_one, &mut v_one),
             &plan,
             scale,
         )
         .unwrap_or_else(|| {
-            panic!("{name}: the fused decode did not take the step (NANOVLLM_DECODE_QKV_ROWS=0?)")
+            panic!(
+                "{name}: the fused decode did not take the step (kernels.decode_qkv_max_rows = 0?)"
+            )
         });
-        let cache_err = rel_err(&to_host(k_one), &to_host(k_two))
-            .max(rel_err(&to_host(v_one), &to_host(v_two)));
+        let cache_err = nan_max(
+            rel_err(&to_host(k_one), &to_host(k_two)),
+            rel_err(&to_host(v_one), &to_host(v_two)),
+        );
         results.push(DecodeQkvParity {
             name,
             out_err: rel_err(&to_host(got), &want),
@@ -399,7 +410,7 @@ pub struct SamplingParity {
 
 /// Device sampling against [`sample_row_host`] on random logits (an odd vocabulary size), and
 /// the frequencies of many draws against softmax.
-pub fn run_sampling<B: KernelBackend>(seed: u64, dev: &B::Device) -> SamplingParity {
+pub fn run_sampling<B: DevOps>(seed: u64, dev: &B::Device) -> SamplingParity {
     let mut rng = StdRng::seed_from_u64(seed);
     let (rows, vocab) = (64, 4999);
     let logits: Vec<f32> = (0..rows * vocab)
@@ -465,16 +476,16 @@ fn ids<B: KernelBackend>(t: Tensor<B, 1, Int>) -> Vec<u32> {
 
 /// `store_kv` against a host scatter: random K and V for tokens with distinct random slots
 /// (a strided V, as the decoder's narrow of the fused qkv gives). Returns the max abs error.
-pub fn run_store_kv<B: KernelBackend>(seed: u64, dev: &B::Device) -> f32 {
+pub fn run_store_kv<B: DevOps>(seed: u64, dev: &B::Device) -> f32 {
     let mut rng = StdRng::seed_from_u64(seed);
     let (slots, kv_heads, hd, tokens) = (64, 2, 64, 13);
     let mut order: Vec<usize> = (0..slots).collect();
     order.shuffle(&mut rng);
     let targets = &order[..tokens];
     let width = kv_heads * hd;
-    let (k_cache, mut want_k) =
+    let (mut k_cache, mut want_k) =
         upload::<B, 3>(random(&mut rng, slots * width), [slots, kv_heads, hd], dev);
-    let (v_cache, mut want_v) =
+    let (mut v_cache, mut want_v) =
         upload::<B, 3>(random(&mut rng, slots * width), [slots, kv_heads, hd], dev);
     let (k, k_host) = upload::<B, 3>(
         random(&mut rng, tokens * width),
@@ -496,14 +507,17 @@ pub fn run_store_kv<B: KernelBackend>(seed: u64, dev: &B::Device) -> f32 {
     }
     let ids: Vec<i32> = targets.iter().map(|&s| s as i32).collect();
     let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [tokens]), dev);
-    B::store_kv(&k_cache, &v_cache, k, v, &ids);
-    let err = |got: Vec<f32>, want: &[f32]| {
-        got.iter()
-            .zip(want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max)
+    let cache = KvWrite {
+        k_cache: &mut k_cache,
+        v_cache: &mut v_cache,
+        slots: &ids,
     };
-    err(to_host(k_cache), &want_k).max(err(to_host(v_cache), &want_v))
+    B::store_kv(cache, k, v);
+    let err = |got: Vec<f32>, want: &[f32]| worst(got.iter().zip(want).map(|(a, b)| (a - b).abs()));
+    nan_max(
+        err(to_host(k_cache), &want_k),
+        err(to_host(v_cache), &want_v),
+    )
 }
 
 /// Relative errors of the fused layer kernels against host arithmetic in f32.
@@ -525,15 +539,22 @@ pub struct LayerParity {
 
 fn rel_err(got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len());
-    let err = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
-    err / want
-        .iter()
-        .map(|v| v.abs())
-        .fold(f32::MIN_POSITIVE, f32::max)
+    let err = worst(got.iter().zip(want).map(|(a, b)| (a - b).abs()));
+    err / nan_max(f32::MIN_POSITIVE, worst(want.iter().map(|v| v.abs())))
+}
+
+/// The larger of two errors, NaN when either is: `f32::max` drops NaN, which would let a
+/// kernel that writes NaN pass.
+pub fn nan_max(a: f32, b: f32) -> f32 {
+    match a.is_nan() || b.is_nan() {
+        true => f32::NAN,
+        false => a.max(b),
+    }
+}
+
+/// The largest of `errs` (0 when empty), NaN when any is.
+pub fn worst(errs: impl IntoIterator<Item = f32>) -> f32 {
+    errs.into_iter().fold(0.0, nan_max)
 }
 
 fn host_rms(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
@@ -551,7 +572,7 @@ fn to_host<B: KernelBackend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 
 /// RMSNorm (with and without the residual add), q/k norm + rotary embedding (with and without
 /// the norms; GQA; odd token count), and SiLU·mul, on random inputs.
-pub fn run_layers<B: KernelBackend>(seed: u64, dev: &B::Device) -> LayerParity {
+pub fn run_layers<B: DevOps>(seed: u64, dev: &B::Device) -> LayerParity {
     let mut rng = StdRng::seed_from_u64(seed);
     let eps = 1e-6;
     let (rows, n) = (5, 1000);
@@ -567,7 +588,10 @@ pub fn run_layers<B: KernelBackend>(seed: u64, dev: &B::Device) -> LayerParity {
     let want: Vec<f32> = (0..rows)
         .flat_map(|i| host_rms(&sum[i * n..(i + 1) * n], &wh, eps))
         .collect();
-    let add_rms_norm = rel_err(&to_host(got_sum), &sum).max(rel_err(&to_host(got_norm), &want));
+    let add_rms_norm = nan_max(
+        rel_err(&to_host(got_sum), &sum),
+        rel_err(&to_host(got_norm), &want),
+    );
 
     let shape = HeadShape {
         heads: 4,
@@ -634,12 +658,16 @@ pub fn run_layers<B: KernelBackend>(seed: u64, dev: &B::Device) -> LayerParity {
     let (n_slots, kv_row) = (6, shape.kv_heads * hd);
     let slot_of = [5usize, 0, 3];
     let zeros = || Tensor::<B, 3>::zeros([n_slots, shape.kv_heads, hd], dev);
-    let (k_cache, v_cache) = (zeros(), zeros());
+    let (mut k_cache, mut v_cache) = (zeros(), zeros());
     let slot_ids: Vec<i32> = slot_of.iter().map(|&s| s as i32).collect();
     let slots = Tensor::<B, 1, Int>::from_data(TensorData::new(slot_ids, [tokens]), dev);
     let norms = Some((&qw, &kw));
     let (q, k, v) = B::qk_norm_rope(qkv.clone(), norms, &cos, &sin, &pos, shape, eps);
-    let cache = (&k_cache, &v_cache, &slots);
+    let cache = KvWrite {
+        k_cache: &mut k_cache,
+        v_cache: &mut v_cache,
+        slots: &slots,
+    };
     let q_fused = B::qk_norm_rope_into_cache(qkv, norms, &cos, &sin, &pos, shape, eps, cache);
     let scatter = |rows: Vec<f32>| {
         let mut want = vec![0.0f32; n_slots * kv_row];
@@ -649,9 +677,11 @@ pub fn run_layers<B: KernelBackend>(seed: u64, dev: &B::Device) -> LayerParity {
         }
         want
     };
-    let rope_into_cache = rel_err(&to_host(q_fused), &to_host(q))
-        .max(rel_err(&to_host(k_cache), &scatter(to_host(k))))
-        .max(rel_err(&to_host(v_cache), &scatter(to_host(v))));
+    let rope_into_cache = worst([
+        rel_err(&to_host(q_fused), &to_host(q)),
+        rel_err(&to_host(k_cache), &scatter(to_host(k))),
+        rel_err(&to_host(v_cache), &scatter(to_host(v))),
+    ]);
 
     let inter = 300;
     let (gu, guh) = upload::<B, 2>(
@@ -679,7 +709,10 @@ pub fn run_layers<B: KernelBackend>(seed: u64, dev: &B::Device) -> LayerParity {
                 (0..n).map(move |j| (0..k).map(|l| xh[i * k + l] * wh[j * k + l]).sum::<f32>())
             })
             .collect();
-        project = project.max(rel_err(&to_host(B::project(x, &w_nk.transpose())), &want));
+        project = nan_max(
+            project,
+            rel_err(&to_host(B::project(x, &w_nk.transpose())), &want),
+        );
     }
     LayerParity {
         rms_norm,
@@ -694,9 +727,9 @@ pub fn run_layers<B: KernelBackend>(seed: u64, dev: &B::Device) -> LayerParity {
 }
 
 /// See [`LayerParity::fused_project`]; `NAN`-free inputs, so any miss shows as an error.
-fn run_fused_project<B: KernelBackend>(rng: &mut StdRng, dev: &B::Device) -> f32 {
+fn run_fused_project<B: DevOps>(rng: &mut StdRng, dev: &B::Device) -> f32 {
     let eps = 1e-6;
-    let mut worst = 0f32;
+    let mut largest = 0f32;
     for (m, k, n) in [(1, 512, 40), (3, 512, 77), (8, 256, 130)] {
         let (w_nk, wh) = upload::<B, 2>(random(rng, n * k), [n, k], dev);
         let w = w_nk.transpose();
@@ -741,11 +774,11 @@ fn run_fused_project<B: KernelBackend>(rng: &mut StdRng, dev: &B::Device) -> f32
                         (_, None) => 0.0,
                         (_, Some(_)) => f32::INFINITY,
                     };
-                    rel_err(&to_host(out), &want).max(sum_err)
+                    nan_max(rel_err(&to_host(out), &want), sum_err)
                 }
             };
-            worst = worst.max(err);
+            largest = nan_max(largest, err);
         }
     }
-    worst
+    largest
 }

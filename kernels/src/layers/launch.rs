@@ -3,8 +3,10 @@ use burn::tensor::{Shape, TensorMetadata};
 use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
-use crate::attention::{empty, empty_many};
-use crate::layer_kernels::{qk_norm_rope_kernel, rms_norm_kernel, silu_mul_kernel};
+use crate::layers::norm_kernel::rms_norm_kernel;
+use crate::layers::rope_kernel::qk_norm_rope_kernel;
+use crate::layers::silu_mul_kernel::silu_mul_kernel;
+use crate::outputs::{empty, empty_many};
 
 /// Attention heads of one layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,8 @@
 //! When anything here is missing (no libcublas or libcupti, a CUPTI subscriber already present,
 //! a layout cuBLAS is not given), callers fall back to cubek.
 use std::any::Any;
-use std::cell::OnceCell;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
@@ -25,7 +26,7 @@ use cubecl::stream_id::StreamId;
 use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::cupti::sys as cupti;
 
-use crate::gemm_layout::GemmLayout;
+use crate::matmul::layout::GemmLayout;
 
 type CudaServer = <CudaRuntime as Runtime>::Server;
 
@@ -45,9 +46,9 @@ struct Connection {
 }
 
 thread_local! {
-    /// Per calling thread, as cubecl gives each thread its own stream. `None`: cuBLAS is not
-    /// usable from this thread.
-    static BLAS: OnceCell<Option<Connection>> = const { OnceCell::new() };
+    /// Per calling thread, as cubecl gives each thread its own stream, and per CUDA device
+    /// index. `None`: cuBLAS is not usable from this thread on that device.
+    static BLAS: RefCell<HashMap<usize, Option<Connection>>> = RefCell::new(HashMap::new());
 }
 
 /// Set on the device thread when cuBLAS refused a queued product, whose output is then wrong.
@@ -63,10 +64,14 @@ pub fn project<R: CubeRuntime>(x: &CubeTensor<R>, w: &CubeTensor<R>) -> Option<C
     assert!(
         !REFUSED.load(Ordering::Relaxed),
         "cuBLAS refused a product on cubecl's device thread (see the message above); \
-         results after it are wrong. Set NANOVLLM_CUBLAS_MIN_ROWS=100000 to keep products on cubek."
+         results after it are wrong. Set `[kernels] cublas_min_rows = 100000` to keep products on cubek."
     );
-    BLAS.with(|cell| {
-        let connection = cell.get_or_init(|| connect(x_cuda)).as_ref()?;
+    BLAS.with(|connections| {
+        let mut connections = connections.borrow_mut();
+        let connection = connections
+            .entry(x_cuda.device.index)
+            .or_insert_with(|| connect(x_cuda))
+            .as_ref()?;
         let out = init_matmul_output(x, w, x.dtype);
         let out_cuda = (&out as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
         let gemm = Gemm::new(x_cuda, w_cuda, out_cuda)?;

@@ -1,28 +1,16 @@
-//! Host launcher of the [`gemv_kernel`](crate::gemv_kernel)s: a few rows times a projection
+//! Host launcher of the [`gemv_kernel`](crate::matmul::gemv_kernel)s: a few rows times a projection
 //! weight, with the RMSNorm or SiLU·mul before it fused in.
 //! `None` where the kernels do not take the shapes; callers then run the ops apart.
 use burn::tensor::{Shape, TensorMetadata};
 use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
-use crate::attention::{empty, empty_many};
-use crate::gemv_kernel::{gemv_kernel, gemv_norm_kernel, GemvShape};
+use crate::matmul::gemv_kernel::{gemv_kernel, gemv_norm_kernel, GemvShape};
+use crate::outputs::{empty, empty_many};
 
 /// Rows the kernel takes, at most: decode batches, where a launch costs more than the work.
 pub const GEMV_MAX_ROWS: usize = 8;
 
-/// [`GEMV_MAX_ROWS`], or `NANOVLLM_FUSED_GEMV_ROWS` for measurements (0 turns the kernel off:
-/// the ops run apart, as before it).
-pub fn fused_gemv_rows() -> usize {
-    static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *ROWS.get_or_init(|| {
-        let expected = format!("a number of rows up to {GEMV_MAX_ROWS}");
-        crate::knobs::env_override("NANOVLLM_FUSED_GEMV_ROWS", &expected, |r| {
-            *r <= GEMV_MAX_ROWS
-        })
-        .unwrap_or(GEMV_MAX_ROWS)
-    })
-}
 /// Shared memory for the staged activations, at most (static shared memory stops at 48 KiB).
 const STAGE_BYTES: usize = 40 * 1024;
 const PLANES: usize = 4;
@@ -78,7 +66,7 @@ pub fn fused_gemv<R: CubeRuntime, F: Float + CubeElement>(
     w: &CubeTensor<R>,
 ) -> Option<(CubeTensor<R>, Option<CubeTensor<R>>)> {
     let [rows, x_cols] = x.shape().dims();
-    if !(1..=fused_gemv_rows()).contains(&rows) {
+    if !(1..=crate::tuning::tuning_for(&x.device).fused_gemv_max_rows).contains(&rows) {
         return None;
     }
     let [k, n] = w.shape().dims();

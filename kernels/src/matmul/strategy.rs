@@ -15,24 +15,6 @@ use cubek::matmul::{
 };
 use cubek::std::InputBinding;
 
-/// From this many rows `project` runs cuBLAS where it can (CUDA with libcublas and libcupti;
-/// see the `cublas` module). `NANOVLLM_CUBLAS_MIN_ROWS` overrides it for measurements (`0`
-/// always, a number above any batch never).
-pub fn cublas_min_rows() -> usize {
-    static MIN_ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *MIN_ROWS.get_or_init(|| {
-        crate::knobs::env_override("NANOVLLM_CUBLAS_MIN_ROWS", "a number of rows", |_| true)
-            .unwrap_or(CUBLAS_MIN_ROWS)
-    })
-}
-
-/// Every product the fused gemv does not take (it runs up to 8 rows). Queued on cubecl's device
-/// thread without waiting (see the `cublas` module), cuBLAS beat cubek's `SpecializedCyclicMma`
-/// from 9 rows on in the bench (H100, 2026-11-23): decode steps of 9 to 16 sequences took 4.9
-/// against 6.3 ms, those of 17 to 32 took 5.4 against 6.9 ms. While each call still waited for
-/// the device thread (21 to 26 µs), cubek won below 32 rows.
-const CUBLAS_MIN_ROWS: usize = crate::gemv::GEMV_MAX_ROWS + 1;
-
 /// The cubek strategy `project` runs for `rows` rows below cuBLAS's threshold (or without
 /// cuBLAS) on a weight laid out as a transposed view (every projection's layout), chosen by
 /// `nanovllm kernels matmul` on an H100 in bf16 over qwen3-0.6b's five projections (README,

@@ -1,9 +1,13 @@
 //! Host side of device sampling: per-row parameters, the launcher, and the host reference.
-use burn::tensor::{DType, Shape, TensorMetadata};
+pub mod sample_kernel;
+
+use burn::tensor::{
+    backend::Backend, DType, Int as IntKind, Shape, Tensor, TensorData, TensorMetadata,
+};
 use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
-use crate::sample_kernel::{sample_rows_kernel, uniform_host};
+use crate::sample::sample_kernel::{sample_rows_kernel, uniform_host};
 
 /// Threads per row: one cube walks a whole row (150k logits for Qwen3), so the largest cube
 /// the device allows (256 threads took 65 µs a row at batch 1, 275 µs at batch 200: too few
@@ -28,6 +32,51 @@ impl RowSampling {
             _ => 0.0,
         }
     }
+}
+
+/// One step's sampling parameters on the device.
+pub struct DeviceSampling<B: Backend> {
+    pub(crate) rows: Vec<RowSampling>,
+    pub(crate) inv_temp: Tensor<B, 1>,
+    /// (key, step) of each row, flat: a `[rows, 2]` int tensor gets pitched rows on CUDA, and
+    /// the kernel's `Array` argument then needed a copy per step.
+    pub(crate) keys: Tensor<B, 1, IntKind>,
+}
+
+impl<B: Backend> DeviceSampling<B> {
+    pub fn new(rows: &[RowSampling], device: &B::Device) -> Self {
+        let inv: Vec<f32> = rows.iter().map(RowSampling::inv_temperature).collect();
+        let keys: Vec<i32> = rows
+            .iter()
+            .flat_map(|r| [r.key as i32, r.step as i32])
+            .collect();
+        Self {
+            rows: rows.to_vec(),
+            // f32 whatever the backend's float dtype: 1 / T in bf16 would shift the distribution.
+            inv_temp: Tensor::from_data(TensorData::new(inv, [rows.len()]), (device, DType::F32)),
+            keys: Tensor::from_data(TensorData::new(keys, [2 * rows.len()]), device),
+        }
+    }
+}
+
+/// [`sample_row_host`] on every row of `logits` `[rows, vocab]`: the plain reference of the
+/// sampling kernel (one read of the logits to the host).
+pub fn sample_rows_reference<B: Backend>(
+    logits: Tensor<B, 2>,
+    params: &DeviceSampling<B>,
+) -> Tensor<B, 1, IntKind> {
+    let [rows, vocab] = logits.dims();
+    let device = logits.device();
+    let values = logits
+        .cast(DType::F32)
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("f32 logits");
+    let ids: Vec<i32> = (0..rows)
+        .map(|r| sample_row_host(&values[r * vocab..(r + 1) * vocab], params.rows[r]) as i32)
+        .collect();
+    Tensor::from_data(TensorData::new(ids, [rows]), &device)
 }
 
 /// A request key from its 64-bit seed (31 bits, so it survives a trip through i32).

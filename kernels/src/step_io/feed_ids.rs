@@ -8,7 +8,7 @@ use burn::tensor::{Int as IntKind, Shape, Tensor, TensorMetadata};
 use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
-use crate::attention::empty;
+use crate::outputs::empty;
 
 const THREADS: u32 = 256;
 

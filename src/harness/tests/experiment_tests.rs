@@ -1,12 +1,14 @@
 //! `run_experiment` end to end on the fake engine: files, headers, row counts, summary values
-//! by hand, the report, and regenerating everything from the CSVs alone.
+//! by hand, the report; and a report regenerated from hand-written CSVs alone.
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use super::fake_engine::{FakeEngine, SimClock};
 use crate::config::{parse_experiment, Experiment, Variant};
-use crate::harness::csv_out::{read_rows, RequestRow, StepRow};
+use crate::harness::csv_out::{
+    read_rows, write_rows, MetaRow, RequestRow, StepRow, TokenRow, VariantRow,
+};
 use crate::harness::summary::SummaryRow;
 use crate::harness::{regenerate_report, run_experiment_with, RunOptions, StepEngine};
 
@@ -64,7 +66,7 @@ fn run_fake(
 const REQUESTS_HEADER: &str = "variant,class,id,arrival_s,prompt_tokens,output_tokens,ttft_s,tpot_s,e2e_s,max_itl_s,finish_reason,error";
 const STEPS_HEADER: &str =
     "variant,step,start_s,end_s,step_s,engine_s,queued_s,kind,prefill_tokens,decode_tokens,num_seqs,kv_blocks_used,kv_blocks_total,preempted,prefix_hit_tokens,new_tokens,finished";
-const TOKENS_HEADER: &str = "variant,id,index,time_s,itl_s";
+const TOKENS_HEADER: &str = "variant,id,index,token_id,time_s,itl_s";
 const VARIANTS_HEADER: &str = "variant,sweep,policy,chunk_size,order,block_size,max_num_seqs,max_num_batched_tokens,enable_prefix_caching,attention,attention_backend,backend,device,dtype,model,\
                                random_weights,num_params,seed,workload,requests,warmup_requests,wall_s,interrupted,error";
 const SUMMARY_HEADER: &str = "variant,class,sweep,policy,chunk_size,order,block_size,max_num_seqs,max_num_batched_tokens,enable_prefix_caching,backend,random_weights,\
@@ -138,6 +140,23 @@ fn writes_every_file_with_headers_and_rows() {
     assert!(steps
         .iter()
         .all(|s| s.engine_s > 0.0 && close(Some(s.queued_s), s.engine_s / 2.0)));
+    // Every output token with its id and time: long at 0.10, 0.12, 0.13; short at 0.11, 0.12.
+    let tokens: Vec<TokenRow> = read_rows(&dir.join("none/tokens.csv")).unwrap();
+    assert_eq!(
+        tokens
+            .iter()
+            .map(|t| (t.id, t.index, t.token_id))
+            .collect::<Vec<_>>(),
+        vec![(0, 0, 7), (0, 1, 8), (0, 2, 9), (1, 0, 7), (1, 1, 8)]
+    );
+    let times: Vec<f64> = tokens.iter().map(|t| t.time_s).collect();
+    assert!(times
+        .iter()
+        .zip([0.10, 0.12, 0.13, 0.11, 0.12])
+        .all(|(&t, want)| close(Some(t), want)));
+    let itls: Vec<Option<f64>> = tokens.iter().map(|t| t.itl_s).collect();
+    assert!(itls[0].is_none() && itls[3].is_none());
+    assert!(close(itls[1], 0.02) && close(itls[2], 0.01) && close(itls[4], 0.01));
     let reqs: Vec<RequestRow> = read_rows(&dir.join("chunked/requests.csv")).unwrap();
     assert_eq!(
         reqs.iter()
@@ -273,36 +292,122 @@ fn trained_weights_get_no_warning() {
         .contains("RANDOM WEIGHTS"));
 }
 
+/// The report is made from the CSVs alone: a results folder written by hand, with no run and
+/// no summary, gets `summary.csv`, the plots and a report whose numbers are worked out here.
 #[test]
-fn regenerating_from_the_csvs_gives_the_same_tables() {
+fn the_report_is_rendered_from_hand_written_csvs() {
     let out = tempfile::tempdir().unwrap();
-    let dir = run_fake(out.path(), |_, _| {}).unwrap();
-    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
-    let summary = std::fs::read_to_string(dir.join("summary.csv")).unwrap();
-    for f in [
-        "report.md",
-        "summary.csv",
-        "ttft_cdf.png",
-        "throughput.svg",
-        "timeline_none.png",
+    let dir = out.path();
+    let variant = VariantRow {
+        variant: "v".into(),
+        policy: "none".into(),
+        block_size: 16,
+        backend: "cpu".into(),
+        device: "test cpu".into(),
+        dtype: "f32".into(),
+        model: "m".into(),
+        num_params: 1_234_567,
+        workload: "classes".into(),
+        requests: 3,
+        wall_s: 2.0,
+        ..Default::default()
+    };
+    write_rows(&dir.join("variants.csv"), &[variant]).unwrap();
+    let meta = [
+        ("experiment", "by_hand"),
+        ("command", "nanovllm by_hand.toml"),
+    ]
+    .map(|(key, value)| MetaRow {
+        key: key.into(),
+        value: value.into(),
+    });
+    write_rows(&dir.join("meta.csv"), &meta).unwrap();
+    std::fs::create_dir(dir.join("v")).unwrap();
+    let request = |id: usize, class: &str, arrival_s: f64, prompt: usize, times: &[f64]| {
+        let done = !times.is_empty();
+        RequestRow {
+            variant: "v".into(),
+            class: class.into(),
+            id,
+            arrival_s,
+            prompt_tokens: Some(prompt),
+            output_tokens: times.len(),
+            ttft_s: times.first().map(|t| t - arrival_s),
+            tpot_s: done.then(|| (times[times.len() - 1] - times[0]) / (times.len() - 1) as f64),
+            e2e_s: times.last().map(|t| t - arrival_s),
+            max_itl_s: None, // not read by the summary
+            finish_reason: if done { "length" } else { "failed" }.into(),
+            error: if done { "" } else { "prompt too long" }.into(),
+        }
+    };
+    // Tokens: request 0 at 0.10, 0.16, 0.20; request 1 at 0.80, 0.90; request 2 was refused.
+    let (t0, t1) = ([0.10, 0.16, 0.20], [0.80, 0.90]);
+    let requests = [
+        request(0, "a", 0.0, 10, &t0),
+        request(1, "a", 0.5, 20, &t1),
+        request(2, "b", 1.0, 30, &[]),
+    ];
+    write_rows(&dir.join("v/requests.csv"), &requests).unwrap();
+    let tokens: Vec<TokenRow> = [(0, &t0[..]), (1, &t1[..])]
+        .into_iter()
+        .flat_map(|(id, times)| {
+            times
+                .iter()
+                .enumerate()
+                .map(move |(index, &time_s)| TokenRow {
+                    variant: "v".into(),
+                    id,
+                    index,
+                    token_id: 42,
+                    time_s,
+                    itl_s: index.checked_sub(1).map(|p| time_s - times[p]),
+                })
+        })
+        .collect();
+    write_rows(&dir.join("v/tokens.csv"), &tokens).unwrap();
+    let step = |start_s: f64, end_s: f64| StepRow {
+        variant: "v".into(),
+        start_s,
+        end_s,
+        kind: "decode".into(),
+        decode_tokens: 1,
+        ..Default::default()
+    };
+    write_rows(&dir.join("v/steps.csv"), &[step(0.0, 0.1), step(0.8, 0.9)]).unwrap();
+
+    regenerate_report(dir).unwrap();
+
+    // Completed: 2 requests, 30 prompt + 5 output tokens in 2 s. TTFT {0.1, 0.3} s, TPOT
+    // {0.05, 0.1} s, ITL {0.06, 0.04, 0.1} s, E2E {0.2, 0.4} s; linear percentiles.
+    let summary: Vec<SummaryRow> = read_rows(&dir.join("summary.csv")).unwrap();
+    let all = &summary[0];
+    assert_eq!(
+        (all.class.as_str(), all.requests, all.completed, all.failed),
+        ("all", 3, 2, 1)
+    );
+    assert_eq!((all.prompt_tokens, all.output_tokens), (30, 5));
+    assert!(close(all.output_throughput_tok_s, 2.5) && close(all.total_throughput_tok_s, 17.5));
+    assert!(close(all.ttft_p90_s, 0.28) && close(all.itl_p99_s, 0.0992));
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    for line in [
+        "# Experiment `by_hand`\n",
+        "| Command | `nanovllm by_hand.toml` |\n",
+        "| v | none | – | – | cpu | test cpu | f32 | `m` | file | 1,234,567 | 3 | 0 |\n",
+        "| nanovllm (v) | 5 | 2.00 | 2.50 |\n",
+        "Total throughput (prompt + output tokens / s): v 17.50.\n",
+        "| v | all | 2/3 | 200.0 | 200.0 | 280.0 | 298.0 | 75.0 | 75.0 | 95.0 | 99.5 | 100.0 | 60.0 | 99.2 | 100.0 | 0.30 | 0.40 |\n",
+        "| v | a | 2/2 | 200.0 | 200.0 | 280.0 | 298.0 | 75.0 | 75.0 | 95.0 | 99.5 | 100.0 | 60.0 | 99.2 | 100.0 | 0.30 | 0.40 |\n",
+        "| v | b | 0/1 | – | – | – | – | – | – | – | – | – | – | – | – | – | – |\n",
+        "- `v` request 2 (b): prompt too long\n",
+        "![Step timeline: v](timeline_v.png)",
     ] {
-        std::fs::remove_file(dir.join(f)).unwrap();
+        assert!(md.contains(line), "report.md lacks {line:?}:\n{md}");
     }
-    regenerate_report(&dir).unwrap();
-    assert_eq!(
-        std::fs::read_to_string(dir.join("report.md")).unwrap(),
-        report
-    );
-    assert_eq!(
-        std::fs::read_to_string(dir.join("summary.csv")).unwrap(),
-        summary
-    );
-    assert!(
-        dir.join("ttft_cdf.png").is_file()
-            && dir.join("throughput.svg").is_file()
-            && dir.join("timeline_none.png").is_file()
-    );
-    let err = regenerate_report(out.path()).unwrap_err().to_string();
+    assert!(!md.contains("RANDOM WEIGHTS"));
+    for plot in ["ttft_cdf", "latency_by_class", "throughput", "timeline_v"] {
+        assert!(dir.join(format!("{plot}.png")).is_file(), "{plot}");
+    }
+    let err = regenerate_report(&dir.join("v")).unwrap_err().to_string();
     assert!(err.contains("is not a results folder"), "{err}");
 }
 

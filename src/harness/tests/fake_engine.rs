@@ -1,6 +1,7 @@
 //! A deterministic stand-in for the engine, on a simulated clock: a step that prefills
 //! costs `prefill_s_per_token` per prompt token, a decode step costs `decode_s`. Like
 //! nano-vllm's scheduler, a step is all prefill (every waiting prompt) or all decode.
+//! Output token k of every request is token id 7 + k.
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -128,8 +129,10 @@ impl StepEngine for FakeEngine {
             .iter_mut()
             .filter(|s| kind == StepKind::Decode || s.out.is_empty())
         {
-            s.out.push(7);
-            new_tokens.push((s.id, 7));
+            // Token k of every request is 7 + k, so tests can tell tokens apart.
+            let token = 7 + s.out.len() as u32;
+            s.out.push(token);
+            new_tokens.push((s.id, token));
         }
         let (done, still): (Vec<Seq>, Vec<Seq>) = self
             .running

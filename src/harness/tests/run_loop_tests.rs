@@ -7,7 +7,7 @@ use indicatif::ProgressBar;
 use super::fake_engine::{FakeEngine, SimClock};
 use crate::engine::{FinishReason, Prompt, SamplingParams, StepKind};
 use crate::harness::metrics::request_metrics;
-use crate::harness::run_loop::{run, Outcome, RunRecord};
+use crate::harness::run_loop::{run, Outcome, RequestRecord, RunRecord};
 use crate::harness::GenRequest;
 
 fn req(class: &str, arrival_s: f64, prompt_len: usize, max_tokens: usize) -> GenRequest {
@@ -84,8 +84,11 @@ fn timeline_and_metrics_by_hand() {
     let [long, short] = &rec.requests[..] else {
         panic!("two records")
     };
-    assert!(all_close(&long.token_times, &[0.10, 0.12, 0.13]));
-    assert!(all_close(&short.token_times, &[0.11, 0.12]));
+    assert!(all_close(&long.times(), &[0.10, 0.12, 0.13]));
+    assert!(all_close(&short.times(), &[0.11, 0.12]));
+    // Each token keeps the id the engine sampled (the fake's k-th token is 7 + k).
+    let ids = |r: &RequestRecord| r.token_times.iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!((ids(long), ids(short)), (vec![7, 8, 9], vec![7, 8]));
     assert_eq!(
         (long.outcome, short.outcome),
         (
@@ -105,7 +108,7 @@ fn timeline_and_metrics_by_hand() {
 
     let m = request_metrics(
         long.arrival_s,
-        &long.token_times,
+        &long.times(),
         long.finish_s,
         long.output_tokens,
     );
@@ -117,7 +120,7 @@ fn timeline_and_metrics_by_hand() {
     );
     let m = request_metrics(
         short.arrival_s,
-        &short.token_times,
+        &short.times(),
         short.finish_s,
         short.output_tokens,
     );
@@ -146,7 +149,7 @@ fn an_idle_engine_waits_for_the_next_arrival() {
         rec.steps[1].start_s
     );
     let b = &rec.requests[1];
-    assert!(close(b.token_times[0] - b.arrival_s, 0.02));
+    assert!(close(b.token_times[0].time_s - b.arrival_s, 0.02));
 }
 
 #[test]
@@ -161,7 +164,7 @@ fn warmup_runs_first_and_is_not_measured() {
     assert_eq!(engine.steps, 4 + 2, "warm-up steps ran on the engine");
     assert_eq!(rec.steps.len(), 2, "only measured steps are recorded");
     assert!(
-        close(rec.steps[0].start_s, 0.0) && close(rec.requests[0].token_times[0], 0.01),
+        close(rec.steps[0].start_s, 0.0) && close(rec.requests[0].token_times[0].time_s, 0.01),
         "t = 0 is the end of warm-up"
     );
 }

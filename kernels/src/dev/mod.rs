@@ -1,0 +1,9 @@
+//! Developer tooling, behind the `dev` feature: parity cases run by `tests/parity.rs` (wgpu) and
+//! `nanovllm kernels check` (CUDA, bf16), benches, launch-cost probes and the CUPTI GPU trace.
+pub mod attention_bench;
+#[cfg(feature = "cuda")]
+pub mod gpu_trace;
+pub mod launch_cost;
+pub mod matmul_bench;
+pub mod ops;
+pub mod parity;

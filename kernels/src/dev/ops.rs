@@ -1,0 +1,70 @@
+//! [`DevOps`]: what the benches and probes ask of a backend beyond the engine's ops. Backends
+//! without cubecl report the hooks as unavailable.
+use burn::backend::NdArray;
+use burn::tensor::Tensor;
+use cubek::matmul::launch::Strategy;
+
+use crate::attention::device_plan::KernelPlan;
+use crate::backends::cube::{cublas_project, CubeBridge};
+use crate::dev::matmul_bench::HostCost;
+use crate::KernelBackend;
+
+pub trait DevOps: KernelBackend {
+    /// `plan` as this backend's attention takes it, where its attention runs the kernels'
+    /// plans (the parity cases and benches build those directly).
+    fn step_plan(_plan: KernelPlan<Self>) -> Option<Self::StepPlan> {
+        None
+    }
+
+    /// `x @ w` through cubek's matmul with `strategy` (`nanovllm kernels matmul`); an error
+    /// when the strategy does not take the shapes, or the backend has no cubek.
+    fn matmul_with(
+        _strategy: &Strategy,
+        _x: Tensor<Self, 2>,
+        _w: &Tensor<Self, 2>,
+    ) -> Result<Tensor<Self, 2>, String> {
+        Err("this backend has no cubek matmul".into())
+    }
+
+    /// `x @ w` through cuBLAS; `None` where there is no cuBLAS.
+    fn cublas_project(_x: Tensor<Self, 2>, _w: &Tensor<Self, 2>) -> Option<Tensor<Self, 2>> {
+        None
+    }
+
+    /// The host cost of one launch taken apart (see [`crate::dev::launch_cost`]); empty where
+    /// the backend launches no kernels.
+    fn launch_costs(_device: &Self::Device, _n: usize) -> Vec<(&'static str, HostCost)> {
+        Vec::new()
+    }
+}
+
+impl DevOps for NdArray<f32> {}
+
+impl<B: CubeBridge> DevOps for B {
+    fn step_plan(plan: KernelPlan<Self>) -> Option<KernelPlan<Self>> {
+        Some(plan)
+    }
+
+    fn matmul_with(
+        strategy: &Strategy,
+        x: Tensor<Self, 2>,
+        w: &Tensor<Self, 2>,
+    ) -> Result<Tensor<Self, 2>, String> {
+        crate::matmul::strategy::matmul_with::<B::R>(
+            strategy,
+            B::float_in(x),
+            B::float_in(w.clone()),
+        )
+        .map(B::float_out)
+        .map_err(|e| format!("{e:?}"))
+    }
+
+    fn cublas_project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Option<Tensor<Self, 2>> {
+        cublas_project(x, w)
+    }
+
+    fn launch_costs(device: &Self::Device, n: usize) -> Vec<(&'static str, HostCost)> {
+        let x = B::float_in(Tensor::<Self, 1>::zeros([256], device));
+        crate::dev::launch_cost::launch_costs::<B::R, B::F>(&x, n)
+    }
+}
