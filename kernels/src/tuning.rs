@@ -3,8 +3,9 @@
 //! results record it (`config.resolved.toml`). The `NANOVLLM_*` variables of earlier builds
 //! remain as overrides for quick A/B runs; [`KernelTuning::with_env_overrides`] applies them and
 //! says which, so the results record those too. Why each default is what it is: docs/kernels.md.
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::RwLock;
+
+use cubecl::device::DeviceId;
 
 use serde::{Deserialize, Serialize};
 
@@ -175,24 +176,26 @@ impl KernelTuning {
     }
 }
 
-/// The tuning installed per device, keyed by the device's debug name (a cubecl device is
-/// `Debug` on every runtime). The projection ops read it from their tensors' device: burn calls
-/// them without any context of ours.
-fn installed() -> &'static Mutex<HashMap<String, KernelTuning>> {
-    static INSTALLED: OnceLock<Mutex<HashMap<String, KernelTuning>>> = OnceLock::new();
-    INSTALLED.get_or_init(Default::default)
-}
+/// The tuning installed per device. The projection ops read it from their tensors' device on
+/// every call (burn calls them without any context of ours), so a lookup is a read lock and a
+/// scan of a few entries, no allocation.
+static INSTALLED: RwLock<Vec<(DeviceId, KernelTuning)>> = RwLock::new(Vec::new());
 
 /// Makes `tuning` the one the kernels on `device` run with (an engine does this when built).
-pub fn install<D: std::fmt::Debug>(device: &D, tuning: KernelTuning) {
-    let mut map = installed().lock().expect("tuning registry");
-    map.insert(format!("{device:?}"), tuning);
+pub fn install(device: DeviceId, tuning: KernelTuning) {
+    let mut installed = INSTALLED.write().expect("tuning registry");
+    installed.retain(|(d, _)| *d != device);
+    installed.push((device, tuning));
 }
 
 /// The tuning installed for `device`, or the defaults.
-pub fn tuning_for<D: std::fmt::Debug>(device: &D) -> KernelTuning {
-    let map = installed().lock().expect("tuning registry");
-    map.get(&format!("{device:?}")).copied().unwrap_or_default()
+pub fn tuning_for(device: DeviceId) -> KernelTuning {
+    let installed = INSTALLED.read().expect("tuning registry");
+    installed
+        .iter()
+        .find(|(d, _)| *d == device)
+        .map(|(_, t)| *t)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -246,8 +249,9 @@ mod tests {
             decode_unroll: 2,
             ..Default::default()
         };
-        install(&"device-a", tuned);
-        assert_eq!(tuning_for(&"device-a"), tuned);
-        assert_eq!(tuning_for(&"device-b"), KernelTuning::default());
+        let (a, b) = (DeviceId::new(900, 0), DeviceId::new(900, 1));
+        install(a, tuned);
+        assert_eq!(tuning_for(a), tuned);
+        assert_eq!(tuning_for(b), KernelTuning::default());
     }
 }

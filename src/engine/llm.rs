@@ -112,7 +112,7 @@ impl<B: KernelBackend> LLM<B> {
             .kernels
             .with_env_overrides()
             .map_err(anyhow::Error::msg)?;
-        nanovllm_kernels::tuning::install(device, tuning);
+        B::install_tuning(device, tuning);
         let mut runner = ModelRunner::new(model.decoder, 1, config.block_size, attention, device);
         let num_blocks = plan_num_blocks(&mut runner, &config, max_model_len, device)?;
         runner.reset_cache(num_blocks);

@@ -2,6 +2,7 @@
 use crate::outputs::empty_many;
 use burn::tensor::{DType, Shape, TensorMetadata};
 use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
+use cubecl::device::Device as _;
 use cubecl::prelude::*;
 
 pub use crate::attention::choice::device_caps;
@@ -153,7 +154,7 @@ pub fn paged_decode_qkv<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeEle
 ) -> Option<CubeTensor<R>> {
     let tile = plan.tile;
     let client = inputs.qkv.client.clone();
-    let tuning = tuning_for(&inputs.qkv.device);
+    let tuning = tuning_for(inputs.qkv.device.to_id());
     let plane = client.properties().hardware.plane_size_max as usize;
     let [tokens, width_qkv] = inputs.qkv.shape().dims();
     let cache = k_cache.meta.strides().clone();
@@ -244,7 +245,7 @@ fn launch_items<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
         return;
     }
     let client = step.q.client.clone();
-    let tuning = tuning_for(&step.q.device);
+    let tuning = tuning_for(step.q.device.to_id());
     let kv_heads = step.k_cache.shape()[1];
     let cubes = CubeCount::Static(num_items as u32, kv_heads as u32, 1);
     let dim = CubeDim::new_1d(tile.threads as u32);

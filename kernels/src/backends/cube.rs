@@ -25,7 +25,8 @@ use crate::layers::{HeadShape, KvCacheDest};
 use crate::matmul::gemv::{fused_gemv, Prologue};
 use crate::sample::{sample_rows, DeviceSampling};
 use crate::step_io::pending_ids::PendingIds;
-use crate::tuning::tuning_for;
+use crate::tuning::{tuning_for, KernelTuning};
+use cubecl::device::Device as _;
 
 /// The device's client, kept for the rest of the process (one per device): a read's future
 /// borrows the client it came from, though it holds only owned data, and outlives the call.
@@ -106,8 +107,12 @@ impl<B: CubeBridge> KernelBackend for B {
         let client = <B::R as cubecl::Runtime>::client(&cube_device);
         Some(device_caps::<B::R, B::F>(
             &client,
-            &tuning_for(&cube_device),
+            &tuning_for(cube_device.to_id()),
         ))
+    }
+
+    fn install_tuning(device: &Self::Device, tuning: KernelTuning) {
+        crate::tuning::install(B::cube_device(device).to_id(), tuning);
     }
 
     fn plan_attention(
@@ -307,7 +312,7 @@ impl<B: CubeBridge> KernelBackend for B {
         scale: f32,
     ) -> Option<Tensor<Self, 3>> {
         // `paged_decode_qkv` checks that the step is decode-only and its shapes fit.
-        let max_rows = tuning_for(&B::cube_device(&qkv.device())).decode_qkv_max_rows;
+        let max_rows = tuning_for(B::cube_device(&qkv.device()).to_id()).decode_qkv_max_rows;
         if plan.plan.num_tokens > max_rows {
             return None;
         }
@@ -341,7 +346,7 @@ impl<B: CubeBridge> KernelBackend for B {
         w: &Tensor<Self, 2>,
     ) -> Option<(Tensor<Self, 2>, Option<Tensor<Self, 2>>)> {
         // Checked before any tensor is converted: larger batches must not pay for the attempt.
-        let max_rows = tuning_for(&B::cube_device(&x.device())).fused_gemv_max_rows;
+        let max_rows = tuning_for(B::cube_device(&x.device()).to_id()).fused_gemv_max_rows;
         if !(1..=max_rows).contains(&x.dims()[0]) {
             return None;
         }
@@ -356,7 +361,7 @@ impl<B: CubeBridge> KernelBackend for B {
             return out;
         }
         let rows = x.dims()[0];
-        if rows >= tuning_for(&B::cube_device(&x.device())).cublas_min_rows {
+        if rows >= tuning_for(B::cube_device(&x.device()).to_id()).cublas_min_rows {
             if let Some(out) = cublas_project::<B>(x.clone(), w) {
                 return out;
             }

@@ -17,6 +17,7 @@ use crate::layers::{reference, HeadShape};
 use crate::matmul::gemv::Prologue;
 use crate::sample::{sample_rows_reference, DeviceSampling};
 use crate::step_io::pending_ids::PendingIds;
+use crate::tuning::KernelTuning;
 
 /// What attention needs to plan a step: the cache's block size and the heads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +45,10 @@ pub trait KernelBackend: Backend {
     fn kernel_caps(_device: &Self::Device) -> Option<DeviceCaps> {
         None
     }
+
+    /// Makes `tuning` the one this backend's kernels run with on `device`; backends without
+    /// tunable kernels ignore it.
+    fn install_tuning(_device: &Self::Device, _tuning: KernelTuning) {}
 
     /// Plans one step's attention over `seqs`.
     fn plan_attention(
