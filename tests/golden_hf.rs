@@ -1,38 +1,59 @@
-//! Golden checks against HF transformers (f32, CPU): tiny random-weight models from
+//! Golden checks against HF transformers (f32): tiny random-weight models from
 //! `tools/make_fixtures.py`, for qwen3, llama with llama3 rope scaling, and llama 2.
+//!
+//! Every check runs twice, from one generic body: on the CPU engine (burn-ndarray with the host
+//! attention) and on the kernel path (the cubecl kernels, unfused, on wgpu in f32: lavapipe in
+//! CI), so the path the GPU engine runs is tested without a GPU.
+use std::collections::HashMap;
 use std::path::Path;
 
-use nanovllm::backend::Cpu;
+use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
 use nanovllm::engine::{
     AttentionBackend, ChunkOrder, EngineConfig, KvBudget, Prompt, SamplingParams, SchedulerPolicy,
     LLM,
 };
 use nanovllm::model::{load_model, ModelSource, WeightsKind};
+use nanovllm_kernels::KernelBackend;
 use serde::Deserialize;
+
+/// The CPU engine's backend (named here, not through the crate, so the test states it).
+type Cpu = burn::backend::NdArray<f32>;
+/// The kernel path: cubecl's kernels on wgpu, unfused, f32 (as the kernels' parity tests).
+type Wgpu = CubeBackend<WgpuRuntime, f32, i32, u32>;
 
 #[derive(Deserialize)]
 struct Golden {
     prompts: Vec<Vec<u32>>,
     prefill_last_logits: Vec<Vec<f32>>,
+    /// Every position's logits, for every prompt.
     prefill_logits_positions: Vec<Vec<Vec<f32>>>,
     greedy_tokens: Vec<Vec<u32>>,
     decode_logits: Vec<Vec<Vec<f32>>>,
 }
 
+/// Max abs logit error on both paths. The fixtures' logits have a spread of ~1.6 and are stored
+/// to 6 significant digits; f32 accumulation order (host loops, ndarray, the kernels' tiles)
+/// moves them by ~1e-5, and a real bug (a wrong rope, mask or norm) by ~0.1 or more.
 const TOL: f32 = 1e-3;
 
 fn fixture(name: &str) -> (String, Golden) {
     let dir = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    let golden = serde_json::from_str(
+    let golden: Golden = serde_json::from_str(
         &std::fs::read_to_string(Path::new(&dir).join("golden.json")).unwrap(),
     )
     .unwrap();
+    // A fixture made with fewer per-position prompts would silently check less.
+    assert_eq!(
+        golden.prefill_logits_positions.len(),
+        golden.prompts.len(),
+        "{name}: golden.json needs every prompt's per-position logits"
+    );
     (dir, golden)
 }
 
-fn engine(dir: &str, config: EngineConfig) -> LLM<Cpu> {
+fn engine<B: KernelBackend>(dir: &str, config: EngineConfig) -> LLM<B> {
     let device = Default::default();
-    let model = load_model::<Cpu>(
+    let model = load_model::<B>(
         &ModelSource::Folder(dir.into()),
         WeightsKind::File,
         0,
@@ -40,11 +61,23 @@ fn engine(dir: &str, config: EngineConfig) -> LLM<Cpu> {
         &device,
     )
     .unwrap();
-    LLM::new(model, config, &device).unwrap()
+    let wants_kernels = config.attention == AttentionBackend::Kernel;
+    let llm = LLM::new(model, config, &device).unwrap();
+    if wants_kernels {
+        assert_eq!(
+            llm.attention_impl().as_str(),
+            "kernel",
+            "the kernel path runs"
+        );
+    }
+    llm
 }
 
 fn small_blocks() -> EngineConfig {
     EngineConfig {
+        // The kernels: cubecl's on wgpu, the host attention on the CPU. Unlike `auto`, this
+        // fails rather than fall back to the reference attention.
+        attention: AttentionBackend::Kernel,
         block_size: 16,
         max_num_batched_tokens: 512,
         kv_budget: KvBudget {
@@ -55,46 +88,65 @@ fn small_blocks() -> EngineConfig {
     }
 }
 
+/// The largest `|a - b|`, NaN if any element is NaN: `fold(0.0, f32::max)` would skip a NaN
+/// and report 0, so a NaN logit would pass `err <= TOL`.
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+        .fold(0.0, |m, d| {
+            if m.is_nan() || d.is_nan() {
+                f32::NAN
+            } else {
+                m.max(d)
+            }
+        })
 }
 
-fn check_prefill_logits(name: &str) {
+#[test]
+fn max_abs_diff_fails_on_nan() {
+    let err = max_abs_diff(&[1.0, f32::NAN, 3.0], &[1.0, 2.0, 3.0]);
+    // NaN, so every `err <= TOL` check fails on it.
+    assert!(err.is_nan(), "got {err}");
+    assert_eq!(max_abs_diff(&[1.0, 2.5], &[1.5, 2.0]), 0.5);
+}
+
+fn check_prefill_logits<B: KernelBackend>(name: &str) {
     let (dir, g) = fixture(name);
-    let mut llm = engine(&dir, small_blocks());
+    let mut llm = engine::<B>(&dir, small_blocks());
     let vocab = g.prefill_last_logits[0].len();
     for (p, prompt) in g.prompts.iter().enumerate() {
         let logits = llm.prompt_logits(prompt, usize::MAX).unwrap();
+        assert_eq!(logits.len(), prompt.len() * vocab);
         let last = &logits[(prompt.len() - 1) * vocab..];
         let err = max_abs_diff(last, &g.prefill_last_logits[p]);
         assert!(
             err <= TOL,
             "{name} prompt {p}: last-position logits off by {err}"
         );
-        if let Some(all) = g.prefill_logits_positions.get(p) {
-            let err = max_abs_diff(&logits, &all.concat());
+        for (i, want) in g.prefill_logits_positions[p].iter().enumerate() {
+            let err = max_abs_diff(&logits[i * vocab..(i + 1) * vocab], want);
             assert!(
                 err <= TOL,
-                "{name} prompt {p}: per-position logits off by {err}"
+                "{name} prompt {p} position {i}: logits off by {err}"
             );
         }
+        assert_eq!(g.prefill_logits_positions[p].len(), prompt.len());
     }
 }
 
 /// Feeding prompt + greedy continuation one token at a time walks the decode path over the
 /// paged cache; its logits must match HF's per-step decode logits.
-fn check_decode_logits(name: &str) {
+fn check_decode_logits<B: KernelBackend>(name: &str) {
     let (dir, g) = fixture(name);
-    let mut llm = engine(&dir, small_blocks());
+    let mut llm = engine::<B>(&dir, small_blocks());
     let vocab = g.prefill_last_logits[0].len();
     for (p, prompt) in g.prompts.iter().enumerate() {
         let mut tokens = prompt.clone();
         tokens.extend(&g.greedy_tokens[p][..g.greedy_tokens[p].len() - 1]);
         let logits = llm.prompt_logits(&tokens, 1).unwrap();
+        assert_eq!(g.decode_logits[p].len(), g.greedy_tokens[p].len());
         for (i, want) in g.decode_logits[p].iter().enumerate() {
             let row = &logits[(prompt.len() - 1 + i) * vocab..(prompt.len() + i) * vocab];
             let err = max_abs_diff(row, want);
@@ -106,8 +158,12 @@ fn check_decode_logits(name: &str) {
     }
 }
 
-fn greedy(dir: &str, config: EngineConfig, prompts: &[Vec<u32>]) -> Vec<Vec<u32>> {
-    let mut llm = engine(dir, config);
+fn greedy<B: KernelBackend>(
+    dir: &str,
+    config: EngineConfig,
+    prompts: &[Vec<u32>],
+) -> Vec<Vec<u32>> {
+    let mut llm = engine::<B>(dir, config);
     let params = SamplingParams {
         ignore_eos: true,
         ..SamplingParams::greedy(8)
@@ -120,29 +176,30 @@ fn greedy(dir: &str, config: EngineConfig, prompts: &[Vec<u32>]) -> Vec<Vec<u32>
         .collect()
 }
 
-fn check_greedy(name: &str) {
+fn check_greedy<B: KernelBackend>(name: &str) {
     let (dir, g) = fixture(name);
     assert_eq!(
-        greedy(&dir, small_blocks(), &g.prompts),
+        greedy::<B>(&dir, small_blocks(), &g.prompts),
         g.greedy_tokens,
         "{name}: batched greedy tokens"
     );
     assert_eq!(
-        greedy(
+        greedy::<B>(
             &dir,
             EngineConfig {
+                block_size: 256,
                 max_num_batched_tokens: 4096,
                 max_model_len: Some(512),
-                ..Default::default()
+                ..small_blocks()
             },
             &g.prompts
         ),
         g.greedy_tokens,
         "{name}: block size 256"
     );
-    // The CPU engine runs the host attention; the plain-burn oracle must agree with HF too.
+    // The plain-burn oracle of the attention (on this backend) must agree with HF too.
     assert_eq!(
-        greedy(
+        greedy::<B>(
             &dir,
             EngineConfig {
                 attention: AttentionBackend::Reference,
@@ -155,7 +212,7 @@ fn check_greedy(name: &str) {
     );
     // Greedy steps are queued before the previous one is read unless this is off.
     assert_eq!(
-        greedy(
+        greedy::<B>(
             &dir,
             EngineConfig {
                 async_scheduling: false,
@@ -168,47 +225,9 @@ fn check_greedy(name: &str) {
     );
 }
 
-#[test]
-fn qwen3_prefill_logits_match_hf() {
-    check_prefill_logits("qwen3");
-}
-#[test]
-fn qwen3_decode_logits_match_hf() {
-    check_decode_logits("qwen3");
-}
-#[test]
-fn qwen3_greedy_tokens_match_hf() {
-    check_greedy("qwen3");
-}
-#[test]
-fn llama3_prefill_logits_match_hf() {
-    check_prefill_logits("llama3");
-}
-#[test]
-fn llama3_decode_logits_match_hf() {
-    check_decode_logits("llama3");
-}
-#[test]
-fn llama3_greedy_tokens_match_hf() {
-    check_greedy("llama3");
-}
-#[test]
-fn llama2_prefill_logits_match_hf() {
-    check_prefill_logits("llama2");
-}
-#[test]
-fn llama2_decode_logits_match_hf() {
-    check_decode_logits("llama2");
-}
-#[test]
-fn llama2_greedy_tokens_match_hf() {
-    check_greedy("llama2");
-}
-
 /// Chunked prefill (several chunk sizes, both orders) and a cache small enough to force
 /// preemption give the same greedy tokens as HF.
-#[test]
-fn greedy_tokens_survive_chunking_and_preemption() {
+fn check_chunking_and_preemption<B: KernelBackend>() {
     let (dir, g) = fixture("qwen3");
     for chunk_size in [1, 7, 16, 64] {
         for order in [ChunkOrder::PrefillFirst, ChunkOrder::DecodeFirst] {
@@ -217,7 +236,7 @@ fn greedy_tokens_survive_chunking_and_preemption() {
                 ..small_blocks()
             };
             assert_eq!(
-                greedy(&dir, config, &g.prompts),
+                greedy::<B>(&dir, config, &g.prompts),
                 g.greedy_tokens,
                 "chunk {chunk_size} {order:?}"
             );
@@ -230,12 +249,12 @@ fn greedy_tokens_survive_chunking_and_preemption() {
             block_size: 4,
             kv_budget: KvBudget {
                 max_blocks: Some(17),
-                ..Default::default()
+                ..small_blocks().kv_budget
             },
             async_scheduling,
             ..small_blocks()
         };
-        let mut llm = engine(&dir, tiny_cache);
+        let mut llm = engine::<B>(&dir, tiny_cache);
         let params = SamplingParams {
             ignore_eos: true,
             ..SamplingParams::greedy(8)
@@ -248,7 +267,7 @@ fn greedy_tokens_survive_chunking_and_preemption() {
                     .unwrap()
             })
             .collect();
-        let (mut preempted, mut outputs) = (0, std::collections::HashMap::new());
+        let (mut preempted, mut outputs) = (0, HashMap::new());
         while llm.has_unfinished() {
             let report = llm.step().unwrap();
             preempted += report.preempted;
@@ -264,16 +283,15 @@ fn greedy_tokens_survive_chunking_and_preemption() {
 }
 
 /// A second request sharing a 2-block prefix reuses those blocks and gives the same tokens.
-#[test]
-fn prefix_cache_reuses_blocks_and_keeps_outputs() {
+fn check_prefix_cache<B: KernelBackend>() {
     let (dir, g) = fixture("qwen3");
-    let mut llm = engine(&dir, small_blocks());
+    let mut llm = engine::<B>(&dir, small_blocks());
     let prompt = g.prompts[2].clone(); // 40 tokens: 2 full blocks of 16 + 8
     let params = SamplingParams {
         ignore_eos: true,
         ..SamplingParams::greedy(8)
     };
-    let run = |llm: &mut LLM<Cpu>| {
+    let mut run = || {
         llm.add_request(Prompt::Tokens(prompt.clone()), params.clone())
             .unwrap();
         let (mut hits, mut tokens) = (0, Vec::new());
@@ -284,10 +302,67 @@ fn prefix_cache_reuses_blocks_and_keeps_outputs() {
         }
         (hits, tokens)
     };
-    let (first_hits, first) = run(&mut llm);
-    let (second_hits, second) = run(&mut llm);
+    let (first_hits, first) = run();
+    let (second_hits, second) = run();
     assert_eq!(first_hits, 0);
     assert_eq!(second_hits, 32, "two blocks of 16 served from the cache");
     assert_eq!(first, g.greedy_tokens[2]);
     assert_eq!(second, first);
 }
+
+/// One test per (check, backend): `cpu::qwen3_prefill_logits`, `wgpu_kernels::qwen3_...`.
+macro_rules! golden_tests {
+    ($module:ident, $backend:ty) => {
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn qwen3_prefill_logits_match_hf() {
+                check_prefill_logits::<$backend>("qwen3");
+            }
+            #[test]
+            fn qwen3_decode_logits_match_hf() {
+                check_decode_logits::<$backend>("qwen3");
+            }
+            #[test]
+            fn qwen3_greedy_tokens_match_hf() {
+                check_greedy::<$backend>("qwen3");
+            }
+            #[test]
+            fn llama3_prefill_logits_match_hf() {
+                check_prefill_logits::<$backend>("llama3");
+            }
+            #[test]
+            fn llama3_decode_logits_match_hf() {
+                check_decode_logits::<$backend>("llama3");
+            }
+            #[test]
+            fn llama3_greedy_tokens_match_hf() {
+                check_greedy::<$backend>("llama3");
+            }
+            #[test]
+            fn llama2_prefill_logits_match_hf() {
+                check_prefill_logits::<$backend>("llama2");
+            }
+            #[test]
+            fn llama2_decode_logits_match_hf() {
+                check_decode_logits::<$backend>("llama2");
+            }
+            #[test]
+            fn llama2_greedy_tokens_match_hf() {
+                check_greedy::<$backend>("llama2");
+            }
+            #[test]
+            fn greedy_tokens_survive_chunking_and_preemption() {
+                check_chunking_and_preemption::<$backend>();
+            }
+            #[test]
+            fn prefix_cache_reuses_blocks_and_keeps_outputs() {
+                check_prefix_cache::<$backend>();
+            }
+        }
+    };
+}
+
+golden_tests!(cpu, Cpu);
+golden_tests!(wgpu_kernels, Wgpu);
