@@ -1,0 +1,245 @@
+//! The real engine through the harness: a small experiment on the embedded tiny Qwen3 (CPU,
+//! greedy, two scheduler variants), then every CSV's content against facts known without the
+//! harness: the prompts' token counts, the tokens a plain `LLM::generate` picks, and the
+//! identities that tie the files together (each token stamped at the end of a step, step token
+//! counts adding up to the requests', the summary adding up the requests).
+use std::collections::HashMap;
+use std::path::Path;
+
+use nanovllm::engine::{EngineConfig, KvBudget, Prompt, SamplingParams, LLM};
+use nanovllm::harness::csv_out::{read_rows, RequestRow, StepRow, TokenRow};
+use nanovllm::harness::summary::SummaryRow;
+use nanovllm::model::{load_model, ModelSource, WeightsKind};
+
+/// The CPU engine's backend (what `backend = "cpu"` runs).
+type Cpu = burn::backend::NdArray<f32>;
+
+const PROMPTS: [&str; 4] = [
+    "def read_config(path):",
+    "import os",
+    "class Stack:",
+    "    for i in range(len(items)):",
+];
+const OUTPUT_LEN: usize = 6;
+const ARRIVAL_EVERY_S: f64 = 0.02;
+
+fn model_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny-qwen3-pystdlib")
+}
+
+/// What the harness must reproduce: each prompt's token ids and its greedy continuation, from
+/// the engine's own API with no harness in between.
+fn expected() -> (Vec<usize>, Vec<Vec<u32>>) {
+    let device = Default::default();
+    let model = load_model::<Cpu>(
+        &ModelSource::Folder(model_dir()),
+        WeightsKind::File,
+        0,
+        None,
+        &device,
+    )
+    .unwrap();
+    let config = EngineConfig {
+        max_model_len: Some(256),
+        kv_budget: KvBudget {
+            cpu_bytes: 16 << 20,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut llm = LLM::new(model, config, &device).unwrap();
+    let prompt_lens = PROMPTS
+        .iter()
+        .map(|p| llm.tokenize(Prompt::Text(p.to_string())).unwrap().len())
+        .collect();
+    let params = SamplingParams {
+        ignore_eos: true,
+        ..SamplingParams::greedy(OUTPUT_LEN)
+    };
+    let prompts = PROMPTS
+        .iter()
+        .map(|p| Prompt::Text(p.to_string()))
+        .collect();
+    let outputs = llm
+        .generate(prompts, &[params])
+        .unwrap()
+        .into_iter()
+        .map(|o| o.unwrap().token_ids)
+        .collect();
+    (prompt_lens, outputs)
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-6
+}
+
+#[test]
+fn tiny_model_experiment_writes_consistent_csvs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prompts_file = tmp.path().join("prompts.txt");
+    std::fs::write(&prompts_file, PROMPTS.join("\n")).unwrap();
+    let toml = format!(
+        r#"name = "tiny_csv"
+seed = 0
+[model]
+source = "{model}"
+weights = "file"
+[engine]
+backend = "cpu"
+block_size = 16
+max_num_seqs = 8
+max_model_len = 256
+[sampling]
+temperature = 0.0
+ignore_eos = true
+[workload]
+kind = "prompts"
+path = "{prompts}"
+output_len = {OUTPUT_LEN}
+arrival = {{ pattern = "interval", every = {ARRIVAL_EVERY_S} }}
+warmup_requests = 1
+[[variants]]
+label = "none"
+[[variants]]
+label = "chunked"
+scheduler = {{ policy = "chunked", chunk_size = 8 }}
+"#,
+        model = model_dir().display(),
+        prompts = prompts_file.display(),
+    );
+    let exp_path = tmp.path().join("tiny_csv.toml");
+    std::fs::write(&exp_path, toml).unwrap();
+    let dir = nanovllm::experiment::run(&exp_path, &tmp.path().join("results")).unwrap();
+
+    let (prompt_lens, want_tokens) = expected();
+    let n = PROMPTS.len();
+    for variant in ["none", "chunked"] {
+        let vdir = dir.join(variant);
+        let requests: Vec<RequestRow> = read_rows(&vdir.join("requests.csv")).unwrap();
+        let steps: Vec<StepRow> = read_rows(&vdir.join("steps.csv")).unwrap();
+        let tokens: Vec<TokenRow> = read_rows(&vdir.join("tokens.csv")).unwrap();
+
+        // requests.csv: one row per prompt in arrival (= file) order, all run to length.
+        assert_eq!(requests.len(), n, "{variant}");
+        for (i, r) in requests.iter().enumerate() {
+            assert_eq!(
+                (r.variant.as_str(), r.class.as_str(), r.id),
+                (variant, "prompts", i)
+            );
+            assert_eq!(
+                (r.finish_reason.as_str(), r.error.as_str()),
+                ("length", ""),
+                "{variant} request {i}"
+            );
+            assert_eq!(
+                r.prompt_tokens,
+                Some(prompt_lens[i]),
+                "{variant} request {i}"
+            );
+            assert_eq!(r.output_tokens, OUTPUT_LEN, "{variant} request {i}");
+            assert!(close(r.arrival_s, i as f64 * ARRIVAL_EVERY_S), "{r:?}");
+            let (ttft, tpot, e2e) = (r.ttft_s.unwrap(), r.tpot_s.unwrap(), r.e2e_s.unwrap());
+            assert!(ttft > 0.0 && tpot > 0.0 && e2e >= ttft, "{r:?}");
+            assert!(close(e2e - ttft, tpot * (OUTPUT_LEN - 1) as f64), "{r:?}");
+        }
+
+        // tokens.csv: the greedy tokens `generate` picks, each stamped at the end of a step.
+        let step_ends: Vec<f64> = steps.iter().map(|s| s.end_s).collect();
+        let mut by_request: HashMap<usize, Vec<&TokenRow>> = HashMap::new();
+        for t in &tokens {
+            assert_eq!(t.variant, variant);
+            by_request.entry(t.id).or_default().push(t);
+        }
+        for (i, r) in requests.iter().enumerate() {
+            let rows = &by_request[&i];
+            let ids: Vec<u32> = rows.iter().map(|t| t.token_id).collect();
+            assert_eq!(ids, want_tokens[i], "{variant} request {i}: token ids");
+            for (k, t) in rows.iter().enumerate() {
+                assert_eq!(t.index, k);
+                assert!(
+                    step_ends.iter().any(|&e| close(e, t.time_s)),
+                    "{variant} request {i} token {k} at {} is no step's end",
+                    t.time_s
+                );
+                match k {
+                    0 => {
+                        assert!(t.itl_s.is_none());
+                        assert!(close(t.time_s - r.arrival_s, r.ttft_s.unwrap()));
+                    }
+                    _ => assert!(close(t.itl_s.unwrap(), t.time_s - rows[k - 1].time_s)),
+                }
+            }
+            assert!(close(
+                rows[OUTPUT_LEN - 1].time_s - r.arrival_s,
+                r.e2e_s.unwrap()
+            ));
+        }
+        assert_eq!(tokens.len(), n * OUTPUT_LEN);
+
+        // steps.csv: in order, and its token counts add up to the requests'.
+        assert!(steps.iter().enumerate().all(|(i, s)| s.step == i
+            && s.variant == variant
+            && s.start_s <= s.end_s
+            && close(s.step_s, s.end_s - s.start_s)));
+        assert!(steps.windows(2).all(|w| w[0].end_s <= w[1].start_s));
+        let sum = |f: fn(&StepRow) -> usize| steps.iter().map(f).sum::<usize>();
+        assert_eq!(
+            sum(|s| s.preempted),
+            0,
+            "{variant}: nothing should be preempted"
+        );
+        assert_eq!(
+            sum(|s| s.prefill_tokens) + sum(|s| s.prefix_hit_tokens),
+            prompt_lens.iter().sum::<usize>(),
+            "{variant}: prompt tokens"
+        );
+        assert_eq!(sum(|s| s.new_tokens), n * OUTPUT_LEN, "{variant}");
+        assert_eq!(sum(|s| s.finished), n, "{variant}");
+        for s in &steps {
+            assert!(
+                s.kv_blocks_used <= s.kv_blocks_total && s.num_seqs >= 1,
+                "{s:?}"
+            );
+            let kind = match (s.prefill_tokens > 0, s.decode_tokens > 0) {
+                (true, false) => "prefill",
+                (false, true) => "decode",
+                _ => "mixed",
+            };
+            assert_eq!(s.kind, kind, "{s:?}");
+            if variant == "chunked" {
+                assert!(s.prefill_tokens + s.decode_tokens <= 8, "{s:?}");
+            } else {
+                assert_ne!(s.kind, "mixed", "policy none never mixes: {s:?}");
+            }
+        }
+    }
+
+    // summary.csv: per variant an `all` row and one per class, adding up the requests.
+    let summary: Vec<SummaryRow> = read_rows(&dir.join("summary.csv")).unwrap();
+    let keys: Vec<(&str, &str)> = summary
+        .iter()
+        .map(|s| (s.variant.as_str(), s.class.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("none", "all"),
+            ("none", "prompts"),
+            ("chunked", "all"),
+            ("chunked", "prompts")
+        ]
+    );
+    for s in &summary {
+        assert_eq!(
+            (s.requests, s.completed, s.failed, s.output_tokens),
+            (n as u64, n as u64, 0, (n * OUTPUT_LEN) as u64),
+            "{s:?}"
+        );
+        assert_eq!(s.prompt_tokens, prompt_lens.iter().sum::<usize>() as u64);
+        let thr = s.output_throughput_tok_s.unwrap();
+        assert!(close(thr * s.wall_s, (n * OUTPUT_LEN) as f64), "{s:?}");
+        assert!(s.ttft_p50_s.unwrap() > 0.0 && s.itl_max_s.unwrap() > 0.0);
+    }
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(report.contains("| nanovllm (chunked) | 24 |"), "{report}");
+}
