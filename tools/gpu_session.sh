@@ -7,6 +7,9 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 B=./.devbin
+# The binaries the checks (info, kernels_check, golden, perplexity) run: another build's with
+# NV=nanovllm-base GC=golden_check-base.
+NV=${NV:-nanovllm}; GC=${GC:-golden_check}
 (cd $B && for f in *.xz; do [ -e "$f" ] && xz -d -T4 "$f"; done; chmod +x ./*)
 log() { echo "=== $(date +%T) $*" | tee -a "$OUT/session.log"; }
 run() { log "$*"; "$@" 2>&1 | grep -v "^ *[0-9]*: <unknown>$\|^ *[0-9]*: __libc\|^stack backtrace\|^note: Some\|^No backtrace" | tee -a "$OUT/session.log"; }
@@ -55,8 +58,8 @@ python3 -c "s = open('experiments/decode_latency.toml').read(); \
   open('/tmp/dl_kernel.toml', 'w').write(s[:s.index('[[variants]]', s.index('[[variants]]') + 1)])"
 for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_latency bench hf_peer chunk512}; do
   case $step in
-    info) run $B/nanovllm info --backend cuda ;;
-    kernels_check) run timeout -s INT 120 $B/nanovllm kernels check --backend cuda ;;
+    info) run $B/$NV info --backend cuda ;;
+    kernels_check) run timeout -s INT 120 $B/$NV kernels check --backend cuda ;;
     host_cost) run timeout -s INT 120 $B/nanovllm kernels host-cost --backend cuda-unfused ;;
     kernels_bench) run timeout -s INT 240 $B/nanovllm kernels bench --backend cuda --out "$OUT/results/kernels" ;;
     # Prefill kernel variants, parity and the kernel bench at each: PREFILL_SETTINGS lists them
@@ -71,9 +74,9 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
             run timeout -s INT 120 python tools/matmul_torch.py --out "$OUT/results/kernels/matmul_torch.csv" ;;
     hf_peer) run timeout -s INT ${PEER_TIMEOUT:-400} python tools/hf_peer.py --requests "$(ls -d $OUT/results/bench/*/requests.csv | head -1)" \
                ${PEER_ARGS:-} --out "$OUT/results/bench/hf_peer.csv" ;;
-    golden) run timeout -s INT 150 $B/golden_check --backend cuda
-            run timeout -s INT 150 $B/golden_check --f32 ;;
-    perplexity) run timeout -s INT 90 $B/nanovllm perplexity --backend cuda --model models/tiny-qwen3-pystdlib ;;
+    golden) run timeout -s INT 150 $B/$GC --backend cuda
+            run timeout -s INT 150 $B/$GC --f32 ;;
+    perplexity) run timeout -s INT 90 $B/$NV perplexity --backend cuda --model models/tiny-qwen3-pystdlib ;;
     decode_latency) exp decode_latency 100 ;;
     # Batch-1 decode with every product on cuBLAS instead of the fused gemv.
     decode_cublas) run env NANOVLLM_CUBLAS_MIN_ROWS=1 timeout -s INT -k 20 100 $B/nanovllm /tmp/dl_kernel.toml \

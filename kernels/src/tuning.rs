@@ -31,7 +31,8 @@ pub struct KernelTuning {
     pub decode_unroll: usize,
     /// The prefill tile kernel on tensor cores.
     pub prefill_mma: PrefillMma,
-    /// Decode contexts are cut into work items of at most this many keys (then merged).
+    /// Decode contexts are cut into work items of at most this many keys (then merged); at
+    /// least the plan's shortest split (512).
     pub decode_max_keys: usize,
     /// Decode-only steps of up to this many sequences run q/k norm + rotary and the K/V write
     /// inside the decode attention launch (0: never).
@@ -73,7 +74,7 @@ const ENV_KNOBS: [EnvKnob; 6] = [
     EnvKnob {
         var: "NANOVLLM_DECODE_UNROLL",
         key: "decode_unroll",
-        apply: |t, v| Ok(t.decode_unroll = parse(v)?),
+        apply: |t, v| parse(v).map(|x| t.decode_unroll = x),
     },
     EnvKnob {
         var: "NANOVLLM_PREFILL_MMA",
@@ -96,22 +97,22 @@ const ENV_KNOBS: [EnvKnob; 6] = [
     EnvKnob {
         var: "NANOVLLM_DECODE_MAX_KEYS",
         key: "decode_max_keys",
-        apply: |t, v| Ok(t.decode_max_keys = parse(v)?),
+        apply: |t, v| parse(v).map(|x| t.decode_max_keys = x),
     },
     EnvKnob {
         var: "NANOVLLM_DECODE_QKV_ROWS",
         key: "decode_qkv_max_rows",
-        apply: |t, v| Ok(t.decode_qkv_max_rows = parse(v)?),
+        apply: |t, v| parse(v).map(|x| t.decode_qkv_max_rows = x),
     },
     EnvKnob {
         var: "NANOVLLM_CUBLAS_MIN_ROWS",
         key: "cublas_min_rows",
-        apply: |t, v| Ok(t.cublas_min_rows = parse(v)?),
+        apply: |t, v| parse(v).map(|x| t.cublas_min_rows = x),
     },
     EnvKnob {
         var: "NANOVLLM_FUSED_GEMV_ROWS",
         key: "fused_gemv_max_rows",
-        apply: |t, v| Ok(t.fused_gemv_max_rows = parse(v)?),
+        apply: |t, v| parse(v).map(|x| t.fused_gemv_max_rows = x),
     },
 ];
 
@@ -133,8 +134,13 @@ impl KernelTuning {
                 self.decode_unroll
             ));
         }
-        if self.decode_max_keys == 0 {
-            return Err("decode_max_keys = 0: expected a positive number of keys".into());
+        let min_split = crate::attention::plan::MIN_SPLIT;
+        if self.decode_max_keys < min_split {
+            return Err(format!(
+                "decode_max_keys = {}: expected at least {min_split} (the shortest context \
+                 range the plan splits off)",
+                self.decode_max_keys
+            ));
         }
         if self.fused_gemv_max_rows > max_gemv {
             return Err(format!(

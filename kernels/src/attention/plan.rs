@@ -122,7 +122,7 @@ pub const PREFILL_ROWS: usize = 32;
 /// merge launch per layer. Measured on the H100 (`results/reference/min_split_ab-h100`): from
 /// 256 to 1,024, batch-1 steps over 100–356 keys got faster (no merges), but steps of 1–8
 /// sequences over 1,000–2,000 keys slower (the GPU waits on few long cubes).
-const MIN_SPLIT: usize = 512;
+pub const MIN_SPLIT: usize = 512;
 
 /// The arrays and tile shape for one step's attention.
 #[derive(Debug, Clone)]

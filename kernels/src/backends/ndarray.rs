@@ -30,7 +30,7 @@ impl KernelBackend for NdArray<f32> {
             primitive(k_cache.clone()),
             primitive(v_cache.clone()),
         ) else {
-            unreachable!("NdArray<f32> holds f32 tensors")
+            panic!("NdArray<f32> holds f32 tensors")
         };
         ndarray_tensor(host_attention(
             view3(qs.view()),

@@ -321,3 +321,32 @@ fn async_scheduling_that_is_not_a_boolean_names_its_line_and_key() {
     assert!(msg.contains("async_scheduling"), "{msg}");
     assert!(msg.contains("boolean") || msg.contains("bool"), "{msg}");
 }
+
+#[test]
+fn kernel_tuning_is_typed_and_checked() {
+    let extra = "\n[kernels]\ndecode_unrol = 4\n";
+    let msg = err(extra);
+    let line = line_of(extra, "decode_unrol");
+    assert!(
+        msg.starts_with(&format!(
+            "exp.toml:{line}:1: unknown key `decode_unrol` in [kernels]"
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("did you mean `decode_unroll`?"), "{msg}");
+    let msg = err("\n[kernels]\ndecode_unroll = 6\n");
+    assert!(
+        msg.contains("kernels.decode_unroll") && msg.contains("a power of two up to 16"),
+        "{msg}"
+    );
+    let msg = err("\n[kernels]\nprefill_mma = \"tensor\"\n");
+    assert!(
+        msg.contains("prefill_mma") && msg.contains("flash"),
+        "{msg}"
+    );
+    // A variant may tune the kernels on its own; the others keep the defaults.
+    let exp = parse("\n[[variants]]\nlabel = \"a\"\nkernels = { decode_unroll = 8 }\n[[variants]]\nlabel = \"b\"\n")
+        .unwrap();
+    assert_eq!(exp.variants[0].config.kernels.decode_unroll, 8);
+    assert_eq!(exp.variants[1].config.kernels, Default::default());
+}
