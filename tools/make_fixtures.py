@@ -31,7 +31,7 @@ the tests use token ids, the tokenizer is only a convenience) and ``golden.json`
                           gives the same 8 tokens
   prompts                 [[ids]] x 3, lengths 5, 17, 40, ids uniform in [1, vocab)
   prefill_last_logits     [[vocab floats]] x 3: logits at the last prompt position
-  prefill_logits_positions[[[vocab floats] x len]] for prompts 0 and 1 only: every position
+  prefill_logits_positions[[[vocab floats] x len]] for every prompt: every position
   greedy_tokens           [[8 ids]] x 3: model.generate(do_sample=False), no eos stop
   decode_logits           [[[vocab floats] x 8]] x 3: raw logits (generate's output_logits, no
                           processors) used to pick greedy_tokens[p][i]; so decode_logits[p][0] is the
@@ -64,7 +64,7 @@ from transformers import (GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen3
 VOCAB = 256
 PROMPT_LENS = (5, 17, 40)
 N_NEW = 8
-N_POS_PROMPTS = 2          # prompts whose every-position logits are stored
+N_POS_PROMPTS = 3          # prompts whose every-position logits are stored
 EOS = 0                    # never used in prompts
 MIN_MARGIN = 1e-3
 LINEAR_STD = 0.2

@@ -176,6 +176,24 @@ impl KernelTuning {
         Ok((self, applied))
     }
 
+    /// `key=value` pairs, as the results' `variants.csv` and report show them.
+    pub fn describe(&self) -> String {
+        let prefill = match self.prefill_mma {
+            PrefillMma::Flash => "flash",
+            PrefillMma::Fragment => "fragment",
+            PrefillMma::Scalar => "scalar",
+        };
+        format!(
+            "decode_unroll={} prefill_mma={prefill} decode_max_keys={} decode_qkv_max_rows={} \
+             cublas_min_rows={} fused_gemv_max_rows={}",
+            self.decode_unroll,
+            self.decode_max_keys,
+            self.decode_qkv_max_rows,
+            self.cublas_min_rows,
+            self.fused_gemv_max_rows
+        )
+    }
+
     /// [`with_overrides_from`](Self::with_overrides_from) the process environment.
     pub fn with_env_overrides(self) -> Result<(Self, Vec<EnvOverride>), String> {
         self.with_overrides_from(|var| std::env::var(var).ok())

@@ -176,6 +176,10 @@ pub struct VariantRow {
     pub attention: String,
     /// `kernel` (cubecl) or `reference` (plain burn).
     pub attention_backend: String,
+    /// The `[kernels]` tuning the variant ran with (`key=value` pairs; see
+    /// `KernelTuning::describe`); empty in results written before the section existed.
+    #[serde(default)]
+    pub kernels: String,
     pub backend: String,
     pub device: String,
     pub dtype: String,

@@ -148,6 +148,18 @@ fn write_facts(md: &mut String, input: &ReportInput) {
             v.warmup_requests
         );
     }
+    md.push_str("\n| Variant | Attention | Kernel tuning (`[kernels]`) |\n|---|---|---|\n");
+    for v in input.variants {
+        let kernels = match v.kernels.is_empty() {
+            true => "–".to_string(),
+            false => format!("`{}`", v.kernels),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} ({}) | {kernels} |",
+            v.variant, v.attention, v.attention_backend
+        );
+    }
     md.push('\n');
 }
 

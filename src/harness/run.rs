@@ -225,6 +225,7 @@ fn variant_row(
         enable_prefix_caching: engine.enable_prefix_caching,
         attention: cfg.attention.mode.as_str().to_string(),
         attention_backend: info.attention_backend.clone(),
+        kernels: cfg.kernels.describe(),
         backend: info.backend.clone(),
         device: info.device.clone(),
         dtype: info.dtype.clone(),

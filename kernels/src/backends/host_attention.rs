@@ -183,6 +183,10 @@ mod tests {
             &ReferenceLayout::new(&seqs, block_size, &device),
             scale,
         );
+        assert!(
+            !host.clone().is_nan().any().into_scalar(),
+            "NaN in the host output"
+        );
         let diff = (host - reference.clone()).abs().max().into_scalar();
         let size = reference.abs().max().into_scalar();
         assert!(size > 0.1, "outputs are not trivially zero");

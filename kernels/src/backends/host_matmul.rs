@@ -114,6 +114,7 @@ mod tests {
         let w = Array2::from_shape_fn((k, n), |(i, j)| ((i * 5 + j * 13) % 17) as f32 * 0.1);
         let out = few_rows_matmul(x.view(), w.view()).expect("row-major weight");
         let expected = x.dot(&w);
+        assert!(out.iter().all(|v| v.is_finite()), "non-finite output");
         let diff = (&out - &expected)
             .mapv(f32::abs)
             .fold(0.0f32, |m, &d| m.max(d));

@@ -67,7 +67,7 @@ const REQUESTS_HEADER: &str = "variant,class,id,arrival_s,prompt_tokens,output_t
 const STEPS_HEADER: &str =
     "variant,step,start_s,end_s,step_s,engine_s,queued_s,kind,prefill_tokens,decode_tokens,num_seqs,kv_blocks_used,kv_blocks_total,preempted,prefix_hit_tokens,new_tokens,finished";
 const TOKENS_HEADER: &str = "variant,id,index,token_id,time_s,itl_s";
-const VARIANTS_HEADER: &str = "variant,sweep,policy,chunk_size,order,block_size,max_num_seqs,max_num_batched_tokens,enable_prefix_caching,attention,attention_backend,backend,device,dtype,model,\
+const VARIANTS_HEADER: &str = "variant,sweep,policy,chunk_size,order,block_size,max_num_seqs,max_num_batched_tokens,enable_prefix_caching,attention,attention_backend,kernels,backend,device,dtype,model,\
                                random_weights,num_params,seed,workload,requests,warmup_requests,wall_s,interrupted,error";
 const SUMMARY_HEADER: &str = "variant,class,sweep,policy,chunk_size,order,block_size,max_num_seqs,max_num_batched_tokens,enable_prefix_caching,backend,random_weights,\
                               requests,completed,failed,prompt_tokens,output_tokens,wall_s,output_throughput_tok_s,total_throughput_tok_s,\
@@ -306,6 +306,9 @@ fn the_report_is_rendered_from_hand_written_csvs() {
         device: "test cpu".into(),
         dtype: "f32".into(),
         model: "m".into(),
+        attention: "paged".into(),
+        attention_backend: "kernel".into(),
+        kernels: "decode_unroll=8 prefill_mma=flash".into(),
         num_params: 1_234_567,
         workload: "classes".into(),
         requests: 3,
@@ -393,6 +396,7 @@ fn the_report_is_rendered_from_hand_written_csvs() {
         "# Experiment `by_hand`\n",
         "| Command | `nanovllm by_hand.toml` |\n",
         "| v | none | – | – | cpu | test cpu | f32 | `m` | file | 1,234,567 | 3 | 0 |\n",
+        "| v | paged (kernel) | `decode_unroll=8 prefill_mma=flash` |\n",
         "| nanovllm (v) | 5 | 2.00 | 2.50 |\n",
         "Total throughput (prompt + output tokens / s): v 17.50.\n",
         "| v | all | 2/3 | 200.0 | 200.0 | 280.0 | 298.0 | 75.0 | 75.0 | 95.0 | 99.5 | 100.0 | 60.0 | 99.2 | 100.0 | 0.30 | 0.40 |\n",
