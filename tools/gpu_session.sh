@@ -6,7 +6,7 @@
 # decode_latency bench trace bench_part bench_fusion hf_peer chunk512 chunk_sweep profile_mixed unroll_sweep bench_unroll); logs and a results tarball go under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-B=./.devbin
+B=${B:-./.devbin}
 # The binaries the checks (info, kernels_check, golden, perplexity) run: another build's with
 # NV=nanovllm-base GC=golden_check-base.
 NV=${NV:-nanovllm}; GC=${GC:-golden_check}
