@@ -1,10 +1,10 @@
 //! Glue between the harness and the engine: loads an experiment file and, per variant, the
 //! model and an `LLM` on the chosen backend, behind the harness's [`StepEngine`] port.
-use nanovllm_kernels::dev::ops::DevOps;
-use nanovllm_kernels::KernelBackend;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Tensor;
+use nanovllm_kernels::dev::ops::DevOps;
+use nanovllm_kernels::KernelBackend;
 
 use crate::backend::{device_description, dispatch, BackendTask, Placement};
 use crate::config::{load_experiment, ExperimentConfig, Variant};

@@ -1,17 +1,18 @@
-//! The subcommands other than running an experiment: generate, perplexity, info.
-use nanovllm_kernels::dev::ops::DevOps;
-use nanovllm_kernels::KernelBackend;
+//! The subcommands other than running an experiment: generate, perplexity, info here;
+//! `kernels check|bench|host-cost` in [`kernels`], `kernels matmul` in [`matmul`].
+pub mod kernels;
+pub mod matmul;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
+use nanovllm_kernels::dev::ops::DevOps;
+use nanovllm_kernels::KernelBackend;
 use rand::{Rng, SeedableRng};
 
 use crate::backend::{device_description, BackendTask};
 use crate::cli::{GenerateArgs, ModelArgs, PerplexityArgs};
-
-pub mod kernels;
-pub mod matmul;
 use crate::engine::{EngineConfig, Prompt, SamplingParams, LLM};
 use crate::model::{load_model, ModelSource};
 
