@@ -9,30 +9,9 @@ use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
 use crate::outputs::empty;
+use crate::step_io::feed_ids_kernel::feed_ids_kernel;
 
 const THREADS: u32 = 256;
-
-/// `out[r]` = `sampled[order[r]]` where `order[r] < sampled_len`, else
-/// `known[order[r] - sampled_len]`. Scalar ints only: one compiled kernel for every length.
-#[cube(launch)]
-pub fn feed_ids_kernel<I: Int>(
-    sampled: &Array<I>,
-    known: &Array<I>,
-    order: &Array<I>,
-    out: &mut Array<I>,
-    sampled_len: u32,
-) {
-    let r = ABSOLUTE_POS;
-    if r < out.len() {
-        let from = usize::cast_from(order[r]);
-        let split = sampled_len as usize;
-        if from < split {
-            out[r] = sampled[from];
-        } else {
-            out[r] = known[from - split];
-        }
-    }
-}
 
 /// The plain-burn form (the oracle, and the path of backends without kernels): `order` indexes
 /// `sampled` followed by `known`.

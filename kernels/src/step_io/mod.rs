@@ -2,5 +2,6 @@
 //! ([`packed_ints`]), sampled ids on their way back ([`pending_ids`]), and the next step's token
 //! ids gathered on the device ([`feed_ids`]).
 pub mod feed_ids;
+pub mod feed_ids_kernel;
 pub mod packed_ints;
 pub mod pending_ids;
