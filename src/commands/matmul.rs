@@ -5,9 +5,10 @@
 use std::path::Path;
 
 use anyhow::Context;
+use nanovllm_kernels::dev::host_cost::HostCost;
 use nanovllm_kernels::dev::matmul_bench::{
-    host_costs, matmul_inputs, tflops, time_calls, time_strategy, weight_gb_per_s, HostCost,
-    MatmulCase, WeightLayout,
+    host_costs, matmul_inputs, tflops, time_calls, time_strategy, weight_gb_per_s, MatmulCase,
+    WeightLayout,
 };
 use nanovllm_kernels::dev::ops::DevOps;
 use nanovllm_kernels::matmul::strategy::{few_rows_strategies, tiled_strategies};

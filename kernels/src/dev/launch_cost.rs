@@ -8,7 +8,7 @@ use cubecl::prelude::*;
 
 use burn::tensor::TensorMetadata;
 
-use crate::dev::matmul_bench::HostCost;
+use crate::dev::host_cost::HostCost;
 use crate::outputs::empty;
 
 #[cube(launch)]

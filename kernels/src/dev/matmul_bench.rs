@@ -6,6 +6,7 @@ use burn::tensor::{Distribution, Tensor};
 use cubek::matmul::launch::Strategy;
 
 use crate::backends::KernelBackend;
+use crate::dev::host_cost::HostCost;
 use crate::dev::ops::DevOps;
 
 /// How a weight `[k, n]` lies in memory.
@@ -91,16 +92,6 @@ pub fn tflops(case: MatmulCase, ms: f64) -> f64 {
 /// Weight gigabytes per second of `case` at `ms` (the bound at small `m`).
 pub fn weight_gb_per_s(case: MatmulCase, ms: f64, elem_bytes: usize) -> f64 {
     (case.k * case.n * elem_bytes) as f64 / (ms * 1e-3) / 1e9
-}
-
-/// What one kind of call costs the host, in microseconds per call: `enqueue`, until the call
-/// returns (the launches are queued, not run); `total`, until the device has run them all.
-/// When `total` is near `enqueue`, the calling thread is the bound; when it is well above, the
-/// device thread behind cubecl's client (or the GPU) is.
-#[derive(Debug, Clone, Copy)]
-pub struct HostCost {
-    pub enqueue_us: f64,
-    pub total_us: f64,
 }
 
 /// [`HostCost`] of `n` calls of `f` back to back (its first call compiles).

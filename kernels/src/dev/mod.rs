@@ -3,6 +3,7 @@
 pub mod attention_bench;
 #[cfg(feature = "cuda")]
 pub mod gpu_trace;
+pub mod host_cost;
 pub mod launch_cost;
 pub mod matmul_bench;
 pub mod ops;

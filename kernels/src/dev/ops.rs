@@ -6,7 +6,7 @@ use cubek::matmul::launch::Strategy;
 
 use crate::attention::device_plan::KernelPlan;
 use crate::backends::cube::{cublas_project, CubeBridge};
-use crate::dev::matmul_bench::HostCost;
+use crate::dev::host_cost::HostCost;
 use crate::KernelBackend;
 
 pub trait DevOps: KernelBackend {

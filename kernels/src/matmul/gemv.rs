@@ -3,7 +3,6 @@
 //! `None` where the kernels do not take the shapes; callers then run the ops apart.
 use burn::tensor::{Shape, TensorMetadata};
 use burn_cubecl::{tensor::CubeTensor, CubeRuntime};
-use cubecl::device::Device as _;
 use cubecl::prelude::*;
 
 use crate::matmul::gemv_kernel::{gemv_kernel, gemv_norm_kernel, GemvShape};
@@ -67,7 +66,7 @@ pub fn fused_gemv<R: CubeRuntime, F: Float + CubeElement>(
     w: &CubeTensor<R>,
 ) -> Option<(CubeTensor<R>, Option<CubeTensor<R>>)> {
     let [rows, x_cols] = x.shape().dims();
-    if !(1..=crate::tuning::tuning_for(x.device.to_id()).fused_gemv_max_rows).contains(&rows) {
+    if !(1..=GEMV_MAX_ROWS).contains(&rows) {
         return None;
     }
     let [k, n] = w.shape().dims();
