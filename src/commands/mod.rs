@@ -180,7 +180,7 @@ impl BackendTask for Info {
         let (tuning, overrides) = nanovllm_kernels::KernelTuning::default()
             .with_env_overrides()
             .map_err(anyhow::Error::msg)?;
-        println!("kernels:   {tuning:?}");
+        println!("kernels:   {} (defaults of [kernels])", tuning.describe());
         for o in overrides {
             println!(
                 "           {}={} overrides kernels.{}",
