@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One batched run on the GPU machine (see README "GPU machine"). Build here first:
+# One batched run on the GPU machine (see docs/gpu.md). Build here first:
 #   tools/device-build.sh --bin nanovllm --example golden_check
 # then run this script there with .devbin carried (xz-compressed binaries are unpacked).
 # STEPS picks what runs (info host_cost decode_cublas gemv_ab bin_ab async_ab kernels_ab ncu_prefill ncu_decode kernels_check golden perplexity kernels_bench prefill_ab matmul profile
@@ -14,7 +14,7 @@ NV=${NV:-nanovllm}; GC=${GC:-golden_check}
 log() { echo "=== $(date +%T) $*" | tee -a "$OUT/session.log"; }
 run() { log "$*"; "$@" 2>&1 | grep -v "^ *[0-9]*: <unknown>$\|^ *[0-9]*: __libc\|^stack backtrace\|^note: Some\|^No backtrace" | tee -a "$OUT/session.log"; }
 exp() { run timeout -s INT -k 20 "$2" $B/nanovllm "experiments/$1.toml" --results-dir "$OUT/results"; }
-# cuBLAS and CUPTI (see kernels/src/cublas.rs) are loaded at run time: put them on the path.
+# cuBLAS and CUPTI (see kernels/src/matmul/cublas.rs) are loaded at run time: put them on the path.
 for lib in libcublas.so libcupti.so; do
   found=$(find /usr/local/cuda*/ /usr/lib /opt $(python3 -c 'import site; print(*site.getsitepackages())' 2>/dev/null) \
             -name "$lib*" 2>/dev/null | head -1)
@@ -97,7 +97,7 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
                  $B/nanovllm /tmp/mixed.toml --results-dir "$OUT/results/mixed" 2>&1 | tail -3 | tee -a "$OUT/session.log"
                xz -T4 "$OUT/profile-mixed.log" ;;
     bench) exp bench ${BENCH_TIMEOUT:-240} ;;
-    # The GPU timeline (CUPTI, kernels/src/gpu_trace.rs) of batch-1 decode and of the bench,
+    # The GPU timeline (CUPTI, kernels/src/dev/gpu_trace.rs) of batch-1 decode and of the bench,
     # split into steps by tools/gpu_timeline.py.
     trace) for name in decode_latency bench; do
              toml=experiments/$name.toml; [ $name = decode_latency ] && toml=/tmp/dl_kernel.toml

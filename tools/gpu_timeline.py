@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Where the GPU's time goes per step, from a CUPTI trace (`NANOVLLM_GPU_TRACE`, see
-kernels/src/gpu_trace.rs) and the run's steps.csv. A step on the GPU ends with the copy of its
+kernels/src/dev/gpu_trace.rs) and the run's steps.csv. A step on the GPU ends with the copy of its
 sampled tokens to the host; the trace's last steps are matched to steps.csv's rows from the end
 (the warm-up's steps come first in the trace). For each step kind and batch class: the step as the
 GPU saw it (from the previous step's copy to its own), the time before its first kernel (the host

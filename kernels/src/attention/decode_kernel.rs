@@ -1,6 +1,6 @@
 //! The decode attention kernel (cubecl): one query per sequence, the GQA group's rows in
 //! registers, keys read as vectors by groups of lanes. Shares the tile helpers of
-//! [`attention_kernel`](crate::attention::prefill_kernel).
+//! [`prefill_kernel`](crate::attention::prefill_kernel).
 use cubecl::prelude::*;
 
 use crate::attention::tile_kernel::{read_item, AttentionStrides, WorkItem, NEG_BIG};

@@ -2,7 +2,7 @@
 //! [`paged_attention_kernel`](crate::attention::prefill_kernel::paged_attention_kernel), with the score
 //! product `q k^T` and the value product `p v` as 16x16x16 matrix instructions on 16-bit
 //! inputs with f32 accumulation. The scalar kernel spent its time on shared-memory reads for
-//! scalar FMAs (README, "Kernels"). The online softmax stays in f32: the value product of each
+//! scalar FMAs (docs/perf-log.md, "Kernels"). The online softmax stays in f32: the value product of each
 //! key tile lands in shared memory and each thread folds it into its running output.
 use cubecl::prelude::*;
 

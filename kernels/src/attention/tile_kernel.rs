@@ -1,6 +1,6 @@
 //! The pieces of the attention kernels that work on one key tile in shared memory: cache
 //! offsets, tile loads, scores, the online softmax and the value accumulation. Shared by the
-//! tiled kernel (`attention_kernel`) and the decode kernel (`decode_kernel`).
+//! tiled kernel (`prefill_kernel`) and the decode kernel (`decode_kernel`).
 use cubecl::prelude::*;
 
 /// Strides the attention kernels index with, in elements: a cache slot and a KV head of the

@@ -17,7 +17,7 @@ use cubek::std::InputBinding;
 
 /// The cubek strategy `project` runs for `rows` rows below cuBLAS's threshold (or without
 /// cuBLAS) on a weight laid out as a transposed view (every projection's layout), chosen by
-/// `nanovllm kernels matmul` on an H100 in bf16 over qwen3-0.6b's five projections (README,
+/// `nanovllm kernels matmul` on an H100 in bf16 over qwen3-0.6b's five projections (docs/perf-log.md,
 /// "Matmul"): burn's default (`SimpleCyclicCmma`) took 2.0x the time at 16 rows, 1.9x at 256
 /// and 2.4x at 4,096.
 pub fn project_strategy(rows: usize) -> Strategy {
