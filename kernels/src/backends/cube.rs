@@ -312,7 +312,7 @@ impl<B: CubeBridge> KernelBackend for B {
         scale: f32,
     ) -> Option<Tensor<Self, 3>> {
         // `paged_decode_qkv` checks that the step is decode-only and its shapes fit.
-        let max_rows = tuning_for(B::cube_device(&qkv.device()).to_id()).decode_qkv_max_rows;
+        let max_rows = tuning_of(qkv).decode_qkv_max_rows;
         if plan.plan.num_tokens > max_rows {
             return None;
         }
@@ -345,23 +345,16 @@ impl<B: CubeBridge> KernelBackend for B {
         prologue: Prologue<&Tensor<Self, 2>, &Tensor<Self, 1>>,
         w: &Tensor<Self, 2>,
     ) -> Option<(Tensor<Self, 2>, Option<Tensor<Self, 2>>)> {
-        // Checked before any tensor is converted: larger batches must not pay for the attempt.
-        let max_rows = tuning_for(B::cube_device(&x.device()).to_id()).fused_gemv_max_rows;
-        if !(1..=max_rows).contains(&x.dims()[0]) {
-            return None;
-        }
-        let prologue = prologue.map(|t| B::float_in(t.clone()), |w| B::float_in(w.clone()));
-        let (out, sum) =
-            fused_gemv::<B::R, B::F>(&B::float_in(x.clone()), &prologue, &B::float_in(w.clone()))?;
-        Some((B::float_out(out), sum.map(B::float_out)))
+        fused_within(&tuning_of(x), x, prologue, w)
     }
 
     fn project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Tensor<Self, 2> {
-        if let Some((out, _)) = Self::fused_project(&x, Prologue::Plain, w) {
+        let tuning = tuning_of(&x);
+        if let Some((out, _)) = fused_within(&tuning, &x, Prologue::Plain, w) {
             return out;
         }
         let rows = x.dims()[0];
-        if rows >= tuning_for(B::cube_device(&x.device()).to_id()).cublas_min_rows {
+        if rows >= tuning.cublas_min_rows {
             if let Some(out) = cublas_project::<B>(x.clone(), w) {
                 return out;
             }
@@ -372,6 +365,28 @@ impl<B: CubeBridge> KernelBackend for B {
         // A shape or layout the chosen kernel does not take: burn's default.
         out.map(B::float_out).unwrap_or_else(|| x.matmul(w.clone()))
     }
+}
+
+/// The tuning installed for `x`'s device (one read lock: every projection asks).
+fn tuning_of<B: CubeBridge, const D: usize>(x: &Tensor<B, D>) -> KernelTuning {
+    tuning_for(B::cube_device(&x.device()).to_id())
+}
+
+/// The fused gemv where `x`'s rows are within the tuning's bound; `None` otherwise.
+fn fused_within<B: CubeBridge>(
+    tuning: &KernelTuning,
+    x: &Tensor<B, 2>,
+    prologue: Prologue<&Tensor<B, 2>, &Tensor<B, 1>>,
+    w: &Tensor<B, 2>,
+) -> Option<(Tensor<B, 2>, Option<Tensor<B, 2>>)> {
+    // Checked before any tensor is converted: larger batches must not pay for the attempt.
+    if !(1..=tuning.fused_gemv_max_rows).contains(&x.dims()[0]) {
+        return None;
+    }
+    let prologue = prologue.map(|t| B::float_in(t.clone()), |w| B::float_in(w.clone()));
+    let (out, sum) =
+        fused_gemv::<B::R, B::F>(&B::float_in(x.clone()), &prologue, &B::float_in(w.clone()))?;
+    Some((B::float_out(out), sum.map(B::float_out)))
 }
 
 /// `x @ w` through cuBLAS on the backend's own stream; `None` where there is no cuBLAS (not
