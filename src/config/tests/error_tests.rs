@@ -350,3 +350,12 @@ fn kernel_tuning_is_typed_and_checked() {
     assert_eq!(exp.variants[0].config.kernels.decode_unroll, 8);
     assert_eq!(exp.variants[1].config.kernels, Default::default());
 }
+
+#[test]
+fn a_negative_device_index_names_its_line() {
+    let extra = "\n[engine]\ndevice = -1\n";
+    let msg = err(extra);
+    let line = line_of(extra, "device = -1");
+    assert!(msg.starts_with(&format!("exp.toml:{line}:")), "{msg}");
+    assert!(msg.contains("device"), "{msg}");
+}
