@@ -10,7 +10,7 @@ type Wgpu = CubeBackend<WgpuRuntime, f32, i32, u32>;
 fn attention_kernel_matches_reference_in_f32() {
     let seed = 20_261_202;
     let device = WgpuDevice::default();
-    let mut split_seen = false;
+    let (mut split_seen, mut mixed_split_seen) = (false, false);
     for case in standard_cases() {
         let r = run_case::<Wgpu>(&case, seed, &device);
         println!("{:<36} rel err {:.2e} (seed {seed})", r.name, r.rel_err);
@@ -26,8 +26,10 @@ fn attention_kernel_matches_reference_in_f32() {
             r.name
         );
         split_seen |= r.split;
+        mixed_split_seen |= r.split && r.name.contains("mixed");
     }
     assert!(split_seen, "no case exercised the split-context merge");
+    assert!(mixed_split_seen, "no mixed step split a decode row's context");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use crate::KernelBackend;
 pub struct KernelPlan<B: Backend> {
     pub plan: AttentionPlan,
     pub(crate) block_tables: Tensor<B, 2, Int>,
-    pub(crate) items: Tensor<B, 2, Int>,
+    pub(crate) chunk_items: Option<Tensor<B, 2, Int>>,
     pub(crate) decode_items: Option<Tensor<B, 2, Int>>,
     pub(crate) merges: Option<Tensor<B, 2, Int>>,
 }
@@ -35,7 +35,7 @@ impl<B: KernelBackend> KernelPlan<B> {
             (packed.push(padded), v.len() / cols, cols)
         };
         let block_tables = push(&plan.block_tables, plan.max_blocks);
-        let items = push(&plan.items, ITEM_FIELDS);
+        let chunk_items = push(&plan.chunk_items, ITEM_FIELDS);
         let decode_items = push(&plan.decode_items, ITEM_FIELDS);
         let merges = push(&plan.merges, MERGE_FIELDS);
         let uploaded = packed.upload::<B>(device);
@@ -47,7 +47,7 @@ impl<B: KernelBackend> KernelPlan<B> {
         };
         Self {
             block_tables: rows(block_tables),
-            items: rows(items),
+            chunk_items: (!plan.chunk_items.is_empty()).then(|| rows(chunk_items)),
             decode_items: (!plan.decode_items.is_empty()).then(|| rows(decode_items)),
             merges: (!plan.merges.is_empty()).then(|| rows(merges)),
             plan,

@@ -23,7 +23,7 @@ use crate::tuning::tuning_for;
 /// The plan's int arrays on the device.
 pub struct DevicePlan<R: CubeRuntime> {
     pub block_tables: CubeTensor<R>,
-    pub items: CubeTensor<R>,
+    pub chunk_items: Option<CubeTensor<R>>,
     pub decode_items: Option<CubeTensor<R>>,
     pub merges: Option<CubeTensor<R>>,
 }
@@ -62,10 +62,10 @@ pub fn paged_attention<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElem
     );
     assert_eq!(head_dim, tile.head_dim);
     assert_eq!(tokens, plan.num_tokens);
-    let split = !plan.merges.is_empty();
-    let part_len = |n: usize| match split {
-        true => plan.num_items() * kv_heads * tile.rows() * n,
-        false => 1,
+    // Only split decode rows write partial results: one row of the group per decode item.
+    let part_len = |n: usize| match plan.merges.is_empty() {
+        false => plan.num_decode_items() * kv_heads * plan.decode_tile.rows() * n,
+        true => 1,
     };
     let [out, part_out, part_stats] = empty_many(
         &q,
@@ -86,7 +86,9 @@ pub fn paged_attention<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElem
         scale,
         block_size: plan.block_size,
     };
-    launch_items::<R, F, I>(&step, tile, &device_plan.items, plan.num_items());
+    if let Some(chunk_items) = &device_plan.chunk_items {
+        launch_items::<R, F, I>(&step, tile, chunk_items, plan.num_chunk_items());
+    }
     if let Some(decode_items) = &device_plan.decode_items {
         launch_items::<R, F, I>(
             &step,
@@ -111,7 +113,7 @@ fn launch_merges<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
     let Some(merges) = &device_plan.merges else {
         return;
     };
-    let tile = plan.tile;
+    let tile = plan.decode_tile;
     merge_partials_kernel::launch::<F, I, R>(
         &out.client,
         CubeCount::Static(plan.num_merges() as u32, kv_heads as u32, 1),
@@ -152,7 +154,7 @@ pub fn paged_decode_qkv<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeEle
     device_plan: &DevicePlan<R>,
     scale: f32,
 ) -> Option<CubeTensor<R>> {
-    let tile = plan.tile;
+    let tile = plan.decode_tile;
     let client = inputs.qkv.client.clone();
     let tuning = tuning_for(inputs.qkv.device.to_id());
     let plane = client.properties().hardware.plane_size_max as usize;
@@ -167,8 +169,7 @@ pub fn paged_decode_qkv<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeEle
     );
     let kv_heads = k_cache.shape()[1];
     let heads = kv_heads * tile.group;
-    let takes = tile.tile_q == 1
-        && device_plan.decode_items.is_none()
+    let takes = plan.decode_only()
         && tokens == plan.num_tokens
         && width_qkv == (heads + 2 * kv_heads) * tile.head_dim
         && inputs.qkv.meta.strides()[1] == 1
@@ -176,7 +177,7 @@ pub fn paged_decode_qkv<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeEle
         && cache[2] == 1;
     let split = split.filter(|_| takes && tokens > 0)?;
     let part_len = |n: usize| match device_plan.merges {
-        Some(_) => plan.num_items() * kv_heads * tile.group * n,
+        Some(_) => plan.num_decode_items() * kv_heads * tile.group * n,
         None => 1,
     };
     let [out, part_out, part_stats] = empty_many(
@@ -192,10 +193,10 @@ pub fn paged_decode_qkv<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeEle
     let (qw, kw) = inputs
         .norms
         .unwrap_or_else(|| (inputs.qkv.clone(), inputs.qkv.clone()));
-    let items = &device_plan.items;
+    let items = device_plan.decode_items.as_ref()?;
     paged_decode_qkv_kernel::launch::<F, I, R>(
         &client,
-        CubeCount::Static(plan.num_items() as u32, kv_heads as u32, 1),
+        CubeCount::Static(plan.num_decode_items() as u32, kv_heads as u32, 1),
         CubeDim::new_1d(tile.threads as u32),
         split.width,
         inputs.qkv.clone().into_array_arg(),

@@ -2,10 +2,11 @@
 //! (per KV head), and picks the tile shape. Pure host code; the kernel reads the arrays built here.
 //!
 //! A work item is a tile of up to `tile_q` consecutive query tokens of one sequence, attending to
-//! a range of its keys. Decode steps (every sequence brings one query) use one query per tile and
-//! may split a long context over several items (flash-decoding), whose partial results a second
-//! kernel merges by log-sum-exp; steps with prefill use tiles of many queries and no split, and
-//! their decoding sequences (one query each) go to the decode kernel as items of their own.
+//! a range of its keys. A sequence that brings one query (a decode, or a prompt whose
+//! prefix-cache hit left one token) is a decode item and runs on the decode kernel, in
+//! decode-only and mixed steps alike, where a long context may split over several items
+//! (flash-decoding) whose partial results a second kernel merges by log-sum-exp. A sequence that
+//! brings more (a prompt, a chunk) runs in tiles of many queries on the prefill kernels.
 
 /// One sequence's share of a step.
 #[derive(Debug, Clone, Copy)]
@@ -124,27 +125,29 @@ pub const PREFILL_ROWS: usize = 32;
 /// sequences over 1,000–2,000 keys slower (the GPU waits on few long cubes).
 pub const MIN_SPLIT: usize = 512;
 
-/// The arrays and tile shape for one step's attention.
+/// The arrays and tile shapes for one step's attention: chunk tiles for the prefill kernels,
+/// one-query rows for the decode kernel, and the merges of split decode contexts.
 #[derive(Debug, Clone)]
 pub struct AttentionPlan {
+    /// The tile of `chunk_items`.
     pub tile: TileShape,
-    /// `[items, ITEM_FIELDS]`: sequence, first packed query row, queries, position of the first
-    /// query, first key, end key (exclusive), 1 if the item writes a partial result.
-    pub items: Vec<i32>,
-    /// Steps with prefill: the items of sequences that bring one query, laid out as `items`,
-    /// for the decode kernel (a prefill tile would spend a cube's whole tile on one row).
+    /// `[items, ITEM_FIELDS]` of kind [`ItemKind::Chunk`]: sequence, first packed query row,
+    /// queries, position of the first query, first key, end key (exclusive), 0 (never split).
+    pub chunk_items: Vec<i32>,
+    /// The items of sequences that bring one query ([`ItemKind::Decode`]: decodes, and prompts
+    /// whose prefix-cache hit left one token), laid out as `chunk_items`, 1 in the last field
+    /// where the item is one piece of a split context. In decode-only and mixed steps alike.
     pub decode_items: Vec<i32>,
     /// The tile of `decode_items`: one query per item.
     pub decode_tile: TileShape,
     /// `[batch, max_blocks]` block tables, padded with 0.
     pub block_tables: Vec<i32>,
     pub max_blocks: usize,
-    /// `[merges, MERGE_FIELDS]`: decode tokens whose context was split.
+    /// `[merges, MERGE_FIELDS]`: packed query row, first decode item, decode items, for each
+    /// decode row whose context was split.
     pub merges: Vec<i32>,
     pub num_tokens: usize,
     pub block_size: usize,
-    /// Every sequence brings one query: one decode launch runs every item.
-    pub decode_only: bool,
 }
 
 impl AttentionPlan {
@@ -156,17 +159,20 @@ impl AttentionPlan {
         kv_heads: usize,
         caps: DeviceCaps,
     ) -> Self {
-        let decode_only = seqs.iter().all(|s| s.q_len == 1);
-        let tile_q = match decode_only {
+        let tile_q = match seqs.iter().all(|s| s.q_len == 1) {
             true => 1,
             false => Self::prefill_tile_q(group, head_dim, caps),
         };
         let tile = Self::tile_shape(group, tile_q, head_dim, caps.max_shared_bytes);
         let decode_tile = Self::tile_shape(group, 1, head_dim, caps.max_shared_bytes);
-        let split_len = match decode_only {
-            true => Self::split_len(seqs, kv_heads, caps, tile.kv_tile),
-            false => usize::MAX,
-        };
+        // The decode launch runs on its own (after the chunk launch, if any): its rows alone
+        // decide how far their contexts split.
+        let decode_ctxs: Vec<usize> = seqs
+            .iter()
+            .filter(|s| s.q_len == 1)
+            .map(|s| s.ctx_len)
+            .collect();
+        let split_len = Self::split_len(&decode_ctxs, kv_heads, caps, decode_tile.kv_tile);
         let max_blocks = seqs
             .iter()
             .map(|s| s.block_table.len())
@@ -175,7 +181,7 @@ impl AttentionPlan {
             .max(1);
         let mut plan = Self {
             tile,
-            items: Vec::new(),
+            chunk_items: Vec::new(),
             decode_items: Vec::new(),
             decode_tile,
             block_tables: vec![0; seqs.len() * max_blocks],
@@ -183,7 +189,6 @@ impl AttentionPlan {
             merges: Vec::new(),
             num_tokens: seqs.iter().map(|s| s.q_len).sum(),
             block_size,
-            decode_only,
         };
         let mut row = 0;
         for (b, s) in seqs.iter().enumerate() {
@@ -201,29 +206,26 @@ impl AttentionPlan {
                 plan.block_tables[b * max_blocks + j] = blk as i32;
             }
             let first_pos = s.ctx_len - s.q_len;
-            let splits = s.ctx_len.div_ceil(split_len.min(s.ctx_len));
-            if splits > 1 {
-                plan.merges
-                    .extend([row as i32, plan.num_items() as i32, splits as i32]);
-            }
             let kind = match s.q_len {
                 1 => ItemKind::Decode,
                 _ => ItemKind::Chunk,
             };
-            for start in (0..s.q_len).step_by(tile_q) {
-                let count = tile_q.min(s.q_len - start);
-                let pos = first_pos + start;
-                for split in 0..splits {
-                    plan.push(WorkItem {
-                        kind,
-                        seq: b,
-                        first_row: row + start,
-                        queries: count,
-                        first_pos: pos,
-                        kv_start: split * split_len,
-                        kv_end: ((split + 1).saturating_mul(split_len)).min(pos + count),
-                        partial: splits > 1,
-                    });
+            match kind {
+                ItemKind::Decode => plan.push_decode(b, row, s.ctx_len, split_len),
+                ItemKind::Chunk => {
+                    for start in (0..s.q_len).step_by(tile_q) {
+                        let count = tile_q.min(s.q_len - start);
+                        plan.push(WorkItem {
+                            kind,
+                            seq: b,
+                            first_row: row + start,
+                            queries: count,
+                            first_pos: first_pos + start,
+                            kv_start: 0,
+                            kv_end: first_pos + start + count,
+                            partial: false,
+                        });
+                    }
                 }
             }
             row += s.q_len;
@@ -231,20 +233,45 @@ impl AttentionPlan {
         plan
     }
 
-    /// Files `item` under the launch that runs it: a decode-only step runs every item in one
-    /// decode launch (`items`, tile of one query); a step with prefill runs its chunk tiles in
-    /// `items` and its decode rows in `decode_items` (a prefill tile would spend a cube's whole
-    /// tile on one row).
+    /// The decode items of the one query at packed row `row` over `ctx_len` keys: one item, or
+    /// `split_len`-key pieces and the merge entry that combines them.
+    fn push_decode(&mut self, seq: usize, row: usize, ctx_len: usize, split_len: usize) {
+        let splits = ctx_len.div_ceil(split_len.min(ctx_len));
+        if splits > 1 {
+            self.merges
+                .extend([row as i32, self.num_decode_items() as i32, splits as i32]);
+        }
+        for split in 0..splits {
+            self.push(WorkItem {
+                kind: ItemKind::Decode,
+                seq,
+                first_row: row,
+                queries: 1,
+                first_pos: ctx_len - 1,
+                kv_start: split * split_len,
+                kv_end: ((split + 1).saturating_mul(split_len)).min(ctx_len),
+                partial: splits > 1,
+            });
+        }
+    }
+
+    /// Files `item` under the launch that runs it: chunk tiles on the prefill kernels, decode
+    /// rows on the decode kernel (a prefill tile would spend a cube's whole tile on one row).
     fn push(&mut self, item: WorkItem) {
-        let items = match (item.kind, self.decode_only) {
-            (ItemKind::Decode, false) => &mut self.decode_items,
-            (ItemKind::Decode, true) | (ItemKind::Chunk, _) => &mut self.items,
+        let items = match item.kind {
+            ItemKind::Decode => &mut self.decode_items,
+            ItemKind::Chunk => &mut self.chunk_items,
         };
         items.extend(item.encode());
     }
 
-    pub fn num_items(&self) -> usize {
-        self.items.len() / ITEM_FIELDS
+    /// Every sequence brings one query: one decode launch runs the whole step.
+    pub fn decode_only(&self) -> bool {
+        self.chunk_items.is_empty()
+    }
+
+    pub fn num_chunk_items(&self) -> usize {
+        self.chunk_items.len() / ITEM_FIELDS
     }
 
     pub fn num_decode_items(&self) -> usize {
@@ -292,10 +319,10 @@ impl AttentionPlan {
             .unwrap_or_else(|| shape(MIN_KV_TILE))
     }
 
-    /// Context length per decode item: whole contexts (or `max_decode_keys`) when the batch
-    /// already fills the device, else split so about two cubes per compute unit run.
-    fn split_len(seqs: &[SeqAttn], kv_heads: usize, caps: DeviceCaps, kv_tile: usize) -> usize {
-        let cubes = seqs.len() * kv_heads;
+    /// Context length per decode item: whole contexts (or `max_decode_keys`) when the decode
+    /// rows already fill the device, else split so about two cubes per compute unit run.
+    fn split_len(ctxs: &[usize], kv_heads: usize, caps: DeviceCaps, kv_tile: usize) -> usize {
+        let cubes = ctxs.len() * kv_heads;
         let target = 2 * caps.compute_units;
         let capped = match caps.max_decode_keys {
             usize::MAX => usize::MAX,
@@ -304,7 +331,7 @@ impl AttentionPlan {
         if cubes >= target {
             return capped;
         }
-        let longest = seqs.iter().map(|s| s.ctx_len).max().unwrap_or(1);
+        let longest = ctxs.iter().copied().max().unwrap_or(1);
         let parts = target.div_ceil(cubes.max(1));
         longest
             .div_ceil(parts)

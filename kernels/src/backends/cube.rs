@@ -54,7 +54,7 @@ fn lasting_client<R: CubeRuntime>(
 fn device_plan<B: CubeBridge>(plan: &KernelPlan<B>) -> DevicePlan<B::R> {
     DevicePlan {
         block_tables: B::int_in(plan.block_tables.clone()),
-        items: B::int_in(plan.items.clone()),
+        chunk_items: plan.chunk_items.clone().map(B::int_in),
         decode_items: plan.decode_items.clone().map(B::int_in),
         merges: plan.merges.clone().map(B::int_in),
     }

@@ -110,9 +110,23 @@ pub fn standard_cases() -> Vec<ParityCase> {
         ),
         case("prefill, block 8, gqa 1", 2, 1, 128, 8, vec![(100, 130)]),
         case("prefill, gqa 8", 1, 8, 128, 16, vec![(5, 5), (33, 70)]),
+        // Decode rows of a mixed step split their long contexts like a decode-only step's;
+        // the last row is a prefix-cache hit that left one prompt token.
+        case(
+            "mixed, decode split, gqa 4",
+            2,
+            4,
+            128,
+            16,
+            vec![(1, 2500), (30, 200), (1, 40), (1, 1100)],
+        ),
         padded(
             case("", 2, 4, 128, 16, vec![(1, 1300), (1, 2100), (1, 40)]),
             "pitched int rows, decode split",
+        ),
+        padded(
+            case("", 2, 2, 64, 16, vec![(17, 900), (1, 1800)]),
+            "pitched int rows, mixed split",
         ),
         padded(
             case("", 2, 2, 64, 16, vec![(1, 30), (9, 40)]),
