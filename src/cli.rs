@@ -37,6 +37,9 @@ pub enum Command {
     Info(BackendArgs),
     /// The cubecl kernels: parity against the reference, and benches.
     Kernels(KernelsArgs),
+    /// Times a mixed step (decodes plus a prefill chunk) against a decode step and a chunk
+    /// step of the same rows.
+    StepBench(StepBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -49,7 +52,8 @@ pub struct KernelsArgs {
 pub enum KernelsCommand {
     /// Each kernel against its plain-burn reference on fresh random inputs (bf16 on CUDA).
     Check(BackendArgs),
-    /// Decode attention bandwidth and the prefill attention table, kernel vs reference.
+    /// Decode attention bandwidth, the prefill attention table (kernel vs reference), and a
+    /// mixed step's attention against its decode and chunk parts.
     Bench {
         #[command(flatten)]
         backend: BackendArgs,
@@ -204,4 +208,28 @@ pub struct PerplexityArgs {
     /// Score only the first N windows.
     #[arg(long)]
     pub max_windows: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct StepBenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Decode rows of each step (comma-separated list: one measurement per value).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub decodes: Vec<usize>,
+    /// Tokens in each decode row's context.
+    #[arg(long, default_value_t = 2048)]
+    pub decode_ctx: usize,
+    /// Prefill chunk sizes (comma-separated list).
+    #[arg(long, value_delimiter = ',', default_value = "256,512,2048")]
+    pub chunks: Vec<usize>,
+    /// Position where each chunk ends (its prompt's tokens before the chunk are cached).
+    #[arg(long, default_value_t = 4096)]
+    pub chunk_end: usize,
+    /// Timed rounds (each runs the three steps once).
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    /// Folder for mixed_step.csv.
+    #[arg(long, default_value = "results/step_bench")]
+    pub out: PathBuf,
 }

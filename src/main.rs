@@ -25,6 +25,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         (Some(Command::Report { dir }), _) => nanovllm::harness::regenerate_report(&dir),
         (Some(Command::Info(args)), _) => dispatch(args.placement(), Info),
         (Some(Command::Kernels(args)), _) => dispatch(args.backend().placement(), args),
+        (Some(Command::StepBench(args)), _) => dispatch(args.model.backend.placement(), args),
         (None, Some(path)) => nanovllm::experiment::run(&path, &cli.results_dir)
             .map(|dir| println!("results in {}", dir.display())),
         (None, None) => {

@@ -225,12 +225,16 @@ fn check_greedy<B: KernelBackend>(name: &str) {
     );
 }
 
-/// Chunked prefill (several chunk sizes, both orders) and a cache small enough to force
+/// Chunked prefill (several chunk sizes, every order) and a cache small enough to force
 /// preemption give the same greedy tokens as HF.
 fn check_chunking_and_preemption<B: KernelBackend>() {
     let (dir, g) = fixture("qwen3");
     for chunk_size in [1, 7, 16, 64] {
-        for order in [ChunkOrder::PrefillFirst, ChunkOrder::DecodeFirst] {
+        for order in [
+            ChunkOrder::PrefillFirst,
+            ChunkOrder::DecodeFirst,
+            ChunkOrder::ShortFirst,
+        ] {
             let config = EngineConfig {
                 scheduler: SchedulerPolicy::Chunked { chunk_size, order },
                 ..small_blocks()

@@ -29,7 +29,10 @@ fn attention_kernel_matches_reference_in_f32() {
         mixed_split_seen |= r.split && r.name.contains("mixed");
     }
     assert!(split_seen, "no case exercised the split-context merge");
-    assert!(mixed_split_seen, "no mixed step split a decode row's context");
+    assert!(
+        mixed_split_seen,
+        "no mixed step split a decode row's context"
+    );
 }
 
 #[test]

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use nanovllm_kernels::dev::attention_bench::{time_attention, AttnShape, AttnTiming};
+use nanovllm_kernels::dev::attention_bench::{
+    time_attention, time_attention_rows, AttnShape, AttnTiming,
+};
 use nanovllm_kernels::dev::ops::DevOps;
 use nanovllm_kernels::dev::parity::{
     run_case, run_decode_qkv, run_layers, run_sampling, run_store_kv, standard_cases,
@@ -149,6 +151,14 @@ const QWEN3_06B: AttnShape = AttnShape {
     block_size: 256,
 };
 
+/// llama-3.1-8b's attention: 32 query heads over 8 KV heads of 128.
+const LLAMA31_8B: AttnShape = AttnShape {
+    kv_heads: 8,
+    group: 4,
+    head_dim: 128,
+    block_size: 256,
+};
+
 fn bench<B: DevOps>(device: &B::Device, out: &PathBuf) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     // The H100's measured device-to-device copy bandwidth (the issue's figure). An in-engine
@@ -179,9 +189,60 @@ fn bench<B: DevOps>(device: &B::Device, out: &PathBuf) -> anyhow::Result<()> {
         );
         prefill.push(t);
     }
+    mixed_attention::<B>(device, &out.join("mixed_attention.csv"))?;
     write_csv(&out.join("decode_attention.csv"), &decode, copy)?;
     write_csv(&out.join("prefill_attention.csv"), &prefill, copy)?;
     println!("\nwrote {}", out.display());
+    Ok(())
+}
+
+/// A mixed step's attention (decode rows plus one prefill chunk, one launch) against the sum
+/// of the decode rows alone and the chunk alone: the decode rows keep their context split in
+/// a mixed step, so mixing must not cost more than the parts.
+fn mixed_attention<B: DevOps>(device: &B::Device, path: &PathBuf) -> anyhow::Result<()> {
+    println!("\nmixed step attention, llama-3.1-8b heads (8 KV x 128, group 4), one launch vs the parts:");
+    let mut w =
+        csv::Writer::from_path(path).with_context(|| format!("writing {}", path.display()))?;
+    w.write_record([
+        "decodes",
+        "decode_ctx",
+        "chunk",
+        "chunk_end",
+        "decode_ms",
+        "chunk_ms",
+        "mixed_ms",
+        "mixed_over_sum",
+    ])?;
+    for (decodes, decode_ctx, chunk, chunk_end) in [
+        (1, 8192, 512, 8192),
+        (16, 8192, 512, 8192),
+        (64, 2048, 512, 8192),
+        (64, 8192, 512, 8192),
+        (16, 8192, 2048, 8192),
+    ] {
+        let decode_rows = vec![(1, decode_ctx); decodes];
+        let chunk_row = [(chunk, chunk_end)];
+        let mixed: Vec<_> = decode_rows.iter().chain(&chunk_row).copied().collect();
+        let time =
+            |rows: &[(usize, usize)]| time_attention_rows::<B>(LLAMA31_8B, rows, false, device).0;
+        let (d, c, m) = (time(&decode_rows), time(&chunk_row), time(&mixed));
+        println!(
+            "  {decodes:>3} decodes of {decode_ctx:>5} + a {chunk}-token chunk ending at {chunk_end}: \
+             decode {d:.3} ms, chunk {c:.3} ms, mixed {m:.3} ms = {:.2} x their sum",
+            m / (d + c)
+        );
+        w.write_record([
+            decodes.to_string(),
+            decode_ctx.to_string(),
+            chunk.to_string(),
+            chunk_end.to_string(),
+            format!("{d:.4}"),
+            format!("{c:.4}"),
+            format!("{m:.4}"),
+            format!("{:.3}", m / (d + c)),
+        ])?;
+    }
+    w.flush()?;
     Ok(())
 }
 

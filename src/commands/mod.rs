@@ -1,7 +1,9 @@
 //! The subcommands other than running an experiment: generate, perplexity, info here;
-//! `kernels check|bench|host-cost` in [`kernels`], `kernels matmul` in [`matmul`].
+//! `kernels check|bench|host-cost` in [`kernels`], `kernels matmul` in [`matmul`], `step-bench`
+//! in [`step_bench`].
 pub mod kernels;
 pub mod matmul;
+pub mod step_bench;
 
 use std::path::PathBuf;
 use std::time::Instant;

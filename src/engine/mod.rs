@@ -8,6 +8,7 @@ pub mod sampler;
 pub mod scheduler;
 pub mod score;
 pub mod sequence;
+pub mod step_timing;
 pub mod types;
 
 pub use llm::{Prompt, RequestError, LLM};

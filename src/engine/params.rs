@@ -73,11 +73,30 @@ impl SamplingParams {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChunkOrder {
-    /// Unfinished prefills, then waiting prompts, then decodes (the seeds' chunked fork).
-    #[default]
+    /// Unfinished prefills, then waiting prompts, then decodes with what is left (the seeds'
+    /// chunked fork): a long prompt's chunks take whole steps and running decodes stall.
     PrefillFirst,
-    /// Decodes, then unfinished prefills, then waiting prompts (vLLM).
+    /// Decodes, then unfinished prefills, then waiting prompts in arrival order, as many
+    /// chunk tokens of as many prompts as the budget allows (vLLM, Sarathi-Serve): a short
+    /// prompt that arrives during a long prefill waits for the long one's last chunk.
     DecodeFirst,
+    /// Decodes, then prompts by tokens left to prefill, fewest first (unfinished and waiting
+    /// alike), filling the budget: short prompts pass long ones, as vLLM's partial-prefill
+    /// limits intend. The default: running decodes never stall behind a prompt, and a short
+    /// request's first token does not wait for a long prompt's prefill.
+    #[default]
+    ShortFirst,
+}
+
+impl ChunkOrder {
+    /// The name an experiment uses (`order = "short_first"`), as recorded in the results.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChunkOrder::PrefillFirst => "prefill_first",
+            ChunkOrder::DecodeFirst => "decode_first",
+            ChunkOrder::ShortFirst => "short_first",
+        }
+    }
 }
 
 /// How the scheduler forms a step.
@@ -307,6 +326,25 @@ mod tests {
             SchedulerPolicy::Chunked {
                 chunk_size: 512,
                 order: ChunkOrder::DecodeFirst
+            }
+        );
+        let p: SchedulerPolicy =
+            toml::from_str("policy = \"chunked\"\nchunk_size = 64\norder = \"short_first\"")
+                .unwrap();
+        assert_eq!(
+            p,
+            SchedulerPolicy::Chunked {
+                chunk_size: 64,
+                order: ChunkOrder::ShortFirst
+            }
+        );
+        // Without an order: the default, short-first.
+        let p: SchedulerPolicy = toml::from_str("policy = \"chunked\"\nchunk_size = 64").unwrap();
+        assert_eq!(
+            p,
+            SchedulerPolicy::Chunked {
+                chunk_size: 64,
+                order: ChunkOrder::ShortFirst
             }
         );
         let p: SchedulerPolicy = toml::from_str("policy = \"none\"").unwrap();

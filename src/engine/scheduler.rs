@@ -1,7 +1,9 @@
 //! Decides what each step computes. The whole output is a [`Batch`]: which sequences, how many
 //! new tokens each, and whether each samples. Policies (see [`SchedulerPolicy`]):
 //! - `None` (nano-vllm): admit whole prompts while they fit, else decode every running sequence.
-//! - `Chunked`: fill a per-step token budget with prefill chunks and decodes, in the policy's order.
+//! - `Chunked`: fill a per-step token budget with prefill chunks and decodes, in the policy's order
+//!   ([`ChunkOrder`]): prefills first (the seeds' fork), decodes first then prompts in arrival
+//!   order (vLLM, Sarathi-Serve), or decodes first then prompts by tokens left, fewest first.
 //!
 //! Every sequence is accounted the same way: `num_remaining()` tokens lack K and V; a step
 //! computes some of them; a sequence samples when a step computes its last token. So a decode is
@@ -147,13 +149,21 @@ impl Scheduler {
             }
             SchedulerPolicy::Chunked { chunk_size, order } => {
                 let mut budget = chunk_size.min(self.limits.max_num_batched_tokens);
-                if order == ChunkOrder::DecodeFirst {
-                    budget -= self.schedule_decodes(&mut draft, budget);
-                }
-                budget -= self.continue_prefills(&mut draft, budget);
-                budget -= self.admit_waiting(&mut draft, budget, false);
-                if order == ChunkOrder::PrefillFirst {
-                    self.schedule_decodes(&mut draft, budget);
+                match order {
+                    ChunkOrder::PrefillFirst => {
+                        budget -= self.continue_prefills(&mut draft, budget);
+                        budget -= self.admit_waiting(&mut draft, budget, false);
+                        self.schedule_decodes(&mut draft, budget);
+                    }
+                    ChunkOrder::DecodeFirst => {
+                        budget -= self.schedule_decodes(&mut draft, budget);
+                        budget -= self.continue_prefills(&mut draft, budget);
+                        self.admit_waiting(&mut draft, budget, false);
+                    }
+                    ChunkOrder::ShortFirst => {
+                        budget -= self.schedule_decodes(&mut draft, budget);
+                        self.prefill_short_first(&mut draft, budget);
+                    }
                 }
             }
         }
@@ -180,24 +190,19 @@ impl Scheduler {
     fn admit_waiting(&mut self, draft: &mut Draft, budget: usize, whole: bool) -> usize {
         let mut used = 0;
         while let Some(&id) = self.waiting.front() {
-            if used >= budget || self.running.len() >= self.limits.max_num_seqs {
+            if used >= budget {
                 break;
             }
-            let seq = self.seqs.get_mut(&id).expect("waiting id is live");
+            let seq = &self.seqs[&id];
             // Preempted with a token still on its way: recompute once the token is known.
             if seq.unread > 0 {
                 break;
             }
-            let (blocks_needed, hit) = self.blocks.admission_cost(seq);
+            let (_, hit) = self.blocks.admission_cost(seq);
             let remaining = seq.len() - hit;
-            if blocks_needed > self.blocks.num_free() || (whole && used + remaining > budget) {
+            if (whole && used + remaining > budget) || !self.admit(draft, id) {
                 break;
             }
-            let hit = self.blocks.allocate(seq).expect("admission cost checked");
-            seq.status = SeqStatus::Running;
-            draft.batch.prefix_hit_tokens += hit;
-            self.waiting.pop_front();
-            self.running.push_back(id);
             let n = remaining.min(budget - used);
             self.push(draft, id, n);
             used += n;
@@ -223,6 +228,61 @@ impl Scheduler {
             used += n;
         }
         used
+    }
+
+    /// Fills `budget` with prompt tokens, prompts with the fewest tokens left first (arrival
+    /// order among equals): unfinished prefills and waiting prompts alike, the last one served
+    /// taking a chunk. A short prompt arriving during a long prefill is computed in the next
+    /// step, not after the long one's last chunk; the long one waits only while short prompts
+    /// fill the whole budget. Returns tokens scheduled.
+    fn prefill_short_first(&mut self, draft: &mut Draft, budget: usize) -> usize {
+        // (tokens left, arrival rank, id, waiting)
+        let mut candidates: Vec<(usize, usize, RequestId, bool)> = Vec::new();
+        for &id in &self.running {
+            let seq = &self.seqs[&id];
+            if seq.in_prefill() && !draft.ids.contains(&id) {
+                candidates.push((seq.num_remaining(), candidates.len(), id, false));
+            }
+        }
+        for &id in &self.waiting {
+            let seq = &self.seqs[&id];
+            // Preempted with a token still on its way: recompute once the token is known.
+            if seq.unread == 0 {
+                let (_, hit) = self.blocks.admission_cost(seq);
+                candidates.push((seq.len() - hit, candidates.len(), id, true));
+            }
+        }
+        candidates.sort_unstable();
+        let mut used = 0;
+        for (_, _, id, waiting) in candidates {
+            if used >= budget {
+                break;
+            }
+            if waiting && !self.admit(draft, id) {
+                continue;
+            }
+            let n = self.seqs[&id].num_remaining().min(budget - used);
+            self.push(draft, id, n);
+            used += n;
+        }
+        used
+    }
+
+    /// Moves waiting `id` to running with its blocks allocated, if blocks and sequence slots
+    /// allow.
+    fn admit(&mut self, draft: &mut Draft, id: RequestId) -> bool {
+        let seq = self.seqs.get_mut(&id).expect("waiting id is live");
+        let (blocks_needed, _) = self.blocks.admission_cost(seq);
+        if self.running.len() >= self.limits.max_num_seqs || blocks_needed > self.blocks.num_free()
+        {
+            return false;
+        }
+        let hit = self.blocks.allocate(seq).expect("admission cost checked");
+        seq.status = SeqStatus::Running;
+        draft.batch.prefix_hit_tokens += hit;
+        self.waiting.retain(|w| *w != id);
+        self.running.push_back(id);
+        true
     }
 
     /// Schedules one token for each running sequence past its prefill, preempting from the back

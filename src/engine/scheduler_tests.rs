@@ -167,6 +167,81 @@ fn decode_first_never_blocks_decodes_behind_a_long_prefill() {
     }
 }
 
+/// Under each order, a 200-token prompt in its chunks and three 6-token prompts arriving one
+/// step later: the steps each order forms, as (id, tokens) per step until the short prompts
+/// have sampled their first token.
+fn steps_with_a_long_prompt_in_prefill(order: ChunkOrder) -> Vec<Vec<(RequestId, usize)>> {
+    let policy = SchedulerPolicy::Chunked {
+        chunk_size: 32,
+        order,
+    };
+    let mut s = scheduler(policy, 256, 4, 16);
+    add(&mut s, 1, 4, 40);
+    step(&mut s); // request 1 now decodes
+    add(&mut s, 2, 200, 2);
+    let mut steps = vec![];
+    let first = step(&mut s).0;
+    steps.push(first.seqs.iter().map(|e| (e.id, e.num_tokens)).collect());
+    for id in 10..13 {
+        add(&mut s, id, 6, 2);
+    }
+    let mut sampled = std::collections::HashSet::new();
+    while !(10..13).all(|id| sampled.contains(&id)) {
+        assert!(steps.len() < 50, "short prompts never sampled: {steps:?}");
+        let b = step(&mut s).0;
+        sampled.extend(b.seqs.iter().filter(|e| e.samples).map(|e| e.id));
+        assert!(b.prefill_tokens + b.decode_tokens <= 32);
+        steps.push(b.seqs.iter().map(|e| (e.id, e.num_tokens)).collect());
+    }
+    steps
+}
+
+/// Decodes first, then the short prompts (fewest tokens left) before the long prompt's chunk,
+/// which takes the rest of the budget; prefill-first stalls the decode until the long prompt
+/// is done and decode-first makes the short prompts wait for its last chunk.
+#[test]
+fn short_first_serves_short_prompts_during_a_long_prefill() {
+    let short = steps_with_a_long_prompt_in_prefill(ChunkOrder::ShortFirst);
+    assert_eq!(short[0], vec![(1, 1), (2, 31)]);
+    assert_eq!(short[1], vec![(1, 1), (10, 6), (11, 6), (12, 6), (2, 13)]);
+    assert_eq!(
+        short.len(),
+        2,
+        "the short prompts sample in the step after they arrive"
+    );
+
+    let decode_first = steps_with_a_long_prompt_in_prefill(ChunkOrder::DecodeFirst);
+    assert_eq!(decode_first[1], vec![(1, 1), (2, 31)]);
+    // 200 prompt tokens at 31 a step: the short prompts start with the long one's last chunk.
+    assert_eq!(decode_first.len(), 8);
+
+    let prefill_first = steps_with_a_long_prompt_in_prefill(ChunkOrder::PrefillFirst);
+    assert_eq!(prefill_first[0], vec![(2, 32)], "the decode of 1 stalls");
+    assert!(prefill_first[1..6].iter().all(|s| !s.contains(&(1, 1))));
+}
+
+/// A long prompt still finishes while short prompts keep arriving under short-first, as long
+/// as they leave part of the budget.
+#[test]
+fn short_first_does_not_starve_a_long_prompt() {
+    let policy = SchedulerPolicy::Chunked {
+        chunk_size: 32,
+        order: ChunkOrder::ShortFirst,
+    };
+    let mut s = scheduler(policy, 512, 4, 64);
+    add(&mut s, 0, 300, 1);
+    for t in 1..200u64 {
+        add(&mut s, t, 5, 2);
+        step(&mut s);
+        if !s.seqs.contains_key(&0) {
+            // 300 tokens at 32 - 5 - (up to 2 decodes) a step: about 12 steps.
+            assert!(t <= 14, "the long prompt took {t} steps");
+            return;
+        }
+    }
+    panic!("the long prompt never finished");
+}
+
 #[test]
 fn preemption_frees_blocks_and_the_victim_resumes_by_recomputing() {
     // 6 blocks of 4 tokens: two sequences of 8 prompt tokens fill 4; decoding to 12 needs 6.
@@ -224,13 +299,13 @@ fn prefix_cache_hit_skips_the_cached_blocks() {
 fn policies() -> impl Strategy<Value = SchedulerPolicy> {
     prop_oneof![
         Just(SchedulerPolicy::None),
-        (1usize..40, any::<bool>()).prop_map(|(c, d)| SchedulerPolicy::Chunked {
+        (1usize..40, 0usize..3).prop_map(|(c, o)| SchedulerPolicy::Chunked {
             chunk_size: c,
-            order: if d {
-                ChunkOrder::DecodeFirst
-            } else {
-                ChunkOrder::PrefillFirst
-            }
+            order: [
+                ChunkOrder::PrefillFirst,
+                ChunkOrder::DecodeFirst,
+                ChunkOrder::ShortFirst
+            ][o]
         }),
     ]
 }
@@ -292,6 +367,10 @@ fn no_request_starves_under_a_steady_stream() {
         SchedulerPolicy::Chunked {
             chunk_size: 16,
             order: ChunkOrder::DecodeFirst,
+        },
+        SchedulerPolicy::Chunked {
+            chunk_size: 16,
+            order: ChunkOrder::ShortFirst,
         },
     ];
     for policy in policies {

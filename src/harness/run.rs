@@ -23,7 +23,7 @@ use super::resolved::{resolved_toml, RESOLVED_TOML};
 use super::run_loop::{run, Clock, RunRecord, WallClock};
 use super::workload;
 use crate::config::{Experiment, ExperimentConfig, Variant};
-use crate::engine::{ChunkOrder, SchedulerPolicy};
+use crate::engine::SchedulerPolicy;
 
 /// Builds the engine for one variant (the caller owns model loading and backends).
 pub type EngineFactory<'a> = dyn FnMut(&Variant) -> anyhow::Result<Box<dyn StepEngine>> + 'a;
@@ -200,14 +200,9 @@ fn variant_row(
     let engine = &cfg.engine.engine;
     let (policy, chunk_size, order) = match &cfg.scheduler {
         SchedulerPolicy::None => ("none", None, ""),
-        SchedulerPolicy::Chunked { chunk_size, order } => (
-            "chunked",
-            Some(*chunk_size),
-            match order {
-                ChunkOrder::PrefillFirst => "prefill_first",
-                ChunkOrder::DecodeFirst => "decode_first",
-            },
-        ),
+        SchedulerPolicy::Chunked { chunk_size, order } => {
+            ("chunked", Some(*chunk_size), order.as_str())
+        }
     };
     VariantRow {
         variant: variant.label.clone(),

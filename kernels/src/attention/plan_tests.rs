@@ -157,7 +157,11 @@ fn capped_decode_items_split_full_batches() {
 fn assert_splits_cover(plan: &AttentionPlan, items: std::ops::Range<usize>, ctx_len: i32) {
     let mut next = 0;
     for i in items {
-        assert_eq!(decode(plan, i)[4], next, "item {i} starts where the last ended");
+        assert_eq!(
+            decode(plan, i)[4],
+            next,
+            "item {i} starts where the last ended"
+        );
         assert_eq!(decode(plan, i)[6], 1, "item {i} is partial");
         next = decode(plan, i)[5];
     }
@@ -199,7 +203,9 @@ fn mixed_steps_split_long_decode_rows() {
     assert_splits_cover(&plan, n..2 * n, 3000);
     assert!((0..n).all(|i| decode(&plan, i)[1] == 0 && decode(&plan, n + i)[1] == 49));
     // The chunk's tiles are whole, never partial, and cover its 48 rows from row 1.
-    let tiles: Vec<&[i32]> = (0..plan.num_chunk_items()).map(|i| chunk(&plan, i)).collect();
+    let tiles: Vec<&[i32]> = (0..plan.num_chunk_items())
+        .map(|i| chunk(&plan, i))
+        .collect();
     assert_eq!(tiles.iter().map(|t| t[2]).sum::<i32>(), 48);
     assert_eq!(tiles[0][1], 1);
     assert!(tiles.iter().all(|t| t[4] == 0 && t[6] == 0));

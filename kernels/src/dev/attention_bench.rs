@@ -57,19 +57,43 @@ pub fn time_attention<B: DevOps>(
     with_reference: bool,
     dev: &B::Device,
 ) -> AttnTiming {
+    let rows = vec![(q_len, ctx_len); batch];
+    let (kernel_ms, reference_ms) = time_attention_rows::<B>(shape, &rows, with_reference, dev);
+    let elem = Tensor::<B, 1>::zeros([1], dev).dtype().size();
+    let kv_bytes = 2 * batch * ctx_len * shape.kv_heads * shape.head_dim * elem;
+    AttnTiming {
+        batch,
+        q_len,
+        ctx_len,
+        kernel_ms,
+        reference_ms,
+        kernel_gb_per_s: kv_bytes as f64 / (kernel_ms * 1e-3) / 1e9,
+    }
+}
+
+/// Mean milliseconds of one attention call over sequences of `(q_len, ctx_len)` (any mix of
+/// decode and prefill rows), the kernel's and, with `with_reference`, the reference's.
+pub fn time_attention_rows<B: DevOps>(
+    shape: AttnShape,
+    rows: &[(usize, usize)],
+    with_reference: bool,
+    dev: &B::Device,
+) -> (f64, Option<f64>) {
     let caps = B::kernel_caps(dev).expect("a backend with kernels");
     let bs = shape.block_size;
-    let blocks_per_seq = ctx_len.div_ceil(bs);
-    let tables: Vec<Vec<u32>> = (0..batch)
-        .map(|b| {
-            (0..blocks_per_seq)
-                .map(|i| (b * blocks_per_seq + i) as u32)
-                .collect()
+    let mut next_block = 0u32;
+    let tables: Vec<Vec<u32>> = rows
+        .iter()
+        .map(|&(_, ctx_len)| {
+            let blocks = ctx_len.div_ceil(bs) as u32;
+            next_block += blocks;
+            (next_block - blocks..next_block).collect()
         })
         .collect();
-    let seqs: Vec<SeqAttn> = tables
+    let seqs: Vec<SeqAttn> = rows
         .iter()
-        .map(|t| SeqAttn {
+        .zip(&tables)
+        .map(|(&(q_len, ctx_len), t)| SeqAttn {
             q_len,
             ctx_len,
             block_table: t,
@@ -77,9 +101,10 @@ pub fn time_attention<B: DevOps>(
         .collect();
     let heads = shape.kv_heads * shape.group;
     let hd = shape.head_dim;
-    let slots = batch * blocks_per_seq * bs;
+    let tokens: usize = rows.iter().map(|r| r.0).sum();
+    let slots = next_block as usize * bs;
     let normal = Distribution::Normal(0.0, 1.0);
-    let q = Tensor::<B, 3>::random([batch * q_len, heads, hd], normal, dev);
+    let q = Tensor::<B, 3>::random([tokens, heads, hd], normal, dev);
     let k = Tensor::<B, 3>::random([slots, shape.kv_heads, hd], normal, dev);
     let v = Tensor::<B, 3>::random([slots, shape.kv_heads, hd], normal, dev);
     let scale = 1.0 / (hd as f32).sqrt();
@@ -95,14 +120,5 @@ pub fn time_attention<B: DevOps>(
             paged_attention_reference(q.clone(), &k, &v, &layout, scale)
         })
     });
-    let elem = k.dtype().size();
-    let kv_bytes = 2 * batch * ctx_len * shape.kv_heads * hd * elem;
-    AttnTiming {
-        batch,
-        q_len,
-        ctx_len,
-        kernel_ms,
-        reference_ms,
-        kernel_gb_per_s: kv_bytes as f64 / (kernel_ms * 1e-3) / 1e9,
-    }
+    (kernel_ms, reference_ms)
 }

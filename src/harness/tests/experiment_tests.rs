@@ -235,7 +235,7 @@ fn summary_values_by_hand() {
             rows[3].chunk_size,
             rows[3].order.as_str()
         ),
-        ("none", "chunked", Some(64), "prefill_first")
+        ("none", "chunked", Some(64), "short_first")
     );
     assert!((all.wall_s - 0.13).abs() < 1e-9);
     assert!(
