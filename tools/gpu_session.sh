@@ -3,7 +3,8 @@
 #   tools/device-build.sh --bin nanovllm --example golden_check
 # then run this script there with .devbin carried (xz-compressed binaries are unpacked).
 # STEPS picks what runs (info host_cost decode_cublas gemv_ab bin_ab async_ab kernels_ab ncu_prefill ncu_decode kernels_check golden perplexity kernels_bench prefill_ab matmul profile
-# decode_latency bench trace bench_part bench_fusion hf_peer chunk512 chunk_sweep profile_mixed unroll_sweep bench_unroll); logs and a results tarball go under $OUT.
+# decode_latency bench trace bench_part bench_fusion hf_peer chunk512 chunk_sweep chunk_gpu chunk_gpu_sweep
+# step_bench profile_mixed unroll_sweep bench_unroll); logs and a results tarball go under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 B=${B:-./.devbin}
@@ -97,6 +98,15 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
                  $B/nanovllm /tmp/mixed.toml --results-dir "$OUT/results/mixed" 2>&1 | tail -3 | tee -a "$OUT/session.log"
                xz -T4 "$OUT/profile-mixed.log" ;;
     bench) exp bench ${BENCH_TIMEOUT:-240} ;;
+    # Chunked prefill at GPU scale (Llama-3.1-8B shapes): the orders at 512 tokens, the sweep,
+    # and a mixed step against its decode and chunk parts on the whole forward pass.
+    chunk_gpu) exp chunk_gpu ${CHUNK_TIMEOUT:-400}
+               run python3 tools/longest_stall.py "$OUT/results/chunk_gpu" ;;
+    chunk_gpu_sweep) exp chunk_gpu_sweep ${CHUNK_TIMEOUT:-550}
+                     run python3 tools/longest_stall.py "$OUT/results/chunk_gpu_sweep" ;;
+    step_bench) run timeout -s INT 300 $B/nanovllm step-bench --backend cuda-unfused --model llama-3.1-8b \
+                  --weights random --decodes 1,16,64 --decode-ctx 2048 --chunks 256,512,2048 --chunk-end 8192 \
+                  --out "$OUT/results/step_bench" ;;
     # The GPU timeline (CUPTI, kernels/src/dev/gpu_trace.rs) of batch-1 decode and of the bench,
     # split into steps by tools/gpu_timeline.py.
     trace) for name in decode_latency bench; do
