@@ -136,3 +136,52 @@ fn too_long_prompt_fails_alone() {
     );
     assert!(bad.unwrap_err().to_string().contains("temperature"));
 }
+
+/// `step-bench`'s rows run on the real engine (finite, positive times for all three steps),
+/// and rows that need more KV blocks than the cache has are refused with the counts.
+#[test]
+fn mixed_step_timing_runs_and_refuses_rows_larger_than_the_cache() {
+    use nanovllm::engine::step_timing::MixedShape;
+    use nanovllm::engine::KvBudget;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3");
+    let device = Default::default();
+    let model = load_model::<Cpu>(
+        &ModelSource::Folder(dir),
+        WeightsKind::File,
+        0,
+        None,
+        &device,
+    )
+    .unwrap();
+    let config = EngineConfig {
+        max_model_len: Some(64),
+        block_size: 16,
+        kv_budget: KvBudget {
+            max_blocks: Some(8),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut llm = LLM::new(model, config, &device).unwrap();
+    let shape = MixedShape {
+        decodes: 2,
+        decode_ctx: 20,
+        chunk: 8,
+        chunk_end: 40,
+    };
+    let t = llm.time_mixed_step(shape, 1).unwrap();
+    for ms in [t.decode_ms, t.chunk_ms, t.mixed_ms] {
+        assert!(ms.is_finite() && ms > 0.0, "{t:?}");
+    }
+    let err = llm
+        .time_mixed_step(
+            MixedShape {
+                decodes: 4,
+                ..shape
+            },
+            1,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("need 11 KV blocks, the cache has 8"), "{err}");
+}
