@@ -76,6 +76,10 @@ enum StepTokens<B: KernelBackend> {
     },
     /// Sampled on the host (or none): the next step waits for them.
     Host(Vec<u32>),
+    /// Samples nothing (a prefill chunk), but on a device: a one-element copy queued behind the
+    /// step's work says when it is done. Without it the host would queue a long prompt's
+    /// chunks far ahead of the device, and a request arriving meanwhile would wait for all.
+    Done(PendingIds),
 }
 
 impl<B: KernelBackend> QueuedStep<B> {
@@ -236,6 +240,10 @@ impl<B: KernelBackend> LLM<B> {
         let step = self.queued.pop_front().expect("a step was queued");
         let tokens = match step.tokens {
             StepTokens::Device { read, .. } => read.wait().map_err(anyhow::Error::msg)?,
+            StepTokens::Done(read) => {
+                read.wait().map_err(anyhow::Error::msg)?;
+                Vec::new()
+            }
             StepTokens::Host(tokens) => tokens,
         };
         trace_mark("read");
@@ -335,6 +343,10 @@ impl<B: KernelBackend> LLM<B> {
             ids,
         };
         let tokens = match (logits, sampling) {
+            (None, _) if B::kernel_caps(&self.runner.device).is_some() => {
+                let marker = Tensor::<B, 1, Int>::zeros([1], &self.runner.device);
+                StepTokens::Done(B::read_ids_later(marker))
+            }
             (None, _) => StepTokens::Host(Vec::new()),
             (Some(logits), Some(params)) => device_ids(B::sample_rows(logits, &params)),
             // Greedy included: burn's argmax over a 150k vocabulary is one slow reduce.
