@@ -36,6 +36,21 @@ fn edit_config(dir: &Path, from: &str, to: &str) {
     std::fs::write(path, text.replace(from, to)).unwrap();
 }
 
+/// The engine on the tiny Qwen3 fixture, on the CPU.
+fn fixture_engine(config: EngineConfig) -> LLM<Cpu> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3");
+    let device = Default::default();
+    let model = load_model::<Cpu>(
+        &ModelSource::Folder(dir),
+        WeightsKind::File,
+        0,
+        None,
+        &device,
+    )
+    .unwrap();
+    LLM::new(model, config, &device).unwrap()
+}
+
 #[test]
 fn missing_folder_names_the_path() {
     let err = load_err(Path::new("no/such/model"));
@@ -96,22 +111,12 @@ fn missing_tensor_names_the_tensor() {
 
 #[test]
 fn too_long_prompt_fails_alone() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3");
-    let device = Default::default();
-    let model = load_model::<Cpu>(
-        &ModelSource::Folder(dir),
-        WeightsKind::File,
-        0,
-        None,
-        &device,
-    )
-    .unwrap();
     let config = EngineConfig {
         max_model_len: Some(32),
         block_size: 16,
         ..Default::default()
     };
-    let mut llm = LLM::new(model, config, &device).unwrap();
+    let mut llm = fixture_engine(config);
     let prompts = vec![Prompt::Tokens(vec![5; 40]), Prompt::Tokens(vec![7; 4])];
     let out = llm.generate(prompts, &[SamplingParams::greedy(3)]).unwrap();
     assert_eq!(
@@ -143,16 +148,6 @@ fn too_long_prompt_fails_alone() {
 fn mixed_step_timing_runs_and_refuses_rows_larger_than_the_cache() {
     use nanovllm::engine::step_timing::MixedShape;
     use nanovllm::engine::KvBudget;
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3");
-    let device = Default::default();
-    let model = load_model::<Cpu>(
-        &ModelSource::Folder(dir),
-        WeightsKind::File,
-        0,
-        None,
-        &device,
-    )
-    .unwrap();
     let config = EngineConfig {
         max_model_len: Some(64),
         block_size: 16,
@@ -162,7 +157,7 @@ fn mixed_step_timing_runs_and_refuses_rows_larger_than_the_cache() {
         },
         ..Default::default()
     };
-    let mut llm = LLM::new(model, config, &device).unwrap();
+    let mut llm = fixture_engine(config);
     let shape = MixedShape {
         decodes: 2,
         decode_ctx: 20,
