@@ -74,11 +74,11 @@ enum StepTokens<B: KernelBackend> {
         ids: Tensor<B, 1, Int>,
         read: PendingIds,
     },
-    /// Sampled on the host (or none): the next step waits for them.
+    /// Sampled on the host (none for a step with no work): the next step waits for them.
     Host(Vec<u32>),
-    /// Samples nothing (a prefill chunk), but on a device: a one-element copy queued behind the
-    /// step's work says when it is done. Without it the host would queue a long prompt's
-    /// chunks far ahead of the device, and a request arriving meanwhile would wait for all.
+    /// Samples nothing (a prefill chunk): a one-element copy queued behind the step's work says
+    /// when it is done. Without it the host would queue a long prompt's chunks far ahead of the
+    /// device, and a request arriving meanwhile would wait for all.
     Done(PendingIds),
 }
 
@@ -343,11 +343,10 @@ impl<B: KernelBackend> LLM<B> {
             ids,
         };
         let tokens = match (logits, sampling) {
-            (None, _) if B::kernel_caps(&self.runner.device).is_some() => {
+            (None, _) => {
                 let marker = Tensor::<B, 1, Int>::zeros([1], &self.runner.device);
                 StepTokens::Done(B::read_ids_later(marker))
             }
-            (None, _) => StepTokens::Host(Vec::new()),
             (Some(logits), Some(params)) => device_ids(B::sample_rows(logits, &params)),
             // Greedy included: burn's argmax over a 150k vocabulary is one slow reduce.
             (Some(logits), None) if all_greedy => device_ids(logits.argmax(1).flatten(0, 1)),

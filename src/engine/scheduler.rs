@@ -198,9 +198,9 @@ impl Scheduler {
             if seq.unread > 0 {
                 break;
             }
-            let (_, hit) = self.blocks.admission_cost(seq);
+            let (blocks_needed, hit) = self.blocks.admission_cost(seq);
             let remaining = seq.len() - hit;
-            if (whole && used + remaining > budget) || !self.admit(draft, id) {
+            if (whole && used + remaining > budget) || !self.admit(draft, id, blocks_needed) {
                 break;
             }
             let n = remaining.min(budget - used);
@@ -236,29 +236,29 @@ impl Scheduler {
     /// step, not after the long one's last chunk; the long one waits only while short prompts
     /// fill the whole budget. Returns tokens scheduled.
     fn prefill_short_first(&mut self, draft: &mut Draft, budget: usize) -> usize {
-        // (tokens left, arrival rank, id, waiting)
-        let mut candidates: Vec<(usize, usize, RequestId, bool)> = Vec::new();
+        // (tokens left, arrival rank, id, KV blocks to admit it if waiting)
+        let mut candidates: Vec<(usize, usize, RequestId, Option<usize>)> = Vec::new();
         for &id in &self.running {
             let seq = &self.seqs[&id];
             if seq.in_prefill() && !draft.ids.contains(&id) {
-                candidates.push((seq.num_remaining(), candidates.len(), id, false));
+                candidates.push((seq.num_remaining(), candidates.len(), id, None));
             }
         }
         for &id in &self.waiting {
             let seq = &self.seqs[&id];
             // Preempted with a token still on its way: recompute once the token is known.
             if seq.unread == 0 {
-                let (_, hit) = self.blocks.admission_cost(seq);
-                candidates.push((seq.len() - hit, candidates.len(), id, true));
+                let (blocks_needed, hit) = self.blocks.admission_cost(seq);
+                candidates.push((seq.len() - hit, candidates.len(), id, Some(blocks_needed)));
             }
         }
         candidates.sort_unstable();
         let mut used = 0;
-        for (_, _, id, waiting) in candidates {
+        for (_, _, id, blocks_needed) in candidates {
             if used >= budget {
                 break;
             }
-            if waiting && !self.admit(draft, id) {
+            if blocks_needed.is_some_and(|blocks| !self.admit(draft, id, blocks)) {
                 continue;
             }
             let n = self.seqs[&id].num_remaining().min(budget - used);
@@ -268,15 +268,14 @@ impl Scheduler {
         used
     }
 
-    /// Moves waiting `id` to running with its blocks allocated, if blocks and sequence slots
-    /// allow.
-    fn admit(&mut self, draft: &mut Draft, id: RequestId) -> bool {
-        let seq = self.seqs.get_mut(&id).expect("waiting id is live");
-        let (blocks_needed, _) = self.blocks.admission_cost(seq);
+    /// Moves waiting `id` to running with its blocks allocated, if its `blocks_needed` (from
+    /// `admission_cost`) and a sequence slot are free.
+    fn admit(&mut self, draft: &mut Draft, id: RequestId, blocks_needed: usize) -> bool {
         if self.running.len() >= self.limits.max_num_seqs || blocks_needed > self.blocks.num_free()
         {
             return false;
         }
+        let seq = self.seqs.get_mut(&id).expect("waiting id is live");
         let hit = self.blocks.allocate(seq).expect("admission cost checked");
         seq.status = SeqStatus::Running;
         draft.batch.prefix_hit_tokens += hit;
