@@ -102,6 +102,14 @@ fn unknown_enum_value_is_suggested() {
         msg.contains("unknown value `chunky`") && msg.contains("did you mean `chunked`?"),
         "{msg}"
     );
+    let msg =
+        err("[scheduler]\npolicy = \"chunked\"\nchunk_size = 512\norder = \"shortest_first\"\n");
+    assert!(
+        msg.contains("unknown value `shortest_first`")
+            && msg.contains("`prefill_first`, `decode_first`, `short_first`")
+            && msg.contains("did you mean `short_first`?"),
+        "{msg}"
+    );
 }
 
 #[test]
