@@ -3,7 +3,7 @@
 
 What it makes
 -------------
-Three tiny random-weight causal LMs, built on CPU in float32 with a fixed torch seed
+Six tiny random-weight causal LMs, built on CPU in float32 with a fixed torch seed
 (eager attention, ``model.eval()``), each saved in its own folder under ``--out``:
 
   qwen3/   Qwen3ForCausalLM  vocab 256, hidden 64, 2 layers, 4 q heads / 2 kv heads,
@@ -15,6 +15,19 @@ Three tiny random-weight causal LMs, built on CPU in float32 with a fixed torch 
            small so that the scaling really changes inv_freq at head_dim 16), untied lm_head.
   llama2/  LlamaForCausalLM  same sizes, 4 q heads / 4 kv heads (no GQA), rope_theta 1e4,
            no rope scaling, rms_norm_eps 1e-5, untied lm_head.
+  mixtral/   MixtralForCausalLM  llama3's attention sizes, 8 experts x (64->48->64), top-2
+           (softmax over the chosen logits), rope_theta 1e4, untied lm_head.
+  qwen3_moe/ Qwen3MoeForCausalLM  qwen3's attention (q/k norm, head_dim 32), 3 layers: 0 and 2
+           sparse (8 experts x 48, top-3, norm_topk_prob true), 1 dense (mlp_only_layers [1],
+           intermediate 128).
+  qwen2_moe/ Qwen2MoeForCausalLM  qkv bias, 4 layers, decoder_sparse_step 2 (1 and 3 sparse,
+           0 and 2 dense, intermediate 128), 8 experts x 48, top-2, norm_topk_prob false, a
+           shared expert (intermediate 96) behind its sigmoid gate.
+
+MoE fixtures get a fourth prompt of one token repeated: every position routes alike, so most
+experts get no token (the generator checks that some expert of some layer gets none), and
+``expert_counts`` ([prompt][sparse layer][expert] prefill tokens routed to each expert, from
+the router's top-k) to compare the engine's expert load with.
 
 Weights are re-initialised with a larger spread than HF's default (linear / embedding
 ~ N(0, 0.2), RMSNorm weights ~ 1 + N(0, 0.1)) so logits are far from flat and the greedy
@@ -58,8 +71,9 @@ import sys
 
 import torch
 import transformers
-from transformers import (GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen3Config,
-                          Qwen3ForCausalLM)
+from transformers import (GenerationConfig, LlamaConfig, LlamaForCausalLM, MixtralConfig,
+                          MixtralForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM, Qwen3Config,
+                          Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM)
 
 VOCAB = 256
 PROMPT_LENS = (5, 17, 40)
@@ -90,7 +104,30 @@ def specs():
             **common, num_key_value_heads=4, rms_norm_eps=1e-5, mlp_bias=False,
             rope_parameters=dict(rope_type="default", rope_theta=10000.0),
             tie_word_embeddings=False), 3456),
+        ("mixtral", MixtralForCausalLM, moe(MixtralConfig, num_key_value_heads=2,
+            rms_norm_eps=1e-5, num_local_experts=8, num_experts_per_tok=2, router_jitter_noise=0.0,
+            intermediate_size=48, tie_word_embeddings=False), 4567),
+        ("qwen3_moe", Qwen3MoeForCausalLM, moe(Qwen3MoeConfig, num_hidden_layers=3,
+            num_key_value_heads=2, head_dim=32, rms_norm_eps=1e-6, num_experts=8,
+            num_experts_per_tok=3, moe_intermediate_size=48, norm_topk_prob=True,
+            decoder_sparse_step=1, mlp_only_layers=[1], tie_word_embeddings=False), 5678),
+        ("qwen2_moe", Qwen2MoeForCausalLM, moe(Qwen2MoeConfig, num_hidden_layers=4,
+            num_key_value_heads=2, rms_norm_eps=1e-6, num_experts=8, num_experts_per_tok=2,
+            moe_intermediate_size=48, shared_expert_intermediate_size=96, norm_topk_prob=False,
+            decoder_sparse_step=2, mlp_only_layers=[],
+            tie_word_embeddings=False), 6789),
     ]
+
+
+def moe(cls, **kw):
+    """A MoE config on the dense fixtures' sizes; routing stays deterministic (no jitter)."""
+    base = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                intermediate_size=128, max_position_embeddings=512, hidden_act="silu",
+                bos_token_id=None, eos_token_id=EOS, pad_token_id=None,
+                rope_parameters=dict(rope_type="default", rope_theta=10000.0),
+                output_router_logits=False)
+    base.update(kw)
+    return cls(**base)
 
 
 def r6(x):
@@ -106,10 +143,10 @@ def init_weights(model, seed):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in sorted(model.named_parameters()):   # tied lm_head is not listed twice
-            if p.dim() == 1:       # RMSNorm weights (input/post-attn/final norm, q_norm/k_norm)
-                assert "norm" in name, name
+            if p.dim() == 1 and "norm" in name:   # RMSNorm weights (input/post-attn/final, q/k)
                 p.copy_(1.0 + NORM_STD * torch.randn(p.shape, generator=g))
-            else:                  # embeddings and linear weights (no biases in these models)
+            else:   # embeddings, linear and expert weights, routers, qkv biases (qwen2_moe)
+                assert p.dim() > 1 or name.endswith("bias"), name
                 p.copy_(LINEAR_STD * torch.randn(p.shape, generator=g))
 
 
@@ -123,9 +160,43 @@ def top2_margin(logits):
     return (t[0] - t[1]).item()
 
 
-def make_prompts(prompt_seed):
+def make_prompts(prompt_seed, is_moe):
     g = torch.Generator().manual_seed(prompt_seed)
-    return [torch.randint(1, VOCAB, (n,), generator=g).tolist() for n in PROMPT_LENS]
+    prompts = [torch.randint(1, VOCAB, (n,), generator=g).tolist() for n in PROMPT_LENS]
+    if is_moe:   # one token repeated: every position routes alike, most experts get nothing
+        prompts.append([int(torch.randint(1, VOCAB, (1,), generator=g))] * 12)
+    return prompts
+
+
+def routers(model):
+    """The sparse layers' router modules (``mlp.gate`` / ``block_sparse_moe.gate``), in order."""
+    out = []
+    for layer in model.model.layers:
+        block = getattr(layer, "block_sparse_moe", None) or layer.mlp
+        gate = getattr(block, "gate", None)
+        if gate is not None and hasattr(gate, "weight") and gate.weight.dim() == 2 \
+                and gate.weight.shape[1] == model.config.hidden_size \
+                and not hasattr(block, "gate_proj"):
+            out.append(gate)
+    return out
+
+
+def expert_counts(model, ids):
+    """[sparse layer][expert] tokens of a prefill of ``ids`` routed to each expert (top-k of
+    the router logits, computed from the router's input)."""
+    k = model.config.num_experts_per_tok
+    counts = []
+
+    def count(mod, args, kwargs):
+        x = (args[0] if args else next(iter(kwargs.values()))).reshape(-1, mod.weight.shape[1])
+        chosen = torch.topk(x.float() @ mod.weight.float().T, k).indices.flatten()
+        counts.append(torch.bincount(chosen, minlength=mod.weight.shape[0]).tolist())
+
+    hooks = [g.register_forward_pre_hook(count, with_kwargs=True) for g in routers(model)]
+    full_logits(model, ids)
+    for h in hooks:
+        h.remove()
+    return counts
 
 
 def run_prompts(model, prompts):
@@ -199,9 +270,10 @@ def build(name, cls, config, seed, out_root):
     scaled = not torch.allclose(inv.double(), inv0, rtol=1e-5)
     assert scaled == (config.rope_parameters["rope_type"] == "llama3"), f"{name}: unexpected rope scaling state"
 
+    is_moe = "moe" in name or name == "mixtral"
     prompt_seed = seed
     for _ in range(100):
-        prompts = make_prompts(prompt_seed)
+        prompts = make_prompts(prompt_seed, is_moe)
         res = run_prompts(model, prompts)
         margin = min(min(m) for m in res["greedy_margins"])
         emits_eos = any(EOS in t for t in res["greedy_tokens"])
@@ -211,6 +283,15 @@ def build(name, cls, config, seed, out_root):
         prompt_seed += 1000
     else:
         sys.exit(f"{name}: could not find prompts with a robust greedy margin")
+
+    extra = {}
+    if is_moe:
+        counts = [expert_counts(model, ids) for ids in prompts]
+        n_sparse = len(routers(model))
+        assert n_sparse >= 1 and all(len(c) == n_sparse for c in counts), (n_sparse, counts)
+        assert any(0 in layer for c in counts for layer in c), "no expert went without tokens"
+        print(f"[{name}] sparse layers {n_sparse}, expert counts of the repeated prompt {counts[-1]}")
+        extra["expert_counts"] = counts
 
     d = os.path.join(out_root, name)
     os.makedirs(d, exist_ok=True)
@@ -237,6 +318,7 @@ def build(name, cls, config, seed, out_root):
         greedy_min_margin=r6(margin),
         rope_inv_freq=r6(inv),
         rope_inv_freq_unscaled=r6(inv0.float()),
+        **extra,
     )
     with open(os.path.join(d, "golden.json"), "w") as f:
         json.dump(golden, f, separators=(",", ":"))
@@ -245,12 +327,16 @@ def build(name, cls, config, seed, out_root):
     print(f"[{name}] prompt_seed={prompt_seed} greedy={res['greedy_tokens']} min_margin={margin:.4f} "
           f"last-logit std per prompt={[round(s, 3) for s in spread]}")
     print(f"[{name}] files: {sorted(os.listdir(d))}")
+    from safetensors import safe_open
+    with safe_open(os.path.join(d, "model.safetensors"), "pt") as f:
+        names = sorted(f.keys())
+    print(f"[{name}] {len(names)} tensors, layer 1: {[n for n in names if '.layers.1.' in n][:12]}")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="tests/fixtures")
-    ap.add_argument("--only", nargs="*", help="subset of qwen3 llama3 llama2")
+    ap.add_argument("--only", nargs="*", help="subset of qwen3 llama3 llama2 mixtral qwen3_moe qwen2_moe")
     a = ap.parse_args()
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     print(f"torch {torch.__version__}, transformers {transformers.__version__}")

@@ -6,6 +6,7 @@
 //!   the split-context merge, the K/V cache write, and the reference.
 //! - [`layers`]: RMSNorm, add + RMSNorm, q/k norm + rotary, SiLU·mul.
 //! - [`matmul`]: projections by row count: the fused few-row gemv, cubek strategies, cuBLAS.
+//! - [`moe`]: mixture of experts: the router's top-k and the chosen experts' products.
 //! - [`sample`]: sampling on the device (Gumbel-max, counter-based per-request noise).
 //! - [`step_io`]: a step's int arrays in one upload, sampled ids on their way back, next ids.
 //! - [`backends`]: [`KernelBackend`], the ops the engine's forward pass runs, with plain-burn
@@ -18,6 +19,7 @@ pub mod backends;
 pub mod dev;
 pub mod layers;
 pub mod matmul;
+pub mod moe;
 mod outputs;
 pub mod sample;
 pub mod step_io;

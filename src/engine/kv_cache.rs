@@ -62,7 +62,7 @@ fn warm_pass<B: KernelBackend>(runner: &mut ModelRunner<B>, seqs: &[Sequence], n
             samples: true,
         })
         .collect();
-    if let Some(logits) = runner.execute(&work, false, None) {
+    if let Some(logits) = runner.execute(&work, false, None).logits {
         ModelRunner::<B>::ids_to_host(logits.argmax(1).flatten(0, 1));
     }
 }

@@ -18,7 +18,7 @@ use super::runner::{ModelRunner, SeqWork};
 use super::sampler::sample;
 use super::scheduler::{Batch, Placeholder, Scheduler, SchedulerLimits};
 use super::sequence::Sequence;
-use super::types::{RequestId, RequestOutput, StepReport};
+use super::types::{ExpertLoad, RequestId, RequestOutput, StepReport};
 
 /// A prompt as text (needs the model's tokenizer) or as token ids.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,6 +57,8 @@ pub struct LLM<B: KernelBackend> {
     pub model_name: String,
     pub random_weights: bool,
     async_scheduling: bool,
+    /// Experts per sparse layer (0 for a dense model), to read the expert load back.
+    num_experts: usize,
     /// Steps whose work is queued, oldest first; their sampled tokens are not read yet.
     queued: VecDeque<QueuedStep<B>>,
 }
@@ -66,6 +68,8 @@ struct QueuedStep<B: KernelBackend> {
     batch: Batch,
     placed: Vec<Placeholder>,
     tokens: StepTokens<B>,
+    /// A MoE model's tokens per expert of each sparse layer, on their way to the host.
+    expert_load: Option<PendingIds>,
 }
 
 enum StepTokens<B: KernelBackend> {
@@ -88,6 +92,7 @@ impl<B: KernelBackend> QueuedStep<B> {
             batch,
             placed: Vec::new(),
             tokens: StepTokens::Host(Vec::new()),
+            expert_load: None,
         }
     }
 
@@ -142,6 +147,7 @@ impl<B: KernelBackend> LLM<B> {
             model_name: model.name,
             random_weights: model.random_weights,
             async_scheduling: config.async_scheduling,
+            num_experts: spec.ffn.moe().map_or(0, |m| m.num_experts),
             queued: VecDeque::new(),
         })
     }
@@ -246,6 +252,13 @@ impl<B: KernelBackend> LLM<B> {
             }
             StepTokens::Host(tokens) => tokens,
         };
+        let expert_load = match step.expert_load {
+            Some(read) => Some(ExpertLoad::new(
+                read.wait().map_err(anyhow::Error::msg)?,
+                self.num_experts,
+            )),
+            None => None,
+        };
         trace_mark("read");
         if let Some(failure) = crate::backend::device_failure() {
             anyhow::bail!("the device failed during this step, so its results are void: {failure}");
@@ -283,6 +296,7 @@ impl<B: KernelBackend> LLM<B> {
             prefix_hit_tokens: batch.prefix_hit_tokens,
             new_tokens: read.tokens,
             finished,
+            expert_load,
             queued,
             duration: started.elapsed(),
         })
@@ -336,7 +350,8 @@ impl<B: KernelBackend> LLM<B> {
             }) => Some(ids),
             _ => None,
         };
-        let logits = self.runner.execute(&work, false, unread_ids);
+        let out = self.runner.execute(&work, false, unread_ids);
+        let (logits, expert_load) = (out.logits, out.expert_load.map(B::read_ids_later));
         trace_mark("launched");
         let device_ids = |ids: Tensor<B, 1, Int>| StepTokens::Device {
             read: B::read_ids_later(ids.clone()),
@@ -370,6 +385,7 @@ impl<B: KernelBackend> LLM<B> {
             batch,
             placed,
             tokens,
+            expert_load,
         }
     }
 

@@ -15,4 +15,4 @@ pub use llm::{Prompt, RequestError, LLM};
 pub use params::{
     AttentionBackend, ChunkOrder, EngineConfig, KvBudget, SamplingParams, SchedulerPolicy,
 };
-pub use types::{FinishReason, RequestId, RequestOutput, StepKind, StepReport};
+pub use types::{ExpertLoad, FinishReason, RequestId, RequestOutput, StepKind, StepReport};

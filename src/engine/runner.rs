@@ -6,7 +6,7 @@ use nanovllm_kernels::{KernelBackend, PackedInts};
 
 use crate::backend::trace_mark;
 use crate::model::attention::{AttentionImpl, StepAttention};
-use crate::model::{Decoder, LayerCache, StepTensors};
+use crate::model::{Decoder, LayerCache, StepOutput, StepTensors};
 use nanovllm_kernels::SeqAttn;
 
 use super::sequence::Sequence;
@@ -81,7 +81,7 @@ impl<B: KernelBackend> ModelRunner<B> {
         work: &[SeqWork],
         all_rows: bool,
         unread_ids: Option<&Tensor<B, 1, Int>>,
-    ) -> Option<Tensor<B, 2>> {
+    ) -> StepOutput<B> {
         let (mut token_ids, mut positions, mut slots, mut rows) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         // (row of this step, row of `unread_ids`) for each token not read yet.

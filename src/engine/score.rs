@@ -89,6 +89,7 @@ impl<B: KernelBackend> LLM<B> {
         let logits = self
             .runner
             .execute(&work, true, None)
+            .logits
             .expect("every row wanted");
         let device = logits.device();
         let n = targets.len();
@@ -149,6 +150,7 @@ impl<B: KernelBackend> LLM<B> {
                     true,
                     None,
                 )
+                .logits
                 .expect("every row wanted");
             out.extend(ModelRunner::to_host(logits));
             seq.num_computed += n;

@@ -59,10 +59,52 @@ pub struct StepReport {
     pub new_tokens: Vec<(RequestId, u32)>,
     /// Requests that finished in this step.
     pub finished: Vec<RequestOutput>,
+    /// A MoE model's tokens per expert in this step.
+    pub expert_load: Option<ExpertLoad>,
     /// Wall time of the call (schedule + launches + reading the tokens back), measured by the
     /// engine.
     pub duration: Duration,
     /// The part of `duration` until every launch of the call was queued, before the host
     /// waits for the device: near `duration` when issuing the launches bounds the step.
     pub queued: Duration,
+}
+
+/// Tokens routed to each expert in one step, per sparse layer (MoE models).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpertLoad {
+    /// `[sparse layer][expert]` tokens routed.
+    pub per_layer: Vec<Vec<u32>>,
+}
+
+impl ExpertLoad {
+    /// From the device's flat `[layers * experts]` counts.
+    pub fn new(flat: Vec<u32>, experts: usize) -> Self {
+        Self {
+            per_layer: flat.chunks(experts.max(1)).map(<[u32]>::to_vec).collect(),
+        }
+    }
+
+    /// Tokens per expert summed over the sparse layers.
+    pub fn per_expert(&self) -> Vec<u32> {
+        let experts = self.per_layer.first().map_or(0, Vec::len);
+        (0..experts)
+            .map(|e| self.per_layer.iter().map(|l| l[e]).sum())
+            .collect()
+    }
+
+    /// The busiest expert's tokens in the busiest layer.
+    pub fn max(&self) -> u32 {
+        self.per_layer.iter().flatten().copied().max().unwrap_or(0)
+    }
+
+    /// Tokens per expert on average (the same in every layer: tokens × top-k / experts).
+    pub fn mean(&self) -> f64 {
+        let n: usize = self.per_layer.iter().map(Vec::len).sum();
+        let total: u64 = self.per_layer.iter().flatten().map(|&c| c as u64).sum();
+        if n == 0 {
+            0.0
+        } else {
+            total as f64 / n as f64
+        }
+    }
 }

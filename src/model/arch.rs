@@ -17,6 +17,12 @@ pub enum Architecture {
     Qwen2,
     /// Llama 2 and Llama 3.x (Llama 3.x adds `rope_scaling` of type llama3).
     Llama,
+    /// Mixtral: Llama attention, every layer a sparse MoE block (`block_sparse_moe`).
+    Mixtral,
+    /// Qwen3-MoE: Qwen3 attention; sparse layers by `decoder_sparse_step` and `mlp_only_layers`.
+    Qwen3Moe,
+    /// Qwen2-MoE: Qwen2 attention; sparse layers add a shared expert behind a sigmoid gate.
+    Qwen2Moe,
 }
 
 /// How rotary frequencies are scaled for long contexts.
@@ -33,19 +39,105 @@ pub enum RopeScaling {
     },
 }
 
-/// The feed-forward block of every layer, as the architecture describes it.
+/// The feed-forward blocks of the model, as the architecture describes them.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FfnSpec {
-    /// A gated MLP: `down(silu(gate(x)) * up(x))`.
+    /// Every layer a gated MLP: `down(silu(gate(x)) * up(x))`.
     Dense { intermediate_size: usize },
+    /// Sparse MoE blocks, except the layers listed in `dense_layers` (gated MLPs of
+    /// `dense_intermediate_size`).
+    Moe {
+        moe: MoeSpec,
+        dense_layers: Vec<usize>,
+        dense_intermediate_size: usize,
+    },
+}
+
+/// Whose HF parameter names a MoE block's weights carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpertNaming {
+    /// `block_sparse_moe.gate`, `block_sparse_moe.experts.{e}.w1 / w3 / w2` (gate, up, down).
+    Mixtral,
+    /// `mlp.gate`, `mlp.experts.{e}.gate_proj / up_proj / down_proj`, `mlp.shared_expert*`.
+    Qwen,
+}
+
+/// One sparse MoE block: a router picks `top_k` of `num_experts` gated MLPs per token.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct MoeSpec {
+    pub num_experts: usize,
+    pub top_k: usize,
+    /// Each expert's MLP width.
+    pub expert_intermediate_size: usize,
+    /// The chosen experts' softmax weights are rescaled to sum to one (Mixtral always, Qwen
+    /// where `norm_topk_prob`); otherwise they stay the full softmax's probabilities.
+    pub renormalize: bool,
+    /// Qwen2-MoE's shared expert: a gated MLP of this width every token goes through, scaled
+    /// by `sigmoid(x · shared_expert_gate)`.
+    pub shared_expert_intermediate_size: Option<usize>,
+    pub naming: ExpertNaming,
+}
+
+impl MoeSpec {
+    /// Parameters of one block at hidden size `hidden`: `(all, active per token)`.
+    pub fn num_params(&self, hidden: usize) -> (usize, usize) {
+        let expert = 3 * hidden * self.expert_intermediate_size;
+        let shared = self
+            .shared_expert_intermediate_size
+            .map_or(0, |i| 3 * hidden * i + hidden);
+        let router = hidden * self.num_experts;
+        (
+            self.num_experts * expert + shared + router,
+            self.top_k * expert + shared + router,
+        )
+    }
+}
+
+/// One layer's feed-forward block.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LayerFfn<'a> {
+    Dense { intermediate_size: usize },
+    Moe(&'a MoeSpec),
 }
 
 impl FfnSpec {
-    /// Parameters of one layer's feed-forward block at hidden size `hidden`.
-    pub fn num_params(&self, hidden: usize) -> usize {
+    /// Layer `layer`'s block.
+    pub fn layer(&self, layer: usize) -> LayerFfn<'_> {
+        match self {
+            FfnSpec::Dense { intermediate_size } => LayerFfn::Dense {
+                intermediate_size: *intermediate_size,
+            },
+            FfnSpec::Moe {
+                dense_layers,
+                dense_intermediate_size,
+                ..
+            } if dense_layers.contains(&layer) => LayerFfn::Dense {
+                intermediate_size: *dense_intermediate_size,
+            },
+            FfnSpec::Moe { moe, .. } => LayerFfn::Moe(moe),
+        }
+    }
+
+    /// The sparse blocks' spec, for a MoE model.
+    pub fn moe(&self) -> Option<&MoeSpec> {
+        match self {
+            FfnSpec::Dense { .. } => None,
+            FfnSpec::Moe { moe, .. } => Some(moe),
+        }
+    }
+}
+
+impl LayerFfn<'_> {
+    /// Parameters of the block at hidden size `hidden`: `(all, active per token)`.
+    pub fn num_params(&self, hidden: usize) -> (usize, usize) {
         match *self {
-            FfnSpec::Dense { intermediate_size } => 3 * hidden * intermediate_size,
+            LayerFfn::Dense { intermediate_size } => {
+                let n = 3 * hidden * intermediate_size;
+                (n, n)
+            }
+            LayerFfn::Moe(moe) => moe.num_params(hidden),
         }
     }
 }
@@ -77,6 +169,23 @@ pub struct ArchSpec {
 impl ArchSpec {
     /// Parameters of the model (embeddings counted once when tied).
     pub fn num_params(&self) -> usize {
+        self.param_counts().0
+    }
+
+    /// Parameters one token's forward pass reads: a MoE model's chosen experts only.
+    pub fn active_params(&self) -> usize {
+        self.param_counts().1
+    }
+
+    /// The MoE layers, in order.
+    pub fn moe_layers(&self) -> Vec<usize> {
+        (0..self.num_layers)
+            .filter(|&l| matches!(self.ffn.layer(l), LayerFfn::Moe(_)))
+            .collect()
+    }
+
+    /// `(all, active)` parameters.
+    fn param_counts(&self) -> (usize, usize) {
         let (h, hd) = (self.hidden_size, self.head_dim);
         let qkv = h * (self.num_heads + 2 * self.num_kv_heads) * hd;
         let bias = if self.qkv_bias {
@@ -85,9 +194,15 @@ impl ArchSpec {
             0
         };
         let norms = 2 * h + if self.qk_norm { 2 * hd } else { 0 };
-        let layer = qkv + bias + self.num_heads * hd * h + self.ffn.num_params(h) + norms;
+        let attn = qkv + bias + self.num_heads * hd * h + norms;
         let embed = self.vocab_size * h * if self.tie_word_embeddings { 1 } else { 2 };
-        self.num_layers * layer + embed + h
+        let (mut all, mut active) = (embed + h, embed + h);
+        for l in 0..self.num_layers {
+            let (a, b) = self.ffn.layer(l).num_params(h);
+            all += attn + a;
+            active += attn + b;
+        }
+        (all, active)
     }
 
     /// Bytes of K and V for one token across all layers, at `dtype_bytes` per element.
@@ -103,7 +218,7 @@ enum OneOrMany {
     Many(Vec<u32>),
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 struct RawRope {
     #[serde(alias = "type")]
     rope_type: Option<String>,
@@ -133,7 +248,17 @@ struct RawConfig {
     max_position_embeddings: Option<usize>,
     tie_word_embeddings: Option<bool>,
     attention_bias: Option<bool>,
+    qkv_bias: Option<bool>,
     eos_token_id: Option<OneOrMany>,
+    // MoE: Mixtral names the expert count `num_local_experts`, Qwen `num_experts`.
+    num_local_experts: Option<usize>,
+    num_experts: Option<usize>,
+    num_experts_per_tok: Option<usize>,
+    moe_intermediate_size: Option<usize>,
+    norm_topk_prob: Option<bool>,
+    decoder_sparse_step: Option<usize>,
+    mlp_only_layers: Option<Vec<usize>>,
+    shared_expert_intermediate_size: Option<usize>,
 }
 
 /// Reads and resolves `<dir>/config.json`.
@@ -158,6 +283,9 @@ pub fn parse_arch(text: &str, path: &Path) -> Result<ArchSpec, ModelError> {
         "qwen3" => Architecture::Qwen3,
         "qwen2" => Architecture::Qwen2,
         "llama" => Architecture::Llama,
+        "mixtral" => Architecture::Mixtral,
+        "qwen3_moe" => Architecture::Qwen3Moe,
+        "qwen2_moe" => Architecture::Qwen2Moe,
         other => {
             return Err(ModelError::UnknownModelType {
                 path: path.into(),
@@ -180,32 +308,42 @@ pub fn parse_arch(text: &str, path: &Path) -> Result<ArchSpec, ModelError> {
         });
     }
     // The 5.x dialect keeps rope_theta inside rope_parameters; the 4.x one at the top level.
-    let rope = raw.rope_parameters.or(raw.rope_scaling).unwrap_or_default();
+    let rope = raw
+        .rope_parameters
+        .clone()
+        .or(raw.rope_scaling.clone())
+        .unwrap_or_default();
     let rope_theta = rope.rope_theta.or(raw.rope_theta).unwrap_or(10_000.0);
     let rope_scaling = resolve_rope_scaling(&rope, path)?;
-    let qwen = matches!(architecture, Architecture::Qwen3 | Architecture::Qwen2);
+    use Architecture as A;
+    let qwen = matches!(
+        architecture,
+        A::Qwen3 | A::Qwen2 | A::Qwen3Moe | A::Qwen2Moe
+    );
+    let num_layers = raw
+        .num_hidden_layers
+        .ok_or_else(|| field("num_hidden_layers"))?;
+    let ffn = resolve_ffn(&raw, architecture, num_layers, path)?;
     let spec = ArchSpec {
         architecture,
         vocab_size: raw.vocab_size.ok_or_else(|| field("vocab_size"))?,
         hidden_size,
-        num_layers: raw
-            .num_hidden_layers
-            .ok_or_else(|| field("num_hidden_layers"))?,
+        num_layers,
         num_heads,
         num_kv_heads,
         head_dim: raw.head_dim.unwrap_or(hidden_size / num_heads),
-        ffn: FfnSpec::Dense {
-            intermediate_size: raw
-                .intermediate_size
-                .ok_or_else(|| field("intermediate_size"))?,
-        },
+        ffn,
         rms_norm_eps: raw.rms_norm_eps.unwrap_or(if qwen { 1e-6 } else { 1e-5 }),
         rope_theta,
         rope_scaling,
         max_position_embeddings: raw.max_position_embeddings.unwrap_or(4096),
         tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
-        qk_norm: architecture == Architecture::Qwen3,
-        qkv_bias: architecture == Architecture::Qwen2 || raw.attention_bias.unwrap_or(false),
+        qk_norm: matches!(architecture, A::Qwen3 | A::Qwen3Moe),
+        // Qwen2 and Qwen2-MoE always have qkv bias (transformers 5 writes `qkv_bias: true`).
+        qkv_bias: match architecture {
+            A::Qwen2 | A::Qwen2Moe => raw.qkv_bias.unwrap_or(true),
+            _ => raw.attention_bias.unwrap_or(false),
+        },
         eos_token_ids: match raw.eos_token_id {
             Some(OneOrMany::One(id)) => vec![id],
             Some(OneOrMany::Many(ids)) => ids,
@@ -220,6 +358,102 @@ pub fn parse_arch(text: &str, path: &Path) -> Result<ArchSpec, ModelError> {
         });
     }
     Ok(spec)
+}
+
+/// The feed-forward blocks: dense everywhere, or sparse with the architecture's defaults.
+fn resolve_ffn(
+    raw: &RawConfig,
+    architecture: Architecture,
+    num_layers: usize,
+    path: &Path,
+) -> Result<FfnSpec, ModelError> {
+    let field = |name: &str| ModelError::MissingField {
+        path: path.into(),
+        field: name.to_string(),
+    };
+    let bad = |name: &str, msg: String| ModelError::BadField {
+        path: path.into(),
+        field: name.to_string(),
+        msg,
+    };
+    let intermediate = || {
+        raw.intermediate_size
+            .ok_or_else(|| field("intermediate_size"))
+    };
+    // transformers 5 writes Qwen3-MoE's `num_experts` as `num_local_experts`, Mixtral's name.
+    let experts = raw.num_local_experts.or(raw.num_experts);
+    let (num_experts, naming, expert_intermediate_size, renormalize, shared) = match architecture {
+        Architecture::Qwen3 | Architecture::Qwen2 | Architecture::Llama => {
+            return Ok(FfnSpec::Dense {
+                intermediate_size: intermediate()?,
+            })
+        }
+        // Mixtral renormalises the top-k weights always (a softmax over the chosen logits).
+        Architecture::Mixtral => (
+            experts.ok_or_else(|| field("num_local_experts"))?,
+            ExpertNaming::Mixtral,
+            intermediate()?,
+            true,
+            None,
+        ),
+        Architecture::Qwen3Moe | Architecture::Qwen2Moe => (
+            experts.ok_or_else(|| field("num_experts"))?,
+            ExpertNaming::Qwen,
+            raw.moe_intermediate_size
+                .ok_or_else(|| field("moe_intermediate_size"))?,
+            // HF's defaults: Qwen3-MoE renormalises, Qwen2-MoE does not.
+            raw.norm_topk_prob
+                .unwrap_or(architecture == Architecture::Qwen3Moe),
+            match architecture {
+                Architecture::Qwen2Moe => Some(
+                    raw.shared_expert_intermediate_size
+                        .ok_or_else(|| field("shared_expert_intermediate_size"))?,
+                ),
+                _ => None,
+            },
+        ),
+    };
+    let top_k = raw
+        .num_experts_per_tok
+        .ok_or_else(|| field("num_experts_per_tok"))?;
+    if num_experts == 0 || top_k == 0 || top_k > num_experts {
+        return Err(bad(
+            "num_experts_per_tok",
+            format!("{top_k} experts per token of {num_experts} experts"),
+        ));
+    }
+    // Qwen's rule: layer l is sparse when (l + 1) % decoder_sparse_step == 0 and it is not in
+    // mlp_only_layers; Mixtral has neither field (every layer sparse).
+    let step = raw.decoder_sparse_step.unwrap_or(1);
+    if step == 0 {
+        return Err(bad("decoder_sparse_step", "must be >= 1".into()));
+    }
+    let only = raw.mlp_only_layers.clone().unwrap_or_default();
+    if let Some(&l) = only.iter().find(|&&l| l >= num_layers) {
+        return Err(bad(
+            "mlp_only_layers",
+            format!("layer {l} of a {num_layers}-layer model"),
+        ));
+    }
+    let dense_layers: Vec<usize> = (0..num_layers)
+        .filter(|l| only.contains(l) || (l + 1) % step != 0)
+        .collect();
+    let dense_intermediate_size = match dense_layers.is_empty() {
+        true => raw.intermediate_size.unwrap_or(0),
+        false => intermediate()?,
+    };
+    Ok(FfnSpec::Moe {
+        moe: MoeSpec {
+            num_experts,
+            top_k,
+            expert_intermediate_size,
+            renormalize,
+            shared_expert_intermediate_size: shared,
+            naming,
+        },
+        dense_layers,
+        dense_intermediate_size,
+    })
 }
 
 fn resolve_rope_scaling(rope: &RawRope, path: &Path) -> Result<RopeScaling, ModelError> {

@@ -3,7 +3,7 @@
 //! head. Architecture differences are switches resolved at load from [`ArchSpec`] (q/k norm,
 //! qkv bias, tied embeddings, the [`FeedForward`] arm); backend differences live behind
 //! [`KernelBackend`]'s ops (plain burn by default, fused kernels where a backend has them).
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 use nanovllm_kernels::matmul::gemv::GEMV_MAX_ROWS;
 use nanovllm_kernels::{HeadShape, KernelBackend, KvWrite};
 
@@ -39,6 +39,16 @@ pub struct StepTensors<B: KernelBackend> {
     pub attn: StepAttention<B>,
     /// `[rows]` packed rows whose logits are wanted (last token of sequences that sample).
     pub logits_rows: Tensor<B, 1, Int>,
+}
+
+/// What one forward pass returns.
+pub struct StepOutput<B: KernelBackend> {
+    /// `[rows, vocab]` of the step's wanted rows; `None` when no row is wanted (a chunk that
+    /// ends no prompt).
+    pub logits: Option<Tensor<B, 2>>,
+    /// A MoE model's expert load: `[moe_layers * experts]` tokens routed to each expert of
+    /// each sparse layer, on the device.
+    pub expert_load: Option<Tensor<B, 1, Int>>,
 }
 
 struct Layer<B: KernelBackend> {
@@ -123,7 +133,7 @@ impl<B: KernelBackend> Decoder<B> {
                 q_norm,
                 k_norm,
                 o: Linear::load(source, &[(n(names::O), h)], nq * hd, device)?,
-                ffn: FeedForward::load(&spec.ffn, i, h, source, device)?,
+                ffn: FeedForward::load(spec.ffn.layer(i), i, h, source, device)?,
             });
         }
         let embed =
@@ -176,36 +186,69 @@ impl<B: KernelBackend> Decoder<B> {
         }
     }
 
-    /// Runs one step: stores every new token's K and V in `cache` and returns the logits
-    /// `[rows, vocab]` of `step.logits_rows`, or `None` when no row is wanted (a chunk that
-    /// ends no prompt). Each sublayer's output is added to the residual stream by the next
-    /// norm (fused where the backend can), so `pending` holds the last one not yet added.
-    pub fn forward(
-        &self,
-        step: &StepTensors<B>,
-        cache: &mut [LayerCache<B>],
-    ) -> Option<Tensor<B, 2>> {
+    /// Runs one step: stores every new token's K and V in `cache` and returns the logits of
+    /// `step.logits_rows` (and a MoE model's expert load). Each sublayer's output is added to
+    /// the residual stream by the next norm (fused where the backend can), so `pending` holds
+    /// the last one not yet added.
+    pub fn forward(&self, step: &StepTensors<B>, cache: &mut [LayerCache<B>]) -> StepOutput<B> {
         let s = &self.spec;
         let eps = s.rms_norm_eps as f32;
         let mut x = self.embed.clone().select(0, step.token_ids.clone());
         let mut pending: Option<Tensor<B, 2>> = None;
+        let mut routed = Vec::new();
         for (layer, layer_cache) in self.layers.iter().zip(cache.iter_mut()) {
             let (sum, qkv) = layer
                 .qkv
                 .norm_forward(x, pending.take(), &layer.input_norm, eps);
             let attn = self.attention(layer, qkv, step, layer_cache);
-            let (sum, ffn_out) =
-                layer
-                    .ffn
-                    .forward(sum, layer.o.forward(attn), &layer.post_attn_norm, eps);
-            x = sum;
-            pending = Some(ffn_out);
+            let out = layer
+                .ffn
+                .forward(sum, layer.o.forward(attn), &layer.post_attn_norm, eps);
+            x = out.residual;
+            pending = Some(out.out);
+            routed.extend(out.routed);
         }
+        StepOutput {
+            logits: self.logits(x, pending.expect("at least one layer"), step),
+            expert_load: self.expert_load(routed),
+        }
+    }
+
+    /// Tokens per expert of each sparse layer, `[layers * experts]`, from each layer's routed
+    /// expert ids `[tokens, top_k]`.
+    fn expert_load(&self, routed: Vec<Tensor<B, 2, Int>>) -> Option<Tensor<B, 1, Int>> {
+        let experts = self.spec.ffn.moe()?.num_experts;
+        let layers = routed.len();
+        let device = routed.first()?.device();
+        let ids = routed
+            .into_iter()
+            .enumerate()
+            .map(|(l, ids)| ids.flatten::<1>(0, 1).add_scalar((l * experts) as i64))
+            .collect();
+        let ids = Tensor::cat(ids, 0);
+        let ones = Tensor::<B, 1, Int>::ones([ids.dims()[0]], &device);
+        Some(
+            Tensor::<B, 1, Int>::zeros([layers * experts], &device).scatter(
+                0,
+                ids,
+                ones,
+                IndexingUpdateOp::Add,
+            ),
+        )
+    }
+
+    /// The LM head over the wanted rows of the residual stream `x` plus `delta`.
+    fn logits(
+        &self,
+        x: Tensor<B, 2>,
+        delta: Tensor<B, 2>,
+        step: &StepTensors<B>,
+    ) -> Option<Tensor<B, 2>> {
+        let eps = self.spec.rms_norm_eps as f32;
         let wanted = step.logits_rows.dims()[0];
         if wanted == 0 {
             return None;
         }
-        let delta = pending.expect("at least one layer");
         // The wanted rows are increasing and distinct: as many as tokens means all of them, in
         // order (every decode step), and selecting them would only copy.
         let (x, delta) = match wanted == x.dims()[0] {

@@ -1,67 +1,119 @@
-//! [`FeedForward`]: a layer's feed-forward block, one arm per [`FfnSpec`]. `Dense` (the gated
-//! MLP) today; MoE (router + experts) is the next arm, chosen from the architecture's spec.
-use burn::tensor::Tensor;
+//! [`FeedForward`]: a layer's feed-forward block, one arm per [`LayerFfn`]: the gated MLP, or a
+//! sparse MoE block (router, top-k experts, Qwen2-MoE's gated shared expert).
+use burn::tensor::{activation::sigmoid, Int, Tensor};
+use nanovllm_kernels::moe::{ExpertWeights, RouterConfig};
 use nanovllm_kernels::KernelBackend;
 
-use super::arch::FfnSpec;
+use super::arch::{LayerFfn, MoeSpec};
 use super::error::ModelError;
 use super::linear::Linear;
-use super::weights::{names, WeightSource};
+use super::weights::{names, Init, WeightSource};
 
 pub enum FeedForward<B: KernelBackend> {
     /// `down(silu(gate(x)) * up(x))`.
-    Dense {
-        /// `[hidden, 2 * intermediate]`: gate and up side by side.
-        gate_up: Linear<B>,
-        /// `[intermediate, hidden]`.
-        down: Linear<B>,
-    },
+    Dense(GatedMlp<B>),
+    /// `sum over the router's top-k experts e of weight_e * expert_e(x)`, plus the shared
+    /// expert where there is one.
+    Moe(Box<MoeBlock<B>>),
+}
+
+pub struct GatedMlp<B: KernelBackend> {
+    /// `[hidden, 2 * intermediate]`: gate and up side by side.
+    gate_up: Linear<B>,
+    /// `[intermediate, hidden]`.
+    down: Linear<B>,
+}
+
+pub struct MoeBlock<B: KernelBackend> {
+    /// `[hidden, experts]`.
+    router: Linear<B>,
+    config: RouterConfig,
+    experts: ExpertWeights<B>,
+    /// Qwen2-MoE: an MLP every token goes through, and its gate `[hidden, 1]`.
+    shared: Option<(GatedMlp<B>, Linear<B>)>,
+}
+
+/// What a block returns: the residual stream, its output (not yet added), and for a MoE block
+/// the experts each token was routed to (`[tokens, top_k]`, for the step's expert load).
+pub struct FfnOutput<B: KernelBackend> {
+    pub residual: Tensor<B, 2>,
+    pub out: Tensor<B, 2>,
+    pub routed: Option<Tensor<B, 2, Int>>,
+}
+
+impl<B: KernelBackend> GatedMlp<B> {
+    /// The MLP from HF's `[gate, up, down]` weight names.
+    fn load(
+        source: &WeightSource,
+        [gate, up, down]: [String; 3],
+        hidden: usize,
+        inter: usize,
+        device: &B::Device,
+    ) -> Result<Self, ModelError> {
+        Ok(Self {
+            gate_up: Linear::load(source, &[(gate, inter), (up, inter)], hidden, device)?,
+            down: Linear::load(source, &[(down, hidden)], inter, device)?,
+        })
+    }
+
+    fn forward(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.down.silu_mul_forward(self.gate_up.forward(h))
+    }
 }
 
 impl<B: KernelBackend> FeedForward<B> {
     /// Layer `layer`'s block as `spec` describes it, for hidden size `hidden`.
     pub fn load(
-        spec: &FfnSpec,
+        spec: LayerFfn<'_>,
         layer: usize,
         hidden: usize,
         source: &WeightSource,
         device: &B::Device,
     ) -> Result<Self, ModelError> {
         let n = |rest: &str| names::layer(layer, rest);
-        match *spec {
-            FfnSpec::Dense { intermediate_size } => Ok(FeedForward::Dense {
-                gate_up: Linear::load(
-                    source,
-                    &[
-                        (n(names::GATE), intermediate_size),
-                        (n(names::UP), intermediate_size),
-                    ],
-                    hidden,
-                    device,
-                )?,
-                down: Linear::load(
-                    source,
-                    &[(n(names::DOWN), hidden)],
-                    intermediate_size,
-                    device,
-                )?,
-            }),
+        match spec {
+            LayerFfn::Dense { intermediate_size } => Ok(FeedForward::Dense(GatedMlp::load(
+                source,
+                [names::GATE, names::UP, names::DOWN].map(n),
+                hidden,
+                intermediate_size,
+                device,
+            )?)),
+            LayerFfn::Moe(moe) => Ok(FeedForward::Moe(Box::new(MoeBlock::load(
+                moe, layer, hidden, source, device,
+            )?))),
         }
     }
 
-    /// The block on the residual stream `x` plus `delta` (the attention output, not yet added):
-    /// returns `(x + delta, block output)`, the output left for the next norm to add.
+    /// The block on the residual stream `x` plus `delta` (the attention output, not yet added).
     pub fn forward(
         &self,
         x: Tensor<B, 2>,
         delta: Tensor<B, 2>,
         norm: &Tensor<B, 1>,
         eps: f32,
-    ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    ) -> FfnOutput<B> {
         match self {
-            FeedForward::Dense { gate_up, down } => {
-                let (x, gate_up) = gate_up.norm_forward(x, Some(delta), norm, eps);
-                (x, down.silu_mul_forward(gate_up))
+            FeedForward::Dense(mlp) => {
+                let (residual, gate_up) = mlp.gate_up.norm_forward(x, Some(delta), norm, eps);
+                FfnOutput {
+                    residual,
+                    out: mlp.down.silu_mul_forward(gate_up),
+                    routed: None,
+                }
+            }
+            FeedForward::Moe(block) => {
+                let (residual, h) = B::add_rms_norm(x, delta, norm, eps);
+                let routing = B::moe_route(block.router.forward(h.clone()), block.config);
+                let mut out = B::moe_experts(h.clone(), &routing, &block.experts);
+                if let Some((mlp, gate)) = &block.shared {
+                    out = out + sigmoid(gate.forward(h.clone())) * mlp.forward(h);
+                }
+                FfnOutput {
+                    residual,
+                    out,
+                    routed: Some(routing.experts),
+                }
             }
         }
     }
@@ -70,7 +122,7 @@ impl<B: KernelBackend> FeedForward<B> {
     /// fuse in (see [`Decoder::warm_up_projections`](super::Decoder::warm_up_projections)).
     pub fn warm_up(&self, rows: usize, norm: &Tensor<B, 1>, eps: f32, fused: bool) {
         match self {
-            FeedForward::Dense { gate_up, down } => {
+            FeedForward::Dense(GatedMlp { gate_up, down }) => {
                 let [hidden, inter2] = gate_up.dims();
                 let device = gate_up.device();
                 let x = Tensor::<B, 2>::zeros([rows, hidden], &device);
@@ -87,6 +139,69 @@ impl<B: KernelBackend> FeedForward<B> {
                     }
                 }
             }
+            FeedForward::Moe(block) => {
+                let [hidden, _] = block.router.dims();
+                let x = Tensor::<B, 2>::zeros([rows, hidden], &block.router.device());
+                let _ = self.forward(x.clone(), x, norm, eps).out.into_data();
+            }
         }
+    }
+}
+
+impl<B: KernelBackend> MoeBlock<B> {
+    fn load(
+        moe: &MoeSpec,
+        layer: usize,
+        hidden: usize,
+        source: &WeightSource,
+        device: &B::Device,
+    ) -> Result<Self, ModelError> {
+        use names::moe as m;
+        let n = |rest: &str| names::layer(layer, rest);
+        let (e, inter) = (moe.num_experts, moe.expert_intermediate_size);
+        let experts = match source.has(&n(m::FUSED_GATE_UP)) {
+            true => ExpertWeights {
+                gate_up: source.load(
+                    &n(m::FUSED_GATE_UP),
+                    [e, 2 * inter, hidden],
+                    Init::Matrix,
+                    device,
+                )?,
+                down: source.load(&n(m::FUSED_DOWN), [e, hidden, inter], Init::Matrix, device)?,
+            },
+            false => {
+                let (mut gate_up, mut down) = (Vec::with_capacity(e), Vec::with_capacity(e));
+                for expert in 0..e {
+                    let [g, u, d] = m::expert(moe.naming, expert).map(|w| n(&w));
+                    let load =
+                        |name: &str, shape| source.load::<B, 2>(name, shape, Init::Matrix, device);
+                    gate_up.push(Tensor::cat(
+                        vec![load(&g, [inter, hidden])?, load(&u, [inter, hidden])?],
+                        0,
+                    ));
+                    down.push(load(&d, [hidden, inter])?);
+                }
+                ExpertWeights {
+                    gate_up: Tensor::stack(gate_up, 0),
+                    down: Tensor::stack(down, 0),
+                }
+            }
+        };
+        let shared = match moe.shared_expert_intermediate_size {
+            Some(inter) => Some((
+                GatedMlp::load(source, m::SHARED.map(n), hidden, inter, device)?,
+                Linear::load(source, &[(n(m::SHARED_GATE), 1)], hidden, device)?,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            router: Linear::load(source, &[(n(m::router(moe.naming)), e)], hidden, device)?,
+            config: RouterConfig {
+                top_k: moe.top_k,
+                renormalize: moe.renormalize,
+            },
+            experts,
+            shared,
+        })
     }
 }

@@ -11,7 +11,7 @@ pub mod rope;
 pub mod safetensor_files;
 pub mod weights;
 
-pub use arch::{ArchSpec, Architecture, FfnSpec, RopeScaling};
-pub use decoder::{Decoder, LayerCache, StepTensors};
+pub use arch::{ArchSpec, Architecture, ExpertNaming, FfnSpec, LayerFfn, MoeSpec, RopeScaling};
+pub use decoder::{Decoder, LayerCache, StepOutput, StepTensors};
 pub use error::ModelError;
 pub use loader::{load_model, LoadedModel, ModelSource, WeightsKind};

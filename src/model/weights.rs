@@ -48,7 +48,7 @@ impl WeightSource {
     }
 }
 
-/// HF parameter names. Qwen2/3 and Llama share them; MoE architectures will add theirs here.
+/// HF parameter names. Qwen2/3 and Llama share them; MoE blocks' names are in [`names::moe`].
 pub mod names {
     pub const EMBED: &str = "model.embed_tokens.weight";
     pub const FINAL_NORM: &str = "model.norm.weight";
@@ -68,4 +68,41 @@ pub mod names {
     pub const GATE: &str = "mlp.gate_proj.weight";
     pub const UP: &str = "mlp.up_proj.weight";
     pub const DOWN: &str = "mlp.down_proj.weight";
+
+    /// A sparse block's names, by whose naming the checkpoint follows.
+    pub mod moe {
+        use crate::model::arch::ExpertNaming;
+
+        /// The router `[experts, hidden]`.
+        pub fn router(naming: ExpertNaming) -> &'static str {
+            match naming {
+                ExpertNaming::Mixtral => "block_sparse_moe.gate.weight",
+                ExpertNaming::Qwen => "mlp.gate.weight",
+            }
+        }
+
+        /// Expert `e`'s gate, up and down weights.
+        pub fn expert(naming: ExpertNaming, e: usize) -> [String; 3] {
+            match naming {
+                ExpertNaming::Mixtral => {
+                    ["w1", "w3", "w2"].map(|w| format!("block_sparse_moe.experts.{e}.{w}.weight"))
+                }
+                ExpertNaming::Qwen => ["gate_proj", "up_proj", "down_proj"]
+                    .map(|w| format!("mlp.experts.{e}.{w}.weight")),
+            }
+        }
+
+        /// transformers 5's fused layout (`[experts, 2 * inter, hidden]` and `[experts, hidden,
+        /// inter]`), which a checkpoint saved without the legacy conversion carries.
+        pub const FUSED_GATE_UP: &str = "mlp.experts.gate_up_proj";
+        pub const FUSED_DOWN: &str = "mlp.experts.down_proj";
+
+        /// Qwen2-MoE's shared expert and its gate `[1, hidden]`.
+        pub const SHARED: [&str; 3] = [
+            "mlp.shared_expert.gate_proj.weight",
+            "mlp.shared_expert.up_proj.weight",
+            "mlp.shared_expert.down_proj.weight",
+        ];
+        pub const SHARED_GATE: &str = "mlp.shared_expert_gate.weight";
+    }
 }

@@ -15,6 +15,7 @@ use burn::tensor::{backend::Backend, IndexingUpdateOp, Int, Shape, Tensor, Tenso
 use crate::attention::plan::{DeviceCaps, SeqAttn};
 use crate::layers::{reference, HeadShape};
 use crate::matmul::gemv::Prologue;
+use crate::moe::{reference as moe_reference, ExpertWeights, RouterConfig, Routing};
 use crate::sample::{sample_rows_reference, DeviceSampling};
 use crate::step_io::pending_ids::PendingIds;
 use crate::tuning::KernelTuning;
@@ -170,6 +171,21 @@ pub trait KernelBackend: Backend {
     /// the layout this backend's `project` reads best.
     fn prepare_weight(w: Tensor<Self, 2>) -> Tensor<Self, 2> {
         w
+    }
+
+    /// A MoE router's choice from its `logits` `[tokens, experts]`.
+    fn moe_route(logits: Tensor<Self, 2>, config: RouterConfig) -> Routing<Self> {
+        moe_reference::route(logits, config)
+    }
+
+    /// The routed experts' gated MLPs of `x` `[tokens, hidden]`, summed per token with the
+    /// routing weights: `[tokens, hidden]`.
+    fn moe_experts(
+        x: Tensor<Self, 2>,
+        routing: &Routing<Self>,
+        weights: &ExpertWeights<Self>,
+    ) -> Tensor<Self, 2> {
+        moe_reference::experts(x, routing, weights)
     }
 
     /// One token per row of `logits` `[rows, vocab]` (Gumbel-max with per-request noise).

@@ -161,6 +161,7 @@ impl StepEngine for FakeEngine {
             prefix_hit_tokens: 0,
             new_tokens,
             finished,
+            expert_load: None,
             duration: Duration::from_secs_f64(cost),
             queued: Duration::from_secs_f64(cost / 2.0),
         })

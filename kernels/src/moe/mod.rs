@@ -1,0 +1,48 @@
+//! Sparse mixture-of-experts: the router's top-k ([`route`](reference::route)) and the chosen
+//! experts' gated MLPs summed back per token, weighted ([`experts`](reference::experts)).
+//! Expert weights keep HF's `[out, in]` per expert, stacked: a gemv reads each output row's
+//! inputs contiguously, and cuBLAS takes the transposed view as it is.
+pub mod reference;
+
+use burn::tensor::{backend::Backend, Int, Tensor};
+
+/// Each token's chosen experts and their weights.
+#[derive(Clone, Debug)]
+pub struct Routing<B: Backend> {
+    /// `[tokens, top_k]` expert ids, most likely first.
+    pub experts: Tensor<B, 2, Int>,
+    /// `[tokens, top_k]` the weights the experts' outputs are summed with.
+    pub weights: Tensor<B, 2>,
+}
+
+/// How a router turns logits into [`Routing`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouterConfig {
+    pub top_k: usize,
+    /// Rescale the chosen experts' softmax probabilities to sum to one.
+    pub renormalize: bool,
+}
+
+/// One layer's experts, stacked.
+#[derive(Clone, Debug)]
+pub struct ExpertWeights<B: Backend> {
+    /// `[experts, 2 * inter, hidden]`: each expert's gate rows, then its up rows.
+    pub gate_up: Tensor<B, 3>,
+    /// `[experts, hidden, inter]`.
+    pub down: Tensor<B, 3>,
+}
+
+impl<B: Backend> ExpertWeights<B> {
+    pub fn num_experts(&self) -> usize {
+        self.gate_up.dims()[0]
+    }
+
+    /// Each expert's MLP width.
+    pub fn inter(&self) -> usize {
+        self.down.dims()[2]
+    }
+
+    pub fn hidden(&self) -> usize {
+        self.down.dims()[1]
+    }
+}
