@@ -206,3 +206,33 @@ fn fed_ids_gather_sampled_and_known_rows() {
         assert_eq!(reference.into_data().to_vec::<i32>().unwrap(), want);
     }
 }
+
+/// The MoE kernels on random routings: the router against host softmax + top-k, the grouping
+/// against the host's, the expert products (gemv-class kernels) against the plain-burn
+/// reference; and the reference itself on ndarray against the same router arithmetic.
+#[test]
+fn moe_kernels_match_references() {
+    for (name, r) in [
+        (
+            "wgpu",
+            nanovllm_kernels::dev::parity::run_moe::<Wgpu>(17, &WgpuDevice::default()),
+        ),
+        (
+            "ndarray",
+            nanovllm_kernels::dev::parity::run_moe::<burn::backend::NdArray<f32>>(
+                17,
+                &Default::default(),
+            ),
+        ),
+    ] {
+        println!("{name}: {r:?}");
+        assert_eq!(r.route_mismatches, 0, "{name}: {r:?}");
+        assert!(r.route_weights <= 1e-5, "{name}: {r:?}");
+        assert!(r.experts <= 1e-4, "{name}: {r:?}");
+        assert!(r.crowded_cases > 0 && r.idle_cases > 0, "{name}: {r:?}");
+        match name {
+            "wgpu" => assert_eq!(r.group_mismatches, Some(0), "{r:?}"),
+            _ => assert_eq!(r.group_mismatches, None, "ndarray has no grouping kernel"),
+        }
+    }
+}

@@ -8,7 +8,7 @@ use nanovllm_kernels::dev::attention_bench::{
 };
 use nanovllm_kernels::dev::ops::DevOps;
 use nanovllm_kernels::dev::parity::{
-    run_case, run_decode_qkv, run_layers, run_sampling, run_store_kv, standard_cases,
+    run_case, run_decode_qkv, run_layers, run_moe, run_sampling, run_store_kv, standard_cases,
 };
 use nanovllm_kernels::KernelBackend;
 
@@ -121,6 +121,16 @@ fn check<B: DevOps>(device: &B::Device) -> anyhow::Result<()> {
         if !ok {
             failed.push(r.name);
         }
+    }
+    let m = run_moe::<B>(seed, device);
+    println!("MoE kernels: {m:?}");
+    // bf16 routing weights round to 8 bits, and the expert products sum in another order.
+    if m.route_mismatches > 0
+        || m.route_weights > tol
+        || m.experts > tol
+        || m.group_mismatches != Some(0)
+    {
+        failed.push("moe");
     }
     let s = run_sampling::<B>(seed, device);
     println!(

@@ -23,6 +23,8 @@ use crate::backends::{AttentionShape, KernelBackend, KvWrite};
 use crate::layers::launch::{add_rms_norm, qk_norm_rope, rms_norm, silu_mul};
 use crate::layers::{HeadShape, KvCacheDest};
 use crate::matmul::gemv::{fused_gemv, Prologue};
+use crate::moe::{launch as moe_launch, reference as moe_reference};
+use crate::moe::{ExpertWeights, RouterConfig, Routing};
 use crate::sample::{sample_rows, DeviceSampling};
 use crate::step_io::pending_ids::PendingIds;
 use crate::tuning::{tuning_for, KernelTuning};
@@ -338,6 +340,46 @@ impl<B: CubeBridge> KernelBackend for B {
 
     fn silu_mul(gate_up: Tensor<Self, 2>) -> Tensor<Self, 2> {
         B::float_out(silu_mul::<B::R, B::F>(B::float_in(gate_up)))
+    }
+
+    fn moe_route(logits: Tensor<Self, 2>, config: RouterConfig) -> Routing<Self> {
+        let (weights, ids) =
+            moe_launch::route::<B::R, B::F, B::I>(B::float_in(logits), config, B::int_dtype());
+        Routing {
+            experts: B::int_out(ids),
+            weights: B::float_out(weights),
+        }
+    }
+
+    fn moe_experts(
+        x: Tensor<Self, 2>,
+        routing: &Routing<Self>,
+        weights: &ExpertWeights<Self>,
+    ) -> Tensor<Self, 2> {
+        let [tokens, hidden] = x.dims();
+        let top_k = routing.experts.dims()[1];
+        // The gemv-class kernels while the experts' rows are few (decode batches); past that
+        // the reference's per-expert products (cuBLAS) read each chosen expert's weights once.
+        if tokens * top_k <= moe_launch::KERNEL_MAX_ROWS_PER_EXPERT * weights.num_experts() {
+            let ids = B::int_in(routing.experts.clone());
+            if let Some(grouping) = moe_launch::group::<B::R, B::I>(&ids, weights.num_experts()) {
+                let out = moe_launch::experts::<B::R, B::F, B::I>(
+                    B::float_in(x.clone()),
+                    B::float_in(routing.weights.clone()),
+                    &grouping,
+                    &B::float_in(weights.gate_up.clone()),
+                    &B::float_in(weights.down.clone()),
+                );
+                if let Some(out) = out {
+                    let out: Tensor<Self, 2> = B::float_out(out);
+                    return out
+                        .reshape([tokens, top_k, hidden])
+                        .sum_dim(1)
+                        .reshape([tokens, hidden]);
+                }
+            }
+        }
+        moe_reference::experts_with(x, routing, weights, |a, b| Self::project(a, &b))
     }
 
     fn fused_project(

@@ -1,7 +1,7 @@
 //! [`DevOps`]: what the benches and probes ask of a backend beyond the engine's ops. Backends
 //! without cubecl report the hooks as unavailable.
 use burn::backend::NdArray;
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor};
 use cubek::matmul::launch::Strategy;
 
 use crate::attention::device_plan::KernelPlan;
@@ -28,6 +28,15 @@ pub trait DevOps: KernelBackend {
 
     /// `x @ w` through cuBLAS; `None` where there is no cuBLAS.
     fn cublas_project(_x: Tensor<Self, 2>, _w: &Tensor<Self, 2>) -> Option<Tensor<Self, 2>> {
+        None
+    }
+
+    /// The MoE grouping kernel's `(counts, sorted slots, chunks)` for expert ids `[tokens,
+    /// top_k]`, read back; `None` where the backend has no such kernel.
+    fn moe_group(
+        _ids: Tensor<Self, 2, Int>,
+        _experts: usize,
+    ) -> Option<(Vec<i64>, Vec<i64>, Vec<i64>)> {
         None
     }
 
@@ -61,6 +70,15 @@ impl<B: CubeBridge> DevOps for B {
 
     fn cublas_project(x: Tensor<Self, 2>, w: &Tensor<Self, 2>) -> Option<Tensor<Self, 2>> {
         cublas_project(x, w)
+    }
+
+    fn moe_group(
+        ids: Tensor<Self, 2, Int>,
+        experts: usize,
+    ) -> Option<(Vec<i64>, Vec<i64>, Vec<i64>)> {
+        let g = crate::moe::launch::group::<B::R, B::I>(&B::int_in(ids), experts)?;
+        let host = |t| crate::moe::reference::host_ints(&B::int_out::<1>(t));
+        Some((host(g.counts), host(g.sorted), host(g.chunks)))
     }
 
     fn launch_costs(device: &Self::Device, n: usize) -> Vec<(&'static str, HostCost)> {

@@ -2,7 +2,11 @@
 //! experts' gated MLPs summed back per token, weighted ([`experts`](reference::experts)).
 //! Expert weights keep HF's `[out, in]` per expert, stacked: a gemv reads each output row's
 //! inputs contiguously, and cuBLAS takes the transposed view as it is.
+pub mod expert_kernel;
+pub mod group_kernel;
+pub mod launch;
 pub mod reference;
+pub mod route_kernel;
 
 use burn::tensor::{backend::Backend, Int, Tensor};
 

@@ -27,6 +27,17 @@ pub fn experts<B: Backend>(
     routing: &Routing<B>,
     w: &ExpertWeights<B>,
 ) -> Tensor<B, 2> {
+    experts_with(x, routing, w, |a, b| a.matmul(b))
+}
+
+/// [`experts`] with `project(a, b)` computing `a @ b` (`b` a transposed view of a weight):
+/// the GPU backends pass their projection, which reads each chosen expert's weights once.
+pub fn experts_with<B: Backend>(
+    x: Tensor<B, 2>,
+    routing: &Routing<B>,
+    w: &ExpertWeights<B>,
+    project: impl Fn(Tensor<B, 2>, Tensor<B, 2>) -> Tensor<B, 2>,
+) -> Tensor<B, 2> {
     let device = x.device();
     let [tokens, hidden] = x.dims();
     let top_k = routing.experts.dims()[1];
@@ -52,24 +63,28 @@ pub fn experts<B: Backend>(
             .narrow(0, e, 1)
             .reshape([2 * inter, hidden]);
         let down = w.down.clone().narrow(0, e, 1).reshape([hidden, inter]);
-        let h = silu_mul(
-            x.clone()
-                .select(0, rows.clone())
-                .matmul(gate_up.transpose()),
-        );
-        let y = h.matmul(down.transpose()) * weights.clone().select(0, slots).unsqueeze_dim(1);
+        let h = silu_mul(project(
+            x.clone().select(0, rows.clone()),
+            gate_up.transpose(),
+        ));
+        let y = project(h, down.transpose()) * weights.clone().select(0, slots).unsqueeze_dim(1);
         out = out.select_assign(0, rows, y, IndexingUpdateOp::Add);
     }
     out
 }
 
-/// Tokens routed to each expert: `[experts]` counts of `routing` `[tokens, top_k]` ids.
-pub fn expert_counts(ids: &[i64], num_experts: usize) -> Vec<u32> {
+/// The grouping on the host: `(counts, sorted)` of expert ids `ids` (slot = token × top_k +
+/// j): slots routed to each expert, and the slots expert by expert, each in slot order.
+pub fn group(ids: &[i64], num_experts: usize) -> (Vec<u32>, Vec<u32>) {
     let mut counts = vec![0u32; num_experts];
     for &e in ids {
         counts[e as usize] += 1;
     }
-    counts
+    let sorted = (0..num_experts as i64)
+        .flat_map(|e| (0..ids.len()).filter(move |&s| ids[s] == e))
+        .map(|s| s as u32)
+        .collect();
+    (counts, sorted)
 }
 
 /// An int tensor's values on the host.

@@ -8,10 +8,12 @@
 //!   kernel's backend stored them (bf16-rounded on CUDA), so the comparison measures the kernel.
 //! - [`layers`]: the layer ops and projections against host arithmetic.
 //! - [`sampling`]: device sampling against its host twin and softmax.
+//! - [`moe`]: the router, the grouping by expert and the expert products on random routings.
 //!
 //! Every error here is NaN when any compared value is ([`nan_max`], [`worst`]).
 mod attention;
 mod layers;
+mod moe;
 mod sampling;
 
 pub use attention::{
@@ -19,6 +21,7 @@ pub use attention::{
     ParityResult,
 };
 pub use layers::{run_layers, LayerParity};
+pub use moe::{run_moe, MoeParity};
 pub use sampling::{run_sampling, SamplingParity};
 
 use burn::tensor::{DType, Tensor, TensorData};

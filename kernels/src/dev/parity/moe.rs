@@ -1,0 +1,177 @@
+//! The MoE ops against their references on random routings: the router kernel against host
+//! softmax + top-k, the grouping kernel against the host grouping, and the expert products
+//! (this backend's `moe_experts`) against the plain-burn reference on the same backend.
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+use crate::dev::ops::DevOps;
+use crate::moe::launch::ROWS_PER_CHUNK;
+use crate::moe::reference::{self as moe_reference, host_ints};
+use crate::moe::{ExpertWeights, RouterConfig, Routing};
+
+use super::{nan_max, random, rel_err, to_host, upload, worst};
+
+/// The worst case of each MoE op.
+#[derive(Debug, Clone)]
+pub struct MoeParity {
+    /// Rows whose chosen experts' logits differ from the host's top-k (ties may swap equal
+    /// experts, so the chosen logits are compared, not the ids).
+    pub route_mismatches: usize,
+    /// The routing weights against host softmax (renormalised and not).
+    pub route_weights: f32,
+    /// Counts, sorted slots or chunks that differ from the host grouping; `None` where the
+    /// backend has no grouping kernel.
+    pub group_mismatches: Option<usize>,
+    /// `moe_experts` against the reference, worst over the cases.
+    pub experts: f32,
+    /// Cases whose routing sent more than a chunk of rows to one expert and left an expert
+    /// without a row (the cases must include both).
+    pub crowded_cases: usize,
+    pub idle_cases: usize,
+}
+
+/// `(tokens, experts, top_k, hidden, inter, skew)`: `skew` biases the router towards the
+/// first experts, so one gets more than a chunk of rows and others none.
+const CASES: [(usize, usize, usize, usize, usize, f32); 5] = [
+    (1, 8, 2, 64, 48, 0.0),
+    (3, 8, 2, 128, 96, 0.0),
+    (12, 8, 2, 64, 48, 4.0),
+    (9, 16, 4, 96, 64, 0.0),
+    (20, 64, 8, 64, 32, 3.0),
+];
+
+pub fn run_moe<B: DevOps>(seed: u64, dev: &B::Device) -> MoeParity {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut r = MoeParity {
+        route_mismatches: 0,
+        route_weights: 0.0,
+        group_mismatches: Some(0),
+        experts: 0.0,
+        crowded_cases: 0,
+        idle_cases: 0,
+    };
+    for (tokens, experts, top_k, hidden, inter, skew) in CASES {
+        let logits: Vec<f32> = (0..tokens * experts)
+            .map(|i| rng.random_range(-1.0f32..1.0) + skew * (i % experts < 2) as u8 as f32)
+            .collect();
+        let (logits, held) = upload::<B, 2>(logits, [tokens, experts], dev);
+        for renormalize in [true, false] {
+            let config = RouterConfig { top_k, renormalize };
+            let got = B::moe_route(logits.clone(), config);
+            let ids = host_ints(&got.experts);
+            let (want_ids, want_w) = host_route(&held, experts, config);
+            r.route_mismatches += (0..tokens)
+                .filter(|&t| {
+                    (0..top_k).any(|j| {
+                        let (a, b) = (ids[t * top_k + j], want_ids[t * top_k + j]);
+                        held[t * experts + a as usize] != held[t * experts + b as usize]
+                    })
+                })
+                .count();
+            r.route_weights = nan_max(r.route_weights, rel_err(&to_host(got.weights), &want_w));
+        }
+        // Random routings (distinct experts per token) for the grouping and the products.
+        let ids: Vec<i64> = (0..tokens)
+            .flat_map(|_| {
+                let mut picks = Vec::new();
+                while picks.len() < top_k {
+                    let e = match rng.random_range(0.0f32..1.0) < skew / 5.0 {
+                        true => rng.random_range(0..2),
+                        false => rng.random_range(0..experts as i64),
+                    };
+                    if !picks.contains(&e) {
+                        picks.push(e);
+                    }
+                }
+                picks
+            })
+            .collect();
+        let (counts, sorted) = moe_reference::group(&ids, experts);
+        r.crowded_cases += counts.iter().any(|&c| c as usize > ROWS_PER_CHUNK) as usize;
+        r.idle_cases += counts.contains(&0) as usize;
+        let ids_t =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(ids.clone(), [tokens, top_k]), dev);
+        match B::moe_group(ids_t.clone(), experts) {
+            Some((c, s, chunks)) => {
+                let bad = |a: &[i64], b: &[u32]| {
+                    a.len() != b.len() || a.iter().zip(b).any(|(x, y)| *x != *y as i64)
+                };
+                let want_chunks = host_chunks(&counts);
+                let chunks_bad = want_chunks.iter().enumerate().any(|(i, w)| chunks[i] != *w)
+                    || chunks[want_chunks.len()..].chunks(3).any(|c| c[2] != 0);
+                let n = bad(&c, &counts) as usize + bad(&s, &sorted) as usize + chunks_bad as usize;
+                r.group_mismatches = r.group_mismatches.map(|m| m + n);
+            }
+            None => r.group_mismatches = None,
+        }
+        let weights: Vec<f32> = (0..tokens * top_k)
+            .map(|_| rng.random_range(0.1f32..1.0))
+            .collect();
+        let routing = Routing {
+            experts: ids_t,
+            weights: upload::<B, 2>(weights, [tokens, top_k], dev).0,
+        };
+        let scale = |v: Vec<f32>| v.into_iter().map(|x| x * 0.2).collect::<Vec<_>>();
+        let w = ExpertWeights {
+            gate_up: upload::<B, 3>(
+                scale(random(&mut rng, experts * 2 * inter * hidden)),
+                [experts, 2 * inter, hidden],
+                dev,
+            )
+            .0,
+            down: upload::<B, 3>(
+                scale(random(&mut rng, experts * hidden * inter)),
+                [experts, hidden, inter],
+                dev,
+            )
+            .0,
+        };
+        let (x, _) = upload::<B, 2>(random(&mut rng, tokens * hidden), [tokens, hidden], dev);
+        let got = to_host(B::moe_experts(x.clone(), &routing, &w));
+        let want = to_host(moe_reference::experts(x, &routing, &w));
+        r.experts = nan_max(r.experts, rel_err(&got, &want));
+    }
+    r.route_weights = worst([r.route_weights]);
+    r
+}
+
+/// Host softmax + top-k (ties to the lower id) of `logits` `[tokens, experts]`.
+fn host_route(logits: &[f32], experts: usize, config: RouterConfig) -> (Vec<i64>, Vec<f32>) {
+    let (mut ids, mut weights) = (Vec::new(), Vec::new());
+    for row in logits.chunks(experts) {
+        let max = row.iter().copied().fold(f32::MIN, f32::max);
+        let total: f32 = row.iter().map(|v| (v - max).exp()).sum();
+        let mut order: Vec<usize> = (0..experts).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        let top: Vec<f32> = order[..config.top_k]
+            .iter()
+            .map(|&e| (row[e] - max).exp() / total)
+            .collect();
+        let sum: f32 = top.iter().sum();
+        ids.extend(order[..config.top_k].iter().map(|&e| e as i64));
+        weights.extend(top.iter().map(|p| match config.renormalize {
+            true => p / sum,
+            false => *p,
+        }));
+    }
+    (ids, weights)
+}
+
+/// The chunks the grouping kernel should cut: `(expert, start, rows)` flat.
+fn host_chunks(counts: &[u32]) -> Vec<i64> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (e, &n) in counts.iter().enumerate() {
+        let mut r = 0;
+        while r < n {
+            out.extend([
+                e as i64,
+                (start + r) as i64,
+                (n - r).min(ROWS_PER_CHUNK as u32) as i64,
+            ]);
+            r += ROWS_PER_CHUNK as u32;
+        }
+        start += n;
+    }
+    out
+}
