@@ -36,7 +36,15 @@ impl BackendTask for Check {
         );
         // Greedy continuations of 32 tokens per prompt, per attention path, to compare paths.
         let mut continuations: Vec<Vec<Vec<u32>>> = Vec::new();
-        for (name, attention) in ["qwen3", "llama3", "llama2"]
+        let models = [
+            "qwen3",
+            "llama3",
+            "llama2",
+            "mixtral",
+            "qwen3_moe",
+            "qwen2_moe",
+        ];
+        for (name, attention) in models
             .into_iter()
             .flat_map(|n| paths.iter().map(move |&a| (n, a)))
         {

@@ -74,6 +74,15 @@ pub enum KernelsCommand {
     },
     /// What each kind of call in a decode step costs the host: time to queue it, and until done.
     HostCost(BackendArgs),
+    /// Where a MoE layer's decode time goes (router, grouping, expert products, attention) on
+    /// mixtral-8x7b and qwen3-30b-a3b shapes, beside the bytes each must read.
+    MoeBench {
+        #[command(flatten)]
+        backend: BackendArgs,
+        /// Folder for moe_decode.csv.
+        #[arg(long, default_value = "results/kernels")]
+        out: PathBuf,
+    },
 }
 
 /// `--backend`: [`BackendChoice`] on the command line.

@@ -4,7 +4,7 @@
 # then run this script there with .devbin carried (xz-compressed binaries are unpacked).
 # STEPS picks what runs (info host_cost decode_cublas gemv_ab bin_ab async_ab kernels_ab ncu_prefill ncu_decode kernels_check golden perplexity kernels_bench prefill_ab matmul profile
 # decode_latency bench trace bench_part bench_fusion hf_peer chunk512 chunk_sweep chunk_gpu chunk_gpu_sweep
-# step_bench profile_mixed unroll_sweep bench_unroll); logs and a results tarball go under $OUT.
+# step_bench profile_mixed unroll_sweep bench_unroll perplexity_moe moe_bench decode_latency_moe bench_moe bench_qwen3_moe); logs and a results tarball go under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 B=${B:-./.devbin}
@@ -151,6 +151,19 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
     bench_part) exp bench_part ${BENCH_TIMEOUT:-240} ;;
     bench_fusion) exp bench_fusion ${BENCH_TIMEOUT:-400} ;;
     chunk512) exp chunk512 150 ;;
+    # MoE (issue 21): the trained tiny Mixtral's perplexity, one layer's decode time by part,
+    # batch-1 TPOT, and the bench workload on Mixtral-8x7B and Qwen3-30B-A3B beside their
+    # dense twins of equal active parameters, each with its roofline.
+    perplexity_moe) run timeout -s INT 90 $B/$NV perplexity --backend cuda --model models/tiny-moe-pystdlib ;;
+    moe_bench) run timeout -s INT 300 $B/nanovllm kernels moe-bench --backend cuda-unfused --out "$OUT/results/kernels" ;;
+    decode_latency_moe) exp decode_latency_moe ${MOE_TIMEOUT:-300}
+                        python3 -c "import csv, sys; [print('%s: batch-1 TPOT mean %.3f ms, median %.3f ms' % (r['variant'], \
+                          1e3 * float(r['tpot_mean_s']), 1e3 * float(r['tpot_p50_s']))) for r in csv.DictReader(open(sys.argv[1])) \
+                          if r['class'] == 'all']" "$OUT/results/decode_latency_moe/summary.csv" 2>&1 | tee -a "$OUT/session.log" ;;
+    bench_moe) exp bench_moe ${MOE_TIMEOUT:-550}
+               run python3 tools/moe_roofline.py "$OUT/results/bench_moe" ;;
+    bench_qwen3_moe) exp bench_qwen3_moe ${MOE_TIMEOUT:-550}
+                     run python3 tools/moe_roofline.py "$OUT/results/bench_qwen3_moe" ;;
     chunk_sweep) exp chunk_sweep 400 ;;
   esac
 done

@@ -46,6 +46,7 @@ impl BackendTask for KernelsArgs {
                 super::matmul::print_host_costs::<B>(&device);
                 Ok(())
             }
+            KernelsCommand::MoeBench { out, .. } => super::moe_bench::bench_moe::<B>(&device, &out),
         }
     }
 }
@@ -54,9 +55,9 @@ impl KernelsArgs {
     pub fn backend(&self) -> &BackendArgs {
         match &self.command {
             KernelsCommand::Check(b) | KernelsCommand::HostCost(b) => b,
-            KernelsCommand::Bench { backend, .. } | KernelsCommand::Matmul { backend, .. } => {
-                backend
-            }
+            KernelsCommand::Bench { backend, .. }
+            | KernelsCommand::Matmul { backend, .. }
+            | KernelsCommand::MoeBench { backend, .. } => backend,
         }
     }
 }

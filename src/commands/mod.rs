@@ -3,6 +3,7 @@
 //! in [`step_bench`].
 pub mod kernels;
 pub mod matmul;
+pub mod moe_bench;
 pub mod step_bench;
 
 use std::path::PathBuf;

@@ -36,7 +36,7 @@ pub struct AttnTiming {
 
 /// Mean milliseconds per call of `f`. Outputs stay alive until the device is synced: under
 /// fusion an output dropped unread may never be computed.
-fn time<B: KernelBackend, T>(dev: &B::Device, iters: usize, mut f: impl FnMut() -> T) -> f64 {
+pub fn time<B: KernelBackend, T>(dev: &B::Device, iters: usize, mut f: impl FnMut() -> T) -> f64 {
     let warm: Vec<T> = (0..3).map(|_| f()).collect();
     B::sync(dev).expect("device sync");
     drop(warm);

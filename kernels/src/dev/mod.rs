@@ -6,5 +6,6 @@ pub mod gpu_trace;
 pub mod host_cost;
 pub mod launch_cost;
 pub mod matmul_bench;
+pub mod moe_bench;
 pub mod ops;
 pub mod parity;

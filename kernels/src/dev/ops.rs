@@ -40,6 +40,15 @@ pub trait DevOps: KernelBackend {
         None
     }
 
+    /// The MoE grouping kernel launched on `ids` (for timing), its outputs kept in the box;
+    /// `None` where the backend has no such kernel.
+    fn moe_group_launch(
+        _ids: Tensor<Self, 2, Int>,
+        _experts: usize,
+    ) -> Option<Box<dyn std::any::Any>> {
+        None
+    }
+
     /// The host cost of one launch taken apart (see [`crate::dev::launch_cost`]); empty where
     /// the backend launches no kernels.
     fn launch_costs(_device: &Self::Device, _n: usize) -> Vec<(&'static str, HostCost)> {
@@ -79,6 +88,14 @@ impl<B: CubeBridge> DevOps for B {
         let g = crate::moe::launch::group::<B::R, B::I>(&B::int_in(ids), experts)?;
         let host = |t| crate::moe::reference::host_ints(&B::int_out::<1>(t));
         Some((host(g.counts), host(g.sorted), host(g.chunks)))
+    }
+
+    fn moe_group_launch(
+        ids: Tensor<Self, 2, Int>,
+        experts: usize,
+    ) -> Option<Box<dyn std::any::Any>> {
+        let g = crate::moe::launch::group::<B::R, B::I>(&B::int_in(ids), experts)?;
+        Some(Box::new(g.sorted))
     }
 
     fn launch_costs(device: &Self::Device, n: usize) -> Vec<(&'static str, HostCost)> {
