@@ -70,6 +70,8 @@ struct QueuedStep<B: KernelBackend> {
     tokens: StepTokens<B>,
     /// A MoE model's tokens per expert of each sparse layer, on their way to the host.
     expert_load: Option<PendingIds>,
+    /// Tokens of context the step's attention reads (each sequence's cached plus new tokens).
+    context_tokens: usize,
 }
 
 enum StepTokens<B: KernelBackend> {
@@ -93,6 +95,7 @@ impl<B: KernelBackend> QueuedStep<B> {
             placed: Vec::new(),
             tokens: StepTokens::Host(Vec::new()),
             expert_load: None,
+            context_tokens: 0,
         }
     }
 
@@ -297,6 +300,7 @@ impl<B: KernelBackend> LLM<B> {
             new_tokens: read.tokens,
             finished,
             expert_load,
+            context_tokens: step.context_tokens,
             queued,
             duration: started.elapsed(),
         })
@@ -350,6 +354,7 @@ impl<B: KernelBackend> LLM<B> {
             }) => Some(ids),
             _ => None,
         };
+        let context_tokens = work.iter().map(|w| w.seq.num_computed + w.num_tokens).sum();
         let out = self.runner.execute(&work, false, unread_ids);
         let (logits, expert_load) = (out.logits, out.expert_load.map(B::read_ids_later));
         trace_mark("launched");
@@ -386,6 +391,7 @@ impl<B: KernelBackend> LLM<B> {
             placed,
             tokens,
             expert_load,
+            context_tokens,
         }
     }
 

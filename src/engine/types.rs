@@ -61,6 +61,9 @@ pub struct StepReport {
     pub finished: Vec<RequestOutput>,
     /// A MoE model's tokens per expert in this step.
     pub expert_load: Option<ExpertLoad>,
+    /// Tokens of context the step's attention read: each sequence's cached plus new tokens
+    /// (the KV cache bytes a step must read, over the bytes per token).
+    pub context_tokens: usize,
     /// Wall time of the call (schedule + launches + reading the tokens back), measured by the
     /// engine.
     pub duration: Duration,
@@ -95,6 +98,12 @@ impl ExpertLoad {
     /// The busiest expert's tokens in the busiest layer.
     pub fn max(&self) -> u32 {
         self.per_layer.iter().flatten().copied().max().unwrap_or(0)
+    }
+
+    /// Expert weight slabs the step read: experts with at least one token, summed over the
+    /// sparse layers.
+    pub fn experts_read(&self) -> usize {
+        self.per_layer.iter().flatten().filter(|&&c| c > 0).count()
     }
 
     /// Tokens per expert on average (the same in every layer: tokens × top-k / experts).

@@ -23,7 +23,7 @@ use crate::backends::{AttentionShape, KernelBackend, KvWrite};
 use crate::layers::launch::{add_rms_norm, qk_norm_rope, rms_norm, silu_mul};
 use crate::layers::{HeadShape, KvCacheDest};
 use crate::matmul::gemv::{fused_gemv, Prologue};
-use crate::moe::{launch as moe_launch, reference as moe_reference};
+use crate::moe::{launch as moe_launch, padded, reference as moe_reference};
 use crate::moe::{ExpertWeights, RouterConfig, Routing};
 use crate::sample::{sample_rows, DeviceSampling};
 use crate::step_io::pending_ids::PendingIds;
@@ -379,7 +379,19 @@ impl<B: CubeBridge> KernelBackend for B {
                 }
             }
         }
-        moe_reference::experts_with(x, routing, weights, |a, b| Self::project(a, &b))
+        // The routing on the host: a padded batch of every expert's rows (two batched
+        // products), or per expert when padding would cost more than it saves.
+        let ids = moe_reference::host_ints(&routing.experts);
+        let bmm = |a: Tensor<Self, 3>, w: &Tensor<Self, 3>| {
+            cublas_batched_t::<B>(a.clone(), w)
+                .unwrap_or_else(|| a.matmul(w.clone().swap_dims(1, 2)))
+        };
+        padded::experts_padded(x.clone(), routing, &ids, weights, bmm, Self::silu_mul)
+            .unwrap_or_else(|| {
+                moe_reference::experts_grouped(x, routing, &ids, weights, |a, b| {
+                    Self::project(a, &b)
+                })
+            })
     }
 
     fn fused_project(
@@ -441,6 +453,21 @@ pub fn cublas_project<B: CubeBridge>(x: Tensor<B, 2>, w: &Tensor<B, 2>) -> Optio
     #[cfg(not(feature = "cuda"))]
     {
         let _ = (x, w);
+        None
+    }
+}
+
+/// `a[b] @ w[b]^T` for every `b` through one strided-batched cuBLAS call; `None` where there is
+/// no cuBLAS.
+pub fn cublas_batched_t<B: CubeBridge>(a: Tensor<B, 3>, w: &Tensor<B, 3>) -> Option<Tensor<B, 3>> {
+    #[cfg(feature = "cuda")]
+    {
+        crate::matmul::cublas::batched_project_t(&B::float_in(a), &B::float_in(w.clone()))
+            .map(B::float_out)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (a, w);
         None
     }
 }

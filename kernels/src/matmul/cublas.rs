@@ -61,6 +61,92 @@ static REFUSED: AtomicBool = AtomicBool::new(false);
 pub fn project<R: CubeRuntime>(x: &CubeTensor<R>, w: &CubeTensor<R>) -> Option<CubeTensor<R>> {
     let x_cuda = (x as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
     let w_cuda = (w as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
+    let out = init_matmul_output(x, w, x.dtype);
+    let out_cuda = (&out as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
+    let gemm = Gemm::new(x_cuda, w_cuda, out_cuda)?;
+    let l = gemm.layout;
+    let what = format!("[{}x{}] @ [{}x{}]", l.m, l.k, l.k, l.n);
+    enqueue(
+        [x_cuda, w_cuda, out_cuda],
+        what,
+        move |blas, [x, w, out]| gemm.run(blas, x, w, out),
+    )?;
+    Some(out)
+}
+
+/// `out[b] = x[b] @ w[b]^T` for contiguous `x` `[batch, m, k]` and `w` `[batch, n, k]` (HF's
+/// `[out, in]` per expert): one strided-batched cuBLAS call for every expert of a layer.
+/// `None` as [`project`].
+pub fn batched_project_t<R: CubeRuntime>(
+    x: &CubeTensor<R>,
+    w: &CubeTensor<R>,
+) -> Option<CubeTensor<R>> {
+    let x_cuda = (x as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
+    let w_cuda = (w as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
+    let ([batch, m, k], [batch_w, n, k_w]) = (x.meta.shape().dims(), w.meta.shape().dims());
+    if batch != batch_w
+        || k != k_w
+        || !x.is_contiguous()
+        || !w.is_contiguous()
+        || w.dtype != x.dtype
+    {
+        return None;
+    }
+    let dtype = cuda_dtype(x.dtype)?;
+    let int = |v: usize| i32::try_from(v).ok();
+    let (bi, mi, ni, ki) = (int(batch)?, int(m)?, int(n)?, int(k)?);
+    let out = crate::outputs::empty(x, burn::tensor::Shape::new([batch, m, n]), x.dtype);
+    let out_cuda = (&out as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
+    let what = format!("{batch} x [{m}x{k}] @ [{k}x{n}]");
+    enqueue(
+        [x_cuda, w_cuda, out_cuda],
+        what,
+        move |blas, [x, w, out]| {
+            use blas_sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
+            let (alpha, beta) = (1.0f32, 0.0f32);
+            // Column-major: out^T [n, m] = w [n, k] (row-major, so op T) @ x^T [k, m].
+            // SAFETY: live allocations of the sizes the shapes say, on cubecl's stream.
+            unsafe {
+                blas::gemm_strided_batched_ex(
+                    blas.handle,
+                    CUBLAS_OP_T,
+                    CUBLAS_OP_N,
+                    ni,
+                    mi,
+                    ki,
+                    &alpha as *const f32 as *const c_void,
+                    w as *const c_void,
+                    dtype,
+                    ki,
+                    (n * k) as i64,
+                    x as *const c_void,
+                    dtype,
+                    ki,
+                    (m * k) as i64,
+                    &beta as *const f32 as *const c_void,
+                    out as *mut c_void,
+                    dtype,
+                    ni,
+                    (m * n) as i64,
+                    bi,
+                    blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )
+                .is_ok()
+            }
+        },
+    )?;
+    Some(out)
+}
+
+/// Queues `run` on cubecl's device thread, in order with the launches around it, with the
+/// device pointers of `tensors`; `None` when cuBLAS is not usable from this thread. `what`
+/// names the product if cuBLAS refuses it.
+fn enqueue(
+    tensors: [&CubeTensor<CudaRuntime>; 3],
+    what: String,
+    run: impl FnOnce(StreamBlas, [u64; 3]) -> bool + Send + 'static,
+) -> Option<()> {
     assert!(
         !REFUSED.load(Ordering::Relaxed),
         "cuBLAS refused a product on cubecl's device thread (see the message above); \
@@ -69,37 +155,40 @@ pub fn project<R: CubeRuntime>(x: &CubeTensor<R>, w: &CubeTensor<R>) -> Option<C
     BLAS.with(|connections| {
         let mut connections = connections.borrow_mut();
         let connection = connections
-            .entry(x_cuda.device.index)
-            .or_insert_with(|| connect(x_cuda))
+            .entry(tensors[0].device.index)
+            .or_insert_with(|| connect(tensors[0]))
             .as_ref()?;
-        let out = init_matmul_output(x, w, x.dtype);
-        let out_cuda = (&out as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
-        let gemm = Gemm::new(x_cuda, w_cuda, out_cuda)?;
         // Bindings, as a launch takes them: they keep the memory from reuse until the task ran.
-        let bindings =
-            [&x_cuda.handle, &w_cuda.handle, &out_cuda.handle].map(|h| h.clone().binding());
+        let bindings = tensors.map(|t| t.handle.clone().binding());
         let (blas, stream) = (connection.blas, StreamId::current());
         connection.device.submit(move |server: &mut CudaServer| {
-            let [x, w, out] = bindings.map(|b| {
+            let ptrs = bindings.map(|b| {
                 server
                     .get_resource(b, stream)
                     .ok()
                     .map(|r| r.resource().ptr)
             });
-            let ran = match (x, w, out) {
-                (Some(x), Some(w), Some(out)) => gemm.run(blas, x, w, out),
+            let ran = match ptrs {
+                [Some(x), Some(w), Some(out)] => run(blas, [x, w, out]),
                 _ => false,
             };
             if !ran {
-                eprintln!(
-                    "cuBLAS refused a [{}x{}] @ [{}x{}] product",
-                    gemm.layout.m, gemm.layout.k, gemm.layout.k, gemm.layout.n
-                );
+                eprintln!("cuBLAS refused a {what} product");
                 REFUSED.store(true, Ordering::Relaxed);
             }
         });
-        Some(out)
+        Some(())
     })
+}
+
+/// cuBLAS's name of a float dtype; `None` for the others.
+fn cuda_dtype(dtype: DType) -> Option<blas_sys::cudaDataType> {
+    match dtype {
+        DType::BF16 => Some(blas_sys::cudaDataType::CUDA_R_16BF),
+        DType::F16 => Some(blas_sys::cudaDataType::CUDA_R_16F),
+        DType::F32 => Some(blas_sys::cudaDataType::CUDA_R_32F),
+        _ => None,
+    }
 }
 
 /// One product's cuBLAS arguments: the layout and the element type.
@@ -115,12 +204,7 @@ impl Gemm {
         w: &CubeTensor<CudaRuntime>,
         out: &CubeTensor<CudaRuntime>,
     ) -> Option<Self> {
-        let dtype = match x.dtype {
-            DType::BF16 => blas_sys::cudaDataType::CUDA_R_16BF,
-            DType::F16 => blas_sys::cudaDataType::CUDA_R_16F,
-            DType::F32 => blas_sys::cudaDataType::CUDA_R_32F,
-            _ => return None,
-        };
+        let dtype = cuda_dtype(x.dtype)?;
         if w.dtype != x.dtype || out.dtype != x.dtype {
             return None;
         }

@@ -5,6 +5,7 @@
 pub mod expert_kernel;
 pub mod group_kernel;
 pub mod launch;
+pub mod padded;
 pub mod reference;
 pub mod route_kernel;
 

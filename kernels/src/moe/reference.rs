@@ -38,11 +38,22 @@ pub fn experts_with<B: Backend>(
     w: &ExpertWeights<B>,
     project: impl Fn(Tensor<B, 2>, Tensor<B, 2>) -> Tensor<B, 2>,
 ) -> Tensor<B, 2> {
+    let ids = host_ints(&routing.experts);
+    experts_grouped(x, routing, &ids, w, project)
+}
+
+/// [`experts_with`] for routed expert ids already on the host (`ids`, slot = token × top_k + j).
+pub fn experts_grouped<B: Backend>(
+    x: Tensor<B, 2>,
+    routing: &Routing<B>,
+    ids: &[i64],
+    w: &ExpertWeights<B>,
+    project: impl Fn(Tensor<B, 2>, Tensor<B, 2>) -> Tensor<B, 2>,
+) -> Tensor<B, 2> {
     let device = x.device();
     let [tokens, hidden] = x.dims();
     let top_k = routing.experts.dims()[1];
     let (inter, num_experts) = (w.inter(), w.num_experts());
-    let ids = host_ints(&routing.experts);
     let weights = routing.weights.clone().reshape([tokens * top_k]);
     let mut out = Tensor::<B, 2>::zeros([tokens, hidden], &device);
     for e in 0..num_experts {

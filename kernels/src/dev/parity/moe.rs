@@ -6,6 +6,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::dev::ops::DevOps;
 use crate::moe::launch::ROWS_PER_CHUNK;
+use crate::moe::padded::experts_padded_reference;
 use crate::moe::reference::{self as moe_reference, host_ints};
 use crate::moe::{ExpertWeights, RouterConfig, Routing};
 
@@ -24,6 +25,10 @@ pub struct MoeParity {
     pub group_mismatches: Option<usize>,
     /// `moe_experts` against the reference, worst over the cases.
     pub experts: f32,
+    /// The padded batch (burn's batched matmul) against the reference, where it takes the
+    /// routing; and in how many cases it did.
+    pub padded: f32,
+    pub padded_cases: usize,
     /// Cases whose routing sent more than a chunk of rows to one expert and left an expert
     /// without a row (the cases must include both).
     pub crowded_cases: usize,
@@ -32,12 +37,16 @@ pub struct MoeParity {
 
 /// `(tokens, experts, top_k, hidden, inter, skew)`: `skew` biases the router towards the
 /// first experts, so one gets more than a chunk of rows and others none.
-const CASES: [(usize, usize, usize, usize, usize, f32); 5] = [
+/// The last two are past the gemv-class kernels' rows: the padded batch, and the per-expert
+/// products where the skew makes padding too costly.
+const CASES: [(usize, usize, usize, usize, usize, f32); 7] = [
     (1, 8, 2, 64, 48, 0.0),
     (3, 8, 2, 128, 96, 0.0),
     (12, 8, 2, 64, 48, 4.0),
     (9, 16, 4, 96, 64, 0.0),
     (20, 64, 8, 64, 32, 3.0),
+    (150, 8, 2, 64, 48, 0.0),
+    (150, 8, 2, 64, 48, 5.0),
 ];
 
 pub fn run_moe<B: DevOps>(seed: u64, dev: &B::Device) -> MoeParity {
@@ -47,6 +56,8 @@ pub fn run_moe<B: DevOps>(seed: u64, dev: &B::Device) -> MoeParity {
         route_weights: 0.0,
         group_mismatches: Some(0),
         experts: 0.0,
+        padded: 0.0,
+        padded_cases: 0,
         crowded_cases: 0,
         idle_cases: 0,
     };
@@ -128,8 +139,12 @@ pub fn run_moe<B: DevOps>(seed: u64, dev: &B::Device) -> MoeParity {
         };
         let (x, _) = upload::<B, 2>(random(&mut rng, tokens * hidden), [tokens, hidden], dev);
         let got = to_host(B::moe_experts(x.clone(), &routing, &w));
-        let want = to_host(moe_reference::experts(x, &routing, &w));
+        let want = to_host(moe_reference::experts(x.clone(), &routing, &w));
         r.experts = nan_max(r.experts, rel_err(&got, &want));
+        if let Some(padded) = experts_padded_reference(x, &routing, &ids, &w) {
+            r.padded = nan_max(r.padded, rel_err(&to_host(padded), &want));
+            r.padded_cases += 1;
+        }
     }
     r.route_weights = worst([r.route_weights]);
     r

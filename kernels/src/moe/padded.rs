@@ -1,0 +1,82 @@
+//! The experts' products for larger batches, in a fixed number of launches whatever the
+//! expert count: the routing read on the host, every expert's rows gathered into one padded
+//! batch `[experts, rows, hidden]` (rows: the busiest expert's), both products as batched
+//! matmuls over all experts (cuBLAS's strided batch on CUDA), and the weighted rows added
+//! back to their tokens. Padding costs products on rows that are not there, so a routing that
+//! piles onto few experts goes to the per-expert path instead.
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+
+use super::{ExpertWeights, Routing};
+use crate::layers::reference::silu_mul;
+
+/// Padded rows over routed rows above which the padded batch is not worth it.
+pub const MAX_PADDING: usize = 2;
+
+/// `sum over k of weights[t, k] * expert[experts[t, k]](x[t])` through a padded batch, or
+/// `None` when padding would more than [`MAX_PADDING`]-fold the rows. `ids` are the routed
+/// experts read on the host (slot = token × top_k + j); `bmm(a, w)` computes `a[e] @ w[e]^T`
+/// for `a` `[experts, rows, in]` and `w` `[experts, out, in]`; `silu_mul` the activation.
+pub fn experts_padded<B: Backend>(
+    x: Tensor<B, 2>,
+    routing: &Routing<B>,
+    ids: &[i64],
+    w: &ExpertWeights<B>,
+    bmm: impl Fn(Tensor<B, 3>, &Tensor<B, 3>) -> Tensor<B, 3>,
+    act: impl Fn(Tensor<B, 2>) -> Tensor<B, 2>,
+) -> Option<Tensor<B, 2>> {
+    let device = x.device();
+    let [tokens, hidden] = x.dims();
+    let top_k = routing.experts.dims()[1];
+    let (experts, inter) = (w.num_experts(), w.inter());
+    let mut rows_of: Vec<Vec<usize>> = vec![Vec::new(); experts];
+    for (slot, &e) in ids.iter().enumerate() {
+        rows_of[e as usize].push(slot);
+    }
+    // Rounded up so that a few sizes recur (cuBLAS picks its kernel per shape).
+    let rows = rows_of.iter().map(Vec::len).max()?.next_multiple_of(16);
+    if experts * rows > MAX_PADDING * ids.len().max(1) {
+        return None;
+    }
+    // Padding rows read token 0; nothing reads their outputs back.
+    let n = experts * rows;
+    let mut token = vec![0i64; n];
+    let mut place = vec![0i64; ids.len()];
+    for (e, slots) in rows_of.iter().enumerate() {
+        for (r, &s) in slots.iter().enumerate() {
+            token[e * rows + r] = (s / top_k) as i64;
+            place[s] = (e * rows + r) as i64;
+        }
+    }
+    let ints = |v: Vec<i64>| {
+        let len = v.len();
+        Tensor::<B, 1, Int>::from_data(TensorData::new(v, [len]), &device)
+    };
+    let xs = x.select(0, ints(token)).reshape([experts, rows, hidden]);
+    let h = act(bmm(xs, &w.gate_up).reshape([n, 2 * inter]));
+    let y = bmm(h.reshape([experts, rows, inter]), &w.down).reshape([n, hidden]);
+    // Back in slot order (a gather: no two writes meet), weighted, summed per token.
+    let weights = routing.weights.clone().reshape([tokens * top_k, 1]);
+    let y = y.select(0, ints(place)) * weights;
+    Some(
+        y.reshape([tokens, top_k, hidden])
+            .sum_dim(1)
+            .reshape([tokens, hidden]),
+    )
+}
+
+/// [`experts_padded`] with burn's batched matmul and the reference activation.
+pub fn experts_padded_reference<B: Backend>(
+    x: Tensor<B, 2>,
+    routing: &Routing<B>,
+    ids: &[i64],
+    w: &ExpertWeights<B>,
+) -> Option<Tensor<B, 2>> {
+    experts_padded(
+        x,
+        routing,
+        ids,
+        w,
+        |a, w| a.matmul(w.clone().swap_dims(1, 2)),
+        silu_mul,
+    )
+}
