@@ -33,8 +33,9 @@ pub enum Command {
     Perplexity(PerplexityArgs),
     /// Re-render plots and report.md of a results folder from its CSVs alone.
     Report { dir: PathBuf },
-    /// Print the backend, device and attention path in use.
-    Info(BackendArgs),
+    /// Print the backend, device and attention path in use, and with `--model` the model's
+    /// shape (a MoE model's experts, top-k, sparse layers, parameters all and active).
+    Info(InfoArgs),
     /// The cubecl kernels: parity against the reference, and benches.
     Kernels(KernelsArgs),
     /// Times a mixed step (decodes plus a prefill chunk) against a decode step and a chunk
@@ -149,8 +150,19 @@ impl BackendArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// HF model folder or preset name to describe (only its config.json is read).
+    #[arg(long)]
+    pub model: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// HF model folder or preset name (qwen3-0.6b, llama-3.1-8b, llama-2-7b, tiny-qwen3, tiny-llama).
+    /// HF model folder or preset name (qwen3-0.6b, llama-3.1-8b, llama-2-7b, mixtral-8x7b,
+    /// qwen3-30b-a3b, their `-dense-active` twins, tiny-qwen3, tiny-llama, tiny-mixtral,
+    /// tiny-qwen3-moe).
     #[arg(long, default_value = "models/tiny-qwen3-pystdlib")]
     pub model: String,
     #[arg(long, value_enum, default_value_t = WeightsArg::File)]

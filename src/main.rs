@@ -23,7 +23,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dispatch(args.model.backend.placement(), args).map(|_| ())
         }
         (Some(Command::Report { dir }), _) => nanovllm::harness::regenerate_report(&dir),
-        (Some(Command::Info(args)), _) => dispatch(args.placement(), Info),
+        (Some(Command::Info(args)), _) => {
+            dispatch(args.backend.placement(), Info { model: args.model })
+        }
         (Some(Command::Kernels(args)), _) => dispatch(args.backend().placement(), args),
         (Some(Command::StepBench(args)), _) => dispatch(args.model.backend.placement(), args),
         (None, Some(path)) => nanovllm::experiment::run(&path, &cli.results_dir)

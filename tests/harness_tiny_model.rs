@@ -2,7 +2,8 @@
 //! greedy, two scheduler variants), then every CSV's content against facts known without the
 //! harness: the prompts' token counts, the tokens a plain `LLM::generate` picks, and the
 //! identities that tie the files together (each token stamped at the end of a step, step token
-//! counts adding up to the requests', the summary adding up the requests).
+//! counts adding up to the requests', the summary adding up the requests). The MoE quick start
+//! on the tiny Mixtral checks each step's expert load against its token count.
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -242,4 +243,134 @@ scheduler = {{ policy = "chunked", chunk_size = 8 }}
     }
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(report.contains("| nanovllm (chunked) | 24 |"), "{report}");
+}
+
+/// `experiments/moe_quickstart.toml` on the trained tiny Mixtral (4 sparse layers, 8 experts,
+/// top-2), trimmed to fewer and shorter requests arriving at once: every step's expert load in `steps.csv`
+/// accounts for each of its tokens top-k times in every sparse layer, and the report shows
+/// the routing of both variants.
+#[test]
+fn moe_quickstart_records_the_expert_load_of_every_step() {
+    const TOP_K: usize = 2;
+    const SPARSE_LAYERS: usize = 4;
+    const EXPERTS: usize = 8;
+    const CHUNK: usize = 64;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("experiments/moe_quickstart.toml")).unwrap();
+    let mut exp: toml::Table = text.parse().unwrap();
+    exp["model"]["source"] = root
+        .join("models/tiny-moe-pystdlib")
+        .display()
+        .to_string()
+        .into();
+    let classes = exp["workload"]["classes"].as_array_mut().unwrap();
+    // Everything arrives at once, so that the chunked variant mixes the long prompt's chunks
+    // with the short ones' decodes however fast this machine is.
+    let burst: toml::Table = "pattern = \"burst\"\nat = 0.0".parse().unwrap();
+    for (class, count) in classes.iter_mut().zip([1, 3]) {
+        class["count"] = toml::Value::Integer(count);
+        class["output_len"] = toml::Value::Integer(4);
+        class["arrival"] = toml::Value::Table(burst.clone());
+    }
+    let variants = exp["variants"].as_array().unwrap();
+    assert_eq!(
+        variants[1]["scheduler"]["chunk_size"].as_integer(),
+        Some(CHUNK as i64)
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let exp_path = tmp.path().join("moe_quickstart.toml");
+    std::fs::write(&exp_path, toml::to_string(&exp).unwrap()).unwrap();
+    let dir = nanovllm::experiment::run(&exp_path, &tmp.path().join("results")).unwrap();
+
+    for variant in ["none", "chunked"] {
+        let steps: Vec<StepRow> = read_rows(&dir.join(variant).join("steps.csv")).unwrap();
+        assert!(!steps.is_empty(), "{variant}");
+        for s in &steps {
+            let tokens = s.prefill_tokens + s.decode_tokens;
+            let counts = s.expert_counts().unwrap();
+            assert_eq!(counts.len(), EXPERTS, "{variant}: {s:?}");
+            let routed: u32 = counts.iter().sum();
+            assert_eq!(
+                routed as usize,
+                tokens * TOP_K * SPARSE_LAYERS,
+                "{variant}: {s:?}"
+            );
+            let (max, mean) = (s.expert_load_max.unwrap(), s.expert_load_mean.unwrap());
+            assert!(max as f64 >= mean, "{variant}: {s:?}");
+            // A token picks an expert at most once per layer; the mean is the same in every
+            // layer.
+            assert!(max as usize <= tokens, "{variant}: {s:?}");
+            assert!(
+                (mean - (tokens * TOP_K) as f64 / EXPERTS as f64).abs() < 1e-9,
+                "{variant}: {s:?}"
+            );
+            // Each layer reads between top-k and all of its experts' slabs.
+            let read = s.experts_read.unwrap();
+            assert!(
+                (TOP_K * SPARSE_LAYERS..=EXPERTS * SPARSE_LAYERS).contains(&read),
+                "{variant}: {s:?}"
+            );
+            assert!(s.context_tokens >= tokens, "{variant}: {s:?}");
+        }
+        if variant == "chunked" {
+            assert!(steps.iter().any(|s| s.kind == "mixed"), "{steps:?}");
+            assert!(steps
+                .iter()
+                .all(|s| s.prefill_tokens + s.decode_tokens <= CHUNK));
+        } else {
+            assert!(steps.iter().all(|s| s.kind != "mixed"), "{steps:?}");
+        }
+    }
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(report.contains("## Expert routing"), "{report}");
+    for variant in ["none", "chunked"] {
+        assert!(
+            report.contains(&format!("| {variant} | {EXPERTS} | ")),
+            "{report}"
+        );
+    }
+}
+
+/// The `tiny-qwen3-moe` preset (random weights): layer 0 is a dense MLP, layers 1 and 2 are
+/// sparse (8 experts, top-2), so each step's expert load covers two layers, not three.
+#[test]
+fn tiny_qwen3_moe_preset_reports_its_two_sparse_layers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp_path = tmp.path().join("tiny_qwen3_moe.toml");
+    std::fs::write(
+        &exp_path,
+        r#"name = "tiny_qwen3_moe"
+[model]
+source = "tiny-qwen3-moe"
+weights = "random"
+[engine]
+backend = "cpu"
+max_model_len = 256
+[sampling]
+ignore_eos = true
+[workload]
+kind = "classes"
+warmup_requests = 0
+[[workload.classes]]
+name = "c"
+count = 3
+prompt_len = [20, 40]
+output_len = 3
+arrival = { pattern = "burst", at = 0.0 }
+[[variants]]
+label = "chunked"
+scheduler = { policy = "chunked", chunk_size = 32 }
+"#,
+    )
+    .unwrap();
+    let dir = nanovllm::experiment::run(&exp_path, &tmp.path().join("results")).unwrap();
+    let steps: Vec<StepRow> = read_rows(&dir.join("chunked/steps.csv")).unwrap();
+    assert!(!steps.is_empty());
+    for s in &steps {
+        let counts = s.expert_counts().unwrap();
+        assert_eq!(counts.len(), 8, "{s:?}");
+        let tokens = s.prefill_tokens + s.decode_tokens;
+        assert_eq!(counts.iter().sum::<u32>() as usize, tokens * 2 * 2, "{s:?}");
+        assert!(s.expert_load_max.unwrap() as f64 >= s.expert_load_mean.unwrap());
+    }
 }

@@ -1,8 +1,10 @@
-//! The subcommands other than running an experiment: generate, perplexity, info here;
+//! The subcommands other than running an experiment: generate, perplexity, info here (a
+//! model's description for `info --model` in [`model_info`]);
 //! `kernels check|bench|host-cost` in [`kernels`], `kernels matmul` in [`matmul`], `step-bench`
 //! in [`step_bench`].
 pub mod kernels;
 pub mod matmul;
+pub mod model_info;
 pub mod moe_bench;
 pub mod step_bench;
 
@@ -161,7 +163,11 @@ pub fn read_ids(path: &std::path::Path) -> anyhow::Result<Vec<u32>> {
         .collect()
 }
 
-pub struct Info;
+/// `nanovllm info`: the backend, and with `model` that model's shape.
+pub struct Info {
+    /// A model folder or preset name (`--model`).
+    pub model: Option<String>,
+}
 
 impl BackendTask for Info {
     type Output = ();
@@ -189,6 +195,10 @@ impl BackendTask for Info {
                 "           {}={} overrides kernels.{}",
                 o.var, o.value, o.key
             );
+        }
+        if let Some(model) = &self.model {
+            let (name, spec) = ModelSource::parse(model).arch()?;
+            print!("{}", model_info::describe_model(&name, &spec));
         }
         Ok(())
     }

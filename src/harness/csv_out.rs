@@ -90,6 +90,20 @@ pub struct StepRow {
     pub prefix_hit_tokens: usize,
     pub new_tokens: usize,
     pub finished: usize,
+    /// A MoE model's tokens per expert summed over its sparse layers, `;`-joined in expert
+    /// order; they add up to (prefill + decode tokens) × top-k × sparse layers. Empty for a
+    /// dense model.
+    pub expert_tokens: String,
+    /// The busiest expert's tokens in the busiest sparse layer; empty for a dense model.
+    pub expert_load_max: Option<u32>,
+    /// Tokens per expert in a sparse layer on average (tokens × top-k / experts); empty for a
+    /// dense model.
+    pub expert_load_mean: Option<f64>,
+    /// Expert weight slabs the step read: experts with at least one token, summed over the
+    /// sparse layers; empty for a dense model.
+    pub experts_read: Option<usize>,
+    /// Tokens of context the step's attention read: each sequence's cached plus new tokens.
+    pub context_tokens: usize,
 }
 
 impl StepRow {
@@ -117,7 +131,35 @@ impl StepRow {
             prefix_hit_tokens: s.prefix_hit_tokens,
             new_tokens: s.new_tokens,
             finished: s.finished,
+            expert_tokens: s.expert_load.as_ref().map_or(String::new(), |l| {
+                l.per_expert()
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(";")
+            }),
+            expert_load_max: s.expert_load.as_ref().map(|l| l.max()),
+            expert_load_mean: s.expert_load.as_ref().map(|l| l.mean()),
+            experts_read: s.expert_load.as_ref().map(|l| l.experts_read()),
+            context_tokens: s.context_tokens,
         }
+    }
+
+    /// `expert_tokens` as numbers; empty for a dense model.
+    pub fn expert_counts(&self) -> anyhow::Result<Vec<u32>> {
+        if self.expert_tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.expert_tokens
+            .split(';')
+            .map(|c| c.parse::<u32>())
+            .collect::<Result<_, _>>()
+            .with_context(|| {
+                format!(
+                    "step {}: expert_tokens \"{}\" is not a ;-separated list of counts",
+                    self.step, self.expert_tokens
+                )
+            })
     }
 }
 

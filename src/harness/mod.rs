@@ -1,7 +1,8 @@
 //! The research harness around the engine: workloads with arrival times (`workload`), the
 //! arrival-timed run loop (`run_loop`) over the [`StepEngine`] port, per-request metrics
 //! (`metrics`), the CSVs (`csv_out`), `summary.csv` (`summary`, polars), plots (`plots`,
-//! `charts`) and `report.md` (`report`), all rendered from the CSVs by [`regenerate_report`].
+//! `charts`), a MoE model's routing imbalance (`routing`) and `report.md` (`report`), all
+//! rendered from the CSVs by [`regenerate_report`].
 //! `run` ties them together in [`run_experiment`].
 pub mod charts;
 pub mod csv_out;
@@ -15,6 +16,7 @@ pub mod python_random;
 pub mod render;
 pub mod report;
 pub mod resolved;
+pub mod routing;
 pub mod run;
 pub mod run_loop;
 pub mod summary;

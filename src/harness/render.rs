@@ -13,6 +13,7 @@ use super::csv_out::{
 };
 use super::plots::save;
 use super::report::{render_markdown, ReportInput};
+use super::routing::RoutingStats;
 use super::summary::{summarize, SummaryRow, ALL_CLASS};
 use super::timeline_chart::{StepBar, Timeline};
 
@@ -63,8 +64,14 @@ pub fn regenerate_report(dir: &Path) -> anyhow::Result<()> {
         "Throughput per variant".to_string(),
         "throughput".to_string(),
     ));
+    let mut routing = Vec::new();
     for v in &variants {
-        let steps: Vec<StepRow> = read_rows(&dir.join(&v.variant).join(STEPS_CSV))?;
+        let steps_path = dir.join(&v.variant).join(STEPS_CSV);
+        let steps: Vec<StepRow> = read_rows(&steps_path)?;
+        routing.extend(
+            RoutingStats::from_steps(&v.variant, &steps)
+                .with_context(|| format!("reading {}", steps_path.display()))?,
+        );
         let stem = format!("timeline_{}", v.variant);
         let chart = Timeline {
             variant: v.variant.clone(),
@@ -87,6 +94,7 @@ pub fn regenerate_report(dir: &Path) -> anyhow::Result<()> {
         variants: &variants,
         summary: &summary,
         requests: &requests,
+        routing: &routing,
         plots: &plots,
     });
     write_atomic(&dir.join(REPORT_MD), md.as_bytes())

@@ -1,8 +1,10 @@
-//! `report.md`: the run's facts, the bench table, per-class latency tables, the plots, and the
-//! definitions, rendered from rows read back from the CSVs. Pure string building; no I/O.
+//! `report.md`: the run's facts, the bench table, per-class latency tables, a MoE model's
+//! routing imbalance, the plots, and the definitions, rendered from rows read back from the
+//! CSVs. Pure string building; no I/O.
 use std::fmt::Write;
 
 use super::csv_out::{MetaRow, RequestRow, VariantRow};
+use super::routing::{write_routing_table, RoutingStats};
 use super::summary::{SummaryRow, ALL_CLASS};
 
 /// Everything the report shows, as read from the results folder.
@@ -11,6 +13,8 @@ pub struct ReportInput<'a> {
     pub variants: &'a [VariantRow],
     pub summary: &'a [SummaryRow],
     pub requests: &'a [RequestRow],
+    /// The MoE variants' routing imbalance (from `steps.csv`); empty when every model is dense.
+    pub routing: &'a [RoutingStats],
     /// (caption, file stem) of each plot; PNG embedded, SVG linked.
     pub plots: &'a [(String, String)],
 }
@@ -25,7 +29,7 @@ fn meta<'a>(input: &'a ReportInput, key: &str) -> Option<&'a str> {
 }
 
 /// `1234567` -> `1,234,567`, as nano-vllm's README table.
-fn thousands(n: u64) -> String {
+pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
@@ -53,6 +57,7 @@ pub fn render_markdown(input: &ReportInput) -> String {
     write_facts(&mut md, input);
     write_bench_table(&mut md, input);
     write_latency_table(&mut md, input);
+    write_routing_table(&mut md, input.routing);
     write_failures(&mut md, input);
     md.push_str("## Plots\n\n");
     for (caption, stem) in input.plots {

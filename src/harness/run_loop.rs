@@ -16,7 +16,7 @@ use indicatif::ProgressBar;
 
 use super::engine_port::StepEngine;
 use super::workload::GenRequest;
-use crate::engine::{FinishReason, RequestId, StepKind};
+use crate::engine::{ExpertLoad, FinishReason, RequestId, StepKind};
 
 /// Seconds on some clock; the real one in runs, a simulated one in tests.
 pub trait Clock {
@@ -127,6 +127,10 @@ pub struct StepRecord {
     pub prefix_hit_tokens: usize,
     pub new_tokens: usize,
     pub finished: usize,
+    /// A MoE model's tokens per expert of each sparse layer; `None` for a dense model.
+    pub expert_load: Option<ExpertLoad>,
+    /// Tokens of context the step's attention read (each sequence's cached plus new tokens).
+    pub context_tokens: usize,
 }
 
 /// What one run measured.
@@ -250,6 +254,8 @@ pub fn run(
                 prefix_hit_tokens: report.prefix_hit_tokens,
                 new_tokens: report.new_tokens.len(),
                 finished: report.finished.len(),
+                expert_load: report.expert_load,
+                context_tokens: report.context_tokens,
             });
         } else if next < requests.len() {
             clock.sleep((requests[next].arrival_s - now()).min(SLEEP_SLICE_S));

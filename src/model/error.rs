@@ -21,7 +21,7 @@ pub enum ModelError {
         field: String,
         msg: String,
     },
-    #[error("{path}: unknown model_type \"{model_type}\" (supported: qwen3, qwen2, llama)")]
+    #[error("{path}: unknown model_type \"{model_type}\" (supported: qwen3, qwen2, llama, mixtral, qwen3_moe, qwen2_moe)")]
     UnknownModelType { path: PathBuf, model_type: String },
     #[error("{path}: tensor `{name}` is missing")]
     MissingTensor { path: PathBuf, name: String },

@@ -29,6 +29,33 @@ impl ModelSource {
             None => ModelSource::Folder(PathBuf::from(s)),
         }
     }
+
+    /// The model's name (a preset's, or the folder's last component) and its resolved spec,
+    /// without touching weights.
+    pub fn arch(&self) -> Result<(String, ArchSpec), ModelError> {
+        match self {
+            ModelSource::Preset(name) => Ok((
+                name.clone(),
+                preset(name).ok_or_else(|| ModelError::UnknownPreset(name.clone()))?,
+            )),
+            ModelSource::Folder(dir) => {
+                if !dir.is_dir() {
+                    return Err(ModelError::Io {
+                        path: dir.clone(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "model folder not found",
+                        ),
+                    });
+                }
+                let name = dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| dir.display().to_string());
+                Ok((name, load_arch(dir)?))
+            }
+        }
+    }
 }
 
 /// Where parameter values come from.
@@ -64,28 +91,10 @@ pub fn load_model<B: KernelBackend>(
     max_positions: Option<usize>,
     device: &B::Device,
 ) -> Result<LoadedModel<B>, ModelError> {
-    let (name, spec, dir) = match source {
-        ModelSource::Preset(name) => (
-            name.clone(),
-            preset(name).ok_or_else(|| ModelError::UnknownPreset(name.clone()))?,
-            None,
-        ),
-        ModelSource::Folder(dir) => {
-            if !dir.is_dir() {
-                return Err(ModelError::Io {
-                    path: dir.clone(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        "model folder not found",
-                    ),
-                });
-            }
-            let name = dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| dir.display().to_string());
-            (name, load_arch(dir)?, Some(dir.as_path()))
-        }
+    let (name, spec) = source.arch()?;
+    let dir = match source {
+        ModelSource::Preset(_) => None,
+        ModelSource::Folder(dir) => Some(dir.as_path()),
     };
     let source = match (weights, dir) {
         (WeightsKind::File, Some(dir)) => WeightSource::Files(SafetensorFiles::open(dir)?),

@@ -17,7 +17,7 @@ pub struct ExpertShape {
 }
 
 /// One expert product per chunk row. `w` is `[experts, rows_per_expert, k]` (HF's `[out, in]`
-/// per expert), `n` outputs per row.
+/// per expert), `outputs` (`n`) per row.
 /// - `gated` (gate/up): the input row of slot `s` is `x[s / top_k]` (its token), weight rows
 ///   `j` and `n + j` give gate and up, and `out[s, j] = silu(gate) * up`, each rounded to `F`
 ///   as HF rounds.
@@ -32,7 +32,7 @@ pub fn expert_kernel<F: Float, N: Size, I: Int>(
     chunks: &Array<I>,
     route_weights: &Array<F>,
     out: &mut Array<F>,
-    n: u32,
+    outputs: u32,
     #[comptime] top_k: usize,
     #[comptime] gated: bool,
     #[comptime] shape: ExpertShape,
@@ -44,7 +44,7 @@ pub fn expert_kernel<F: Float, N: Size, I: Int>(
     }
     let expert = usize::cast_from(chunks[chunk * 3]);
     let start = usize::cast_from(chunks[chunk * 3 + 1]);
-    let n = n as usize;
+    let n = outputs as usize;
     let tid = UNIT_POS_X as usize;
     let lane = tid % shape.plane;
     let warp = tid / shape.plane;

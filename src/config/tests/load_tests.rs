@@ -17,6 +17,24 @@ fn shipped_experiments_parse() {
     let dir = experiments_dir();
     for (file, labels) in [
         ("quickstart.toml", vec!["none", "chunked"]),
+        ("moe_quickstart.toml", vec!["none", "chunked"]),
+        (
+            "bench_moe.toml",
+            vec!["mixtral-8x7b", "mixtral-8x7b-dense-active"],
+        ),
+        (
+            "bench_qwen3_moe.toml",
+            vec!["qwen3-30b-a3b", "qwen3-30b-a3b-dense-active"],
+        ),
+        (
+            "decode_latency_moe.toml",
+            vec![
+                "mixtral-8x7b",
+                "mixtral-8x7b-dense-active",
+                "qwen3-30b-a3b",
+                "qwen3-30b-a3b-dense-active",
+            ],
+        ),
         ("bench.toml", vec!["default"]),
         ("chunk512.toml", vec!["none", "chunked"]),
         (

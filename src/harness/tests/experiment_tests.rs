@@ -65,7 +65,7 @@ fn run_fake(
 
 const REQUESTS_HEADER: &str = "variant,class,id,arrival_s,prompt_tokens,output_tokens,ttft_s,tpot_s,e2e_s,max_itl_s,finish_reason,error";
 const STEPS_HEADER: &str =
-    "variant,step,start_s,end_s,step_s,engine_s,queued_s,kind,prefill_tokens,decode_tokens,num_seqs,kv_blocks_used,kv_blocks_total,preempted,prefix_hit_tokens,new_tokens,finished";
+    "variant,step,start_s,end_s,step_s,engine_s,queued_s,kind,prefill_tokens,decode_tokens,num_seqs,kv_blocks_used,kv_blocks_total,preempted,prefix_hit_tokens,new_tokens,finished,expert_tokens,expert_load_max,expert_load_mean,experts_read,context_tokens";
 const TOKENS_HEADER: &str = "variant,id,index,token_id,time_s,itl_s";
 const VARIANTS_HEADER: &str = "variant,sweep,policy,chunk_size,order,block_size,max_num_seqs,max_num_batched_tokens,enable_prefix_caching,attention,attention_backend,kernels,backend,device,dtype,model,\
                                random_weights,num_params,seed,workload,requests,warmup_requests,wall_s,interrupted,error";
@@ -281,6 +281,79 @@ fn report_has_the_bench_table_and_the_random_weights_warning() {
     );
     assert!(md.contains("| Command | `nanovllm experiments/e2e.toml` |"));
     assert!(md.contains("![Time to first token, CDF](ttft_cdf.png)"));
+}
+
+/// A MoE variant's `steps.csv` carries each step's expert load (the fake's routing, see
+/// `fake_engine`), a dense variant's leaves those columns empty, and the report's routing
+/// table has the MoE variant only.
+#[test]
+fn moe_expert_load_lands_in_steps_csv_and_the_report() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = run_fake(out.path(), |v, e| {
+        if v.label == "chunked" {
+            e.moe_experts = 4;
+        }
+    })
+    .unwrap();
+    // Steps of 100 and 10 prompt tokens, then decodes of 2 and 1 (the run-loop timeline):
+    // n tokens route [2n, n, ceil(n/2), floor(n/2)] over two layers, max n, mean 8n/2/8;
+    // layer 0 reads 2 experts, layer 1 three (two for one token). Context: the prompts, then
+    // 101 + 11 and 102 tokens.
+    let text = std::fs::read_to_string(dir.join("chunked/steps.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().skip(1).collect();
+    let want = [
+        ",200;100;50;50,100,50.0,5,100",
+        ",20;10;5;5,10,5.0,5,10",
+        ",4;2;1;1,2,1.0,5,112",
+        ",2;1;1;0,1,0.5,4,102",
+    ];
+    assert_eq!(lines.len(), want.len(), "{text}");
+    for (line, end) in lines.iter().zip(want) {
+        assert!(line.ends_with(end), "{line} should end with {end}");
+    }
+    let steps: Vec<StepRow> = read_rows(&dir.join("chunked/steps.csv")).unwrap();
+    for s in &steps {
+        let routed: u32 = s.expert_counts().unwrap().iter().sum();
+        assert_eq!(
+            routed as usize,
+            (s.prefill_tokens + s.decode_tokens) * 2 * 2,
+            "{s:?}"
+        );
+        assert!(s.expert_load_max.unwrap() as f64 >= s.expert_load_mean.unwrap());
+    }
+    let dense: Vec<StepRow> = read_rows(&dir.join("none/steps.csv")).unwrap();
+    assert_eq!(
+        dense.iter().map(|s| s.context_tokens).collect::<Vec<_>>(),
+        [100, 10, 112, 102]
+    );
+    for s in &dense {
+        assert_eq!(
+            (
+                s.expert_tokens.as_str(),
+                s.expert_load_max,
+                s.expert_load_mean,
+                s.experts_read
+            ),
+            ("", None, None, None)
+        );
+        assert!(s.expert_counts().unwrap().is_empty());
+    }
+    // Totals 226, 113, 57, 56 of 452 routed tokens; max/mean 2 in every step.
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("## Expert routing"), "{md}");
+    assert!(
+        md.contains("| chunked | 4 | 4 | 2.00 | 2.00 | – | 12.4% | 50.0% | 25.0% |\n"),
+        "{md}"
+    );
+    assert!(!md.contains("| none | 4 |"), "{md}");
+}
+
+#[test]
+fn dense_runs_have_no_routing_section() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = run_fake(out.path(), |_, _| {}).unwrap();
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(!md.contains("Expert routing"), "{md}");
 }
 
 #[test]

@@ -2,6 +2,11 @@
 //! costs `prefill_s_per_token` per prompt token, a decode step costs `decode_s`. Like
 //! nano-vllm's scheduler, a step is all prefill (every waiting prompt) or all decode.
 //! Output token k of every request is token id 7 + k.
+//!
+//! With `moe_experts = E` (at least 3) it reports a MoE model's expert load: two sparse layers,
+//! top-2; layer 0 sends every token to experts 0 and 1, layer 1 sends token i of the step to
+//! expert 0 and to expert 2 + i mod (E - 2). For n tokens and E = 4 that is
+//! `[[n, n, 0, 0], [n, 0, ceil(n/2), floor(n/2)]]`.
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -10,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engine::{
-    FinishReason, Prompt, RequestId, RequestOutput, SamplingParams, StepKind, StepReport,
+    ExpertLoad, FinishReason, Prompt, RequestId, RequestOutput, SamplingParams, StepKind,
+    StepReport,
 };
 use crate::harness::{Clock, EngineInfo, StepEngine};
 
@@ -46,6 +52,8 @@ pub struct FakeEngine {
     pub stop_at_step: Option<(usize, Arc<AtomicBool>)>,
     pub steps: usize,
     pub random_weights: bool,
+    /// Experts of the simulated MoE model; 0 for a dense model (no expert load).
+    pub moe_experts: usize,
     next_id: RequestId,
     waiting: VecDeque<Seq>,
     running: Vec<Seq>,
@@ -62,6 +70,7 @@ impl FakeEngine {
             stop_at_step: None,
             steps: 0,
             random_weights: true,
+            moe_experts: 0,
             next_id: 100,
             waiting: VecDeque::new(),
             running: Vec::new(),
@@ -70,6 +79,22 @@ impl FakeEngine {
 
     fn advance(&self, secs: f64) {
         self.clock.sleep(secs);
+    }
+
+    /// The routing described in the header, for a step of `tokens` tokens.
+    fn expert_load(&self, tokens: usize) -> Option<ExpertLoad> {
+        let e = self.moe_experts;
+        if e == 0 {
+            return None;
+        }
+        let mut layers = vec![vec![0u32; e]; 2];
+        for i in 0..tokens {
+            for (layer, second) in [(0, 1), (1, 2 + i % (e - 2))] {
+                layers[layer][0] += 1;
+                layers[layer][second] += 1;
+            }
+        }
+        Some(ExpertLoad { per_layer: layers })
     }
 }
 
@@ -106,6 +131,15 @@ impl StepEngine for FakeEngine {
         if self.fail_at_step == Some(index) {
             anyhow::bail!("simulated device failure");
         }
+        // A prefill reads its prompts; a decode each sequence's prompt and outputs so far.
+        let context_tokens: usize = match self.waiting.is_empty() {
+            true => self
+                .running
+                .iter()
+                .map(|s| s.prompt.len() + s.out.len())
+                .sum(),
+            false => self.waiting.iter().map(|s| s.prompt.len()).sum(),
+        };
         let (kind, prefill_tokens, decode_tokens, cost) = if !self.waiting.is_empty() {
             let tokens: usize = self.waiting.iter().map(|s| s.prompt.len()).sum();
             self.running.extend(self.waiting.drain(..));
@@ -161,7 +195,8 @@ impl StepEngine for FakeEngine {
             prefix_hit_tokens: 0,
             new_tokens,
             finished,
-            expert_load: None,
+            expert_load: self.expert_load(prefill_tokens + decode_tokens),
+            context_tokens,
             duration: Duration::from_secs_f64(cost),
             queued: Duration::from_secs_f64(cost / 2.0),
         })
