@@ -42,6 +42,9 @@ pub struct KernelTuning {
     /// Projections of up to this many rows run the fused gemv (0: never; at most
     /// [`GEMV_MAX_ROWS`](crate::matmul::gemv::GEMV_MAX_ROWS)).
     pub fused_gemv_max_rows: usize,
+    /// MoE blocks whose routed rows average at most this many per expert run the gemv-class
+    /// expert kernels; more, the padded batch on cuBLAS (0: never the kernels).
+    pub moe_kernel_max_rows: usize,
 }
 
 impl Default for KernelTuning {
@@ -53,6 +56,7 @@ impl Default for KernelTuning {
             decode_qkv_max_rows: 64,
             cublas_min_rows: crate::matmul::gemv::GEMV_MAX_ROWS + 1,
             fused_gemv_max_rows: crate::matmul::gemv::GEMV_MAX_ROWS,
+            moe_kernel_max_rows: crate::moe::launch::ROWS_PER_CHUNK,
         }
     }
 }
@@ -70,7 +74,7 @@ fn parse<T: std::str::FromStr>(raw: &str) -> Result<T, String> {
         .map_err(|_| format!("{raw:?} does not parse"))
 }
 
-const ENV_KNOBS: [EnvKnob; 6] = [
+const ENV_KNOBS: [EnvKnob; 7] = [
     EnvKnob {
         var: "NANOVLLM_DECODE_UNROLL",
         key: "decode_unroll",
@@ -113,6 +117,11 @@ const ENV_KNOBS: [EnvKnob; 6] = [
         var: "NANOVLLM_FUSED_GEMV_ROWS",
         key: "fused_gemv_max_rows",
         apply: |t, v| parse(v).map(|x| t.fused_gemv_max_rows = x),
+    },
+    EnvKnob {
+        var: "NANOVLLM_MOE_KERNEL_ROWS",
+        key: "moe_kernel_max_rows",
+        apply: |t, v| parse(v).map(|x| t.moe_kernel_max_rows = x),
     },
 ];
 

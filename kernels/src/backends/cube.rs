@@ -358,9 +358,10 @@ impl<B: CubeBridge> KernelBackend for B {
     ) -> Tensor<Self, 2> {
         let [tokens, hidden] = x.dims();
         let top_k = routing.experts.dims()[1];
-        // The gemv-class kernels while the experts' rows are few (decode batches); past that
-        // the reference's per-expert products (cuBLAS) read each chosen expert's weights once.
-        if tokens * top_k <= moe_launch::KERNEL_MAX_ROWS_PER_EXPERT * weights.num_experts() {
+        // The gemv-class kernels while the experts' rows are few (decode batches): past that
+        // they would read an expert's weights once per chunk of rows, without tensor cores.
+        let max_rows = tuning_of(&x).moe_kernel_max_rows;
+        if tokens * top_k <= max_rows * weights.num_experts() {
             let ids = B::int_in(routing.experts.clone());
             if let Some(grouping) = moe_launch::group::<B::R, B::I>(&ids, weights.num_experts()) {
                 let out = moe_launch::experts::<B::R, B::F, B::I>(

@@ -1,6 +1,6 @@
 //! Where one MoE layer's decode time goes, for `nanovllm kernels moe-bench`: the router
 //! (projection + top-k), the grouping by expert, the expert products (the engine's
-//! `moe_experts`: the gemv-class kernels for decode batches, per-expert GEMMs past them) and
+//! `moe_experts` on each path: the gemv-class kernels, and the padded batch on cuBLAS) and
 //! the layer's attention, each beside the bytes it must read.
 use std::collections::HashSet;
 
@@ -8,9 +8,9 @@ use burn::tensor::{Distribution, Tensor};
 
 use crate::dev::attention_bench::{time, time_attention, AttnShape};
 use crate::dev::ops::DevOps;
-use crate::moe::launch::KERNEL_MAX_ROWS_PER_EXPERT;
 use crate::moe::reference::host_ints;
 use crate::moe::{ExpertWeights, RouterConfig};
+use crate::tuning::KernelTuning;
 
 /// A MoE model's layer shape.
 #[derive(Debug, Clone, Copy)]
@@ -31,13 +31,16 @@ pub struct MoeTiming {
     /// Experts at least one token chose: their weights are what the products must read.
     pub distinct_experts: usize,
     pub router_ms: f64,
-    /// `None` where the step does not group on the device (larger batches).
+    /// `None` where the grouping kernel does not take the batch.
     pub group_ms: Option<f64>,
-    pub experts_ms: f64,
+    /// The expert products on the gemv-class kernels (grouping included), and on the padded
+    /// batch (per expert where padding is too costly), whichever the engine would pick.
+    pub kernel_ms: f64,
+    pub gemm_ms: f64,
     pub attention_ms: f64,
     pub expert_bytes: usize,
     pub kv_bytes: usize,
-    /// Which path the products took: `kernel` or `gemm` (per expert).
+    /// Which path the engine's default tuning picks: `kernel` or `gemm`.
     pub path: &'static str,
 }
 
@@ -62,16 +65,25 @@ pub fn time_moe_layer<B: DevOps>(
     let ids = host_ints(&routing.experts);
     let distinct = ids.iter().collect::<HashSet<_>>().len();
     let top_k = shape.router.top_k;
-    let kernel = batch * top_k <= KERNEL_MAX_ROWS_PER_EXPERT * e;
-    let group_ms = match kernel {
-        true => B::moe_group_launch(routing.experts.clone(), e).map(|_| {
-            time::<B, _>(dev, iters, || {
-                B::moe_group_launch(routing.experts.clone(), e)
-            })
-        }),
-        false => None,
+    let group_ms = B::moe_group_launch(routing.experts.clone(), e).map(|_| {
+        time::<B, _>(dev, iters, || {
+            B::moe_group_launch(routing.experts.clone(), e)
+        })
+    });
+    // Each path forced in turn through the tuning, then the default back.
+    let path_ms = |max_rows: usize| {
+        B::install_tuning(
+            dev,
+            KernelTuning {
+                moe_kernel_max_rows: max_rows,
+                ..KernelTuning::default()
+            },
+        );
+        time::<B, _>(dev, iters, || B::moe_experts(x.clone(), &routing, &w))
     };
-    let experts_ms = time::<B, _>(dev, iters, || B::moe_experts(x.clone(), &routing, &w));
+    let (kernel_ms, gemm_ms) = (path_ms(usize::MAX / (top_k * e)), path_ms(0));
+    B::install_tuning(dev, KernelTuning::default());
+    let kernel = batch * top_k <= KernelTuning::default().moe_kernel_max_rows * e;
     let attn = time_attention::<B>(shape.attention, batch, 1, ctx, false, dev);
     let elem = x.dtype().size();
     let a = shape.attention;
@@ -81,7 +93,8 @@ pub fn time_moe_layer<B: DevOps>(
         distinct_experts: distinct,
         router_ms,
         group_ms,
-        experts_ms,
+        kernel_ms,
+        gemm_ms,
         attention_ms: attn.kernel_ms,
         expert_bytes: distinct * 3 * h * i * elem,
         kv_bytes: 2 * batch * ctx * a.kv_heads * a.head_dim * elem,

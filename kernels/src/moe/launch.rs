@@ -13,9 +13,6 @@ use crate::outputs::{empty, empty_many};
 
 /// Rows of one expert a cube of the expert kernels takes: a decode batch's share.
 pub const ROWS_PER_CHUNK: usize = 8;
-/// Mean rows per expert up to which the engine runs these kernels; the weights of an expert
-/// with more are read once per chunk, and tensor-core GEMMs win.
-pub const KERNEL_MAX_ROWS_PER_EXPERT: usize = 2 * ROWS_PER_CHUNK;
 /// Routed slots (tokens × top-k) the grouping stages in shared memory, at most.
 pub const MAX_SLOTS: usize = 4096;
 /// Experts one layer may have for the grouping's shared counts.
