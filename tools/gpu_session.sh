@@ -2,7 +2,7 @@
 # One batched run on the GPU machine (see docs/gpu.md). Build here first:
 #   tools/device-build.sh --bin nanovllm --example golden_check
 # then run this script there with .devbin carried (xz-compressed binaries are unpacked).
-# STEPS picks what runs (info host_cost decode_cublas gemv_ab bin_ab async_ab kernels_ab ncu_prefill ncu_decode kernels_check golden perplexity kernels_bench prefill_ab matmul profile
+# STEPS picks what runs (info host_cost decode_cublas gemv_ab bin_ab async_ab kernels_ab ncu_prefill ncu_decode kernels_check golden golden_cuda perplexity kernels_bench prefill_ab matmul profile
 # decode_latency bench trace bench_part bench_fusion hf_peer chunk512 chunk_sweep chunk_gpu chunk_gpu_sweep
 # step_bench profile_mixed unroll_sweep bench_unroll perplexity_moe moe_bench decode_latency_moe bench_moe bench_qwen3_moe); logs and a results tarball go under $OUT.
 set -uo pipefail
@@ -77,6 +77,7 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
                ${PEER_ARGS:-} --out "$OUT/results/bench/hf_peer.csv" ;;
     golden) run timeout -s INT 150 $B/$GC --backend cuda
             run timeout -s INT 150 $B/$GC --f32 ;;
+    golden_cuda) run timeout -s INT 150 $B/$GC --backend cuda ;;
     perplexity) run timeout -s INT 90 $B/$NV perplexity --backend cuda --model models/tiny-qwen3-pystdlib ;;
     decode_latency) exp decode_latency 100 ;;
     # Batch-1 decode with every product on cuBLAS instead of the fused gemv.

@@ -401,9 +401,8 @@ fn resolve_ffn(
             ExpertNaming::Qwen,
             raw.moe_intermediate_size
                 .ok_or_else(|| field("moe_intermediate_size"))?,
-            // HF's defaults: Qwen3-MoE renormalises, Qwen2-MoE does not.
-            raw.norm_topk_prob
-                .unwrap_or(architecture == Architecture::Qwen3Moe),
+            // HF's default for both is false (Qwen3-MoE's published configs set it true).
+            raw.norm_topk_prob.unwrap_or(false),
             match architecture {
                 Architecture::Qwen2Moe => Some(
                     raw.shared_expert_intermediate_size

@@ -260,12 +260,12 @@ fn qwen3_moe_sparse_step_and_mlp_only_layers_pick_the_dense_layers() {
 }
 
 #[test]
-fn qwen3_moe_defaults_renormalize_and_every_layer_sparse() {
+fn qwen3_moe_defaults_no_renormalization_and_every_layer_sparse() {
     let text = QWEN3_MOE_V4
         .replace("\"norm_topk_prob\": false,", "")
         .replace("\"decoder_sparse_step\": 2, \"mlp_only_layers\": [3],", "");
     let spec = parse(&text).unwrap();
-    assert!(moe_spec(&spec).renormalize, "HF's Qwen3-MoE default");
+    assert!(!moe_spec(&spec).renormalize, "HF's Qwen3MoeConfig default");
     assert_eq!(spec.moe_layers(), (0..6).collect::<Vec<_>>());
     assert_eq!(
         spec.ffn,

@@ -3,7 +3,7 @@
 //! head. Architecture differences are switches resolved at load from [`ArchSpec`] (q/k norm,
 //! qkv bias, tied embeddings, the [`FeedForward`] arm); backend differences live behind
 //! [`KernelBackend`]'s ops (plain burn by default, fused kernels where a backend has them).
-use burn::tensor::{IndexingUpdateOp, Int, Tensor};
+use burn::tensor::{Int, Tensor};
 use nanovllm_kernels::matmul::gemv::GEMV_MAX_ROWS;
 use nanovllm_kernels::{HeadShape, KernelBackend, KvWrite};
 
@@ -215,26 +215,23 @@ impl<B: KernelBackend> Decoder<B> {
     }
 
     /// Tokens per expert of each sparse layer, `[layers * experts]`, from each layer's routed
-    /// expert ids `[tokens, top_k]`.
+    /// expert ids `[tokens, top_k]`: a comparison with every expert id and a column sum (burn's
+    /// scatter-add on cubecl runs a 1-D scatter on one thread).
     fn expert_load(&self, routed: Vec<Tensor<B, 2, Int>>) -> Option<Tensor<B, 1, Int>> {
         let experts = self.spec.ffn.moe()?.num_experts;
-        let layers = routed.len();
         let device = routed.first()?.device();
-        let ids = routed
+        let ids = Tensor::<B, 1, Int>::arange(0..experts as i64, &device).unsqueeze::<2>();
+        let counts = routed
             .into_iter()
-            .enumerate()
-            .map(|(l, ids)| ids.flatten::<1>(0, 1).add_scalar((l * experts) as i64))
+            .map(|r| {
+                let slots = r.dims()[0] * r.dims()[1];
+                let r = r.reshape([slots, 1]).expand([slots, experts]);
+                r.equal(ids.clone().expand([slots, experts]))
+                    .int()
+                    .sum_dim(0)
+            })
             .collect();
-        let ids = Tensor::cat(ids, 0);
-        let ones = Tensor::<B, 1, Int>::ones([ids.dims()[0]], &device);
-        Some(
-            Tensor::<B, 1, Int>::zeros([layers * experts], &device).scatter(
-                0,
-                ids,
-                ones,
-                IndexingUpdateOp::Add,
-            ),
-        )
+        Some(Tensor::cat(counts, 1).flatten(0, 1))
     }
 
     /// The LM head over the wanted rows of the residual stream `x` plus `delta`.

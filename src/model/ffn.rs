@@ -4,7 +4,7 @@ use burn::tensor::{activation::sigmoid, Int, Tensor};
 use nanovllm_kernels::moe::{ExpertWeights, RouterConfig};
 use nanovllm_kernels::KernelBackend;
 
-use super::arch::{LayerFfn, MoeSpec};
+use super::arch::{ExpertNaming, LayerFfn, MoeSpec};
 use super::error::ModelError;
 use super::linear::Linear;
 use super::weights::{names, Init, WeightSource};
@@ -159,7 +159,8 @@ impl<B: KernelBackend> MoeBlock<B> {
         use names::moe as m;
         let n = |rest: &str| names::layer(layer, rest);
         let (e, inter) = (moe.num_experts, moe.expert_intermediate_size);
-        let experts = match source.has(&n(m::FUSED_GATE_UP)) {
+        let fused = source.has(&n(m::FUSED_GATE_UP));
+        let experts = match fused {
             true => ExpertWeights {
                 gate_up: source.load(
                     &n(m::FUSED_GATE_UP),
@@ -194,8 +195,13 @@ impl<B: KernelBackend> MoeBlock<B> {
             )),
             None => None,
         };
+        // transformers 5's fused layout moves every architecture's block under `mlp.`.
+        let naming = match fused {
+            true => ExpertNaming::Qwen,
+            false => moe.naming,
+        };
         Ok(Self {
-            router: Linear::load(source, &[(n(m::router(moe.naming)), e)], hidden, device)?,
+            router: Linear::load(source, &[(n(m::router(naming)), e)], hidden, device)?,
             config: RouterConfig {
                 top_k: moe.top_k,
                 renormalize: moe.renormalize,
