@@ -195,7 +195,7 @@ impl<B: KernelBackend> Decoder<B> {
         let eps = s.rms_norm_eps as f32;
         let mut x = self.embed.clone().select(0, step.token_ids.clone());
         let mut pending: Option<Tensor<B, 2>> = None;
-        let mut routed = Vec::new();
+        let mut expert_counts = Vec::new();
         for (layer, layer_cache) in self.layers.iter().zip(cache.iter_mut()) {
             let (sum, qkv) = layer
                 .qkv
@@ -206,32 +206,19 @@ impl<B: KernelBackend> Decoder<B> {
                 .forward(sum, layer.o.forward(attn), &layer.post_attn_norm, eps);
             x = out.residual;
             pending = Some(out.out);
-            routed.extend(out.routed);
+            expert_counts.extend(out.expert_counts);
         }
         StepOutput {
             logits: self.logits(x, pending.expect("at least one layer"), step),
-            expert_load: self.expert_load(routed),
+            expert_load: self.expert_load(expert_counts),
         }
     }
 
-    /// Tokens per expert of each sparse layer, `[layers * experts]`, from each layer's routed
-    /// expert ids `[tokens, top_k]`: a comparison with every expert id and a column sum (burn's
-    /// scatter-add on cubecl runs a 1-D scatter on one thread).
-    fn expert_load(&self, routed: Vec<Tensor<B, 2, Int>>) -> Option<Tensor<B, 1, Int>> {
-        let experts = self.spec.ffn.moe()?.num_experts;
-        let device = routed.first()?.device();
-        let ids = Tensor::<B, 1, Int>::arange(0..experts as i64, &device).unsqueeze::<2>();
-        let counts = routed
-            .into_iter()
-            .map(|r| {
-                let slots = r.dims()[0] * r.dims()[1];
-                let r = r.reshape([slots, 1]).expand([slots, experts]);
-                r.equal(ids.clone().expand([slots, experts]))
-                    .int()
-                    .sum_dim(0)
-            })
-            .collect();
-        Some(Tensor::cat(counts, 1).flatten(0, 1))
+    /// Tokens per expert of each sparse layer, `[layers * experts]`, from each layer's counts
+    /// (a by-product of grouping the tokens by expert).
+    fn expert_load(&self, counts: Vec<Tensor<B, 1, Int>>) -> Option<Tensor<B, 1, Int>> {
+        self.spec.ffn.moe()?;
+        (!counts.is_empty()).then(|| Tensor::cat(counts, 0))
     }
 
     /// The LM head over the wanted rows of the residual stream `x` plus `delta`.

@@ -34,11 +34,11 @@ pub struct MoeBlock<B: KernelBackend> {
 }
 
 /// What a block returns: the residual stream, its output (not yet added), and for a MoE block
-/// the experts each token was routed to (`[tokens, top_k]`, for the step's expert load).
+/// the tokens routed to each expert (`[experts]`, for the step's expert load).
 pub struct FfnOutput<B: KernelBackend> {
     pub residual: Tensor<B, 2>,
     pub out: Tensor<B, 2>,
-    pub routed: Option<Tensor<B, 2, Int>>,
+    pub expert_counts: Option<Tensor<B, 1, Int>>,
 }
 
 impl<B: KernelBackend> GatedMlp<B> {
@@ -99,20 +99,21 @@ impl<B: KernelBackend> FeedForward<B> {
                 FfnOutput {
                     residual,
                     out: mlp.down.silu_mul_forward(gate_up),
-                    routed: None,
+                    expert_counts: None,
                 }
             }
             FeedForward::Moe(block) => {
                 let (residual, h) = B::add_rms_norm(x, delta, norm, eps);
                 let routing = B::moe_route(block.router.forward(h.clone()), block.config);
-                let mut out = B::moe_experts(h.clone(), &routing, &block.experts);
+                let experts = B::moe_experts(h.clone(), &routing, &block.experts);
+                let mut out = experts.out;
                 if let Some((mlp, gate)) = &block.shared {
                     out = out + sigmoid(gate.forward(h.clone())) * mlp.forward(h);
                 }
                 FfnOutput {
                     residual,
                     out,
-                    routed: Some(routing.experts),
+                    expert_counts: Some(experts.counts),
                 }
             }
         }

@@ -24,7 +24,7 @@ use crate::layers::launch::{add_rms_norm, qk_norm_rope, rms_norm, silu_mul};
 use crate::layers::{HeadShape, KvCacheDest};
 use crate::matmul::gemv::{fused_gemv, Prologue};
 use crate::moe::{launch as moe_launch, padded, reference as moe_reference};
-use crate::moe::{ExpertWeights, RouterConfig, Routing};
+use crate::moe::{ExpertWeights, MoeOutput, RouterConfig, Routing};
 use crate::sample::{sample_rows, DeviceSampling};
 use crate::step_io::pending_ids::PendingIds;
 use crate::tuning::{tuning_for, KernelTuning};
@@ -355,7 +355,7 @@ impl<B: CubeBridge> KernelBackend for B {
         x: Tensor<Self, 2>,
         routing: &Routing<Self>,
         weights: &ExpertWeights<Self>,
-    ) -> Tensor<Self, 2> {
+    ) -> MoeOutput<Self> {
         let [tokens, hidden] = x.dims();
         let top_k = routing.experts.dims()[1];
         // The gemv-class kernels while the experts' rows are few (decode batches): past that
@@ -373,10 +373,13 @@ impl<B: CubeBridge> KernelBackend for B {
                 );
                 if let Some(out) = out {
                     let out: Tensor<Self, 2> = B::float_out(out);
-                    return out
-                        .reshape([tokens, top_k, hidden])
-                        .sum_dim(1)
-                        .reshape([tokens, hidden]);
+                    return MoeOutput {
+                        out: out
+                            .reshape([tokens, top_k, hidden])
+                            .sum_dim(1)
+                            .reshape([tokens, hidden]),
+                        counts: B::int_out(grouping.counts),
+                    };
                 }
             }
         }
@@ -387,12 +390,15 @@ impl<B: CubeBridge> KernelBackend for B {
             cublas_batched_t::<B>(a.clone(), w)
                 .unwrap_or_else(|| a.matmul(w.clone().swap_dims(1, 2)))
         };
-        padded::experts_padded(x.clone(), routing, &ids, weights, bmm, Self::silu_mul)
-            .unwrap_or_else(|| {
-                moe_reference::experts_grouped(x, routing, &ids, weights, |a, b| {
-                    Self::project(a, &b)
-                })
-            })
+        match padded::experts_padded(x.clone(), routing, &ids, weights, bmm, Self::silu_mul) {
+            Some(out) => MoeOutput {
+                counts: moe_reference::host_counts(&ids, weights.num_experts(), &out.device()),
+                out,
+            },
+            None => moe_reference::experts_grouped(x, routing, &ids, weights, |a, b| {
+                Self::project(a, &b)
+            }),
+        }
     }
 
     fn fused_project(

@@ -15,7 +15,7 @@ use burn::tensor::{backend::Backend, IndexingUpdateOp, Int, Shape, Tensor, Tenso
 use crate::attention::plan::{DeviceCaps, SeqAttn};
 use crate::layers::{reference, HeadShape};
 use crate::matmul::gemv::Prologue;
-use crate::moe::{reference as moe_reference, ExpertWeights, RouterConfig, Routing};
+use crate::moe::{reference as moe_reference, ExpertWeights, MoeOutput, RouterConfig, Routing};
 use crate::sample::{sample_rows_reference, DeviceSampling};
 use crate::step_io::pending_ids::PendingIds;
 use crate::tuning::KernelTuning;
@@ -179,12 +179,12 @@ pub trait KernelBackend: Backend {
     }
 
     /// The routed experts' gated MLPs of `x` `[tokens, hidden]`, summed per token with the
-    /// routing weights: `[tokens, hidden]`.
+    /// routing weights, and the tokens routed to each expert.
     fn moe_experts(
         x: Tensor<Self, 2>,
         routing: &Routing<Self>,
         weights: &ExpertWeights<Self>,
-    ) -> Tensor<Self, 2> {
+    ) -> MoeOutput<Self> {
         moe_reference::experts(x, routing, weights)
     }
 

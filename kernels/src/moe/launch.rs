@@ -9,7 +9,7 @@ use super::expert_kernel::{expert_kernel, ExpertShape};
 use super::group_kernel::group_kernel;
 use super::route_kernel::route_kernel;
 use super::RouterConfig;
-use crate::outputs::{empty, empty_many};
+use crate::outputs::empty;
 
 /// Rows of one expert a cube of the expert kernels takes: a decode batch's share.
 pub const ROWS_PER_CHUNK: usize = 8;
@@ -30,13 +30,10 @@ pub fn route<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
     let logits = into_contiguous(logits);
     let [tokens, experts] = logits.shape().dims();
     let k = config.top_k;
-    let [weights, ids] = empty_many(
-        &logits,
-        [
-            (Shape::new([tokens, k]), logits.dtype),
-            (Shape::new([tokens, k]), int_dtype),
-        ],
-    );
+    // Allocated apart, not carved from one allocation: under fusion each output is a tensor
+    // of its own whose memory may be freed while the other lives.
+    let weights = empty(&logits, Shape::new([tokens, k]), logits.dtype);
+    let ids = empty(&logits, Shape::new([tokens, k]), int_dtype);
     let arg = |t: &CubeTensor<R>| t.clone().into_array_arg();
     route_kernel::launch::<F, I, R>(
         &logits.client,
@@ -76,14 +73,8 @@ pub fn group<R: CubeRuntime, I: Int + CubeElement>(
     }
     // Each expert's run leaves at most one chunk part-filled.
     let max_chunks = slots.div_ceil(ROWS_PER_CHUNK) + experts;
-    let [counts, sorted, chunks] = empty_many(
-        &ids,
-        [
-            (Shape::new([experts]), ids.dtype),
-            (Shape::new([slots]), ids.dtype),
-            (Shape::new([max_chunks * 3]), ids.dtype),
-        ],
-    );
+    let [counts, sorted, chunks] =
+        [experts, slots, max_chunks * 3].map(|n| empty(&ids, Shape::new([n]), ids.dtype));
     let arg = |t: &CubeTensor<R>| t.clone().into_array_arg();
     group_kernel::launch::<I, R>(
         &ids.client,

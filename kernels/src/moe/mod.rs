@@ -28,6 +28,15 @@ pub struct RouterConfig {
     pub renormalize: bool,
 }
 
+/// What a MoE block's experts return.
+#[derive(Clone, Debug)]
+pub struct MoeOutput<B: Backend> {
+    /// `[tokens, hidden]`: each token's experts' outputs, summed with the routing weights.
+    pub out: Tensor<B, 2>,
+    /// `[experts]` tokens routed to each expert (the expert load), a by-product of grouping.
+    pub counts: Tensor<B, 1, Int>,
+}
+
 /// One layer's experts, stacked.
 #[derive(Clone, Debug)]
 pub struct ExpertWeights<B: Backend> {

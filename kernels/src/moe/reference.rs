@@ -3,7 +3,7 @@
 //! it, optionally renormalised, the weights rounded to the model dtype.
 use burn::tensor::{backend::Backend, DType, IndexingUpdateOp, Int, Tensor, TensorData};
 
-use super::{ExpertWeights, RouterConfig, Routing};
+use super::{ExpertWeights, MoeOutput, RouterConfig, Routing};
 use crate::layers::reference::silu_mul;
 
 /// Routes `logits` `[tokens, experts]`.
@@ -26,7 +26,7 @@ pub fn experts<B: Backend>(
     x: Tensor<B, 2>,
     routing: &Routing<B>,
     w: &ExpertWeights<B>,
-) -> Tensor<B, 2> {
+) -> MoeOutput<B> {
     experts_with(x, routing, w, |a, b| a.matmul(b))
 }
 
@@ -37,7 +37,7 @@ pub fn experts_with<B: Backend>(
     routing: &Routing<B>,
     w: &ExpertWeights<B>,
     project: impl Fn(Tensor<B, 2>, Tensor<B, 2>) -> Tensor<B, 2>,
-) -> Tensor<B, 2> {
+) -> MoeOutput<B> {
     let ids = host_ints(&routing.experts);
     experts_grouped(x, routing, &ids, w, project)
 }
@@ -49,7 +49,7 @@ pub fn experts_grouped<B: Backend>(
     ids: &[i64],
     w: &ExpertWeights<B>,
     project: impl Fn(Tensor<B, 2>, Tensor<B, 2>) -> Tensor<B, 2>,
-) -> Tensor<B, 2> {
+) -> MoeOutput<B> {
     let device = x.device();
     let [tokens, hidden] = x.dims();
     let top_k = routing.experts.dims()[1];
@@ -81,7 +81,10 @@ pub fn experts_grouped<B: Backend>(
         let y = project(h, down.transpose()) * weights.clone().select(0, slots).unsqueeze_dim(1);
         out = out.select_assign(0, rows, y, IndexingUpdateOp::Add);
     }
-    out
+    MoeOutput {
+        out,
+        counts: host_counts(ids, num_experts, &device),
+    }
 }
 
 /// The grouping on the host: `(counts, sorted)` of expert ids `ids` (slot = token × top_k +
@@ -96,6 +99,16 @@ pub fn group(ids: &[i64], num_experts: usize) -> (Vec<u32>, Vec<u32>) {
         .map(|s| s as u32)
         .collect();
     (counts, sorted)
+}
+
+/// `[experts]` tokens routed to each expert, from the routed ids on the host.
+pub fn host_counts<B: Backend>(
+    ids: &[i64],
+    experts: usize,
+    device: &B::Device,
+) -> Tensor<B, 1, Int> {
+    let counts: Vec<i64> = group(ids, experts).0.into_iter().map(i64::from).collect();
+    Tensor::from_data(TensorData::new(counts, [experts]), device)
 }
 
 /// An int tensor's values on the host.

@@ -138,8 +138,12 @@ pub fn run_moe<B: DevOps>(seed: u64, dev: &B::Device) -> MoeParity {
             .0,
         };
         let (x, _) = upload::<B, 2>(random(&mut rng, tokens * hidden), [tokens, hidden], dev);
-        let got = to_host(B::moe_experts(x.clone(), &routing, &w));
-        let want = to_host(moe_reference::experts(x.clone(), &routing, &w));
+        let got = B::moe_experts(x.clone(), &routing, &w);
+        if host_ints(&got.counts) != counts.iter().map(|&c| i64::from(c)).collect::<Vec<_>>() {
+            r.group_mismatches = r.group_mismatches.map(|m| m + 1).or(Some(1));
+        }
+        let got = to_host(got.out);
+        let want = to_host(moe_reference::experts(x.clone(), &routing, &w).out);
         r.experts = nan_max(r.experts, rel_err(&got, &want));
         if let Some(padded) = experts_padded_reference(x, &routing, &ids, &w) {
             r.padded = nan_max(r.padded, rel_err(&to_host(padded), &want));
