@@ -34,9 +34,11 @@ SHAPES = {
 }
 
 
-def model_of(variant_dir):
-    with open(os.path.join(variant_dir, "config.resolved.toml"), "rb") as f:
-        return tomllib.load(f)["model"]["source"]
+def models_of(root):
+    """Variant label -> model source, from the experiment's config.resolved.toml."""
+    with open(os.path.join(root, "config.resolved.toml"), "rb") as f:
+        variants = tomllib.load(f)["variants"]
+    return {v["label"]: v["config"]["model"]["source"] for v in variants}
 
 
 def step_bound(s, shape):
@@ -65,12 +67,13 @@ def main():
         del args[i:i + 2]
     root = args[0]
     rows = []
+    models = models_of(root)
     for v in sorted(os.listdir(root)):
         d = os.path.join(root, v)
         steps_path = os.path.join(d, "steps.csv")
         if not os.path.exists(steps_path):
             continue
-        model = model_of(d)
+        model = models.get(v)
         shape = SHAPES.get(model)
         if shape is None:
             print(f"{v}: no shape for model {model}; add it to SHAPES")
