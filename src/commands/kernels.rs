@@ -124,7 +124,13 @@ fn check<B: DevOps>(device: &B::Device) -> anyhow::Result<()> {
         }
     }
     let m = run_moe::<B>(seed, device);
-    println!("MoE kernels: {m:?}");
+    println!(
+        "MoE: router {} rows off, weights rel {:.2e}; grouping mismatches {:?}",
+        m.route_mismatches, m.route_weights, m.group_mismatches
+    );
+    for (case, err) in &m.experts_by_case {
+        println!("MoE experts, {case:<48} rel {err:.2e}");
+    }
     // bf16 routing weights round to 8 bits, and the expert products sum in another order.
     if m.route_mismatches > 0
         || m.route_weights > tol

@@ -25,6 +25,9 @@ pub struct MoeParity {
     pub group_mismatches: Option<usize>,
     /// `moe_experts` against the reference, worst over the cases.
     pub experts: f32,
+    /// The same per case, in the order of the cases, with the path the engine took (`kernel`,
+    /// `padded` or `per_expert`), to find a failing path.
+    pub experts_by_case: Vec<(String, f32)>,
     /// The padded batch (burn's batched matmul) against the reference, where it takes the
     /// routing; and in how many cases it did.
     pub padded: f32,
@@ -56,6 +59,7 @@ pub fn run_moe<B: DevOps>(seed: u64, dev: &B::Device) -> MoeParity {
         route_weights: 0.0,
         group_mismatches: Some(0),
         experts: 0.0,
+        experts_by_case: Vec::new(),
         padded: 0.0,
         padded_cases: 0,
         crowded_cases: 0,
@@ -144,8 +148,20 @@ pub fn run_moe<B: DevOps>(seed: u64, dev: &B::Device) -> MoeParity {
         }
         let got = to_host(got.out);
         let want = to_host(moe_reference::experts(x.clone(), &routing, &w).out);
-        r.experts = nan_max(r.experts, rel_err(&got, &want));
-        if let Some(padded) = experts_padded_reference(x, &routing, &ids, &w) {
+        let err = rel_err(&got, &want);
+        r.experts = nan_max(r.experts, err);
+        let padded = experts_padded_reference(x.clone(), &routing, &ids, &w);
+        // The engine's path on a cubecl backend (the default tuning): see `moe_experts`.
+        let path = match (tokens * top_k <= ROWS_PER_CHUNK * experts, &padded) {
+            (true, _) => "kernel",
+            (false, Some(_)) => "padded",
+            (false, None) => "per_expert",
+        };
+        r.experts_by_case.push((
+            format!("{tokens} tokens, {experts} experts, top {top_k}, {hidden}x{inter}, {path}"),
+            err,
+        ));
+        if let Some(padded) = padded {
             r.padded = nan_max(r.padded, rel_err(&to_host(padded), &want));
             r.padded_cases += 1;
         }
