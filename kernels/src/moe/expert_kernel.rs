@@ -1,20 +1,11 @@
 //! The experts' products (cubecl), gemv-class: a cube takes one chunk of an expert's routed
-//! rows (at most `shape.rows`, from [`group_kernel`](super::group_kernel)) and
+//! rows (at most `shape.max_rows`, from [`group_kernel`](super::group_kernel)) and
 //! `planes × outs` outputs, and reads those weight rows once for all its rows. Chunks of
 //! experts no token chose do not exist, so their weights are never read.
 use cubecl::prelude::*;
 
-/// How the kernel is laid out: inputs of `k` elements as vectors of `width`, `planes` planes
-/// of `plane` lanes per cube, each plane computing `outs` outputs of up to `rows` rows.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub struct ExpertShape {
-    pub rows: usize,
-    pub k: usize,
-    pub width: usize,
-    pub plane: usize,
-    pub planes: usize,
-    pub outs: usize,
-}
+/// The gemv's layout: here `max_rows` is a chunk's rows and `k` the input width.
+pub use crate::matmul::gemv_kernel::GemvShape as ExpertShape;
 
 /// One expert product per chunk row. `w` is `[experts, rows_per_expert, k]` (HF's `[out, in]`
 /// per expert), `outputs` (`n`) per row.
@@ -52,19 +43,19 @@ pub fn expert_kernel<F: Float, N: Size, I: Int>(
     let first = (CUBE_POS_X as usize * shape.planes + warp) * shape.outs;
     let per_expert = if gated { 2 * n } else { n };
     let w_base = expert * per_expert * kv;
-    let mut in_row = Array::<usize>::new(shape.rows);
+    let mut in_row = Array::<usize>::new(shape.max_rows);
     #[unroll]
-    for m in 0..shape.rows {
+    for m in 0..shape.max_rows {
         in_row[m] = 0;
         if m < rows {
             let slot = usize::cast_from(sorted[start + m]);
             in_row[m] = if gated { slot / top_k } else { slot } * kv;
         }
     }
-    let mut acc = Array::<f32>::new(shape.rows * shape.outs);
-    let mut acc_up = Array::<f32>::new(shape.rows * shape.outs);
+    let mut acc = Array::<f32>::new(shape.max_rows * shape.outs);
+    let mut acc_up = Array::<f32>::new(shape.max_rows * shape.outs);
     #[unroll]
-    for j in 0..shape.rows * shape.outs {
+    for j in 0..shape.max_rows * shape.outs {
         acc[j] = f32::new(0.0);
         acc_up[j] = f32::new(0.0);
     }
@@ -82,7 +73,7 @@ pub fn expert_kernel<F: Float, N: Size, I: Int>(
             }
         }
         #[unroll]
-        for m in 0..shape.rows {
+        for m in 0..shape.max_rows {
             if m < rows {
                 let a = x[in_row[m] + i];
                 #[unroll]
@@ -101,7 +92,7 @@ pub fn expert_kernel<F: Float, N: Size, I: Int>(
         i += shape.plane;
     }
     #[unroll]
-    for m in 0..shape.rows {
+    for m in 0..shape.max_rows {
         if m < rows {
             let slot = usize::cast_from(sorted[start + m]);
             #[unroll]

@@ -140,7 +140,7 @@ pub fn experts<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
     let launch =
         |input: &CubeTensor<R>, w: &CubeTensor<R>, out: &CubeTensor<R>, k, n: usize, gated| {
             let shape = ExpertShape {
-                rows: ROWS_PER_CHUNK,
+                max_rows: ROWS_PER_CHUNK,
                 k,
                 width: width(k),
                 plane,
