@@ -386,16 +386,17 @@ impl<B: CubeBridge> KernelBackend for B {
         // The routing on the host: a padded batch of every expert's rows (two batched
         // products), or per expert when padding would cost more than it saves.
         let ids = moe_reference::host_ints(&routing.experts);
+        let slots = moe_reference::slots_by_expert(&ids, weights.num_experts());
         let bmm = |a: Tensor<Self, 3>, w: &Tensor<Self, 3>| {
             cublas_batched_t::<B>(a.clone(), w)
                 .unwrap_or_else(|| a.matmul(w.clone().swap_dims(1, 2)))
         };
-        match padded::experts_padded(x.clone(), routing, &ids, weights, bmm, Self::silu_mul) {
+        match padded::experts_padded(x.clone(), routing, &slots, weights, bmm, Self::silu_mul) {
             Some(out) => MoeOutput {
-                counts: moe_reference::host_counts(&ids, weights.num_experts(), &out.device()),
+                counts: moe_reference::host_counts(&slots, &out.device()),
                 out,
             },
-            None => moe_reference::experts_grouped(x, routing, &ids, weights, |a, b| {
+            None => moe_reference::experts_grouped(x, routing, &slots, weights, |a, b| {
                 Self::project(a, &b)
             }),
         }

@@ -65,11 +65,8 @@ pub fn time_moe_layer<B: DevOps>(
     let ids = host_ints(&routing.experts);
     let distinct = ids.iter().collect::<HashSet<_>>().len();
     let top_k = shape.router.top_k;
-    let group_ms = B::moe_group_launch(routing.experts.clone(), e).map(|_| {
-        time::<B, _>(dev, iters, || {
-            B::moe_group_launch(routing.experts.clone(), e)
-        })
-    });
+    let group = || B::moe_group(routing.experts.clone(), e);
+    let group_ms = group().map(|_| time::<B, _>(dev, iters, group));
     // Each path forced in turn through the tuning, then the default back.
     let path_ms = |max_rows: usize| {
         B::install_tuning(

@@ -31,21 +31,9 @@ pub trait DevOps: KernelBackend {
         None
     }
 
-    /// The MoE grouping kernel's `(counts, sorted slots, chunks)` for expert ids `[tokens,
-    /// top_k]`, read back; `None` where the backend has no such kernel.
-    fn moe_group(
-        _ids: Tensor<Self, 2, Int>,
-        _experts: usize,
-    ) -> Option<(Vec<i64>, Vec<i64>, Vec<i64>)> {
-        None
-    }
-
-    /// The MoE grouping kernel launched on `ids` (for timing), its outputs kept in the box;
-    /// `None` where the backend has no such kernel.
-    fn moe_group_launch(
-        _ids: Tensor<Self, 2, Int>,
-        _experts: usize,
-    ) -> Option<Box<dyn std::any::Any>> {
+    /// The MoE grouping kernel's `[counts, sorted slots, chunks]` for expert ids `[tokens,
+    /// top_k]`, on the device; `None` where the backend has no such kernel.
+    fn moe_group(_ids: Tensor<Self, 2, Int>, _experts: usize) -> Option<[Tensor<Self, 1, Int>; 3]> {
         None
     }
 
@@ -81,21 +69,9 @@ impl<B: CubeBridge> DevOps for B {
         cublas_project(x, w)
     }
 
-    fn moe_group(
-        ids: Tensor<Self, 2, Int>,
-        experts: usize,
-    ) -> Option<(Vec<i64>, Vec<i64>, Vec<i64>)> {
+    fn moe_group(ids: Tensor<Self, 2, Int>, experts: usize) -> Option<[Tensor<Self, 1, Int>; 3]> {
         let g = crate::moe::launch::group::<B::R, B::I>(&B::int_in(ids), experts)?;
-        let host = |t| crate::moe::reference::host_ints(&B::int_out::<1>(t));
-        Some((host(g.counts), host(g.sorted), host(g.chunks)))
-    }
-
-    fn moe_group_launch(
-        ids: Tensor<Self, 2, Int>,
-        experts: usize,
-    ) -> Option<Box<dyn std::any::Any>> {
-        let g = crate::moe::launch::group::<B::R, B::I>(&B::int_in(ids), experts)?;
-        Some(Box::new(g.sorted))
+        Some([g.counts, g.sorted, g.chunks].map(B::int_out))
     }
 
     fn launch_costs(device: &Self::Device, n: usize) -> Vec<(&'static str, HostCost)> {

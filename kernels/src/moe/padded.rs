@@ -16,13 +16,14 @@ use crate::layers::reference::silu_mul;
 pub const MAX_PADDING: usize = 4;
 
 /// `sum over k of weights[t, k] * expert[experts[t, k]](x[t])` through a padded batch, or
-/// `None` when padding would more than [`MAX_PADDING`]-fold the rows. `ids` are the routed
-/// experts read on the host (slot = token × top_k + j); `bmm(a, w)` computes `a[e] @ w[e]^T`
+/// `None` when padding would more than [`MAX_PADDING`]-fold the rows. `slots_of` is the
+/// routing grouped on the host ([`slots_by_expert`](super::reference::slots_by_expert));
+/// `bmm(a, w)` computes `a[e] @ w[e]^T`
 /// for `a` `[experts, rows, in]` and `w` `[experts, out, in]`; `silu_mul` the activation.
 pub fn experts_padded<B: Backend>(
     x: Tensor<B, 2>,
     routing: &Routing<B>,
-    ids: &[i64],
+    slots_of: &[Vec<usize>],
     w: &ExpertWeights<B>,
     bmm: impl Fn(Tensor<B, 3>, &Tensor<B, 3>) -> Tensor<B, 3>,
     act: impl Fn(Tensor<B, 2>) -> Tensor<B, 2>,
@@ -31,20 +32,17 @@ pub fn experts_padded<B: Backend>(
     let [tokens, hidden] = x.dims();
     let top_k = routing.experts.dims()[1];
     let (experts, inter) = (w.num_experts(), w.inter());
-    let mut rows_of: Vec<Vec<usize>> = vec![Vec::new(); experts];
-    for (slot, &e) in ids.iter().enumerate() {
-        rows_of[e as usize].push(slot);
-    }
+    let routed = tokens * top_k;
     // Rounded up so that a few sizes recur (cuBLAS picks its kernel per shape).
-    let rows = rows_of.iter().map(Vec::len).max()?.next_multiple_of(16);
-    if experts * rows > MAX_PADDING * ids.len().max(1) {
+    let rows = slots_of.iter().map(Vec::len).max()?.next_multiple_of(16);
+    if experts * rows > MAX_PADDING * routed.max(1) {
         return None;
     }
     // Padding rows read token 0; nothing reads their outputs back.
     let n = experts * rows;
     let mut token = vec![0i64; n];
-    let mut place = vec![0i64; ids.len()];
-    for (e, slots) in rows_of.iter().enumerate() {
+    let mut place = vec![0i64; routed];
+    for (e, slots) in slots_of.iter().enumerate() {
         for (r, &s) in slots.iter().enumerate() {
             token[e * rows + r] = (s / top_k) as i64;
             place[s] = (e * rows + r) as i64;
@@ -71,13 +69,13 @@ pub fn experts_padded<B: Backend>(
 pub fn experts_padded_reference<B: Backend>(
     x: Tensor<B, 2>,
     routing: &Routing<B>,
-    ids: &[i64],
+    slots_of: &[Vec<usize>],
     w: &ExpertWeights<B>,
 ) -> Option<Tensor<B, 2>> {
     experts_padded(
         x,
         routing,
-        ids,
+        slots_of,
         w,
         |a, w| a.matmul(w.clone().swap_dims(1, 2)),
         silu_mul,

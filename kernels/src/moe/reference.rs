@@ -38,33 +38,30 @@ pub fn experts_with<B: Backend>(
     w: &ExpertWeights<B>,
     project: impl Fn(Tensor<B, 2>, Tensor<B, 2>) -> Tensor<B, 2>,
 ) -> MoeOutput<B> {
-    let ids = host_ints(&routing.experts);
-    experts_grouped(x, routing, &ids, w, project)
+    let slots = slots_by_expert(&host_ints(&routing.experts), w.num_experts());
+    experts_grouped(x, routing, &slots, w, project)
 }
 
-/// [`experts_with`] for routed expert ids already on the host (`ids`, slot = token × top_k + j).
+/// [`experts_with`] for the routing already grouped on the host ([`slots_by_expert`]).
 pub fn experts_grouped<B: Backend>(
     x: Tensor<B, 2>,
     routing: &Routing<B>,
-    ids: &[i64],
+    slots_of: &[Vec<usize>],
     w: &ExpertWeights<B>,
     project: impl Fn(Tensor<B, 2>, Tensor<B, 2>) -> Tensor<B, 2>,
 ) -> MoeOutput<B> {
     let device = x.device();
     let [tokens, hidden] = x.dims();
     let top_k = routing.experts.dims()[1];
-    let (inter, num_experts) = (w.inter(), w.num_experts());
+    let inter = w.inter();
     let weights = routing.weights.clone().reshape([tokens * top_k]);
     let mut out = Tensor::<B, 2>::zeros([tokens, hidden], &device);
-    for e in 0..num_experts {
-        let slots: Vec<i64> = (0..ids.len())
-            .filter(|&s| ids[s] == e as i64)
-            .map(|s| s as i64)
-            .collect();
+    for (e, slots) in slots_of.iter().enumerate() {
         if slots.is_empty() {
             continue;
         }
-        let rows: Vec<i64> = slots.iter().map(|s| s / top_k as i64).collect();
+        let rows: Vec<i64> = slots.iter().map(|&s| (s / top_k) as i64).collect();
+        let slots: Vec<i64> = slots.iter().map(|&s| s as i64).collect();
         let n = rows.len();
         let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [n]), &device);
         let slots = Tensor::<B, 1, Int>::from_data(TensorData::new(slots, [n]), &device);
@@ -83,32 +80,24 @@ pub fn experts_grouped<B: Backend>(
     }
     MoeOutput {
         out,
-        counts: host_counts(ids, num_experts, &device),
+        counts: host_counts(slots_of, &device),
     }
 }
 
-/// The grouping on the host: `(counts, sorted)` of expert ids `ids` (slot = token × top_k +
-/// j): slots routed to each expert, and the slots expert by expert, each in slot order.
-pub fn group(ids: &[i64], num_experts: usize) -> (Vec<u32>, Vec<u32>) {
-    let mut counts = vec![0u32; num_experts];
-    for &e in ids {
-        counts[e as usize] += 1;
+/// The grouping on the host: each expert's slots in slot order, from the routed expert ids
+/// `ids` (slot = token × top_k + j).
+pub fn slots_by_expert(ids: &[i64], experts: usize) -> Vec<Vec<usize>> {
+    let mut slots = vec![Vec::new(); experts];
+    for (s, &e) in ids.iter().enumerate() {
+        slots[e as usize].push(s);
     }
-    let sorted = (0..num_experts as i64)
-        .flat_map(|e| (0..ids.len()).filter(move |&s| ids[s] == e))
-        .map(|s| s as u32)
-        .collect();
-    (counts, sorted)
+    slots
 }
 
-/// `[experts]` tokens routed to each expert, from the routed ids on the host.
-pub fn host_counts<B: Backend>(
-    ids: &[i64],
-    experts: usize,
-    device: &B::Device,
-) -> Tensor<B, 1, Int> {
-    let counts: Vec<i64> = group(ids, experts).0.into_iter().map(i64::from).collect();
-    Tensor::from_data(TensorData::new(counts, [experts]), device)
+/// `[experts]` tokens routed to each expert (the expert load) of a host grouping.
+pub fn host_counts<B: Backend>(slots_of: &[Vec<usize>], device: &B::Device) -> Tensor<B, 1, Int> {
+    let counts: Vec<i64> = slots_of.iter().map(|s| s.len() as i64).collect();
+    Tensor::from_data(TensorData::new(counts, [slots_of.len()]), device)
 }
 
 /// An int tensor's values on the host.

@@ -101,13 +101,15 @@ pub fn run_moe<B: DevOps>(seed: u64, dev: &B::Device) -> MoeParity {
                 picks
             })
             .collect();
-        let (counts, sorted) = moe_reference::group(&ids, experts);
+        let slots = moe_reference::slots_by_expert(&ids, experts);
+        let counts: Vec<u32> = slots.iter().map(|s| s.len() as u32).collect();
+        let sorted: Vec<u32> = slots.iter().flatten().map(|&s| s as u32).collect();
         r.crowded_cases += counts.iter().any(|&c| c as usize > ROWS_PER_CHUNK) as usize;
         r.idle_cases += counts.contains(&0) as usize;
         let ids_t =
             Tensor::<B, 2, Int>::from_data(TensorData::new(ids.clone(), [tokens, top_k]), dev);
-        match B::moe_group(ids_t.clone(), experts) {
-            Some((c, s, chunks)) => {
+        match B::moe_group(ids_t.clone(), experts).map(|g| g.map(|t| host_ints(&t))) {
+            Some([c, s, chunks]) => {
                 let bad = |a: &[i64], b: &[u32]| {
                     a.len() != b.len() || a.iter().zip(b).any(|(x, y)| *x != *y as i64)
                 };
@@ -150,7 +152,7 @@ pub fn run_moe<B: DevOps>(seed: u64, dev: &B::Device) -> MoeParity {
         let want = to_host(moe_reference::experts(x.clone(), &routing, &w).out);
         let err = rel_err(&got, &want);
         r.experts = nan_max(r.experts, err);
-        let padded = experts_padded_reference(x.clone(), &routing, &ids, &w);
+        let padded = experts_padded_reference(x.clone(), &routing, &slots, &w);
         // The engine's path on a cubecl backend (the default tuning): see `moe_experts`.
         let path = match (tokens * top_k <= ROWS_PER_CHUNK * experts, &padded) {
             (true, _) => "kernel",
