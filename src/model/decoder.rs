@@ -210,15 +210,9 @@ impl<B: KernelBackend> Decoder<B> {
         }
         StepOutput {
             logits: self.logits(x, pending.expect("at least one layer"), step),
-            expert_load: self.expert_load(expert_counts),
+            // Each sparse layer's counts are a by-product of grouping its tokens by expert.
+            expert_load: (!expert_counts.is_empty()).then(|| Tensor::cat(expert_counts, 0)),
         }
-    }
-
-    /// Tokens per expert of each sparse layer, `[layers * experts]`, from each layer's counts
-    /// (a by-product of grouping the tokens by expert).
-    fn expert_load(&self, counts: Vec<Tensor<B, 1, Int>>) -> Option<Tensor<B, 1, Int>> {
-        self.spec.ffn.moe()?;
-        (!counts.is_empty()).then(|| Tensor::cat(counts, 0))
     }
 
     /// The LM head over the wanted rows of the residual stream `x` plus `delta`.
