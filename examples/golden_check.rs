@@ -21,9 +21,12 @@ struct Args {
     /// burn-cuda (unfused) in f32 instead of the chosen backend.
     #[arg(long)]
     f32: bool,
+    /// Only these fixtures (all when absent).
+    #[arg(long, value_delimiter = ',')]
+    models: Vec<String>,
 }
 
-struct Check(String);
+struct Check(String, Vec<String>);
 
 impl BackendTask for Check {
     type Output = ();
@@ -46,6 +49,7 @@ impl BackendTask for Check {
         ];
         for (name, attention) in models
             .into_iter()
+            .filter(|m| self.1.is_empty() || self.1.iter().any(|o| o == m))
             .flat_map(|n| paths.iter().map(move |&a| (n, a)))
         {
             let dir = format!("{}/{name}", self.0);
@@ -168,9 +172,9 @@ fn nan_max(a: f32, b: f32) -> f32 {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.f32 {
-        return run_f32(Check(args.fixtures), args.backend.device);
+        return run_f32(Check(args.fixtures, args.models), args.backend.device);
     }
-    dispatch(args.backend.placement(), Check(args.fixtures))
+    dispatch(args.backend.placement(), Check(args.fixtures, args.models))
 }
 
 #[cfg(feature = "cuda")]

@@ -52,7 +52,7 @@ pub struct KernelsArgs {
 #[derive(Subcommand, Debug)]
 pub enum KernelsCommand {
     /// Each kernel against its plain-burn reference on fresh random inputs (bf16 on CUDA).
-    Check(BackendArgs),
+    Check(CheckArgs),
     /// Decode attention bandwidth, the prefill attention table (kernel vs reference), and a
     /// mixed step's attention against its decode and chunk parts.
     Bench {
@@ -147,6 +147,27 @@ impl BackendArgs {
             device: self.device,
         }
     }
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// The random inputs' seed (printed by every run); the clock's when absent.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Only these op families (all when absent).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<CheckPart>,
+}
+
+/// The op families `kernels check` covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CheckPart {
+    Attention,
+    Layers,
+    Moe,
+    Sampling,
 }
 
 #[derive(Args, Debug, Clone)]

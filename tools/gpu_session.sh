@@ -4,7 +4,8 @@
 # then run this script there with .devbin carried (xz-compressed binaries are unpacked).
 # STEPS picks what runs (info host_cost decode_cublas gemv_ab bin_ab async_ab kernels_ab ncu_prefill ncu_decode kernels_check golden golden_cuda perplexity kernels_bench prefill_ab matmul profile
 # decode_latency bench trace bench_part bench_fusion hf_peer chunk512 chunk_sweep chunk_gpu chunk_gpu_sweep
-# step_bench profile_mixed unroll_sweep bench_unroll perplexity_moe moe_bench decode_latency_moe bench_moe bench_qwen3_moe); logs and a results tarball go under $OUT.
+# step_bench profile_mixed unroll_sweep bench_unroll perplexity_moe moe_bench decode_latency_moe bench_moe bench_qwen3_moe
+# moe_check sanitize); logs and a results tarball go under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 B=${B:-./.devbin}
@@ -77,7 +78,18 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
                ${PEER_ARGS:-} --out "$OUT/results/bench/hf_peer.csv" ;;
     golden) run timeout -s INT 150 $B/$GC --backend cuda
             run timeout -s INT 150 $B/$GC --f32 ;;
-    golden_cuda) run timeout -s INT 150 $B/$GC --backend cuda ;;
+    golden_cuda) run timeout -s INT 150 $B/$GC --backend cuda ${GOLDEN_MODELS:+--models $GOLDEN_MODELS} ;;
+    # The MoE parity on both CUDA backends, each expert path forced in turn (0: the host paths).
+    moe_check) for rows in 0 8 100000; do for be in cuda-unfused cuda; do
+                 run env NANOVLLM_MOE_KERNEL_ROWS=$rows timeout -s INT 120 $B/$NV kernels check --backend $be --only moe --seed ${SEED:-1}
+               done; done ;;
+    # compute-sanitizer's memcheck on the parity of SANITIZE_ONLY (default moe) and on golden_check
+    # of GOLDEN_MODELS (default the MoE fixtures): the kernel and the line of a bad access.
+    sanitize) cs=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+              for be in cuda-unfused cuda; do
+                run timeout -s INT ${SANITIZE_TIMEOUT:-150} "$cs" --tool memcheck --print-limit 8 $B/$NV kernels check --backend $be --only ${SANITIZE_ONLY:-moe} --seed ${SEED:-1}
+              done
+              run timeout -s INT ${SANITIZE_TIMEOUT:-150} "$cs" --tool memcheck --print-limit 8 $B/$GC --backend cuda --models ${GOLDEN_MODELS:-mixtral,qwen3_moe,qwen2_moe} ;;
     perplexity) run timeout -s INT 90 $B/$NV perplexity --backend cuda --model models/tiny-qwen3-pystdlib ;;
     decode_latency) exp decode_latency 100 ;;
     # Batch-1 decode with every product on cuBLAS instead of the fused gemv.

@@ -229,6 +229,7 @@ fn moe_kernels_match_references() {
         assert_eq!(r.route_mismatches, 0, "{name}: {r:?}");
         assert!(r.route_weights <= 1e-5, "{name}: {r:?}");
         assert!(r.experts <= 1e-4, "{name}: {r:?}");
+        assert!(r.reference <= 1e-4, "{name}: {r:?}");
         assert!(r.padded <= 1e-4 && r.padded_cases >= 1, "{name}: {r:?}");
         assert!(r.crowded_cases > 0 && r.idle_cases > 0, "{name}: {r:?}");
         match name {

@@ -22,7 +22,7 @@ pub fn plan_num_blocks<B: KernelBackend>(
     // Give back pool pages a previous engine (an earlier experiment variant) left reserved.
     B::memory_cleanup(device);
     let budget = match device_memory::<B>(device) {
-        Some(_) => {
+        Some(before) => {
             warm_up(runner, cfg, max_model_len);
             B::memory_cleanup(device);
             let mem = device_memory::<B>(device).expect("still a GPU");
@@ -34,7 +34,18 @@ pub fn plan_num_blocks<B: KernelBackend>(
                         AttentionImpl::Reference => 0.7,
                     });
             let allowed = (mem.total as f64 * utilization) as u64;
-            allowed.saturating_sub(mem.total - mem.free)
+            let budget = allowed.saturating_sub(mem.total - mem.free);
+            // What the warm-up's pool kept is the first suspect when the cache comes out small.
+            let gb = |b: u64| b as f64 / 1e9;
+            eprintln!(
+                "GPU memory: {:.1} GB, {:.1} GB in use with the weights loaded, {:.1} GB after the \
+                 warm-up pass; KV cache {:.1} GB at gpu_memory_utilization {utilization}",
+                gb(mem.total),
+                gb(before.total - before.free),
+                gb(mem.total - mem.free),
+                gb(budget)
+            );
+            budget
         }
         None => cfg.kv_budget.cpu_bytes,
     };
@@ -79,9 +90,13 @@ fn warm_up<B: KernelBackend>(
     let num_seqs = (cfg.max_num_batched_tokens / seq_len).clamp(1, cfg.max_num_seqs);
     let blocks_per_seq = seq_len.div_ceil(cfg.block_size);
     runner.reset_cache(num_seqs * blocks_per_seq);
+    // Tokens spread over the vocabulary: one repeated token would route every row of a MoE
+    // layer to the same experts, a path and a memory peak real prompts do not take.
+    let vocab = runner.model.spec.vocab_size;
+    let tokens = |i: usize| (0..seq_len).map(move |j| ((i * seq_len + j) * 7919 % vocab) as u32);
     let seqs: Vec<Sequence> = (0..num_seqs)
         .map(|i| {
-            let mut s = Sequence::new(i as u64, vec![1; seq_len], Default::default());
+            let mut s = Sequence::new(i as u64, tokens(i).collect(), Default::default());
             s.block_table = (0..blocks_per_seq as u32)
                 .map(|b| i as u32 * blocks_per_seq as u32 + b)
                 .collect();

@@ -21,7 +21,7 @@ pub use attention::{
     ParityResult,
 };
 pub use layers::{run_layers, LayerParity};
-pub use moe::{run_moe, MoeParity};
+pub use moe::{run_moe, MoeCase, MoeParity};
 pub use sampling::{run_sampling, SamplingParity};
 
 use burn::tensor::{DType, Tensor, TensorData};

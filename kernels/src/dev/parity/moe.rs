@@ -25,9 +25,11 @@ pub struct MoeParity {
     pub group_mismatches: Option<usize>,
     /// `moe_experts` against the reference, worst over the cases.
     pub experts: f32,
-    /// The same per case, in the order of the cases, with the path the engine took (`kernel`,
-    /// `padded` or `per_expert`), to find a failing path.
-    pub experts_by_case: Vec<(String, f32)>,
+    /// The plain-burn reference on this backend against the host's f32 arithmetic on the same
+    /// values, worst over the cases: an oracle that is itself wrong would hide a kernel's error.
+    pub reference: f32,
+    /// Each case's errors, in the order of the cases.
+    pub experts_by_case: Vec<MoeCase>,
     /// The padded batch (burn's batched matmul) against the reference, where it takes the
     /// routing; and in how many cases it did.
     pub padded: f32,
@@ -36,6 +38,17 @@ pub struct MoeParity {
     /// without a row (the cases must include both).
     pub crowded_cases: usize,
     pub idle_cases: usize,
+}
+
+/// One case of the expert products.
+#[derive(Debug, Clone)]
+pub struct MoeCase {
+    /// The shape and the path the engine took (`kernel`, `padded` or `per_expert`).
+    pub name: String,
+    /// `moe_experts` against the reference.
+    pub err: f32,
+    /// The reference against the host.
+    pub reference_err: f32,
 }
 
 /// `(tokens, experts, top_k, hidden, inter, skew)`: `skew` biases the router towards the
@@ -59,6 +72,7 @@ pub fn run_moe<B: DevOps>(seed: u64, dev: &B::Device) -> MoeParity {
         route_weights: 0.0,
         group_mismatches: Some(0),
         experts: 0.0,
+        reference: 0.0,
         experts_by_case: Vec::new(),
         padded: 0.0,
         padded_cases: 0,
@@ -124,26 +138,32 @@ pub fn run_moe<B: DevOps>(seed: u64, dev: &B::Device) -> MoeParity {
         let weights: Vec<f32> = (0..tokens * top_k)
             .map(|_| rng.random_range(0.1f32..1.0))
             .collect();
+        let (weights, held_weights) = upload::<B, 2>(weights, [tokens, top_k], dev);
         let routing = Routing {
             experts: ids_t,
-            weights: upload::<B, 2>(weights, [tokens, top_k], dev).0,
+            weights,
         };
         let scale = |v: Vec<f32>| v.into_iter().map(|x| x * 0.2).collect::<Vec<_>>();
-        let w = ExpertWeights {
-            gate_up: upload::<B, 3>(
-                scale(random(&mut rng, experts * 2 * inter * hidden)),
-                [experts, 2 * inter, hidden],
-                dev,
-            )
-            .0,
-            down: upload::<B, 3>(
-                scale(random(&mut rng, experts * hidden * inter)),
-                [experts, hidden, inter],
-                dev,
-            )
-            .0,
-        };
-        let (x, _) = upload::<B, 2>(random(&mut rng, tokens * hidden), [tokens, hidden], dev);
+        let (gate_up, held_gate_up) = upload::<B, 3>(
+            scale(random(&mut rng, experts * 2 * inter * hidden)),
+            [experts, 2 * inter, hidden],
+            dev,
+        );
+        let (down, held_down) = upload::<B, 3>(
+            scale(random(&mut rng, experts * hidden * inter)),
+            [experts, hidden, inter],
+            dev,
+        );
+        let w = ExpertWeights { gate_up, down };
+        let (x, held_x) = upload::<B, 2>(random(&mut rng, tokens * hidden), [tokens, hidden], dev);
+        let host = host_experts(
+            &held_x,
+            &ids,
+            &held_weights,
+            &held_gate_up,
+            &held_down,
+            [hidden, inter, top_k],
+        );
         let got = B::moe_experts(x.clone(), &routing, &w);
         if host_ints(&got.counts) != counts.iter().map(|&c| i64::from(c)).collect::<Vec<_>>() {
             r.group_mismatches = r.group_mismatches.map(|m| m + 1).or(Some(1));
@@ -152,6 +172,8 @@ pub fn run_moe<B: DevOps>(seed: u64, dev: &B::Device) -> MoeParity {
         let want = to_host(moe_reference::experts(x.clone(), &routing, &w).out);
         let err = rel_err(&got, &want);
         r.experts = nan_max(r.experts, err);
+        let reference_err = rel_err(&want, &host);
+        r.reference = nan_max(r.reference, reference_err);
         let padded = experts_padded_reference(x.clone(), &routing, &slots, &w);
         // The engine's path on a cubecl backend (the default tuning): see `moe_experts`.
         let path = match (tokens * top_k <= ROWS_PER_CHUNK * experts, &padded) {
@@ -159,10 +181,13 @@ pub fn run_moe<B: DevOps>(seed: u64, dev: &B::Device) -> MoeParity {
             (false, Some(_)) => "padded",
             (false, None) => "per_expert",
         };
-        r.experts_by_case.push((
-            format!("{tokens} tokens, {experts} experts, top {top_k}, {hidden}x{inter}, {path}"),
+        r.experts_by_case.push(MoeCase {
+            name: format!(
+                "{tokens} tokens, {experts} experts, top {top_k}, {hidden}x{inter}, {path}"
+            ),
             err,
-        ));
+            reference_err,
+        });
         if let Some(padded) = padded {
             r.padded = nan_max(r.padded, rel_err(&to_host(padded), &want));
             r.padded_cases += 1;
@@ -192,6 +217,37 @@ fn host_route(logits: &[f32], experts: usize, config: RouterConfig) -> (Vec<i64>
         }));
     }
     (ids, weights)
+}
+
+/// The experts' weighted sum in f32 on the host: `x` `[tokens, hidden]`, `ids` and `weights`
+/// `[tokens, top_k]`, `gate_up` `[experts, 2 * inter, hidden]`, `down` `[experts, hidden, inter]`.
+fn host_experts(
+    x: &[f32],
+    ids: &[i64],
+    weights: &[f32],
+    gate_up: &[f32],
+    down: &[f32],
+    [hidden, inter, top_k]: [usize; 3],
+) -> Vec<f32> {
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| a * b).sum::<f32>();
+    let mut out = vec![0.0; x.len()];
+    for (s, (&e, &weight)) in ids.iter().zip(weights).enumerate() {
+        let (e, t) = (e as usize, s / top_k);
+        let row = &x[t * hidden..(t + 1) * hidden];
+        let w = &gate_up[e * 2 * inter * hidden..(e + 1) * 2 * inter * hidden];
+        let act: Vec<f32> = (0..inter)
+            .map(|j| {
+                let gate = dot(row, &w[j * hidden..(j + 1) * hidden]);
+                let up = dot(row, &w[(inter + j) * hidden..(inter + j + 1) * hidden]);
+                gate / (1.0 + (-gate).exp()) * up
+            })
+            .collect();
+        let d = &down[e * hidden * inter..(e + 1) * hidden * inter];
+        for i in 0..hidden {
+            out[t * hidden + i] += weight * dot(&act, &d[i * inter..(i + 1) * inter]);
+        }
+    }
+    out
 }
 
 /// The chunks the grouping kernel should cut: `(expert, start, rows)` flat.
