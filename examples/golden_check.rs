@@ -8,7 +8,7 @@ use clap::Parser;
 use nanovllm::backend::{dispatch, BackendTask};
 use nanovllm::cli::BackendArgs;
 use nanovllm::engine::{AttentionBackend, EngineConfig, Prompt, SamplingParams, LLM};
-use nanovllm::model::{load_model, ModelSource, WeightsKind};
+use nanovllm::model::{load_model, ModelError, ModelSource, WeightsKind};
 use nanovllm_kernels::dev::ops::DevOps;
 use nanovllm_kernels::KernelBackend;
 
@@ -69,13 +69,19 @@ impl BackendTask for Check {
                     .map(|x| x.as_u64().unwrap() as u32)
                     .collect()
             };
-            let model = load_model::<B>(
+            let model = match load_model::<B>(
                 &ModelSource::Folder(dir.clone().into()),
                 WeightsKind::File,
                 0,
                 None,
                 &device,
-            )?;
+            ) {
+                Err(e @ ModelError::Unsupported { .. }) => {
+                    println!("{name:<8} {:<9} skipped: {e}", attention.as_str());
+                    continue;
+                }
+                loaded => loaded?,
+            };
             let config = EngineConfig {
                 block_size: 16,
                 max_num_batched_tokens: 512,

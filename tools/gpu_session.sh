@@ -78,9 +78,9 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
                ${PEER_ARGS:-} --out "$OUT/results/bench/hf_peer.csv" ;;
     golden) run timeout -s INT 150 $B/$GC --backend cuda
             run timeout -s INT 150 $B/$GC --f32 ;;
-    golden_cuda) run timeout -s INT 150 $B/$GC --backend cuda ${GOLDEN_MODELS:+--models $GOLDEN_MODELS} ;;
+    golden_cuda) run timeout -s INT 150 $B/$GC --backend ${GOLDEN_BACKEND:-cuda} ${GOLDEN_MODELS:+--models $GOLDEN_MODELS} ;;
     # The MoE parity on both CUDA backends, each expert path forced in turn (0: the host paths).
-    moe_check) for rows in 0 8 100000; do for be in cuda-unfused cuda; do
+    moe_check) for rows in ${MOE_ROWS:-0 8 100000}; do for be in ${MOE_BACKENDS:-cuda-unfused cuda}; do
                  run env NANOVLLM_MOE_KERNEL_ROWS=$rows timeout -s INT 120 $B/$NV kernels check --backend $be --only moe --seed ${SEED:-1}
                done; done ;;
     # compute-sanitizer's memcheck on the parity of SANITIZE_ONLY (default moe) and on golden_check

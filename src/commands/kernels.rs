@@ -36,6 +36,14 @@ impl BackendTask for KernelsArgs {
             B::name(&device),
             device_description::<B>(&device)
         );
+        // The knobs' environment overrides apply here as in an engine, so one run can force a path.
+        let (tuning, overrides) = nanovllm_kernels::KernelTuning::default()
+            .with_env_overrides()
+            .map_err(anyhow::Error::msg)?;
+        for o in &overrides {
+            println!("{}={} overrides kernels.{}", o.var, o.value, o.key);
+        }
+        B::install_tuning(&device, tuning);
         match self.command {
             KernelsCommand::Check(args) => check::<B>(&device, &args),
             KernelsCommand::Bench { out, .. } => bench::<B>(&device, &out),
@@ -173,15 +181,19 @@ fn check_moe<B: DevOps>(seed: u64, tol: f32, device: &B::Device, failed: &mut Ve
     );
     for case in &m.experts_by_case {
         println!(
-            "MoE experts, {:<48} rel {:.2e} (reference vs host f32 {:.2e})",
+            "MoE experts, {:<48} rel {:.2e} (the plain-burn reference: {:.2e})",
             case.name, case.err, case.reference_err
         );
+    }
+    if !within(m.reference, tol) {
+        // The engine does not run the reference on GPU backends; the kernels are checked
+        // against the host, so this marks burn's ops on this backend, not ours.
+        println!("MoE: the plain-burn reference disagrees with the host on this backend");
     }
     // bf16 routing weights round to 8 bits, and the expert products sum in another order.
     if m.route_mismatches > 0
         || !within(m.route_weights, tol)
         || !within(m.experts, tol)
-        || !within(m.reference, tol)
         || m.group_mismatches != Some(0)
     {
         failed.push("moe");

@@ -36,6 +36,8 @@ pub enum ModelError {
     BadWeights { path: PathBuf, msg: String },
     #[error("{path}: {msg}")]
     Tokenizer { path: PathBuf, msg: String },
+    #[error("{model}: {msg}")]
+    Unsupported { model: String, msg: String },
     #[error("unknown preset \"{0}\" (presets: {presets})", presets = super::presets::PRESET_NAMES.join(", "))]
     UnknownPreset(String),
 }

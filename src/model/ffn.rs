@@ -172,20 +172,20 @@ impl<B: KernelBackend> MoeBlock<B> {
                 down: source.load(&n(m::FUSED_DOWN), [e, hidden, inter], Init::Matrix, device)?,
             },
             false => {
-                let (mut gate_up, mut down) = (Vec::with_capacity(e), Vec::with_capacity(e));
+                // Stacked as the fused layout is: each expert's gate rows, its up rows; downs.
+                let (mut gate_up, mut down) = (Vec::with_capacity(2 * e), Vec::with_capacity(e));
                 for expert in 0..e {
                     let [g, u, d] = m::expert(moe.naming, expert).map(|w| n(&w));
-                    let load =
-                        |name: &str, shape| source.load::<B, 2>(name, shape, Init::Matrix, device);
-                    gate_up.push(Tensor::cat(
-                        vec![load(&g, [inter, hidden])?, load(&u, [inter, hidden])?],
-                        0,
-                    ));
-                    down.push(load(&d, [hidden, inter])?);
+                    gate_up.push((g, vec![inter, hidden]));
+                    gate_up.push((u, vec![inter, hidden]));
+                    down.push((d, vec![hidden, inter]));
                 }
+                let load = |parts: &[(String, Vec<usize>)], shape| {
+                    source.load_joined::<B, 3>(parts, shape, Init::Matrix, device)
+                };
                 ExpertWeights {
-                    gate_up: Tensor::stack(gate_up, 0),
-                    down: Tensor::stack(down, 0),
+                    gate_up: load(&gate_up, [e, 2 * inter, hidden])?,
+                    down: load(&down, [e, hidden, inter])?,
                 }
             }
         };

@@ -92,6 +92,17 @@ pub fn load_model<B: KernelBackend>(
     device: &B::Device,
 ) -> Result<LoadedModel<B>, ModelError> {
     let (name, spec) = source.arch()?;
+    // burn-fusion's elementwise kernels read out of bounds around the MoE kernels' outputs
+    // (compute-sanitizer, H200, 2026-12-03; docs/perf-log.md): refused, not run wrong.
+    if !spec.moe_layers().is_empty() && B::name(device).contains("fusion") {
+        return Err(ModelError::Unsupported {
+            model: name,
+            msg: format!(
+                "MoE models do not run on the fused backend {} yet: use `cuda-unfused`",
+                B::name(device)
+            ),
+        });
+    }
     let dir = match source {
         ModelSource::Preset(_) => None,
         ModelSource::Folder(dir) => Some(dir.as_path()),

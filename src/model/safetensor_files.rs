@@ -70,6 +70,52 @@ impl SafetensorFiles {
         shape: [usize; D],
         device: &B::Device,
     ) -> Result<Tensor<B, D>, ModelError> {
+        let (bytes, dtype) = self.bytes(name, &shape)?;
+        // from_data converts on the host only when the dtype differs from the device's default.
+        Ok(Tensor::from_data(
+            TensorData::from_bytes_vec(bytes, shape.to_vec(), dtype),
+            device,
+        ))
+    }
+
+    /// Tensors `parts` (each with its shape) back to back as one tensor of `shape`, joined on
+    /// the host: stacking them on the device would leave each part's pages in the memory pool.
+    pub fn load_joined<B: Backend, const D: usize>(
+        &self,
+        parts: &[(String, Vec<usize>)],
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>, ModelError> {
+        let mut joined = Vec::new();
+        let mut joined_dtype = None;
+        for (name, part_shape) in parts {
+            let (bytes, dtype) = self.bytes(name, part_shape)?;
+            if joined_dtype.is_some_and(|d| d != dtype) {
+                return Err(ModelError::BadWeights {
+                    path: self.shards[self.shard_of[name.as_str()]].path.clone(),
+                    msg: format!(
+                        "tensor `{name}` has dtype {dtype:?}, unlike `{}`",
+                        parts[0].0
+                    ),
+                });
+            }
+            joined_dtype = Some(dtype);
+            joined.extend_from_slice(&bytes);
+        }
+        let dtype = joined_dtype.unwrap_or(DType::F32);
+        assert_eq!(
+            joined.len(),
+            shape.iter().product::<usize>() * dtype.size(),
+            "the parts fill the joined shape"
+        );
+        Ok(Tensor::from_data(
+            TensorData::from_bytes_vec(joined, shape.to_vec(), dtype),
+            device,
+        ))
+    }
+
+    /// Tensor `name`'s bytes and dtype, its shape checked against `shape`.
+    fn bytes(&self, name: &str, shape: &[usize]) -> Result<(Vec<u8>, DType), ModelError> {
         let Some(&i) = self.shard_of.get(name) else {
             let path = self
                 .shards
@@ -103,11 +149,9 @@ impl SafetensorFiles {
             }
         };
         let (start, end) = info.data_offsets;
-        let bytes = shard.map[shard.data_start + start..shard.data_start + end].to_vec();
-        // from_data converts on the host only when the dtype differs from the device's default.
-        Ok(Tensor::from_data(
-            TensorData::from_bytes_vec(bytes, shape.to_vec(), dtype),
-            device,
+        Ok((
+            shard.map[shard.data_start + start..shard.data_start + end].to_vec(),
+            dtype,
         ))
     }
 

@@ -40,6 +40,20 @@ impl WeightSource {
         }
     }
 
+    /// Parameters `parts` (name and shape) back to back as one parameter of `shape`.
+    pub fn load_joined<B: Backend, const D: usize>(
+        &self,
+        parts: &[(String, Vec<usize>)],
+        shape: [usize; D],
+        init: Init,
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>, ModelError> {
+        match self {
+            WeightSource::Files(files) => files.load_joined(parts, shape, device),
+            WeightSource::Random => self.load(&parts[0].0, shape, init, device),
+        }
+    }
+
     pub fn has(&self, name: &str) -> bool {
         match self {
             WeightSource::Files(files) => files.contains(name),

@@ -356,7 +356,7 @@ impl<B: CubeBridge> KernelBackend for B {
         routing: &Routing<Self>,
         weights: &ExpertWeights<Self>,
     ) -> MoeOutput<Self> {
-        let [tokens, hidden] = x.dims();
+        let tokens = x.dims()[0];
         let top_k = routing.experts.dims()[1];
         // The gemv-class kernels while the experts' rows are few (decode batches): past that
         // they would read an expert's weights once per chunk of rows, without tensor cores.
@@ -372,12 +372,8 @@ impl<B: CubeBridge> KernelBackend for B {
                     &B::float_in(weights.down.clone()),
                 );
                 if let Some(out) = out {
-                    let out: Tensor<Self, 2> = B::float_out(out);
                     return MoeOutput {
-                        out: out
-                            .reshape([tokens, top_k, hidden])
-                            .sum_dim(1)
-                            .reshape([tokens, hidden]),
+                        out: B::float_out(out),
                         counts: B::int_out(grouping.counts),
                     };
                 }

@@ -5,6 +5,7 @@ use burn::tensor::{DType, Shape, TensorMetadata};
 use burn_cubecl::{kernel::into_contiguous, tensor::CubeTensor, CubeRuntime};
 use cubecl::prelude::*;
 
+use super::combine_kernel::combine_kernel;
 use super::expert_kernel::{expert_kernel, ExpertShape};
 use super::group_kernel::group_kernel;
 use super::route_kernel::route_kernel;
@@ -98,8 +99,8 @@ pub fn group<R: CubeRuntime, I: Int + CubeElement>(
     })
 }
 
-/// The routed experts' outputs, weighted, one row per slot: `[tokens * top_k, hidden]` (the
-/// caller sums each token's `top_k` rows). `x` `[tokens, hidden]`, `route_weights` and the
+/// The routed experts' outputs, weighted and summed per token: `[tokens, hidden]`.
+/// `x` `[tokens, hidden]`, `route_weights` and the
 /// grouping of `[tokens, top_k]` routes, `gate_up` `[experts, 2 * inter, hidden]`, `down`
 /// `[experts, hidden, inter]`, all of dtype `F`. `None` when the shapes do not fit.
 pub fn experts<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
@@ -170,5 +171,17 @@ pub fn experts<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
         };
     launch(&x, gate_up, &act, hidden, inter, true);
     launch(&act, down, &out, inter, hidden, false);
-    Some(out)
+    let summed = empty(&x, Shape::new([tokens, hidden]), x.dtype);
+    let outputs = tokens * hidden;
+    combine_kernel::launch::<F, R>(
+        &client,
+        CubeCount::Static((outputs as u32).div_ceil(THREADS).max(1), 1, 1),
+        CubeDim::new_1d(THREADS),
+        arg(&out),
+        arg(&summed),
+        outputs as u32,
+        hidden as u32,
+        top_k,
+    );
+    Some(summed)
 }

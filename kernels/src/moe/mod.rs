@@ -2,6 +2,7 @@
 //! experts' gated MLPs summed back per token, weighted ([`experts`](reference::experts)).
 //! Expert weights keep HF's `[out, in]` per expert, stacked: a gemv reads each output row's
 //! inputs contiguously, and cuBLAS takes the transposed view as it is.
+pub mod combine_kernel;
 pub mod expert_kernel;
 pub mod group_kernel;
 pub mod launch;
