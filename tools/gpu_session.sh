@@ -15,7 +15,7 @@ NV=${NV:-nanovllm}; GC=${GC:-golden_check}
 (cd $B && for f in *.xz; do [ -e "$f" ] && xz -d -T4 "$f"; done; chmod +x ./*)
 log() { echo "=== $(date +%T) $*" | tee -a "$OUT/session.log"; }
 run() { log "$*"; "$@" 2>&1 | grep -v "^ *[0-9]*: <unknown>$\|^ *[0-9]*: __libc\|^stack backtrace\|^note: Some\|^No backtrace" | tee -a "$OUT/session.log"; }
-exp() { run timeout -s INT -k 20 "$2" $B/nanovllm "experiments/$1.toml" --results-dir "$OUT/results"; }
+exp() { run timeout -s INT -k 60 "$2" $B/nanovllm "experiments/$1.toml" --results-dir "$OUT/results"; }
 # cuBLAS and CUPTI (see kernels/src/matmul/cublas.rs) are loaded at run time: put them on the path.
 for lib in libcublas.so libcupti.so; do
   found=$(find /usr/local/cuda*/ /usr/lib /opt $(python3 -c 'import site; print(*site.getsitepackages())' 2>/dev/null) \
