@@ -3,6 +3,7 @@
 //! bf16 via `nanovllm kernels check` (fresh seeds each run there).
 use burn::backend::wgpu::{CubeBackend, WgpuDevice, WgpuRuntime};
 use nanovllm_kernels::dev::parity::{run_case, standard_cases};
+use nanovllm_kernels::moe::launch::ROWS_PER_CHUNK;
 
 type Wgpu = CubeBackend<WgpuRuntime, f32, i32, u32>;
 
@@ -215,12 +216,17 @@ fn moe_kernels_match_references() {
     for (name, r) in [
         (
             "wgpu",
-            nanovllm_kernels::dev::parity::run_moe::<Wgpu>(17, &WgpuDevice::default()),
+            nanovllm_kernels::dev::parity::run_moe::<Wgpu>(
+                17,
+                ROWS_PER_CHUNK,
+                &WgpuDevice::default(),
+            ),
         ),
         (
             "ndarray",
             nanovllm_kernels::dev::parity::run_moe::<burn::backend::NdArray<f32>>(
                 17,
+                ROWS_PER_CHUNK,
                 &Default::default(),
             ),
         ),

@@ -10,7 +10,7 @@ use nanovllm_kernels::dev::ops::DevOps;
 use nanovllm_kernels::dev::parity::{
     run_case, run_decode_qkv, run_layers, run_moe, run_sampling, run_store_kv, standard_cases,
 };
-use nanovllm_kernels::KernelBackend;
+use nanovllm_kernels::{KernelBackend, KernelTuning};
 
 use crate::backend::{device_description, BackendTask};
 use crate::cli::{BackendArgs, CheckArgs, CheckPart, KernelsArgs, KernelsCommand};
@@ -45,7 +45,7 @@ impl BackendTask for KernelsArgs {
         }
         B::install_tuning(&device, tuning);
         match self.command {
-            KernelsCommand::Check(args) => check::<B>(&device, &args),
+            KernelsCommand::Check(args) => check::<B>(&device, &args, &tuning),
             KernelsCommand::Bench { out, .. } => bench::<B>(&device, &out),
             KernelsCommand::Matmul {
                 out, engine_only, ..
@@ -70,7 +70,11 @@ impl KernelsArgs {
     }
 }
 
-fn check<B: DevOps>(device: &B::Device, args: &CheckArgs) -> anyhow::Result<()> {
+fn check<B: DevOps>(
+    device: &B::Device,
+    args: &CheckArgs,
+    tuning: &KernelTuning,
+) -> anyhow::Result<()> {
     let dtype_bytes = burn::tensor::Tensor::<B, 1>::zeros([1], device)
         .dtype()
         .size();
@@ -91,7 +95,7 @@ fn check<B: DevOps>(device: &B::Device, args: &CheckArgs) -> anyhow::Result<()> 
         check_layers::<B>(seed, tol, device, &mut failed);
     }
     if runs(CheckPart::Moe) {
-        check_moe::<B>(seed, tol, device, &mut failed);
+        check_moe::<B>(seed, tol, tuning.moe_kernel_max_rows, device, &mut failed);
     }
     if runs(CheckPart::Sampling) {
         check_sampling::<B>(seed, device, &mut failed);
@@ -173,8 +177,14 @@ fn check_layers<B: DevOps>(
     }
 }
 
-fn check_moe<B: DevOps>(seed: u64, tol: f32, device: &B::Device, failed: &mut Vec<&'static str>) {
-    let m = run_moe::<B>(seed, device);
+fn check_moe<B: DevOps>(
+    seed: u64,
+    tol: f32,
+    kernel_max_rows: usize,
+    device: &B::Device,
+    failed: &mut Vec<&'static str>,
+) {
+    let m = run_moe::<B>(seed, kernel_max_rows, device);
     println!(
         "MoE: router {} rows off, weights rel {:.2e}; grouping mismatches {:?}",
         m.route_mismatches, m.route_weights, m.group_mismatches

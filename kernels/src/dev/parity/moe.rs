@@ -66,7 +66,8 @@ const CASES: [(usize, usize, usize, usize, usize, f32); 7] = [
     (150, 8, 2, 64, 48, 5.0),
 ];
 
-pub fn run_moe<B: DevOps>(seed: u64, dev: &B::Device) -> MoeParity {
+/// `kernel_max_rows`: the tuning's `moe_kernel_max_rows`, to name the path each case takes.
+pub fn run_moe<B: DevOps>(seed: u64, kernel_max_rows: usize, dev: &B::Device) -> MoeParity {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut r = MoeParity {
         route_mismatches: 0,
@@ -176,8 +177,8 @@ pub fn run_moe<B: DevOps>(seed: u64, dev: &B::Device) -> MoeParity {
         let reference_err = rel_err(&want, &host);
         r.reference = nan_max(r.reference, reference_err);
         let padded = experts_padded_reference(x.clone(), &routing, &slots, &w);
-        // The engine's path on a cubecl backend (the default tuning): see `moe_experts`.
-        let path = match (tokens * top_k <= ROWS_PER_CHUNK * experts, &padded) {
+        // The engine's path on a cubecl backend: see `moe_experts`.
+        let path = match (tokens * top_k <= kernel_max_rows * experts, &padded) {
             (true, _) => "kernel",
             (false, Some(_)) => "padded",
             (false, None) => "per_expert",
