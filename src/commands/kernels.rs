@@ -194,6 +194,9 @@ fn check_moe<B: DevOps>(
             "MoE experts, {:<48} rel {:.2e} (the plain-burn reference: {:.2e})",
             case.name, case.err, case.reference_err
         );
+        if !within(case.err, tol) {
+            println!("  worst: {}", case.worst);
+        }
     }
     if !within(m.reference, tol) {
         // The engine does not run the reference on GPU backends; the kernels are checked

@@ -2,6 +2,8 @@
 //! softmax + top-k, the grouping kernel against the host grouping, and the expert products
 //! (this backend's `moe_experts`) and their plain-burn reference on the same backend, both
 //! against the host's f32 arithmetic on the same (rounded) values.
+use std::cmp::Ordering;
+
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -50,6 +52,9 @@ pub struct MoeCase {
     pub err: f32,
     /// The reference against the host.
     pub reference_err: f32,
+    /// Where `moe_experts` is furthest from the host: the token, its routed experts, the column,
+    /// and how many of the token's columns are off by more than 1e-2 of the output's scale.
+    pub worst: String,
 }
 
 /// `(tokens, experts, top_k, hidden, inter, skew)`: `skew` biases the router towards the
@@ -176,6 +181,7 @@ pub fn run_moe<B: DevOps>(seed: u64, kernel_max_rows: usize, dev: &B::Device) ->
         r.experts = nan_max(r.experts, err);
         let reference_err = rel_err(&want, &host);
         r.reference = nan_max(r.reference, reference_err);
+        let worst = worst_element(&got, &host, &ids, [hidden, top_k]);
         let padded = experts_padded_reference(x.clone(), &routing, &slots, &w);
         // The engine's path on a cubecl backend: see `moe_experts`.
         let path = match (tokens * top_k <= kernel_max_rows * experts, &padded) {
@@ -189,6 +195,7 @@ pub fn run_moe<B: DevOps>(seed: u64, kernel_max_rows: usize, dev: &B::Device) ->
             ),
             err,
             reference_err,
+            worst,
         });
         if let Some(padded) = padded {
             r.padded = nan_max(r.padded, rel_err(&to_host(padded), &host));
@@ -250,6 +257,27 @@ fn host_experts(
         }
     }
     out
+}
+
+/// The element of `got` furthest from `want` (`[tokens, hidden]`), described for a report.
+fn worst_element(got: &[f32], want: &[f32], ids: &[i64], [hidden, top_k]: [usize; 2]) -> String {
+    let diff = |i: usize| (got[i] - want[i]).abs();
+    let Some(i) = (0..got.len()).max_by(|&a, &b| diff(a).total_cmp(&diff(b))) else {
+        return String::new();
+    };
+    let scale = want.iter().fold(f32::MIN_POSITIVE, |m, v| m.max(v.abs()));
+    let (t, c) = (i / hidden, i % hidden);
+    let row = t * hidden..(t + 1) * hidden;
+    // NaN counts as off.
+    let off = row
+        .filter(|&j| diff(j).partial_cmp(&(1e-2 * scale)) != Some(Ordering::Less))
+        .count();
+    format!(
+        "token {t} (experts {:?}), column {c}: {} against {}; {off} of its {hidden} columns off",
+        &ids[t * top_k..(t + 1) * top_k],
+        got[i],
+        want[i]
+    )
 }
 
 /// The chunks the grouping kernel should cut: `(expert, start, rows)` flat.
