@@ -73,7 +73,7 @@ impl SafetensorFiles {
         let (bytes, dtype) = self.bytes(name, &shape)?;
         // from_data converts on the host only when the dtype differs from the device's default.
         Ok(Tensor::from_data(
-            TensorData::from_bytes_vec(bytes, shape.to_vec(), dtype),
+            TensorData::from_bytes_vec(bytes.to_vec(), shape.to_vec(), dtype),
             device,
         ))
     }
@@ -86,6 +86,7 @@ impl SafetensorFiles {
         shape: [usize; D],
         device: &B::Device,
     ) -> Result<Tensor<B, D>, ModelError> {
+        let elements = shape.iter().product::<usize>();
         let mut joined = Vec::new();
         let mut joined_dtype = None;
         for (name, part_shape) in parts {
@@ -99,13 +100,16 @@ impl SafetensorFiles {
                     ),
                 });
             }
+            if joined_dtype.is_none() {
+                joined.reserve_exact(elements * dtype.size());
+            }
             joined_dtype = Some(dtype);
-            joined.extend_from_slice(&bytes);
+            joined.extend_from_slice(bytes);
         }
         let dtype = joined_dtype.unwrap_or(DType::F32);
         assert_eq!(
             joined.len(),
-            shape.iter().product::<usize>() * dtype.size(),
+            elements * dtype.size(),
             "the parts fill the joined shape"
         );
         Ok(Tensor::from_data(
@@ -114,8 +118,8 @@ impl SafetensorFiles {
         ))
     }
 
-    /// Tensor `name`'s bytes and dtype, its shape checked against `shape`.
-    fn bytes(&self, name: &str, shape: &[usize]) -> Result<(Vec<u8>, DType), ModelError> {
+    /// Tensor `name`'s bytes (in the mapped file) and dtype, its shape checked against `shape`.
+    fn bytes(&self, name: &str, shape: &[usize]) -> Result<(&[u8], DType), ModelError> {
         let Some(&i) = self.shard_of.get(name) else {
             let path = self
                 .shards
@@ -150,7 +154,7 @@ impl SafetensorFiles {
         };
         let (start, end) = info.data_offsets;
         Ok((
-            shard.map[shard.data_start + start..shard.data_start + end].to_vec(),
+            &shard.map[shard.data_start + start..shard.data_start + end],
             dtype,
         ))
     }
