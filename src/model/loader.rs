@@ -92,9 +92,8 @@ pub fn load_model<B: KernelBackend>(
     device: &B::Device,
 ) -> Result<LoadedModel<B>, ModelError> {
     let (name, spec) = source.arch()?;
-    // burn-fusion's elementwise kernels read out of bounds around the MoE kernels' outputs
-    // (compute-sanitizer, H200, 2026-12-03; docs/perf-log.md): refused, not run wrong.
-    if !spec.moe_layers().is_empty() && B::name(device).contains("fusion") {
+    // Refused, not run wrong (see `KernelBackend::runs_moe`).
+    if !spec.moe_layers().is_empty() && !B::runs_moe() {
         return Err(ModelError::Unsupported {
             model: name,
             msg: format!(

@@ -67,6 +67,8 @@ pub trait CubeBridge: Backend {
     type R: CubeRuntime;
     type F: CubeFloat + CubeElement;
     type I: CubeInt + CubeElement;
+    /// burn-fusion around burn-cubecl, which hands tensors over through its fusion server.
+    const FUSED: bool = false;
     fn int_dtype() -> DType;
     fn cube_device(device: &Self::Device) -> <Self::R as cubecl::Runtime>::Device;
     fn float_in<const D: usize>(t: Tensor<Self, D>) -> CubeTensor<Self::R>;
@@ -115,6 +117,10 @@ impl<B: CubeBridge> KernelBackend for B {
 
     fn install_tuning(device: &Self::Device, tuning: KernelTuning) {
         crate::tuning::install(B::cube_device(device).to_id(), tuning);
+    }
+
+    fn runs_moe() -> bool {
+        !B::FUSED
     }
 
     fn plan_attention(
@@ -494,6 +500,7 @@ mod fused {
         type R = R;
         type F = F;
         type I = I;
+        const FUSED: bool = true;
         fn int_dtype() -> DType {
             I::dtype()
         }

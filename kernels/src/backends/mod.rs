@@ -47,6 +47,13 @@ pub trait KernelBackend: Backend {
         None
     }
 
+    /// Whether MoE blocks run correctly on this backend. Not under burn-fusion: its
+    /// elementwise kernels read out of bounds around the MoE kernels' outputs
+    /// (compute-sanitizer, H200, 2026-12-03; docs/perf-log.md).
+    fn runs_moe() -> bool {
+        true
+    }
+
     /// Makes `tuning` the one this backend's kernels run with on `device`; backends without
     /// tunable kernels ignore it.
     fn install_tuning(_device: &Self::Device, _tuning: KernelTuning) {}
