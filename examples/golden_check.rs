@@ -26,7 +26,11 @@ struct Args {
     models: Vec<String>,
 }
 
-struct Check(String, Vec<String>);
+struct Check {
+    fixtures: String,
+    /// Only these fixtures (all when empty).
+    models: Vec<String>,
+}
 
 impl BackendTask for Check {
     type Output = ();
@@ -49,10 +53,10 @@ impl BackendTask for Check {
         ];
         for (name, attention) in models
             .into_iter()
-            .filter(|m| self.1.is_empty() || self.1.iter().any(|o| o == m))
+            .filter(|m| self.models.is_empty() || self.models.iter().any(|o| o == m))
             .flat_map(|n| paths.iter().map(move |&a| (n, a)))
         {
-            let dir = format!("{}/{name}", self.0);
+            let dir = format!("{}/{name}", self.fixtures);
             let golden: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(format!("{dir}/golden.json"))?)?;
             let floats = |v: &serde_json::Value| -> Vec<f32> {
@@ -177,10 +181,14 @@ fn nan_max(a: f32, b: f32) -> f32 {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let check = Check {
+        fixtures: args.fixtures,
+        models: args.models,
+    };
     if args.f32 {
-        return run_f32(Check(args.fixtures, args.models), args.backend.device);
+        return run_f32(check, args.backend.device);
     }
-    dispatch(args.backend.placement(), Check(args.fixtures, args.models))
+    dispatch(args.backend.placement(), check)
 }
 
 #[cfg(feature = "cuda")]

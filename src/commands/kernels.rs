@@ -37,7 +37,7 @@ impl BackendTask for KernelsArgs {
             device_description::<B>(&device)
         );
         // The knobs' environment overrides apply here as in an engine, so one run can force a path.
-        let (tuning, overrides) = nanovllm_kernels::KernelTuning::default()
+        let (tuning, overrides) = KernelTuning::default()
             .with_env_overrides()
             .map_err(anyhow::Error::msg)?;
         for o in &overrides {

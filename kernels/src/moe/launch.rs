@@ -99,10 +99,10 @@ pub fn group<R: CubeRuntime, I: Int + CubeElement>(
     })
 }
 
-/// The routed experts' outputs, weighted and summed per token: `[tokens, hidden]`.
-/// `x` `[tokens, hidden]`, `route_weights` and the
-/// grouping of `[tokens, top_k]` routes, `gate_up` `[experts, 2 * inter, hidden]`, `down`
-/// `[experts, hidden, inter]`, all of dtype `F`. `None` when the shapes do not fit.
+/// The routed experts' outputs, weighted and summed per token: `[tokens, hidden]`. `x`
+/// `[tokens, hidden]`, `route_weights` and the grouping of `[tokens, top_k]` routes, `gate_up`
+/// `[experts, 2 * inter, hidden]`, `down` `[experts, hidden, inter]`, all of dtype `F`. `None`
+/// when the shapes do not fit.
 pub fn experts<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
     x: CubeTensor<R>,
     route_weights: CubeTensor<R>,
