@@ -6,9 +6,11 @@ use nanovllm::backend::Cpu;
 use nanovllm::engine::{EngineConfig, Prompt, RequestError, SamplingParams, LLM};
 use nanovllm::model::{load_model, ModelSource, WeightsKind};
 
-fn fixture_copy(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3");
-    let dst = dir.join("qwen3");
+fn fixture_copy(dir: &Path, fixture: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(fixture);
+    let dst = dir.join(fixture);
     std::fs::create_dir_all(&dst).unwrap();
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(src.join(f), dst.join(f)).unwrap();
@@ -63,7 +65,7 @@ fn missing_folder_names_the_path() {
 #[test]
 fn truncated_weights_name_the_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = fixture_copy(tmp.path());
+    let dir = fixture_copy(tmp.path(), "qwen3");
     let file = dir.join("model.safetensors");
     let len = std::fs::metadata(&file).unwrap().len();
     std::fs::OpenOptions::new()
@@ -82,7 +84,7 @@ fn truncated_weights_name_the_file() {
 #[test]
 fn wrong_shape_names_the_tensor() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = fixture_copy(tmp.path());
+    let dir = fixture_copy(tmp.path(), "qwen3");
     edit_config(
         &dir,
         "\"intermediate_size\": 128",
@@ -97,10 +99,30 @@ fn wrong_shape_names_the_tensor() {
     );
 }
 
+/// Per-expert tensors are joined on the host into one stacked tensor: a wrong one is still named.
+#[test]
+fn wrong_expert_shape_names_the_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixture_copy(tmp.path(), "mixtral");
+    edit_config(
+        &dir,
+        "\"intermediate_size\": 48",
+        "\"intermediate_size\": 32",
+    );
+    let err = load_err(&dir);
+    assert!(
+        err.contains("model.safetensors")
+            && err.contains("model.layers.0.block_sparse_moe.experts.0.w1.weight")
+            && err.contains("[48, 64]")
+            && err.contains("[32, 64]"),
+        "{err}"
+    );
+}
+
 #[test]
 fn missing_tensor_names_the_tensor() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = fixture_copy(tmp.path());
+    let dir = fixture_copy(tmp.path(), "qwen3");
     edit_config(&dir, "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3");
     let err = load_err(&dir);
     assert!(
