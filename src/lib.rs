@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod cli;
 pub mod commands;
+pub mod compress;
 pub mod config;
 pub mod engine;
 pub mod experiment;

@@ -83,13 +83,15 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
     moe_check) for rows in ${MOE_ROWS:-0 8 100000}; do for be in ${MOE_BACKENDS:-cuda-unfused cuda}; do
                  run env NANOVLLM_MOE_KERNEL_ROWS=$rows timeout -s INT 120 $B/$NV kernels check --backend $be --only moe --seed ${SEED:-1}
                done; done ;;
-    # compute-sanitizer's memcheck on the parity of SANITIZE_ONLY (default moe) and on golden_check
-    # of GOLDEN_MODELS (default the MoE fixtures): the kernel and the line of a bad access.
+    # compute-sanitizer (SANITIZE_TOOL: memcheck, or initcheck for reads of memory never written)
+    # on the parity of SANITIZE_ONLY (default moe) on SANITIZE_BACKENDS, and on golden_check of
+    # GOLDEN_MODELS (default the MoE fixtures; GOLDEN_MODELS=none skips it).
     sanitize) cs=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
-              for be in cuda-unfused cuda; do
-                run timeout -s INT ${SANITIZE_TIMEOUT:-150} "$cs" --tool memcheck --print-limit 8 $B/$NV kernels check --backend $be --only ${SANITIZE_ONLY:-moe} --seed ${SEED:-1}
+              tool="--tool ${SANITIZE_TOOL:-memcheck} --print-limit 8"
+              for be in ${SANITIZE_BACKENDS:-cuda-unfused cuda}; do
+                run timeout -s INT ${SANITIZE_TIMEOUT:-150} "$cs" $tool $B/$NV kernels check --backend $be --only ${SANITIZE_ONLY:-moe} --seed ${SEED:-1}
               done
-              run timeout -s INT ${SANITIZE_TIMEOUT:-150} "$cs" --tool memcheck --print-limit 8 $B/$GC --backend cuda --models ${GOLDEN_MODELS:-mixtral,qwen3_moe,qwen2_moe} ;;
+              [ "${GOLDEN_MODELS:-}" = none ] || run timeout -s INT ${SANITIZE_TIMEOUT:-150} "$cs" $tool $B/$GC --backend cuda-unfused --models ${GOLDEN_MODELS:-mixtral,qwen3_moe,qwen2_moe} ;;
     perplexity) run timeout -s INT 90 $B/$NV perplexity --backend cuda --model models/tiny-qwen3-pystdlib ;;
     decode_latency) exp decode_latency 100 ;;
     # Batch-1 decode with every product on cuBLAS instead of the fused gemv.

@@ -142,6 +142,9 @@ fn check_moe<B: DevOps>(
         );
         if !within(case.err, tol) {
             println!("  worst: {}", case.worst);
+            if let Some(replay) = &case.replay {
+                println!("  replay: {replay}");
+            }
         }
     }
     if !within(m.reference, tol) {

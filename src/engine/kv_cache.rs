@@ -37,9 +37,17 @@ pub fn plan_num_blocks<B: KernelBackend>(
             let budget = allowed.saturating_sub(mem.total - mem.free);
             // What the warm-up's pool kept is the first suspect when the cache comes out small.
             let gb = |b: u64| b as f64 / 1e9;
+            let pool = match B::pool_usage(device) {
+                Some((in_use, reserved)) => format!(
+                    " (the pool: {:.1} GB of tensors in {:.1} GB reserved)",
+                    gb(in_use),
+                    gb(reserved)
+                ),
+                None => String::new(),
+            };
             eprintln!(
                 "GPU memory: {:.1} GB, {:.1} GB in use with the weights loaded, {:.1} GB after the \
-                 warm-up pass; KV cache {:.1} GB at gpu_memory_utilization {utilization}",
+                 warm-up pass{pool}; KV cache {:.1} GB at gpu_memory_utilization {utilization}",
                 gb(mem.total),
                 gb(before.total - before.free),
                 gb(mem.total - mem.free),

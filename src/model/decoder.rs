@@ -9,8 +9,9 @@ use nanovllm_kernels::{HeadShape, KernelBackend, KvWrite};
 
 use super::arch::ArchSpec;
 use super::attention::StepAttention;
+use super::capture::ExpertCapture;
 use super::error::ModelError;
-use super::ffn::FeedForward;
+use super::ffn::{ExpertsSource, FeedForward};
 use super::linear::Linear;
 use super::rope::Rope;
 use super::weights::{names, Init, WeightSource};
@@ -72,6 +73,8 @@ pub struct Decoder<B: KernelBackend> {
     /// `[hidden, vocab]`; the transposed embedding when tied.
     lm_head: Linear<B>,
     rope: Rope<B>,
+    /// Calibration: records every sparse layer's expert inputs while set.
+    capture: Option<ExpertCapture>,
 }
 
 impl<B: KernelBackend> Decoder<B> {
@@ -79,6 +82,7 @@ impl<B: KernelBackend> Decoder<B> {
     pub fn load(
         spec: &ArchSpec,
         source: &WeightSource,
+        experts: &ExpertsSource,
         max_positions: usize,
         device: &B::Device,
     ) -> Result<Self, ModelError> {
@@ -133,7 +137,7 @@ impl<B: KernelBackend> Decoder<B> {
                 q_norm,
                 k_norm,
                 o: Linear::load(source, &[(n(names::O), h)], nq * hd, device)?,
-                ffn: FeedForward::load(spec.ffn.layer(i), i, h, source, device)?,
+                ffn: FeedForward::load(spec.ffn.layer(i), i, h, source, experts, device)?,
             });
         }
         let embed =
@@ -155,7 +159,22 @@ impl<B: KernelBackend> Decoder<B> {
             final_norm: vector(names::FINAL_NORM.into(), h, Init::Ones)?,
             lm_head,
             rope: Rope::new(spec, max_positions, device),
+            capture: None,
         })
+    }
+
+    /// Starts (or with `None` ends, returning it) recording the sparse layers' expert inputs.
+    pub fn set_capture(&mut self, capture: Option<ExpertCapture>) -> Option<ExpertCapture> {
+        std::mem::replace(&mut self.capture, capture)
+    }
+
+    pub fn capture(&self) -> Option<&ExpertCapture> {
+        self.capture.as_ref()
+    }
+
+    /// Layer `layer`'s experts, where it is sparse and holds each expert's own weights.
+    pub fn full_experts(&self, layer: usize) -> Option<&nanovllm_kernels::moe::ExpertWeights<B>> {
+        self.layers.get(layer)?.ffn.full_experts()
     }
 
     /// Runs every projection shape once at each of `rows`, discarding the results, with the
@@ -196,14 +215,18 @@ impl<B: KernelBackend> Decoder<B> {
         let mut x = self.embed.clone().select(0, step.token_ids.clone());
         let mut pending: Option<Tensor<B, 2>> = None;
         let mut expert_counts = Vec::new();
-        for (layer, layer_cache) in self.layers.iter().zip(cache.iter_mut()) {
+        for (i, (layer, layer_cache)) in self.layers.iter().zip(cache.iter_mut()).enumerate() {
             let (sum, qkv) = layer
                 .qkv
                 .norm_forward(x, pending.take(), &layer.input_norm, eps);
             let attn = self.attention(layer, qkv, step, layer_cache);
-            let out = layer
-                .ffn
-                .forward(sum, layer.o.forward(attn), &layer.post_attn_norm, eps);
+            let out = layer.ffn.forward(
+                sum,
+                layer.o.forward(attn),
+                &layer.post_attn_norm,
+                eps,
+                self.capture.as_ref().map(|c| (c, i)),
+            );
             x = out.residual;
             pending = Some(out.out);
             expert_counts.extend(out.expert_counts);

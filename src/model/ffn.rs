@@ -1,12 +1,15 @@
 //! [`FeedForward`]: a layer's feed-forward block, one arm per [`LayerFfn`]: the gated MLP, or a
 //! sparse MoE block (router, top-k experts, Qwen2-MoE's gated shared expert).
 use burn::tensor::{activation::sigmoid, Int, Tensor};
+use nanovllm_kernels::moe::factored::FactoredExperts;
 use nanovllm_kernels::moe::{ExpertWeights, RouterConfig};
 use nanovllm_kernels::KernelBackend;
 
 use super::arch::{ExpertNaming, LayerFfn, MoeSpec};
+use super::capture::ExpertCapture;
 use super::error::ModelError;
 use super::linear::Linear;
+use super::safetensor_files::SafetensorFiles;
 use super::weights::{names, Init, WeightSource};
 
 pub enum FeedForward<B: KernelBackend> {
@@ -28,9 +31,29 @@ pub struct MoeBlock<B: KernelBackend> {
     /// `[hidden, experts]`.
     router: Linear<B>,
     config: RouterConfig,
-    experts: ExpertWeights<B>,
+    experts: Experts<B>,
     /// Qwen2-MoE: an MLP every token goes through, and its gate `[hidden, 1]`.
     shared: Option<(GatedMlp<B>, Linear<B>)>,
+}
+
+/// How a sparse layer holds its experts.
+pub enum Experts<B: KernelBackend> {
+    /// Each expert's own weights.
+    Full(ExpertWeights<B>),
+    /// Bases shared by the layer and small per-expert factors (expert compression).
+    Factored(FactoredExperts<B>),
+}
+
+/// Where a MoE model's experts come from.
+pub enum ExpertsSource {
+    /// Each expert's weights from the model's weight source.
+    Full,
+    /// Factored at `rank`: from a compressed folder's files (`compress::format`), or drawn
+    /// at random (speed work on random weights) where `files` is `None`.
+    Factored {
+        files: Option<SafetensorFiles>,
+        rank: usize,
+    },
 }
 
 /// What a block returns: the residual stream, its output (not yet added), and for a MoE block
@@ -68,6 +91,7 @@ impl<B: KernelBackend> FeedForward<B> {
         layer: usize,
         hidden: usize,
         source: &WeightSource,
+        experts: &ExpertsSource,
         device: &B::Device,
     ) -> Result<Self, ModelError> {
         let n = |rest: &str| names::layer(layer, rest);
@@ -80,18 +104,20 @@ impl<B: KernelBackend> FeedForward<B> {
                 device,
             )?)),
             LayerFfn::Moe(moe) => Ok(FeedForward::Moe(Box::new(MoeBlock::load(
-                moe, layer, hidden, source, device,
+                moe, layer, hidden, source, experts, device,
             )?))),
         }
     }
 
     /// The block on the residual stream `x` plus `delta` (the attention output, not yet added).
+    /// `capture` records a sparse block's expert inputs (layer `layer`) for calibration.
     pub fn forward(
         &self,
         x: Tensor<B, 2>,
         delta: Tensor<B, 2>,
         norm: &Tensor<B, 1>,
         eps: f32,
+        capture: Option<(&ExpertCapture, usize)>,
     ) -> FfnOutput<B> {
         match self {
             FeedForward::Dense(mlp) => {
@@ -105,7 +131,13 @@ impl<B: KernelBackend> FeedForward<B> {
             FeedForward::Moe(block) => {
                 let (residual, h) = B::add_rms_norm(x, delta, norm, eps);
                 let routing = B::moe_route(block.router.forward(h.clone()), block.config);
-                let experts = B::moe_experts(h.clone(), &routing, &block.experts);
+                if let Some((capture, layer)) = capture {
+                    capture.record(layer, &h, &routing);
+                }
+                let experts = match &block.experts {
+                    Experts::Full(w) => B::moe_experts(h.clone(), &routing, w),
+                    Experts::Factored(w) => B::moe_factored_experts(h.clone(), &routing, w),
+                };
                 let mut out = experts.out;
                 if let Some((mlp, gate)) = &block.shared {
                     out = out + sigmoid(gate.forward(h.clone())) * mlp.forward(h);
@@ -116,6 +148,17 @@ impl<B: KernelBackend> FeedForward<B> {
                     expert_counts: Some(experts.counts),
                 }
             }
+        }
+    }
+
+    /// A sparse block's experts, where it holds each one's own weights.
+    pub fn full_experts(&self) -> Option<&ExpertWeights<B>> {
+        match self {
+            FeedForward::Moe(block) => match &block.experts {
+                Experts::Full(w) => Some(w),
+                Experts::Factored(_) => None,
+            },
+            FeedForward::Dense(_) => None,
         }
     }
 
@@ -143,7 +186,7 @@ impl<B: KernelBackend> FeedForward<B> {
             FeedForward::Moe(block) => {
                 let [hidden, _] = block.router.dims();
                 let x = Tensor::<B, 2>::zeros([rows, hidden], &block.router.device());
-                let _ = self.forward(x.clone(), x, norm, eps).out.into_data();
+                let _ = self.forward(x.clone(), x, norm, eps, None).out.into_data();
             }
         }
     }
@@ -155,39 +198,23 @@ impl<B: KernelBackend> MoeBlock<B> {
         layer: usize,
         hidden: usize,
         source: &WeightSource,
+        experts: &ExpertsSource,
         device: &B::Device,
     ) -> Result<Self, ModelError> {
         use names::moe as m;
         let n = |rest: &str| names::layer(layer, rest);
-        let (e, inter) = (moe.num_experts, moe.expert_intermediate_size);
+        let e = moe.num_experts;
         let fused = source.has(&n(m::FUSED_GATE_UP));
-        let experts = match fused {
-            true => ExpertWeights {
-                gate_up: source.load(
-                    &n(m::FUSED_GATE_UP),
-                    [e, 2 * inter, hidden],
-                    Init::Matrix,
-                    device,
-                )?,
-                down: source.load(&n(m::FUSED_DOWN), [e, hidden, inter], Init::Matrix, device)?,
-            },
-            false => {
-                // Stacked as the fused layout is: each expert's gate rows, its up rows; downs.
-                let (mut gate_up, mut down) = (Vec::with_capacity(2 * e), Vec::with_capacity(e));
-                for expert in 0..e {
-                    let [g, u, d] = m::expert(moe.naming, expert).map(|w| n(&w));
-                    gate_up.push((g, vec![inter, hidden]));
-                    gate_up.push((u, vec![inter, hidden]));
-                    down.push((d, vec![hidden, inter]));
-                }
-                let load = |parts: &[(String, Vec<usize>)], shape| {
-                    source.load_joined::<B, 3>(parts, shape, Init::Matrix, device)
-                };
-                ExpertWeights {
-                    gate_up: load(&gate_up, [e, 2 * inter, hidden])?,
-                    down: load(&down, [e, hidden, inter])?,
-                }
+        let experts = match experts {
+            ExpertsSource::Full => {
+                Experts::Full(load_full(moe, layer, hidden, source, fused, device)?)
             }
+            ExpertsSource::Factored { files, rank } => Experts::Factored(load_factored(
+                files.as_ref(),
+                layer,
+                [hidden, moe.expert_intermediate_size, e, *rank],
+                device,
+            )?),
         };
         let shared = match moe.shared_expert_intermediate_size {
             Some(inter) => Some((
@@ -211,4 +238,84 @@ impl<B: KernelBackend> MoeBlock<B> {
             shared,
         })
     }
+}
+
+/// Every expert's own weights, stacked `[experts, 2 * inter, hidden]` and `[experts, hidden,
+/// inter]`.
+fn load_full<B: KernelBackend>(
+    moe: &MoeSpec,
+    layer: usize,
+    hidden: usize,
+    source: &WeightSource,
+    fused: bool,
+    device: &B::Device,
+) -> Result<ExpertWeights<B>, ModelError> {
+    use names::moe as m;
+    let n = |rest: &str| names::layer(layer, rest);
+    let (e, inter) = (moe.num_experts, moe.expert_intermediate_size);
+    if fused {
+        return Ok(ExpertWeights {
+            gate_up: source.load(
+                &n(m::FUSED_GATE_UP),
+                [e, 2 * inter, hidden],
+                Init::Matrix,
+                device,
+            )?,
+            down: source.load(&n(m::FUSED_DOWN), [e, hidden, inter], Init::Matrix, device)?,
+        });
+    }
+    // Stacked as the fused layout is: each expert's gate rows, its up rows; downs.
+    let (mut gate_up, mut down) = (Vec::with_capacity(2 * e), Vec::with_capacity(e));
+    for expert in 0..e {
+        let [g, u, d] = m::expert(moe.naming, expert).map(|w| n(&w));
+        gate_up.push((g, vec![inter, hidden]));
+        gate_up.push((u, vec![inter, hidden]));
+        down.push((d, vec![hidden, inter]));
+    }
+    let load = |parts: &[(String, Vec<usize>)], shape| {
+        source.load_joined::<B, 3>(parts, shape, Init::Matrix, device)
+    };
+    Ok(ExpertWeights {
+        gate_up: load(&gate_up, [e, 2 * inter, hidden])?,
+        down: load(&down, [e, hidden, inter])?,
+    })
+}
+
+/// Layer `layer`'s factored experts (`[hidden, inter, experts, rank]`) from a compressed
+/// folder's files (names in `compress::format`), or drawn at random where there are none.
+fn load_factored<B: KernelBackend>(
+    files: Option<&SafetensorFiles>,
+    layer: usize,
+    [hidden, inter, e, r]: [usize; 4],
+    device: &B::Device,
+) -> Result<FactoredExperts<B>, ModelError> {
+    let random = WeightSource::Random;
+    let basis = |kind: &str| {
+        let name = format!("layers.{layer}.{kind}.basis");
+        match files {
+            Some(f) => f.load::<B, 2>(&name, [hidden, r], device),
+            None => random.load::<B, 2>(&name, [hidden, r], Init::Matrix, device),
+        }
+    };
+    // Each expert's factors back to back, as the full experts are stacked.
+    let joined = |kinds: &[&str], shape: [usize; 2]| {
+        let parts: Vec<(String, Vec<usize>)> = (0..e)
+            .flat_map(|x| {
+                kinds
+                    .iter()
+                    .map(move |k| (format!("layers.{layer}.experts.{x}.{k}"), shape.to_vec()))
+            })
+            .collect();
+        let full = [e, kinds.len() * shape[0], shape[1]];
+        match files {
+            Some(f) => f.load_joined::<B, 3>(&parts, full, device),
+            None => random.load_joined::<B, 3>(&parts, full, Init::Matrix, device),
+        }
+    };
+    Ok(FactoredExperts {
+        input_basis: Tensor::cat(vec![basis("gate")?, basis("up")?], 1),
+        gate_up: joined(&["gate", "up"], [inter, r])?,
+        down: joined(&["down"], [r, inter])?,
+        output_basis: basis("down")?.transpose(),
+    })
 }

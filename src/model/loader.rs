@@ -8,6 +8,7 @@ use tokenizers::Tokenizer;
 use super::arch::{load_arch, ArchSpec};
 use super::decoder::Decoder;
 use super::error::ModelError;
+use super::ffn::ExpertsSource;
 use super::presets::preset;
 use super::safetensor_files::SafetensorFiles;
 use super::weights::WeightSource;
@@ -74,6 +75,8 @@ pub struct LoadedModel<B: KernelBackend> {
     pub decoder: Decoder<B>,
     pub tokenizer: Option<Tokenizer>,
     pub random_weights: bool,
+    /// Factored (compressed) experts' rank, where the MoE layers hold them.
+    pub factored_rank: Option<usize>,
 }
 
 impl<B: KernelBackend> LoadedModel<B> {
@@ -82,11 +85,32 @@ impl<B: KernelBackend> LoadedModel<B> {
     }
 }
 
-/// Loads a model. `max_positions` bounds the rotary table (the engine's `max_model_len`);
-/// `None` takes the model's `max_position_embeddings`. `seed` seeds random weights.
+/// Loads a model with each expert's own weights. `max_positions` bounds the rotary table (the
+/// engine's `max_model_len`); `None` takes the model's `max_position_embeddings`. `seed` seeds
+/// random weights.
 pub fn load_model<B: KernelBackend>(
     source: &ModelSource,
     weights: WeightsKind,
+    seed: u64,
+    max_positions: Option<usize>,
+    device: &B::Device,
+) -> Result<LoadedModel<B>, ModelError> {
+    load_model_with(
+        source,
+        weights,
+        ExpertsSource::Full,
+        seed,
+        max_positions,
+        device,
+    )
+}
+
+/// [`load_model`] with the MoE layers' experts from `experts` (`compress::resolve_experts`
+/// picks a compressed folder).
+pub fn load_model_with<B: KernelBackend>(
+    source: &ModelSource,
+    weights: WeightsKind,
+    experts: ExpertsSource,
     seed: u64,
     max_positions: Option<usize>,
     device: &B::Device,
@@ -120,7 +144,11 @@ pub fn load_model<B: KernelBackend>(
         }
     };
     let positions = max_positions.unwrap_or(spec.max_position_embeddings);
-    let decoder = Decoder::load(&spec, &source, positions, device)?;
+    let factored_rank = match &experts {
+        ExpertsSource::Factored { rank, .. } => Some(*rank),
+        ExpertsSource::Full => None,
+    };
+    let decoder = Decoder::load(&spec, &source, &experts, positions, device)?;
     let tokenizer = match dir {
         Some(dir) => load_tokenizer(dir)?,
         None => None,
@@ -130,6 +158,7 @@ pub fn load_model<B: KernelBackend>(
         decoder,
         tokenizer,
         random_weights: weights == WeightsKind::Random,
+        factored_rank,
     })
 }
 

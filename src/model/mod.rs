@@ -1,6 +1,7 @@
 //! Models: `config.json` -> [`ArchSpec`], weights (files or seeded random), tokenizer, and the decoder.
 pub mod arch;
 pub mod attention;
+pub mod capture;
 pub mod decoder;
 pub mod error;
 pub mod ffn;
@@ -14,4 +15,5 @@ pub mod weights;
 pub use arch::{ArchSpec, Architecture, ExpertNaming, FfnSpec, LayerFfn, MoeSpec, RopeScaling};
 pub use decoder::{Decoder, LayerCache, StepOutput, StepTensors};
 pub use error::ModelError;
-pub use loader::{load_model, LoadedModel, ModelSource, WeightsKind};
+pub use ffn::ExpertsSource;
+pub use loader::{load_model, load_model_with, LoadedModel, ModelSource, WeightsKind};

@@ -123,6 +123,12 @@ impl<B: CubeBridge> KernelBackend for B {
         !B::FUSED
     }
 
+    fn pool_usage(device: &Self::Device) -> Option<(u64, u64)> {
+        let client = <B::R as cubecl::Runtime>::client(&B::cube_device(device));
+        let usage = client.memory_usage().ok()?;
+        Some((usage.bytes_in_use, usage.bytes_reserved))
+    }
+
     fn plan_attention(
         seqs: &[SeqAttn],
         shape: AttentionShape,

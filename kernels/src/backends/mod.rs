@@ -15,6 +15,7 @@ use burn::tensor::{backend::Backend, IndexingUpdateOp, Int, Shape, Tensor, Tenso
 use crate::attention::plan::{DeviceCaps, SeqAttn};
 use crate::layers::{reference, HeadShape};
 use crate::matmul::gemv::Prologue;
+use crate::moe::factored::{factored_experts, FactoredExperts};
 use crate::moe::{reference as moe_reference, ExpertWeights, MoeOutput, RouterConfig, Routing};
 use crate::sample::{sample_rows_reference, DeviceSampling};
 use crate::step_io::pending_ids::PendingIds;
@@ -52,6 +53,12 @@ pub trait KernelBackend: Backend {
     /// (compute-sanitizer, H200, 2026-12-03; docs/perf-log.md).
     fn runs_moe() -> bool {
         true
+    }
+
+    /// The device memory pool's `(bytes in use, bytes reserved)`, where the backend has a pool:
+    /// what a card's used memory holds beyond live tensors (freed pages kept, padding).
+    fn pool_usage(_device: &Self::Device) -> Option<(u64, u64)> {
+        None
     }
 
     /// Makes `tuning` the one this backend's kernels run with on `device`; backends without
@@ -193,6 +200,16 @@ pub trait KernelBackend: Backend {
         weights: &ExpertWeights<Self>,
     ) -> MoeOutput<Self> {
         moe_reference::experts(x, routing, weights)
+    }
+
+    /// [`moe_experts`](Self::moe_experts) with factored (compressed) experts; every product
+    /// through this backend's [`project`](Self::project).
+    fn moe_factored_experts(
+        x: Tensor<Self, 2>,
+        routing: &Routing<Self>,
+        weights: &FactoredExperts<Self>,
+    ) -> MoeOutput<Self> {
+        factored_experts(x, routing, weights, |a, b| Self::project(a, &b))
     }
 
     /// One token per row of `logits` `[rows, vocab]` (Gumbel-max with per-request noise).

@@ -4,6 +4,7 @@
 //! inputs contiguously, and cuBLAS takes the transposed view as it is.
 pub mod combine_kernel;
 pub mod expert_kernel;
+pub mod factored;
 pub mod group_kernel;
 pub mod launch;
 pub mod padded;

@@ -55,6 +55,8 @@ pub struct MoeCase {
     /// Where `moe_experts` is furthest from the host: the token, its routed experts, the column,
     /// and how many of the token's columns are off by more than 1e-2 of the output's scale.
     pub worst: String,
+    /// For a case off by more than 1e-2: the same op replayed (see [`replay`]).
+    pub replay: Option<String>,
 }
 
 /// `(tokens, experts, top_k, hidden, inter, skew)`: `skew` biases the router towards the
@@ -175,13 +177,22 @@ pub fn run_moe<B: DevOps>(seed: u64, kernel_max_rows: usize, dev: &B::Device) ->
         if host_ints(&got.counts) != counts.iter().map(|&c| i64::from(c)).collect::<Vec<_>>() {
             r.group_mismatches = r.group_mismatches.map(|m| m + 1).or(Some(1));
         }
-        let got = to_host(got.out);
+        let got_out = got.out;
+        let got = to_host(got_out.clone());
         let want = to_host(moe_reference::experts(x.clone(), &routing, &w).out);
         let err = rel_err(&got, &host);
         r.experts = nan_max(r.experts, err);
         let reference_err = rel_err(&want, &host);
         r.reference = nan_max(r.reference, reference_err);
         let worst = worst_element(&got, &host, &ids, [hidden, top_k]);
+        let replay = (!(err <= 1e-2)).then(|| {
+            let held = Held {
+                x: &held_x,
+                weights: &held_weights,
+                host: &host,
+            };
+            replay(x.clone(), &routing, &w, got_out.clone(), held)
+        });
         let padded = experts_padded_reference(x.clone(), &routing, &slots, &w);
         // The engine's path on a cubecl backend: see `moe_experts`.
         let path = match (tokens * top_k <= kernel_max_rows * experts, &padded) {
@@ -196,6 +207,7 @@ pub fn run_moe<B: DevOps>(seed: u64, kernel_max_rows: usize, dev: &B::Device) ->
             err,
             reference_err,
             worst,
+            replay,
         });
         if let Some(padded) = padded {
             r.padded = nan_max(r.padded, rel_err(&to_host(padded), &host));
@@ -257,6 +269,47 @@ fn host_experts(
         }
     }
     out
+}
+
+/// What the host holds of a case's inputs and its f32 answer.
+struct Held<'a> {
+    x: &'a [f32],
+    weights: &'a [f32],
+    host: &'a [f32],
+}
+
+/// A failing case replayed, to tell a wrong product from wrong memory: the output read again,
+/// the inputs read back (changed since upload?), the op run again on the same tensors, and on
+/// fresh copies of them (new allocations).
+fn replay<B: DevOps>(
+    x: Tensor<B, 2>,
+    routing: &Routing<B>,
+    w: &ExpertWeights<B>,
+    out: Tensor<B, 2>,
+    held: Held<'_>,
+) -> String {
+    let err = |t: Tensor<B, 2>| rel_err(&to_host(t), held.host);
+    let changed = |t: &Tensor<B, 2>, h: &[f32]| {
+        let now = to_host(t.clone());
+        now.iter()
+            .zip(h)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count()
+    };
+    let again = err(out);
+    let x_changed = changed(&x, held.x);
+    let weights_changed = changed(&routing.weights, held.weights);
+    let rerun = err(B::moe_experts(x.clone(), routing, w).out);
+    let copy = |t: &Tensor<B, 2>| Tensor::<B, 2>::from_data(t.to_data(), &t.device());
+    let fresh = Routing {
+        experts: routing.experts.clone(),
+        weights: copy(&routing.weights),
+    };
+    let fresh_err = err(B::moe_experts(copy(&x), &fresh, w).out);
+    format!(
+        "read again rel {again:.2e}; since upload {x_changed} x and {weights_changed} weight \
+         values changed; run again rel {rerun:.2e}; on fresh copies rel {fresh_err:.2e}"
+    )
 }
 
 /// The element of `got` furthest from `want` (`[tokens, hidden]`), described for a report.
