@@ -33,6 +33,14 @@ pub enum Command {
     Perplexity(PerplexityArgs),
     /// Re-render plots and report.md of a results folder from its CSVs alone.
     Report { dir: PathBuf },
+    /// Build the compressed-experts folders an experiment's variants use (`[compression]`):
+    /// calibrate, fit, write `<model>/svd_experts-<method>-r<rank>...`. Existing folders are
+    /// kept unless `--force`.
+    Compress {
+        experiment: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the backend, device and attention path in use, and with `--model` the model's
     /// shape (a MoE model's experts, top-k, sparse layers, parameters all and active).
     Info(InfoArgs),

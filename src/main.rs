@@ -23,6 +23,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dispatch(args.model.backend.placement(), args).map(|_| ())
         }
         (Some(Command::Report { dir }), _) => nanovllm::harness::regenerate_report(&dir),
+        (Some(Command::Compress { experiment, force }), _) => {
+            nanovllm::experiment::compress(&experiment, force)
+        }
         (Some(Command::Info(args)), _) => {
             dispatch(args.backend.placement(), Info { model: args.model })
         }

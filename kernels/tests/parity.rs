@@ -244,3 +244,19 @@ fn moe_kernels_match_references() {
         }
     }
 }
+
+/// Compressed experts (shared bases, per-expert factors) against the dense experts they stand
+/// for, through the backend's projections: wgpu's kernels and ndarray's reference.
+#[test]
+fn factored_experts_match_the_dense_experts_they_stand_for() {
+    let (wgpu, cases) =
+        nanovllm_kernels::dev::parity::run_factored::<Wgpu>(23, &WgpuDevice::default());
+    println!("wgpu: {cases:?}");
+    assert!(wgpu <= 1e-4, "wgpu: {cases:?}");
+    let (cpu, cases) = nanovllm_kernels::dev::parity::run_factored::<burn::backend::NdArray<f32>>(
+        23,
+        &Default::default(),
+    );
+    println!("ndarray: {cases:?}");
+    assert!(cpu <= 1e-4, "ndarray: {cases:?}");
+}

@@ -2,7 +2,8 @@
 //! on whichever backend is chosen (CUDA in bf16 on the GPU machine); a failure exits non-zero.
 use nanovllm_kernels::dev::ops::DevOps;
 use nanovllm_kernels::dev::parity::{
-    run_case, run_decode_qkv, run_layers, run_moe, run_sampling, run_store_kv, standard_cases,
+    run_case, run_decode_qkv, run_factored, run_layers, run_moe, run_sampling, run_store_kv,
+    standard_cases,
 };
 use nanovllm_kernels::KernelTuning;
 
@@ -146,6 +147,13 @@ fn check_moe<B: DevOps>(
                 println!("  replay: {replay}");
             }
         }
+    }
+    let (factored, cases) = run_factored::<B>(seed, device);
+    for (name, err) in &cases {
+        println!("MoE factored experts, {name:<40} rel {err:.2e}");
+    }
+    if !within(factored, tol) {
+        failed.push("moe factored");
     }
     if !within(m.reference, tol) {
         // The engine does not run the reference on GPU backends; the kernels are checked

@@ -19,8 +19,9 @@ use rand::{Rng, SeedableRng};
 
 use crate::backend::{device_description, BackendTask};
 use crate::cli::{GenerateArgs, ModelArgs, PerplexityArgs};
+use crate::compress::resolve_experts;
 use crate::engine::{EngineConfig, Prompt, SamplingParams, LLM};
-use crate::model::{load_model, ModelSource};
+use crate::model::{load_model_with, ModelSource};
 
 /// Loads the model named by `args` and builds an engine with `config`.
 pub fn build_engine<B: KernelBackend>(
@@ -30,9 +31,15 @@ pub fn build_engine<B: KernelBackend>(
 ) -> anyhow::Result<LLM<B>> {
     config.attention = args.attention.into();
     let source = ModelSource::parse(&args.model);
-    let model = load_model::<B>(
+    // A model folder's `svd_experts/`, when it has one, is loaded (and said so).
+    let (experts, line) = resolve_experts(&source, args.weights.into(), None)?;
+    if matches!(experts, crate::model::ExpertsSource::Factored { .. }) {
+        eprintln!("{line}");
+    }
+    let model = load_model_with::<B>(
         &source,
         args.weights.into(),
+        experts,
         args.seed,
         config.max_model_len,
         device,
@@ -198,8 +205,17 @@ impl BackendTask for Info {
             );
         }
         if let Some(model) = &self.model {
-            let (name, spec) = ModelSource::parse(model).arch()?;
+            let source = ModelSource::parse(model);
+            let (name, spec) = source.arch()?;
             print!("{}", model_info::describe_model(&name, &spec));
+            if spec.ffn.moe().is_some() {
+                let weights = match source {
+                    ModelSource::Folder(_) => crate::model::WeightsKind::File,
+                    ModelSource::Preset(_) => crate::model::WeightsKind::Random,
+                };
+                let (_, line) = resolve_experts(&source, weights, None)?;
+                println!("experts:   {line}");
+            }
         }
         Ok(())
     }

@@ -157,6 +157,38 @@ pub fn build<B: KernelBackend>(
     })
 }
 
+impl BuildReport {
+    /// What was built, for the log: the folder, the fit, the calibration's reach.
+    pub fn summary(&self) -> String {
+        let m = &self.meta;
+        let mut line = format!(
+            "wrote {}: {} at rank {}, {:.1}% of the expert parameters",
+            self.dir.display(),
+            m.method.as_str(),
+            m.rank,
+            100.0 * m.param_fraction()
+        );
+        if let Some(cal) = &m.calibration {
+            let rows: Vec<usize> = cal.rows.iter().flatten().copied().collect();
+            let (min, max) = (rows.iter().min(), rows.iter().max());
+            line += &format!(
+                "; calibration rows per expert {}..{} (cap {}), perplexity {:.3}",
+                min.unwrap_or(&0),
+                max.unwrap_or(&0),
+                cal.config.cap_per_group,
+                self.calibration_perplexity.unwrap_or(f64::NAN)
+            );
+        }
+        if !m.fallbacks.is_empty() {
+            line += &format!(
+                "; {} expert fits without calibration rows fell back to the projection",
+                m.fallbacks.len()
+            );
+        }
+        line
+    }
+}
+
 fn host(data: burn::tensor::TensorData) -> anyhow::Result<Vec<f32>> {
     data.convert::<f32>()
         .into_vec::<f32>()

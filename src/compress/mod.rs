@@ -103,6 +103,27 @@ fn open_folder(folder: &Path, source: &ModelSource) -> anyhow::Result<(ExpertsSo
     ))
 }
 
+/// A MoE model's expert parameters held `(with rank, full)`: per sparse layer, `E · 3 · inter ·
+/// hidden` in full; factored at rank `r`, three `[hidden, r]` bases and `E · 3 · inter · r` of
+/// factors. `(0, 0)` for a dense model.
+pub fn expert_params(spec: &crate::model::ArchSpec, rank: Option<usize>) -> (usize, usize) {
+    let Some(moe) = spec.ffn.moe() else {
+        return (0, 0);
+    };
+    let layers = spec.moe_layers().len();
+    let (h, i, e) = (
+        spec.hidden_size,
+        moe.expert_intermediate_size,
+        moe.num_experts,
+    );
+    let full = layers * e * 3 * i * h;
+    let held = match rank {
+        Some(r) => layers * (3 * h * r + e * 3 * i * r),
+        None => full,
+    };
+    (held, full)
+}
+
 fn model_label(source: &ModelSource) -> String {
     match source {
         ModelSource::Folder(dir) => dir.display().to_string(),

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::workload_spec::WorkloadSpec;
 /// `auto` | `cpu` | `cuda` | `cuda_unfused`: the same choice as the command line's `--backend`.
 pub use crate::backend::BackendChoice;
+use crate::compress::{CompressionConfig, CompressionMethod};
 use crate::engine::{AttentionBackend, EngineConfig, SamplingParams, SchedulerPolicy};
 use crate::model::WeightsKind;
 use nanovllm_kernels::KernelTuning;
@@ -36,9 +37,56 @@ pub struct ExperimentConfig {
     #[serde(default)]
     pub sampling: SamplingParams,
     pub workload: WorkloadSpec,
+    /// `[compression]`: a MoE model's experts factored (method, rank, λ, calibration). Absent:
+    /// a model folder's `svd_experts/` when it has one, else the experts as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<CompressionConfig>,
+    /// `[evaluation]`: each variant's perplexity on held-out ids, and its KL divergence and
+    /// top-1 agreement against the uncompressed model (`quality.csv`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<EvaluationConfig>,
+}
+
+/// `[evaluation]`: held-out token ids scored by every variant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationConfig {
+    /// A token-id file (a JSON list, or an object with `val_ids` as `heldout.json`); relative
+    /// to the model folder when not found from the current directory.
+    #[serde(default = "default_eval_source")]
+    pub source: std::path::PathBuf,
+    /// The ids used, `[start, end)`: disjoint from the calibration's when the file is the same.
+    #[serde(default = "default_eval_range")]
+    pub range: [usize; 2],
+    /// Tokens per scored window.
+    #[serde(default = "default_eval_window")]
+    pub window: usize,
+    /// Tokens scored in all (the first of `range`).
+    #[serde(default = "default_eval_tokens")]
+    pub tokens: usize,
+}
+
+fn default_eval_source() -> std::path::PathBuf {
+    "heldout.json".into()
+}
+fn default_eval_range() -> [usize; 2] {
+    [32768, 65536]
+}
+fn default_eval_window() -> usize {
+    512
+}
+fn default_eval_tokens() -> usize {
+    8192
 }
 
 impl ExperimentConfig {
+    /// The compression method a variant runs (`none` where there is no section).
+    pub fn compression_method(&self) -> CompressionMethod {
+        self.compression
+            .as_ref()
+            .map_or(CompressionMethod::None, |c| c.method)
+    }
+
     /// The engine settings with the `[scheduler]` section filled in (it is `serde(skip)` there).
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {

@@ -17,7 +17,8 @@ mod tests;
 
 pub use errors::ConfigError;
 pub use experiment::{
-    AttentionConfig, AttentionMode, BackendChoice, EngineSection, ExperimentConfig, ModelConfig,
+    AttentionConfig, AttentionMode, BackendChoice, EngineSection, EvaluationConfig,
+    ExperimentConfig, ModelConfig,
 };
 pub use load::{load_experiment, parse_experiment, Experiment, SweepPoint, Variant, DEFAULT_LABEL};
 pub use workload_spec::{

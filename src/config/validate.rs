@@ -81,7 +81,71 @@ pub fn validate(cfg: &ExperimentConfig) -> Check {
         return bad(format!("kernels.{key}"), e);
     }
     cfg.sampling.validate().map_err(from_engine_message)?;
+    check_compression(cfg)?;
     check_workload(&cfg.workload, cfg.engine.engine.max_model_len)
+}
+
+fn check_compression(cfg: &ExperimentConfig) -> Check {
+    if let Some(c) = cfg.compression.as_ref().filter(|c| !c.is_none()) {
+        if c.rank == 0 {
+            return bad(
+                "compression.rank",
+                "must be >= 1 with a method other than none",
+            );
+        }
+        if !(c.ridge_lambda >= 0.0 && c.ridge_lambda.is_finite()) {
+            return bad(
+                "compression.ridge_lambda",
+                format!("must be >= 0, got {}", c.ridge_lambda),
+            );
+        }
+        let cal = &c.calibration;
+        if cal.range[0] >= cal.range[1] {
+            return bad(
+                "compression.calibration.range",
+                format!("[{}, {}) is empty", cal.range[0], cal.range[1]),
+            );
+        }
+        for (key, v) in [
+            ("window", cal.window),
+            ("tokens", cal.tokens),
+            ("cap_per_group", cal.cap_per_group),
+        ] {
+            if v < 2 {
+                return bad(format!("compression.calibration.{key}"), "must be >= 2");
+            }
+        }
+    }
+    if let Some(e) = &cfg.evaluation {
+        if e.range[0] >= e.range[1] {
+            return bad(
+                "evaluation.range",
+                format!("[{}, {}) is empty", e.range[0], e.range[1]),
+            );
+        }
+        if e.window < 2 || e.tokens < 2 {
+            return bad("evaluation.window", "window and tokens must be >= 2");
+        }
+        if let Some(c) = cfg.compression.as_ref().filter(|c| c.method.calibrates()) {
+            let cal = &c.calibration;
+            let (a, b) = (cal.range, e.range);
+            if cal.source == e.source && a[0] < b[1] && b[0] < a[1] {
+                return bad(
+                    "evaluation.range",
+                    format!(
+                        "[{}, {}) overlaps the calibration's [{}, {}) of the same file {}: \
+                         evaluation and calibration data must be disjoint",
+                        b[0],
+                        b[1],
+                        a[0],
+                        a[1],
+                        e.source.display()
+                    ),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_engine(cfg: &ExperimentConfig) -> Check {

@@ -218,6 +218,12 @@ pub struct VariantRow {
     pub attention: String,
     /// `kernel` (cubecl) or `reference` (plain burn).
     pub attention_backend: String,
+    /// The `[compression]` fit (`ridge r64 λ0.001`), empty without the section.
+    #[serde(default)]
+    pub compression: String,
+    /// How a MoE model held its experts (full, or the compressed folder loaded).
+    #[serde(default)]
+    pub experts: String,
     /// The `[kernels]` tuning the variant ran with (`key=value` pairs; see
     /// `KernelTuning::describe`); empty in results written before the section existed.
     #[serde(default)]

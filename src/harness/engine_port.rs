@@ -12,6 +12,12 @@ pub trait StepEngine {
     fn has_unfinished(&self) -> bool;
     /// Static facts for the report; called once per variant.
     fn info(&self) -> EngineInfo;
+    /// Log-probabilities `[len, vocab]` (row-major) at every position of `window`, computed
+    /// afresh (no cached prefix), for `[evaluation]`. Needs an idle engine.
+    fn window_logprobs(&mut self, window: &[u32]) -> anyhow::Result<Vec<f32>> {
+        let _ = window;
+        anyhow::bail!("this engine does not score windows")
+    }
 }
 
 /// What the report says about the engine a variant ran on.
@@ -32,4 +38,12 @@ pub struct EngineInfo {
     pub num_params: usize,
     pub vocab_size: usize,
     pub max_model_len: usize,
+    /// How a MoE model holds its experts (`full experts`, or the compressed folder and its
+    /// fit); empty for a dense model.
+    pub experts: String,
+    /// Expert parameters held (bases and factors where compressed) and in the full experts.
+    pub expert_params: usize,
+    pub full_expert_params: usize,
+    /// Bytes of one parameter in the engine's dtype.
+    pub dtype_bytes: usize,
 }

@@ -1,7 +1,8 @@
 //! The research harness around the engine: workloads with arrival times (`workload`), the
 //! arrival-timed run loop (`run_loop`) over the [`StepEngine`] port, per-request metrics
 //! (`metrics`), the CSVs (`csv_out`), `summary.csv` (`summary`, polars), plots (`plots`,
-//! `charts`), a MoE model's routing imbalance (`routing`) and `report.md` (`report`), all
+//! `charts`), a MoE model's routing imbalance (`routing`), output quality on held-out ids
+//! (`quality`) and `report.md` (`report`), all
 //! rendered from the CSVs by [`regenerate_report`].
 //! `run` ties them together in [`run_experiment`].
 pub mod charts;
@@ -13,6 +14,8 @@ pub mod options;
 pub mod plots;
 pub mod prompts_file;
 pub mod python_random;
+pub mod quality;
+pub mod quality_report;
 pub mod render;
 pub mod report;
 pub mod resolved;

@@ -12,6 +12,8 @@ use super::csv_out::{
     REQUESTS_CSV, STEPS_CSV, SUMMARY_CSV, VARIANTS_CSV,
 };
 use super::plots::save;
+use super::quality::{QualityRow, QUALITY_CSV};
+use super::quality_report::QualityChart;
 use super::report::{render_markdown, ReportInput};
 use super::routing::RoutingStats;
 use super::summary::{summarize, SummaryRow, ALL_CLASS};
@@ -43,7 +45,25 @@ pub fn regenerate_report(dir: &Path) -> anyhow::Result<()> {
         )?);
     }
 
+    let quality: Vec<QualityRow> = match dir.join(QUALITY_CSV).is_file() {
+        true => read_rows(&dir.join(QUALITY_CSV))?,
+        false => Vec::new(),
+    };
     let mut plots = Vec::new();
+    if quality.iter().any(|q| q.method != "none") {
+        save(
+            dir,
+            "quality",
+            &QualityChart {
+                rows: quality.clone(),
+            },
+        )
+        .context("quality chart")?;
+        plots.push((
+            "Held-out perplexity against expert parameters kept".to_string(),
+            "quality".to_string(),
+        ));
+    }
     save(dir, "ttft_cdf", &ttft_cdf(&variants, &requests)).context("TTFT CDF")?;
     plots.push((
         "Time to first token, CDF".to_string(),
@@ -95,6 +115,7 @@ pub fn regenerate_report(dir: &Path) -> anyhow::Result<()> {
         summary: &summary,
         requests: &requests,
         routing: &routing,
+        quality: &quality,
         plots: &plots,
     });
     write_atomic(&dir.join(REPORT_MD), md.as_bytes())

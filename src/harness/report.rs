@@ -4,6 +4,8 @@
 use std::fmt::Write;
 
 use super::csv_out::{MetaRow, RequestRow, VariantRow};
+use super::quality::QualityRow;
+use super::quality_report::write_quality_table;
 use super::routing::{write_routing_table, RoutingStats};
 use super::summary::{SummaryRow, ALL_CLASS};
 
@@ -15,6 +17,8 @@ pub struct ReportInput<'a> {
     pub requests: &'a [RequestRow],
     /// The MoE variants' routing imbalance (from `steps.csv`); empty when every model is dense.
     pub routing: &'a [RoutingStats],
+    /// `quality.csv`'s rows (`[evaluation]`); empty without the section.
+    pub quality: &'a [QualityRow],
     /// (caption, file stem) of each plot; PNG embedded, SVG linked.
     pub plots: &'a [(String, String)],
 }
@@ -58,6 +62,7 @@ pub fn render_markdown(input: &ReportInput) -> String {
     write_bench_table(&mut md, input);
     write_latency_table(&mut md, input);
     write_routing_table(&mut md, input.routing);
+    write_quality_table(&mut md, input.quality);
     write_failures(&mut md, input);
     md.push_str("## Plots\n\n");
     for (caption, stem) in input.plots {

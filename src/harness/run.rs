@@ -18,10 +18,12 @@ use super::csv_out::{
 use super::engine_port::{EngineInfo, StepEngine};
 use super::host;
 use super::options::RunOptions;
+use super::quality::{Evaluation, QualityRow, QUALITY_CSV};
 use super::render::regenerate_report;
 use super::resolved::{resolved_toml, RESOLVED_TOML};
 use super::run_loop::{run, Clock, RunRecord, WallClock};
 use super::workload;
+use crate::compress::{CompressionConfig, CompressionMethod};
 use crate::config::{Experiment, ExperimentConfig, Variant};
 use crate::engine::SchedulerPolicy;
 
@@ -56,11 +58,17 @@ pub fn run_experiment_with(
     let started = host::utc_now();
     let mut ran: Vec<(VariantRow, EngineInfo)> = Vec::new();
     let mut failure: Option<anyhow::Error> = None;
+    let mut evaluation = Evaluation::default();
+    let mut quality: Vec<QualityRow> = Vec::new();
     for variant in &exp.variants {
         if opts.stop.load(Ordering::SeqCst) {
             break;
         }
-        match run_variant(&dir, variant, opts, clock, make_engine) {
+        let mut eval = Evaluating {
+            evaluation: &mut evaluation,
+            rows: &mut quality,
+        };
+        match run_variant(&dir, variant, opts, clock, make_engine, &mut eval) {
             Ok((row, info)) => {
                 let error = row.error.clone();
                 ran.push((row, info));
@@ -86,6 +94,9 @@ pub fn run_experiment_with(
     let git_rev = host::git_rev();
     let rows: Vec<VariantRow> = ran.iter().map(|(row, _)| row.clone()).collect();
     write_rows(&dir.join(VARIANTS_CSV), &rows)?;
+    if !quality.is_empty() {
+        write_rows(&dir.join(QUALITY_CSV), &quality)?;
+    }
     let meta = host::meta_rows(
         &exp.name,
         &exp.path.display().to_string(),
@@ -107,16 +118,52 @@ pub fn run_experiment_with(
     }
 }
 
+/// The evaluation state shared by the variants and the rows it produced.
+struct Evaluating<'a> {
+    evaluation: &'a mut Evaluation,
+    rows: &'a mut Vec<QualityRow>,
+}
+
 fn run_variant(
     dir: &Path,
     variant: &Variant,
     opts: &RunOptions,
     clock: &dyn Clock,
     make_engine: &mut EngineFactory,
+    eval: &mut Evaluating,
 ) -> anyhow::Result<(VariantRow, EngineInfo)> {
+    let cfg = &variant.config;
+    let compressed = cfg.compression_method() != CompressionMethod::None;
+    if let Some(e) = cfg.evaluation.as_ref().filter(|_| compressed) {
+        if !eval.evaluation.has_reference(cfg) {
+            // The same model with its experts as they are, scored before this variant loads.
+            let mut reference = variant.clone();
+            reference.config.compression = Some(CompressionConfig::default());
+            let mut engine = make_engine(&reference).context("building the reference engine")?;
+            let sums = eval
+                .evaluation
+                .compute_reference(cfg, e, engine.as_mut())
+                .context("scoring the evaluation windows with the uncompressed model")?;
+            let info = engine.info();
+            eval.rows.push(QualityRow {
+                variant: "uncompressed".into(),
+                method: CompressionMethod::None.as_str().into(),
+                expert_param_fraction: 1.0,
+                expert_bytes: (info.full_expert_params * info.dtype_bytes) as u64,
+                eval_tokens: sums.predictions,
+                perplexity: sums.perplexity(),
+                kl_mean: sums.kl_mean(),
+                top1_agreement: sums.top1_agreement(),
+                ..Default::default()
+            });
+            eprintln!(
+                "uncompressed (reference): held-out perplexity {:.4}",
+                sums.perplexity()
+            );
+        }
+    }
     let mut engine = make_engine(variant).context("building the engine")?;
     let info = engine.info();
-    let cfg = &variant.config;
     let requests = workload::generate(cfg, info.vocab_size)?;
     let warmup = workload::warmup(
         &requests,
@@ -144,6 +191,42 @@ fn run_variant(
         &progress,
     );
     progress.finish_and_clear();
+    let tokens: usize = record.requests.iter().map(|r| r.output_tokens).sum();
+    if let Some(e) = &cfg.evaluation {
+        if !record.interrupted && record.engine_error.is_none() {
+            if !compressed && !eval.evaluation.has_reference(cfg) {
+                eval.evaluation
+                    .compute_reference(cfg, e, engine.as_mut())
+                    .context("scoring the evaluation windows")?;
+            }
+            let sums = eval
+                .evaluation
+                .score(cfg, e, engine.as_mut())
+                .context("scoring the evaluation windows")?;
+            let c = cfg.compression.as_ref().filter(|c| !c.is_none());
+            eval.rows.push(QualityRow {
+                variant: variant.label.clone(),
+                method: cfg.compression_method().as_str().to_string(),
+                rank: c.map(|c| c.rank),
+                ridge_lambda: c.filter(|c| c.method.calibrates()).map(|c| c.ridge_lambda),
+                expert_param_fraction: info.expert_params as f64
+                    / info.full_expert_params.max(1) as f64,
+                expert_bytes: (info.expert_params * info.dtype_bytes) as u64,
+                eval_tokens: sums.predictions,
+                perplexity: sums.perplexity(),
+                kl_mean: sums.kl_mean(),
+                top1_agreement: sums.top1_agreement(),
+                output_tok_s: (record.wall_s > 0.0).then(|| tokens as f64 / record.wall_s),
+            });
+            eprintln!(
+                "{}: held-out perplexity {:.4}, KL {:.4} nats, top-1 agreement {:.3}",
+                variant.label,
+                sums.perplexity(),
+                sums.kl_mean(),
+                sums.top1_agreement()
+            );
+        }
+    }
     drop(engine); // free the model (and GPU memory) before writing and before the next variant
 
     write_variant_csvs(&dir.join(&variant.label), &variant.label, &record)?;
@@ -153,7 +236,6 @@ fn run_variant(
         .iter()
         .filter(|r| matches!(r.outcome, super::run_loop::Outcome::Finished(_)))
         .count();
-    let tokens: usize = record.requests.iter().map(|r| r.output_tokens).sum();
     eprintln!(
         "{}: {done}/{} requests, {tokens} output tokens in {:.2} s ({:.1} tokens/s)",
         variant.label,
@@ -220,6 +302,12 @@ fn variant_row(
         enable_prefix_caching: engine.enable_prefix_caching,
         attention: cfg.attention.mode.as_str().to_string(),
         attention_backend: info.attention_backend.clone(),
+        compression: cfg
+            .compression
+            .as_ref()
+            .map(CompressionConfig::describe)
+            .unwrap_or_default(),
+        experts: info.experts.clone(),
         kernels: cfg.kernels.describe(),
         backend: info.backend.clone(),
         device: info.device.clone(),

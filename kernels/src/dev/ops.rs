@@ -37,6 +37,16 @@ pub trait DevOps: KernelBackend {
         None
     }
 
+    /// The expert kernels' rows before the per-token sum (`act` `[slots, inter]`, `out`
+    /// `[slots, hidden]`; see `moe::launch::expert_rows`), to find which product goes wrong.
+    fn moe_expert_rows(
+        _x: Tensor<Self, 2>,
+        _routing: &crate::moe::Routing<Self>,
+        _w: &crate::moe::ExpertWeights<Self>,
+    ) -> Option<[Tensor<Self, 2>; 2]> {
+        None
+    }
+
     /// The host cost of one launch taken apart (see [`crate::dev::launch_cost`]); empty where
     /// the backend launches no kernels.
     fn launch_costs(_device: &Self::Device, _n: usize) -> Vec<(&'static str, HostCost)> {
@@ -72,6 +82,23 @@ impl<B: CubeBridge> DevOps for B {
     fn moe_group(ids: Tensor<Self, 2, Int>, experts: usize) -> Option<[Tensor<Self, 1, Int>; 3]> {
         let g = crate::moe::launch::group::<B::R, B::I>(&B::int_in(ids), experts)?;
         Some([g.counts, g.sorted, g.chunks].map(B::int_out))
+    }
+
+    fn moe_expert_rows(
+        x: Tensor<Self, 2>,
+        routing: &crate::moe::Routing<Self>,
+        w: &crate::moe::ExpertWeights<Self>,
+    ) -> Option<[Tensor<Self, 2>; 2]> {
+        let ids = B::int_in(routing.experts.clone());
+        let grouping = crate::moe::launch::group::<B::R, B::I>(&ids, w.num_experts())?;
+        let (act, out) = crate::moe::launch::expert_rows::<B::R, B::F, B::I>(
+            B::float_in(x),
+            B::float_in(routing.weights.clone()),
+            &grouping,
+            &B::float_in(w.gate_up.clone()),
+            &B::float_in(w.down.clone()),
+        )?;
+        Some([act, out].map(B::float_out))
     }
 
     fn launch_costs(device: &Self::Device, n: usize) -> Vec<(&'static str, HostCost)> {

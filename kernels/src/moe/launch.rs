@@ -110,6 +110,35 @@ pub fn experts<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
     gate_up: &CubeTensor<R>,
     down: &CubeTensor<R>,
 ) -> Option<CubeTensor<R>> {
+    let [tokens, hidden] = x.shape().dims();
+    let [_, top_k] = route_weights.shape().dims();
+    let (_, out) = expert_rows::<R, F, I>(x.clone(), route_weights, grouping, gate_up, down)?;
+    let summed = empty(&x, Shape::new([tokens, hidden]), x.dtype);
+    let outputs = tokens * hidden;
+    let arg = |t: &CubeTensor<R>| t.clone().into_array_arg();
+    combine_kernel::launch::<F, R>(
+        &x.client,
+        CubeCount::Static((outputs as u32).div_ceil(THREADS).max(1), 1, 1),
+        CubeDim::new_1d(THREADS),
+        arg(&out),
+        arg(&summed),
+        outputs as u32,
+        hidden as u32,
+        top_k,
+    );
+    Some(summed)
+}
+
+/// The two expert products of [`experts`] before the per-token sum: `act` `[slots, inter]`
+/// (`silu(gate) * up` of each routed slot) and `out` `[slots, hidden]` (its down product,
+/// weighted). `None` when the shapes do not fit.
+pub fn expert_rows<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
+    x: CubeTensor<R>,
+    route_weights: CubeTensor<R>,
+    grouping: &Grouping<R>,
+    gate_up: &CubeTensor<R>,
+    down: &CubeTensor<R>,
+) -> Option<(CubeTensor<R>, CubeTensor<R>)> {
     let x = into_contiguous(x);
     let route_weights = into_contiguous(route_weights);
     let [tokens, hidden] = x.shape().dims();
@@ -171,17 +200,5 @@ pub fn experts<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
         };
     launch(&x, gate_up, &act, hidden, inter, true);
     launch(&act, down, &out, inter, hidden, false);
-    let summed = empty(&x, Shape::new([tokens, hidden]), x.dtype);
-    let outputs = tokens * hidden;
-    combine_kernel::launch::<F, R>(
-        &client,
-        CubeCount::Static((outputs as u32).div_ceil(THREADS).max(1), 1, 1),
-        CubeDim::new_1d(THREADS),
-        arg(&out),
-        arg(&summed),
-        outputs as u32,
-        hidden as u32,
-        top_k,
-    );
-    Some(summed)
+    Some((act, out))
 }

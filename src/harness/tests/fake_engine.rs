@@ -217,6 +217,10 @@ impl StepEngine for FakeEngine {
             num_params: 1234,
             vocab_size: 1024,
             max_model_len: 4096,
+            experts: String::new(),
+            expert_params: 0,
+            full_expert_params: 0,
+            dtype_bytes: 4,
         }
     }
 }

@@ -9,9 +9,12 @@
 //! - [`layers`]: the layer ops and projections against host arithmetic.
 //! - [`sampling`]: device sampling against its host twin and softmax.
 //! - [`moe`]: the router, the grouping by expert and the expert products on random routings.
+//! - [`factored`]: compressed experts (shared bases, per-expert factors) against the dense
+//!   experts they multiply out to.
 //!
 //! Every error here is NaN when any compared value is ([`nan_max`], [`worst`]).
 mod attention;
+mod factored;
 mod layers;
 mod moe;
 mod sampling;
@@ -20,6 +23,7 @@ pub use attention::{
     run_case, run_decode_qkv, run_store_kv, standard_cases, DecodeQkvParity, ParityCase,
     ParityResult,
 };
+pub use factored::run_factored;
 pub use layers::{run_layers, LayerParity};
 pub use moe::{run_moe, MoeCase, MoeParity};
 pub use sampling::{run_sampling, SamplingParity};

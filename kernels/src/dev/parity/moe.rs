@@ -190,6 +190,10 @@ pub fn run_moe<B: DevOps>(seed: u64, kernel_max_rows: usize, dev: &B::Device) ->
                 x: &held_x,
                 weights: &held_weights,
                 host: &host,
+                ids: &ids,
+                gate_up: &held_gate_up,
+                down: &held_down,
+                dims: [hidden, inter, top_k],
             };
             replay(x.clone(), &routing, &w, got_out.clone(), held)
         });
@@ -242,7 +246,7 @@ fn host_route(logits: &[f32], experts: usize, config: RouterConfig) -> (Vec<i64>
 
 /// The experts' weighted sum in f32 on the host: `x` `[tokens, hidden]`, `ids` and `weights`
 /// `[tokens, top_k]`, `gate_up` `[experts, 2 * inter, hidden]`, `down` `[experts, hidden, inter]`.
-fn host_experts(
+pub(super) fn host_experts(
     x: &[f32],
     ids: &[i64],
     weights: &[f32],
@@ -276,6 +280,11 @@ struct Held<'a> {
     x: &'a [f32],
     weights: &'a [f32],
     host: &'a [f32],
+    ids: &'a [i64],
+    gate_up: &'a [f32],
+    down: &'a [f32],
+    /// `[hidden, inter, top_k]`.
+    dims: [usize; 3],
 }
 
 /// A failing case replayed, to tell a wrong product from wrong memory: the output read again,
@@ -306,10 +315,62 @@ fn replay<B: DevOps>(
         weights: copy(&routing.weights),
     };
     let fresh_err = err(B::moe_experts(copy(&x), &fresh, w).out);
-    format!(
-        "read again rel {again:.2e}; since upload {x_changed} x and {weights_changed} weight \
-         values changed; run again rel {rerun:.2e}; on fresh copies rel {fresh_err:.2e}"
-    )
+    let flat = |t: &Tensor<B, 3>| t.clone().reshape([0, -1]);
+    let experts_changed =
+        changed(&flat(&w.gate_up), held.gate_up) + changed(&flat(&w.down), held.down);
+    let mut line = format!(
+        "read again rel {again:.2e}; since upload {x_changed} x, {weights_changed} routing weight \
+         and {experts_changed} expert weight values changed; run again rel {rerun:.2e}; on fresh \
+         copies rel {fresh_err:.2e}"
+    );
+    if let Some([act, out]) = B::moe_expert_rows(x, routing, w) {
+        let (want_act, want_out) = host_rows(&held);
+        let [hidden, inter, _] = held.dims;
+        line += &format!(
+            "; expert kernel rows off: act {}, out {}",
+            bad_rows(&to_host(act), &want_act, inter),
+            bad_rows(&to_host(out), &want_out, hidden)
+        );
+    }
+    line
+}
+
+/// Each routed slot's `silu(gate) * up` `[slots, inter]` and weighted down product `[slots,
+/// hidden]`, in f32 on the host.
+fn host_rows(held: &Held<'_>) -> (Vec<f32>, Vec<f32>) {
+    let [hidden, inter, top_k] = held.dims;
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| a * b).sum::<f32>();
+    let (mut act, mut out) = (Vec::new(), Vec::new());
+    for (s, &e) in held.ids.iter().enumerate() {
+        let (e, t) = (e as usize, s / top_k);
+        let row = &held.x[t * hidden..(t + 1) * hidden];
+        let w = &held.gate_up[e * 2 * inter * hidden..(e + 1) * 2 * inter * hidden];
+        let a: Vec<f32> = (0..inter)
+            .map(|j| {
+                let gate = dot(row, &w[j * hidden..(j + 1) * hidden]);
+                let up = dot(row, &w[(inter + j) * hidden..(inter + j + 1) * hidden]);
+                gate / (1.0 + (-gate).exp()) * up
+            })
+            .collect();
+        let d = &held.down[e * hidden * inter..(e + 1) * hidden * inter];
+        out.extend((0..hidden).map(|i| held.weights[s] * dot(&a, &d[i * inter..(i + 1) * inter])));
+        act.extend(a);
+    }
+    (act, out)
+}
+
+/// The rows (of `width`) where `got` is off `want` by more than 1e-2 of `want`'s scale (NaN
+/// counts as off), listed.
+fn bad_rows(got: &[f32], want: &[f32], width: usize) -> String {
+    let scale = want.iter().fold(f32::MIN_POSITIVE, |m, v| m.max(v.abs()));
+    let rows: Vec<usize> = (0..want.len() / width)
+        .filter(|&r| {
+            (r * width..(r + 1) * width).any(|i| {
+                (got[i] - want[i]).abs().partial_cmp(&(1e-2 * scale)) != Some(Ordering::Less)
+            })
+        })
+        .collect();
+    format!("{rows:?} of {}", want.len() / width)
 }
 
 /// The element of `got` furthest from `want` (`[tokens, hidden]`), described for a report.
