@@ -2,7 +2,6 @@
 //! perplexity on their held-out ids (HF transformers 5.17, weights in f32, 128 windows of 512
 //! tokens): tiny Qwen3 mean NLL 2.299239 (ppl 9.9666), tiny Mixtral 2.313544 (ppl 10.1102).
 use nanovllm::backend::Cpu;
-use nanovllm::commands::read_ids;
 use nanovllm::engine::{EngineConfig, LLM};
 use nanovllm::model::{load_model, ModelSource, WeightsKind};
 
@@ -11,7 +10,9 @@ fn heldout_nll(name: &str) -> f64 {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("models")
         .join(name);
-    let ids = read_ids(&dir.join("heldout.json")).unwrap();
+    let ids =
+        nanovllm::engine::token_ids::read_token_ids(&dir.join("heldout.json"), false, None, 4096)
+            .unwrap();
     let windows: Vec<Vec<u32>> = ids.chunks_exact(512).map(|w| w.to_vec()).collect();
     assert_eq!(windows.len(), 128);
     let device = Default::default();

@@ -12,7 +12,6 @@ pub mod step_bench;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
 use nanovllm_kernels::dev::ops::DevOps;
 use nanovllm_kernels::KernelBackend;
 use rand::{Rng, SeedableRng};
@@ -123,7 +122,7 @@ impl BackendTask for PerplexityArgs {
             .ids
             .clone()
             .unwrap_or_else(|| PathBuf::from(&self.model.model).join("heldout.json"));
-        let ids = read_ids(&ids_path)?;
+        let ids = crate::engine::token_ids::read_token_ids(&ids_path, false, None, usize::MAX)?;
         let mut windows: Vec<Vec<u32>> =
             ids.chunks_exact(self.window).map(|w| w.to_vec()).collect();
         if let Some(n) = self.max_windows {
@@ -150,25 +149,6 @@ impl BackendTask for PerplexityArgs {
         );
         Ok(nll.perplexity())
     }
-}
-
-/// The `val_ids` list of a heldout.json file.
-pub fn read_ids(path: &std::path::Path) -> anyhow::Result<Vec<u32>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
-    let ids = json
-        .get("val_ids")
-        .and_then(|v| v.as_array())
-        .with_context(|| format!("{}: missing field `val_ids`", path.display()))?;
-    ids.iter()
-        .map(|v| {
-            v.as_u64()
-                .map(|x| x as u32)
-                .with_context(|| format!("{}: `val_ids` holds a non-integer", path.display()))
-        })
-        .collect()
 }
 
 /// `nanovllm info`: the backend, and with `model` that model's shape.

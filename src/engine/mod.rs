@@ -9,6 +9,7 @@ pub mod scheduler;
 pub mod score;
 pub mod sequence;
 pub mod step_timing;
+pub mod token_ids;
 pub mod types;
 
 pub use llm::{Prompt, RequestError, LLM};

@@ -9,8 +9,8 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::engine_port::StepEngine;
-use crate::compress::calibrate::{locate, read_ids, windows};
 use crate::config::{EvaluationConfig, ExperimentConfig};
+use crate::engine::token_ids::{locate, read_token_ids, windows};
 
 pub const QUALITY_CSV: &str = "quality.csv";
 
@@ -106,7 +106,7 @@ impl Evaluation {
         let key = cfg.model.source.clone();
         if !self.windows.contains_key(&key) {
             let path = locate(&e.source, Some(Path::new(&cfg.model.source)));
-            let ids = read_ids(&path, false, None, vocab)?;
+            let ids = read_token_ids(&path, false, None, vocab)?;
             let w = windows(&ids, e.range, e.window, e.tokens)
                 .with_context(|| format!("evaluation.range over {}", path.display()))?;
             self.windows.insert(key.clone(), w);
