@@ -15,6 +15,7 @@ use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
 use super::config::{CalibrationConfig, CompressionMethod};
+use crate::model::weights::names::factored::{basis as basis_name, factor as factor_name};
 use crate::model::ArchSpec;
 
 pub const DEFAULT_FOLDER: &str = "svd_experts";
@@ -25,14 +26,6 @@ pub const FORMAT_VERSION: u32 = 1;
 
 /// The three weight types of an expert, in the folder's names.
 pub const TYPES: [&str; 3] = ["gate", "up", "down"];
-
-pub fn basis_name(layer: usize, kind: &str) -> String {
-    format!("layers.{layer}.{kind}.basis")
-}
-
-pub fn factor_name(layer: usize, expert: usize, kind: &str) -> String {
-    format!("layers.{layer}.experts.{expert}.{kind}")
-}
 
 /// What a compressed folder was fitted to, checked against the model that loads it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

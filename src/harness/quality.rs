@@ -127,15 +127,7 @@ impl Evaluation {
         e: &EvaluationConfig,
         engine: &mut dyn StepEngine,
     ) -> anyhow::Result<QualitySums> {
-        let vocab = engine.info().vocab_size;
-        let windows = self.windows(cfg, e, vocab)?.to_vec();
-        let mut sums = QualitySums::default();
-        let mut logps = Vec::with_capacity(windows.len());
-        for w in &windows {
-            let logp = engine.window_logprobs(w)?;
-            sums.add(w, &logp, Some(&logp));
-            logps.push(logp);
-        }
+        let (sums, logps) = self.pass(cfg, e, engine, true)?;
         self.reference.insert(cfg.model.source.clone(), logps);
         Ok(sums)
     }
@@ -147,15 +139,34 @@ impl Evaluation {
         e: &EvaluationConfig,
         engine: &mut dyn StepEngine,
     ) -> anyhow::Result<QualitySums> {
+        Ok(self.pass(cfg, e, engine, false)?.0)
+    }
+
+    /// One pass over the windows: against the stored reference, or (`as_reference`) against
+    /// itself, keeping the log-probabilities.
+    fn pass(
+        &mut self,
+        cfg: &ExperimentConfig,
+        e: &EvaluationConfig,
+        engine: &mut dyn StepEngine,
+        as_reference: bool,
+    ) -> anyhow::Result<(QualitySums, Vec<Vec<f32>>)> {
         let vocab = engine.info().vocab_size;
         let windows = self.windows(cfg, e, vocab)?.to_vec();
         let reference = self.reference.get(&cfg.model.source);
         let mut sums = QualitySums::default();
+        let mut kept = Vec::new();
         for (i, w) in windows.iter().enumerate() {
             let logp = engine.window_logprobs(w)?;
-            sums.add(w, &logp, reference.map(|r| r[i].as_slice()));
+            match as_reference {
+                true => {
+                    sums.add(w, &logp, Some(&logp));
+                    kept.push(logp);
+                }
+                false => sums.add(w, &logp, reference.map(|r| r[i].as_slice())),
+            }
         }
-        Ok(sums)
+        Ok((sums, kept))
     }
 }
 

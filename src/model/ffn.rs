@@ -291,7 +291,7 @@ fn load_factored<B: KernelBackend>(
 ) -> Result<FactoredExperts<B>, ModelError> {
     let random = WeightSource::Random;
     let basis = |kind: &str| {
-        let name = format!("layers.{layer}.{kind}.basis");
+        let name = names::factored::basis(layer, kind);
         match files {
             Some(f) => f.load::<B, 2>(&name, [hidden, r], device),
             None => random.load::<B, 2>(&name, [hidden, r], Init::Matrix, device),
@@ -303,7 +303,7 @@ fn load_factored<B: KernelBackend>(
             .flat_map(|x| {
                 kinds
                     .iter()
-                    .map(move |k| (format!("layers.{layer}.experts.{x}.{k}"), shape.to_vec()))
+                    .map(move |k| (names::factored::factor(layer, x, k), shape.to_vec()))
             })
             .collect();
         let full = [e, kinds.len() * shape[0], shape[1]];

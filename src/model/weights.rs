@@ -119,4 +119,16 @@ pub mod names {
         ];
         pub const SHARED_GATE: &str = "mlp.shared_expert_gate.weight";
     }
+
+    /// A compressed-experts folder's names (`compress::format`): sparse layer `layer`'s basis of
+    /// weight type `kind` (`gate`, `up`, `down`), and expert `expert`'s factor of that type.
+    pub mod factored {
+        pub fn basis(layer: usize, kind: &str) -> String {
+            format!("layers.{layer}.{kind}.basis")
+        }
+
+        pub fn factor(layer: usize, expert: usize, kind: &str) -> String {
+            format!("layers.{layer}.experts.{expert}.{kind}")
+        }
+    }
 }

@@ -254,22 +254,21 @@ pub(super) fn host_experts(
     down: &[f32],
     [hidden, inter, top_k]: [usize; 3],
 ) -> Vec<f32> {
-    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| a * b).sum::<f32>();
+    let held = Held {
+        x,
+        weights,
+        host: &[],
+        ids,
+        gate_up,
+        down,
+        dims: [hidden, inter, top_k],
+    };
+    let (_, rows) = host_rows(&held);
     let mut out = vec![0.0; x.len()];
-    for (s, (&e, &weight)) in ids.iter().zip(weights).enumerate() {
-        let (e, t) = (e as usize, s / top_k);
-        let row = &x[t * hidden..(t + 1) * hidden];
-        let w = &gate_up[e * 2 * inter * hidden..(e + 1) * 2 * inter * hidden];
-        let act: Vec<f32> = (0..inter)
-            .map(|j| {
-                let gate = dot(row, &w[j * hidden..(j + 1) * hidden]);
-                let up = dot(row, &w[(inter + j) * hidden..(inter + j + 1) * hidden]);
-                gate / (1.0 + (-gate).exp()) * up
-            })
-            .collect();
-        let d = &down[e * hidden * inter..(e + 1) * hidden * inter];
-        for i in 0..hidden {
-            out[t * hidden + i] += weight * dot(&act, &d[i * inter..(i + 1) * inter]);
+    for (s, row) in rows.chunks(hidden).enumerate() {
+        let t = s / top_k;
+        for (o, v) in out[t * hidden..(t + 1) * hidden].iter_mut().zip(row) {
+            *o += v;
         }
     }
     out
