@@ -23,6 +23,7 @@ use crate::backends::{AttentionShape, KernelBackend, KvWrite};
 use crate::layers::launch::{add_rms_norm, qk_norm_rope, rms_norm, silu_mul};
 use crate::layers::{HeadShape, KvCacheDest};
 use crate::matmul::gemv::{fused_gemv, Prologue};
+use crate::moe::factored::{factored_experts, FactoredExperts};
 use crate::moe::{launch as moe_launch, padded, reference as moe_reference};
 use crate::moe::{ExpertWeights, MoeOutput, RouterConfig, Routing};
 use crate::sample::{sample_rows, DeviceSampling};
@@ -408,6 +409,40 @@ impl<B: CubeBridge> KernelBackend for B {
                 Self::project(a, &b)
             }),
         }
+    }
+
+    fn moe_factored_experts(
+        x: Tensor<Self, 2>,
+        routing: &Routing<Self>,
+        w: &FactoredExperts<Self>,
+    ) -> MoeOutput<Self> {
+        let tokens = x.dims()[0];
+        let top_k = routing.experts.dims()[1];
+        // As `moe_experts`: the gemv-class kernels while the routed rows are few.
+        if tokens * top_k <= tuning_of(&x).moe_kernel_max_rows * w.num_experts() {
+            let ids = B::int_in(routing.experts.clone());
+            if let Some(grouping) = moe_launch::group::<B::R, B::I>(&ids, w.num_experts()) {
+                // The token's projections on the gate and up bases, side by side.
+                let z = Self::project(x.clone(), &w.input_basis);
+                let (gate_up, down) = (B::float_in(w.gate_up.clone()), B::float_in(w.down.clone()));
+                let rows = moe_launch::ExpertRows {
+                    x: B::float_in(z),
+                    route_weights: B::float_in(routing.weights.clone()),
+                    gate_up: &gate_up,
+                    down: &down,
+                    split: true,
+                };
+                if let Some((_, out)) = moe_launch::expert_rows::<B::R, B::F, B::I>(rows, &grouping)
+                {
+                    let summed = B::float_out(moe_launch::combine::<B::R, B::F>(out, top_k));
+                    return MoeOutput {
+                        out: Self::project(summed, &w.output_basis),
+                        counts: B::int_out(grouping.counts),
+                    };
+                }
+            }
+        }
+        factored_experts(x, routing, w, |a, b| Self::project(a, &b))
     }
 
     fn fused_project(

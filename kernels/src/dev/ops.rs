@@ -91,13 +91,15 @@ impl<B: CubeBridge> DevOps for B {
     ) -> Option<[Tensor<Self, 2>; 2]> {
         let ids = B::int_in(routing.experts.clone());
         let grouping = crate::moe::launch::group::<B::R, B::I>(&ids, w.num_experts())?;
-        let (act, out) = crate::moe::launch::expert_rows::<B::R, B::F, B::I>(
-            B::float_in(x),
-            B::float_in(routing.weights.clone()),
-            &grouping,
-            &B::float_in(w.gate_up.clone()),
-            &B::float_in(w.down.clone()),
-        )?;
+        let (gate_up, down) = (B::float_in(w.gate_up.clone()), B::float_in(w.down.clone()));
+        let rows = crate::moe::launch::ExpertRows {
+            x: B::float_in(x),
+            route_weights: B::float_in(routing.weights.clone()),
+            gate_up: &gate_up,
+            down: &down,
+            split: false,
+        };
+        let (act, out) = crate::moe::launch::expert_rows::<B::R, B::F, B::I>(rows, &grouping)?;
         Some([act, out].map(B::float_out))
     }
 

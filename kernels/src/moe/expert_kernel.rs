@@ -11,7 +11,8 @@ pub use crate::matmul::gemv_kernel::GemvShape as ExpertShape;
 /// per expert), `outputs` (`n`) per row.
 /// - `gated` (gate/up): the input row of slot `s` is `x[s / top_k]` (its token), weight rows
 ///   `j` and `n + j` give gate and up, and `out[s, j] = silu(gate) * up`, each rounded to `F`
-///   as HF rounds.
+///   as HF rounds. With `split` (factored experts) a token's row holds two inputs of `k` side
+///   by side, the gate rows reading the first and the up rows the second.
 /// - not gated (down): the input row is `x[s]` (the slot's activation) and
 ///   `out[s, j] = (x[s] · w[j]) * route_weights[s]`, the routing weight applied.
 #[cube(launch)]
@@ -26,6 +27,7 @@ pub fn expert_kernel<F: Float, N: Size, I: Int>(
     outputs: u32,
     #[comptime] top_k: usize,
     #[comptime] gated: bool,
+    #[comptime] split: bool,
     #[comptime] shape: ExpertShape,
 ) {
     let chunk = CUBE_POS_Y as usize;
@@ -40,6 +42,8 @@ pub fn expert_kernel<F: Float, N: Size, I: Int>(
     let lane = tid % shape.plane;
     let warp = tid / shape.plane;
     let kv = shape.k / shape.width;
+    // Vectors per input row: two inputs side by side for split gate/up.
+    let row_vectors = if split { 2 * kv } else { kv };
     let first = (CUBE_POS_X as usize * shape.planes + warp) * shape.outs;
     let per_expert = if gated { 2 * n } else { n };
     let w_base = expert * per_expert * kv;
@@ -49,7 +53,7 @@ pub fn expert_kernel<F: Float, N: Size, I: Int>(
         in_row[m] = 0;
         if m < rows {
             let slot = usize::cast_from(sorted[start + m]);
-            in_row[m] = if gated { slot / top_k } else { slot } * kv;
+            in_row[m] = if gated { slot / top_k } else { slot } * row_vectors;
         }
     }
     let mut acc = Array::<f32>::new(shape.max_rows * shape.outs);
@@ -76,14 +80,18 @@ pub fn expert_kernel<F: Float, N: Size, I: Int>(
         for m in 0..shape.max_rows {
             if m < rows {
                 let a = x[in_row[m] + i];
+                let mut a_up = a;
+                if split {
+                    a_up = x[in_row[m] + kv + i];
+                }
                 #[unroll]
                 for o in 0..shape.outs {
                     #[unroll]
                     for e in 0..shape.width {
-                        let av = f32::cast_from(a[e]);
-                        acc[m * shape.outs + o] += av * f32::cast_from(wv[o][e]);
+                        acc[m * shape.outs + o] += f32::cast_from(a[e]) * f32::cast_from(wv[o][e]);
                         if gated {
-                            acc_up[m * shape.outs + o] += av * f32::cast_from(wu[o][e]);
+                            acc_up[m * shape.outs + o] +=
+                                f32::cast_from(a_up[e]) * f32::cast_from(wu[o][e]);
                         }
                     }
                 }

@@ -110,47 +110,56 @@ pub fn experts<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
     gate_up: &CubeTensor<R>,
     down: &CubeTensor<R>,
 ) -> Option<CubeTensor<R>> {
-    let [tokens, hidden] = x.shape().dims();
-    let [_, top_k] = route_weights.shape().dims();
-    let (_, out) = expert_rows::<R, F, I>(x.clone(), route_weights, grouping, gate_up, down)?;
-    let summed = empty(&x, Shape::new([tokens, hidden]), x.dtype);
-    let outputs = tokens * hidden;
-    let arg = |t: &CubeTensor<R>| t.clone().into_array_arg();
-    combine_kernel::launch::<F, R>(
-        &x.client,
-        CubeCount::Static((outputs as u32).div_ceil(THREADS).max(1), 1, 1),
-        CubeDim::new_1d(THREADS),
-        arg(&out),
-        arg(&summed),
-        outputs as u32,
-        hidden as u32,
-        top_k,
-    );
-    Some(summed)
+    let top_k = route_weights.shape().dims::<2>()[1];
+    let rows = ExpertRows {
+        x,
+        route_weights,
+        gate_up,
+        down,
+        split: false,
+    };
+    let (_, out) = expert_rows::<R, F, I>(rows, grouping)?;
+    Some(combine::<R, F>(out, top_k))
 }
 
-/// The two expert products of [`experts`] before the per-token sum: `act` `[slots, inter]`
-/// (`silu(gate) * up` of each routed slot) and `out` `[slots, hidden]` (its down product,
-/// weighted). `None` when the shapes do not fit.
+/// The inputs of the two expert products.
+pub struct ExpertRows<'a, R: CubeRuntime> {
+    /// `[tokens, k]`, or `[tokens, 2k]` with `split`.
+    pub x: CubeTensor<R>,
+    /// `[tokens, top_k]`.
+    pub route_weights: CubeTensor<R>,
+    /// `[experts, 2 * inter, k]`: each expert's gate rows, then its up rows.
+    pub gate_up: &'a CubeTensor<R>,
+    /// `[experts, out, inter]`.
+    pub down: &'a CubeTensor<R>,
+    /// The gate rows read `x`'s first `k` columns and the up rows the next `k` (factored
+    /// experts: the token's projections on the gate and up bases).
+    pub split: bool,
+}
+
+/// The two expert products before the per-token sum: `act` `[slots, inter]` (`silu(gate) *
+/// up` of each routed slot) and `out` `[slots, out]` (its down product, weighted). `None` when
+/// the shapes do not fit.
 pub fn expert_rows<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>(
-    x: CubeTensor<R>,
-    route_weights: CubeTensor<R>,
+    rows: ExpertRows<'_, R>,
     grouping: &Grouping<R>,
-    gate_up: &CubeTensor<R>,
-    down: &CubeTensor<R>,
 ) -> Option<(CubeTensor<R>, CubeTensor<R>)> {
-    let x = into_contiguous(x);
-    let route_weights = into_contiguous(route_weights);
-    let [tokens, hidden] = x.shape().dims();
+    let (gate_up, down) = (rows.gate_up, rows.down);
+    let x = into_contiguous(rows.x);
+    let route_weights = into_contiguous(rows.route_weights);
+    let [tokens, width] = x.shape().dims();
     let [_, top_k] = route_weights.shape().dims();
-    let [experts, inter2, hidden_w] = gate_up.shape().dims();
+    let [experts, inter2, k] = gate_up.shape().dims();
+    let [down_experts, out_n, down_inter] = down.shape().dims();
     let inter = inter2 / 2;
     let contiguous = |t: &CubeTensor<R>| t.is_contiguous();
-    if hidden_w != hidden
-        || down.shape().dims::<3>() != [experts, hidden, inter]
+    if width != if rows.split { 2 * k } else { k }
+        || down_experts != experts
+        || down_inter != inter
         || !contiguous(gate_up)
         || !contiguous(down)
         || x.dtype != gate_up.dtype
+        || down.dtype != gate_up.dtype
     {
         return None;
     }
@@ -158,47 +167,75 @@ pub fn expert_rows<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>
     let client = x.client.clone();
     let plane = client.properties().hardware.plane_size_max as usize;
     let elem = x.dtype.size();
-    let width = |k: usize| {
+    let vector = |k: usize| {
         client
             .io_optimized_vector_sizes(elem)
             .find(|w| k.is_multiple_of(*w))
             .unwrap_or(1)
     };
     let act = empty(&x, Shape::new([slots, inter]), x.dtype);
-    let out = empty(&x, Shape::new([slots, hidden]), x.dtype);
+    let out = empty(&x, Shape::new([slots, out_n]), x.dtype);
     let arg = |t: &CubeTensor<R>| t.clone().into_array_arg();
-    let launch =
-        |input: &CubeTensor<R>, w: &CubeTensor<R>, out: &CubeTensor<R>, k, n: usize, gated| {
-            let shape = ExpertShape {
-                max_rows: ROWS_PER_CHUNK,
-                k,
-                width: width(k),
-                plane,
-                planes: PLANES,
-                outs: OUTS,
-            };
-            expert_kernel::launch::<F, I, R>(
-                &client,
-                CubeCount::Static(
-                    n.div_ceil(PLANES * OUTS) as u32,
-                    grouping.max_chunks as u32,
-                    1,
-                ),
-                CubeDim::new_1d((plane * PLANES) as u32),
-                shape.width,
-                arg(input),
-                arg(w),
-                arg(&grouping.sorted),
-                arg(&grouping.chunks),
-                arg(&route_weights),
-                arg(out),
-                n as u32,
-                top_k,
-                gated,
-                shape,
-            );
+    let launch = |input: &CubeTensor<R>,
+                  w: &CubeTensor<R>,
+                  out: &CubeTensor<R>,
+                  k,
+                  n: usize,
+                  gated,
+                  split| {
+        let shape = ExpertShape {
+            max_rows: ROWS_PER_CHUNK,
+            k,
+            width: vector(k),
+            plane,
+            planes: PLANES,
+            outs: OUTS,
         };
-    launch(&x, gate_up, &act, hidden, inter, true);
-    launch(&act, down, &out, inter, hidden, false);
+        expert_kernel::launch::<F, I, R>(
+            &client,
+            CubeCount::Static(
+                n.div_ceil(PLANES * OUTS) as u32,
+                grouping.max_chunks as u32,
+                1,
+            ),
+            CubeDim::new_1d((plane * PLANES) as u32),
+            shape.width,
+            arg(input),
+            arg(w),
+            arg(&grouping.sorted),
+            arg(&grouping.chunks),
+            arg(&route_weights),
+            arg(out),
+            n as u32,
+            top_k,
+            gated,
+            split,
+            shape,
+        );
+    };
+    launch(&x, gate_up, &act, k, inter, true, rows.split);
+    launch(&act, down, &out, inter, out_n, false, false);
     Some((act, out))
+}
+
+/// Each token's `top_k` rows of `rows` `[tokens * top_k, n]` summed: `[tokens, n]`.
+pub fn combine<R: CubeRuntime, F: Float + CubeElement>(
+    rows: CubeTensor<R>,
+    top_k: usize,
+) -> CubeTensor<R> {
+    let [slots, n] = rows.shape().dims();
+    let tokens = slots / top_k;
+    let summed = empty(&rows, Shape::new([tokens, n]), rows.dtype);
+    let outputs = tokens * n;
+    combine_kernel::launch::<F, R>(
+        &rows.client,
+        CubeCount::Static((outputs as u32).div_ceil(THREADS).max(1), 1, 1),
+        CubeDim::new_1d(THREADS),
+        rows.clone().into_array_arg(),
+        summed.clone().into_array_arg(),
+        outputs as u32,
+        n as u32,
+        top_k,
+    );
+    summed
 }
