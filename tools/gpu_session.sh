@@ -177,6 +177,8 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
                           if r['class'] == 'all']" "$OUT/results/decode_latency_moe/summary.csv" 2>&1 | tee -a "$OUT/session.log" ;;
     bench_moe) exp bench_moe ${MOE_TIMEOUT:-550}
                run python3 tools/moe_roofline.py "$OUT/results/bench_moe" ;;
+    # Decode with factored (compressed) experts against full ones, Mixtral-8x7B shapes.
+    compress_speed) exp compress_speed_mixtral ${COMPRESS_TIMEOUT:-500} ;;
     bench_qwen3_moe) exp bench_qwen3_moe ${MOE_TIMEOUT:-550}
                      run python3 tools/moe_roofline.py "$OUT/results/bench_qwen3_moe" ;;
     chunk_sweep) exp chunk_sweep 400 ;;
