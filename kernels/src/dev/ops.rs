@@ -38,13 +38,14 @@ pub trait DevOps: KernelBackend {
     }
 
     /// The expert kernels' rows before the per-token sum (`act` `[slots, inter]`, `out`
-    /// `[slots, hidden]`; see `moe::launch::expert_rows`), to find which product goes wrong.
+    /// `[slots, hidden]`; see `moe::launch::expert_rows`), to find which product goes wrong;
+    /// why the kernels decline the tensors where they do.
     fn moe_expert_rows(
         _x: Tensor<Self, 2>,
         _routing: &crate::moe::Routing<Self>,
         _w: &crate::moe::ExpertWeights<Self>,
-    ) -> Option<[Tensor<Self, 2>; 2]> {
-        None
+    ) -> Result<[Tensor<Self, 2>; 2], String> {
+        Err("this backend has no expert kernels".into())
     }
 
     /// The host cost of one launch taken apart (see [`crate::dev::launch_cost`]); empty where
@@ -88,10 +89,13 @@ impl<B: CubeBridge> DevOps for B {
         x: Tensor<Self, 2>,
         routing: &crate::moe::Routing<Self>,
         w: &crate::moe::ExpertWeights<Self>,
-    ) -> Option<[Tensor<Self, 2>; 2]> {
+    ) -> Result<[Tensor<Self, 2>; 2], String> {
         let ids = B::int_in(routing.experts.clone());
-        let grouping = crate::moe::launch::group::<B::R, B::I>(&ids, w.num_experts())?;
+        let grouping = crate::moe::launch::group::<B::R, B::I>(&ids, w.num_experts())
+            .ok_or("the grouping declines")?;
         let (gate_up, down) = (B::float_in(w.gate_up.clone()), B::float_in(w.down.clone()));
+        let x_in = burn_cubecl::kernel::into_contiguous(B::float_in(x.clone()));
+        crate::moe::launch::declines(&x_in, &gate_up, &down, false)?;
         let rows = crate::moe::launch::ExpertRows {
             x: B::float_in(x),
             route_weights: B::float_in(routing.weights.clone()),
@@ -99,8 +103,9 @@ impl<B: CubeBridge> DevOps for B {
             down: &down,
             split: false,
         };
-        let (act, out) = crate::moe::launch::expert_rows::<B::R, B::F, B::I>(rows, &grouping)?;
-        Some([act, out].map(B::float_out))
+        let (act, out) = crate::moe::launch::expert_rows::<B::R, B::F, B::I>(rows, &grouping)
+            .ok_or("the expert kernels decline")?;
+        Ok([act, out].map(B::float_out))
     }
 
     fn launch_costs(device: &Self::Device, n: usize) -> Vec<(&'static str, HostCost)> {

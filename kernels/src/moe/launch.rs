@@ -147,22 +147,12 @@ pub fn expert_rows<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>
     let (gate_up, down) = (rows.gate_up, rows.down);
     let x = into_contiguous(rows.x);
     let route_weights = into_contiguous(rows.route_weights);
-    let [tokens, width] = x.shape().dims();
+    declines(&x, gate_up, down, rows.split).ok()?;
+    let [tokens, _] = x.shape().dims();
     let [_, top_k] = route_weights.shape().dims();
-    let [experts, inter2, k] = gate_up.shape().dims();
-    let [down_experts, out_n, down_inter] = down.shape().dims();
+    let [_, inter2, k] = gate_up.shape().dims();
+    let [_, out_n, _] = down.shape().dims();
     let inter = inter2 / 2;
-    let contiguous = |t: &CubeTensor<R>| t.is_contiguous();
-    if width != if rows.split { 2 * k } else { k }
-        || down_experts != experts
-        || down_inter != inter
-        || !contiguous(gate_up)
-        || !contiguous(down)
-        || x.dtype != gate_up.dtype
-        || down.dtype != gate_up.dtype
-    {
-        return None;
-    }
     let slots = tokens * top_k;
     let client = x.client.clone();
     let plane = client.properties().hardware.plane_size_max as usize;
@@ -216,6 +206,46 @@ pub fn expert_rows<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>
     launch(&x, gate_up, &act, k, inter, true, rows.split);
     launch(&act, down, &out, inter, out_n, false, false);
     Some((act, out))
+}
+
+/// Why the expert kernels do not take these tensors, if they do not.
+pub fn declines<R: CubeRuntime>(
+    x: &CubeTensor<R>,
+    gate_up: &CubeTensor<R>,
+    down: &CubeTensor<R>,
+    split: bool,
+) -> Result<(), String> {
+    let [_, width] = x.shape().dims();
+    let [experts, inter2, k] = gate_up.shape().dims();
+    let [down_experts, _, down_inter] = down.shape().dims();
+    let checks = [
+        (width == if split { 2 * k } else { k }, "x's width"),
+        (
+            down_experts == experts && down_inter == inter2 / 2,
+            "down's shape",
+        ),
+        (gate_up.is_contiguous(), "gate_up not contiguous"),
+        (down.is_contiguous(), "down not contiguous"),
+        (
+            x.dtype == gate_up.dtype && down.dtype == gate_up.dtype,
+            "dtypes differ",
+        ),
+    ];
+    match checks.iter().find(|(ok, _)| !ok) {
+        Some((_, why)) => Err(format!(
+            "{why}: x {:?} {:?} strides {:?}, gate_up {:?} {:?} strides {:?}, down {:?} {:?} strides {:?}",
+            x.shape().dims::<2>(),
+            x.dtype,
+            x.meta.strides(),
+            gate_up.shape().dims::<3>(),
+            gate_up.dtype,
+            gate_up.meta.strides(),
+            down.shape().dims::<3>(),
+            down.dtype,
+            down.meta.strides()
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Each token's `top_k` rows of `rows` `[tokens * top_k, n]` summed: `[tokens, n]`.

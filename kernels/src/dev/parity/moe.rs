@@ -322,14 +322,17 @@ fn replay<B: DevOps>(
          and {experts_changed} expert weight values changed; run again rel {rerun:.2e}; on fresh \
          copies rel {fresh_err:.2e}"
     );
-    if let Some([act, out]) = B::moe_expert_rows(x, routing, w) {
-        let (want_act, want_out) = host_rows(&held);
-        let [hidden, inter, _] = held.dims;
-        line += &format!(
-            "; expert kernel rows off: act {}, out {}",
-            bad_rows(&to_host(act), &want_act, inter),
-            bad_rows(&to_host(out), &want_out, hidden)
-        );
+    match B::moe_expert_rows(x, routing, w) {
+        Ok([act, out]) => {
+            let (want_act, want_out) = host_rows(&held);
+            let [hidden, inter, _] = held.dims;
+            line += &format!(
+                "; expert kernel rows off: act {}, out {}",
+                bad_rows(&to_host(act), &want_act, inter),
+                bad_rows(&to_host(out), &want_out, hidden)
+            );
+        }
+        Err(why) => line += &format!("; the expert kernels decline: {why}"),
     }
     line
 }
