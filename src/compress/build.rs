@@ -68,29 +68,13 @@ pub fn build<B: KernelBackend>(
             weights[2].push(block(&down, e * hidden * inter, hidden, inter));
         }
         // Each expert's input moment (gate/up) and intermediate activation moment (down).
-        let mut moments: Vec<Option<(Mat<f64>, Mat<f64>, usize)>> = Vec::new();
-        for e in 0..experts {
-            let rows = captured.as_ref().map(|c| &c.rows[slot][e]);
-            moments.push(match rows {
-                Some(rows) if !rows.is_empty() => {
-                    let n = rows.len() / hidden;
-                    let x = Mat::from_fn(n, hidden, |i, j| rows[i * hidden + j] as f64);
-                    let g = &x * weights[0][e].transpose();
-                    let u = &x * weights[1][e].transpose();
-                    let h = Mat::from_fn(n, inter, |i, j| {
-                        let gv = g[(i, j)];
-                        gv / (1.0 + (-gv).exp()) * u[(i, j)]
-                    });
-                    let scale = faer::Scale(1.0 / n as f64);
-                    Some((
-                        (x.transpose() * &x) * scale,
-                        (h.transpose() * &h) * scale,
-                        n,
-                    ))
-                }
-                _ => None,
-            });
-        }
+        let moments: Vec<Option<Moments>> = (0..experts)
+            .map(|e| {
+                let rows = captured.as_ref().map(|c| c.rows[slot][e].as_slice())?;
+                (!rows.is_empty())
+                    .then(|| Moments::of(rows, hidden, &weights[0][e], &weights[1][e]))
+            })
+            .collect();
         let mut bases: [Mat<f64>; 3] = std::array::from_fn(|_| Mat::zeros(0, 0));
         let mut factors: [Vec<Mat<f64>>; 3] = Default::default();
         for (t, kind) in format::TYPES.iter().enumerate() {
@@ -101,9 +85,9 @@ pub fn build<B: KernelBackend>(
             let inputs: Vec<ExpertFitInput<'_>> = (0..experts)
                 .map(|e| ExpertFitInput {
                     weight: weights[t][e].as_ref(),
-                    moment: moments[e].as_ref().map(|(cx, ch, n)| match side {
-                        BasisSide::Input => (cx.as_ref(), *n),
-                        BasisSide::Output => (ch.as_ref(), *n),
+                    moment: moments[e].as_ref().map(|m| match side {
+                        BasisSide::Input => (m.input.as_ref(), m.rows),
+                        BasisSide::Output => (m.act.as_ref(), m.rows),
                     }),
                 })
                 .collect();
@@ -155,6 +139,35 @@ pub fn build<B: KernelBackend>(
         meta,
         calibration_perplexity,
     })
+}
+
+/// What one expert's calibration rows give the fits.
+struct Moments {
+    /// `Xᵀ X / n` of its inputs `[hidden, hidden]` (gate and up).
+    input: Mat<f64>,
+    /// `Hᵀ H / n` of its intermediate activations `silu(X Wgᵀ) ⊙ (X Wuᵀ)` `[inter, inter]` (down).
+    act: Mat<f64>,
+    rows: usize,
+}
+
+impl Moments {
+    /// From `rows` (flat `[n, hidden]`) and the expert's gate and up weights `[inter, hidden]`.
+    fn of(rows: &[f32], hidden: usize, gate: &Mat<f64>, up: &Mat<f64>) -> Self {
+        let n = rows.len() / hidden;
+        let x = Mat::from_fn(n, hidden, |i, j| rows[i * hidden + j] as f64);
+        let g = &x * gate.transpose();
+        let u = &x * up.transpose();
+        let h = Mat::from_fn(n, gate.nrows(), |i, j| {
+            let gv = g[(i, j)];
+            gv / (1.0 + (-gv).exp()) * u[(i, j)]
+        });
+        let scale = faer::Scale(1.0 / n as f64);
+        Self {
+            input: (x.transpose() * &x) * scale,
+            act: (h.transpose() * &h) * scale,
+            rows: n,
+        }
+    }
 }
 
 impl BuildReport {
