@@ -123,6 +123,7 @@ impl Chart for QualityChart {
             .y_desc("perplexity (log scale)")
             .x_label_formatter(&|v| format!("{:.0}%", v * 100.0))
             .y_label_formatter(&|v| format!("{v:.1}"))
+            .light_line_style(WHITE)
             .label_style(font(14))
             .axis_desc_style(font(16))
             .draw()
