@@ -8,7 +8,8 @@ use cubecl::prelude::*;
 pub use crate::matmul::gemv_kernel::GemvShape as ExpertShape;
 
 /// One expert product per chunk row. `w` is `[experts, rows_per_expert, k]` (HF's `[out, in]`
-/// per expert), `outputs` (`n`) per row.
+/// per expert) with expert and row strides `w_expert`, `w_row` in vectors, `outputs` (`n`) per
+/// row.
 /// - `gated` (gate/up): the input row of slot `s` is `x[s / top_k]` (its token), weight rows
 ///   `j` and `n + j` give gate and up, and `out[s, j] = silu(gate) * up`, each rounded to `F`
 ///   as HF rounds. With `split` (factored experts) a token's row holds two inputs of `k` side
@@ -25,6 +26,8 @@ pub fn expert_kernel<F: Float, N: Size, I: Int>(
     route_weights: &Array<F>,
     out: &mut Array<F>,
     outputs: u32,
+    w_expert: u32,
+    w_row: u32,
     #[comptime] top_k: usize,
     #[comptime] gated: bool,
     #[comptime] split: bool,
@@ -45,8 +48,9 @@ pub fn expert_kernel<F: Float, N: Size, I: Int>(
     // Vectors per input row: two inputs side by side for split gate/up.
     let row_vectors = if split { 2 * kv } else { kv };
     let first = (CUBE_POS_X as usize * shape.planes + warp) * shape.outs;
-    let per_expert = if gated { 2 * n } else { n };
-    let w_base = expert * per_expert * kv;
+    // Weight strides in vectors: CUDA pitches rows that are not a multiple of 256 bytes.
+    let w_row = w_row as usize;
+    let w_base = expert * w_expert as usize;
     let mut in_row = Array::<usize>::new(shape.max_rows);
     #[unroll]
     for m in 0..shape.max_rows {
@@ -71,9 +75,9 @@ pub fn expert_kernel<F: Float, N: Size, I: Int>(
         for o in 0..shape.outs {
             // Past the end a plane reads the last row and writes nothing.
             let j = usize::min(first + o, n - 1);
-            wv[o] = w[w_base + j * kv + i];
+            wv[o] = w[w_base + j * w_row + i];
             if gated {
-                wu[o] = w[w_base + (n + j) * kv + i];
+                wu[o] = w[w_base + (n + j) * w_row + i];
             }
         }
         #[unroll]

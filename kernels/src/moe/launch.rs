@@ -157,10 +157,12 @@ pub fn expert_rows<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>
     let client = x.client.clone();
     let plane = client.properties().hardware.plane_size_max as usize;
     let elem = x.dtype.size();
-    let vector = |k: usize| {
+    // A width that divides the rows and the weights' (possibly pitched) strides.
+    let vector = |k: usize, w: &CubeTensor<R>| {
+        let s = w.meta.strides();
         client
             .io_optimized_vector_sizes(elem)
-            .find(|w| k.is_multiple_of(*w))
+            .find(|v| k.is_multiple_of(*v) && s[0].is_multiple_of(*v) && s[1].is_multiple_of(*v))
             .unwrap_or(1)
     };
     let act = empty(&x, Shape::new([slots, inter]), x.dtype);
@@ -173,10 +175,11 @@ pub fn expert_rows<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>
                   n: usize,
                   gated,
                   split| {
+        let width = vector(k, w);
         let shape = ExpertShape {
             max_rows: ROWS_PER_CHUNK,
             k,
-            width: vector(k),
+            width,
             plane,
             planes: PLANES,
             outs: OUTS,
@@ -197,6 +200,8 @@ pub fn expert_rows<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElement>
             arg(&route_weights),
             arg(out),
             n as u32,
+            (w.meta.strides()[0] / width) as u32,
+            (w.meta.strides()[1] / width) as u32,
             top_k,
             gated,
             split,
@@ -220,12 +225,16 @@ pub fn declines<R: CubeRuntime>(
     let [down_experts, _, down_inter] = down.shape().dims();
     let checks = [
         (width == if split { 2 * k } else { k }, "x's width"),
+        (x.meta.strides()[..] == [width, 1], "x is not contiguous"),
         (
             down_experts == experts && down_inter == inter2 / 2,
             "down's shape",
         ),
-        (gate_up.is_contiguous(), "gate_up not contiguous"),
-        (down.is_contiguous(), "down not contiguous"),
+        (
+            gate_up.meta.strides()[2] == 1,
+            "gate_up's last dim is strided",
+        ),
+        (down.meta.strides()[2] == 1, "down's last dim is strided"),
         (
             x.dtype == gate_up.dtype && down.dtype == gate_up.dtype,
             "dtypes differ",
