@@ -227,7 +227,11 @@ mod tests {
         let kl: f64 = (0..3)
             .map(|i| (want[i] as f64).exp() * (want[i] as f64 - got[i] as f64))
             .sum();
-        assert!((s.kl_mean() - kl).abs() < 1e-9 && kl > 0.1, "{} vs {kl}", s.kl_mean());
+        assert!(
+            (s.kl_mean() - kl).abs() < 1e-9 && kl > 0.1,
+            "{} vs {kl}",
+            s.kl_mean()
+        );
         assert_eq!(s.top1_agreement(), 0.0);
     }
 
