@@ -45,10 +45,7 @@ pub fn capture_inputs<B: KernelBackend>(
                 return Err(e);
             }
         };
-        nll = crate::engine::score::NllSum {
-            nll: nll.nll + part.nll,
-            count: nll.count + part.count,
-        };
+        nll = nll + part;
         if llm.runner.model.capture().is_some_and(ExpertCapture::full) {
             break;
         }

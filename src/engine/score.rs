@@ -14,6 +14,17 @@ pub struct NllSum {
     pub count: usize,
 }
 
+impl std::ops::Add for NllSum {
+    type Output = NllSum;
+
+    fn add(self, other: NllSum) -> NllSum {
+        NllSum {
+            nll: self.nll + other.nll,
+            count: self.count + other.count,
+        }
+    }
+}
+
 impl NllSum {
     pub fn mean(&self) -> f64 {
         self.nll / self.count as f64
@@ -46,12 +57,12 @@ impl<B: KernelBackend> LLM<B> {
                 self.max_model_len()
             );
             if group_tokens + w.len() > max_tokens_per_pass && !group.is_empty() {
-                total = add(total, self.score_group(&mut group)?);
+                total = total + self.score_group(&mut group)?;
                 group_tokens = 0;
             }
             let mut seq = Sequence::new(u64::MAX - i as u64, w.clone(), Default::default());
             if self.scheduler.blocks.allocate(&mut seq).is_none() {
-                total = add(total, self.score_group(&mut group)?);
+                total = total + self.score_group(&mut group)?;
                 group_tokens = 0;
                 anyhow::ensure!(
                     self.scheduler.blocks.allocate(&mut seq).is_some(),
@@ -61,7 +72,7 @@ impl<B: KernelBackend> LLM<B> {
             group_tokens += w.len();
             group.push(seq);
         }
-        Ok(add(total, self.score_group(&mut group)?))
+        Ok(total + self.score_group(&mut group)?)
     }
 
     fn score_group(&mut self, group: &mut Vec<Sequence>) -> anyhow::Result<NllSum> {
@@ -107,13 +118,6 @@ impl<B: KernelBackend> LLM<B> {
             self.scheduler.blocks.free(&mut seq);
         }
         Ok(NllSum { nll, count })
-    }
-}
-
-fn add(a: NllSum, b: NllSum) -> NllSum {
-    NllSum {
-        nll: a.nll + b.nll,
-        count: a.count + b.count,
     }
 }
 
