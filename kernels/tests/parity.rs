@@ -237,6 +237,7 @@ fn moe_kernels_match_references() {
         assert!(r.experts <= 1e-4, "{name}: {r:?}");
         assert!(r.reference <= 1e-4, "{name}: {r:?}");
         assert!(r.padded <= 1e-4 && r.padded_cases >= 1, "{name}: {r:?}");
+        assert!(r.sorted <= 1e-4, "{name}: {r:?}");
         assert!(r.crowded_cases > 0 && r.idle_cases > 0, "{name}: {r:?}");
         match name {
             "wgpu" => assert_eq!(r.group_mismatches, Some(0), "{r:?}"),

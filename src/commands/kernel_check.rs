@@ -148,6 +148,10 @@ fn check_moe<B: DevOps>(
             }
         }
     }
+    println!(
+        "MoE: rows sorted by expert with the plain-burn grouped product rel {:.2e}",
+        m.sorted
+    );
     let (factored, cases) = run_factored::<B>(seed, device);
     for (name, err) in &cases {
         println!("MoE factored experts, {name:<40} rel {err:.2e}");
@@ -164,6 +168,7 @@ fn check_moe<B: DevOps>(
     if m.route_mismatches > 0
         || !within(m.route_weights, tol)
         || !within(m.experts, tol)
+        || !within(m.sorted, tol)
         || m.group_mismatches != Some(0)
     {
         failed.push("moe");

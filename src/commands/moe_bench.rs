@@ -84,7 +84,7 @@ pub fn bench_moe<B: DevOps>(device: &B::Device, out: &Path) -> anyhow::Result<()
             let roof = ms(t.expert_bytes);
             println!(
                 "  batch {batch:>3} ({} experts, engine picks {}): router {:.3}, grouping {}, \
-                 experts: kernels {:.3} ({:.0}% of roofline {roof:.3}), padded cuBLAS {:.3} \
+                 experts: kernels {:.3} ({:.0}% of roofline {roof:.3}), host-routed (grouped cuBLAS) {:.3} \
                  ({:.0}%); attention {:.3} (roofline {:.3})",
                 t.distinct_experts,
                 t.path,

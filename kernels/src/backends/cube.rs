@@ -24,8 +24,8 @@ use crate::layers::launch::{add_rms_norm, qk_norm_rope, rms_norm, silu_mul};
 use crate::layers::{HeadShape, KvCacheDest};
 use crate::matmul::gemv::{fused_gemv, Prologue};
 use crate::moe::factored::{factored_experts, FactoredExperts};
-use crate::moe::{launch as moe_launch, padded, reference as moe_reference};
-use crate::moe::{ExpertWeights, MoeOutput, RouterConfig, Routing};
+use crate::moe::{launch as moe_launch, padded, reference as moe_reference, sorted};
+use crate::moe::{ExpertRun, ExpertWeights, MoeOutput, RouterConfig, Routing};
 use crate::sample::{sample_rows, DeviceSampling};
 use crate::step_io::pending_ids::PendingIds;
 use crate::tuning::{tuning_for, KernelTuning};
@@ -369,6 +369,10 @@ impl<B: CubeBridge> KernelBackend for B {
         routing: &Routing<Self>,
         weights: &ExpertWeights<Self>,
     ) -> MoeOutput<Self> {
+        let weights = &ExpertWeights {
+            gate_up: compact::<B, 3>(&weights.gate_up),
+            down: compact::<B, 3>(&weights.down),
+        };
         let tokens = x.dims()[0];
         let top_k = routing.experts.dims()[1];
         // The gemv-class kernels while the experts' rows are few (decode batches): past that
@@ -392,10 +396,23 @@ impl<B: CubeBridge> KernelBackend for B {
                 }
             }
         }
-        // The routing on the host: a padded batch of every expert's rows (two batched
-        // products), or per expert when padding would cost more than it saves.
+        // The routing on the host: the rows sorted by expert through cuBLAS's grouped GEMM,
+        // else a padded batch of every expert's rows (two batched products), or per expert
+        // when padding would cost more than it saves.
         let ids = moe_reference::host_ints(&routing.experts);
         let slots = moe_reference::slots_by_expert(&ids, weights.num_experts());
+        if tokens * top_k >= tuning_of(&x).cublas_min_rows {
+            let gemm =
+                |a, w: &Tensor<Self, 3>, runs: &[ExpertRun]| cublas_grouped_t::<B>(a, w, runs);
+            let sorted =
+                sorted::experts_sorted(x.clone(), routing, &slots, weights, gemm, Self::silu_mul);
+            if let Some(out) = sorted {
+                return MoeOutput {
+                    counts: moe_reference::host_counts(&slots, &out.device()),
+                    out,
+                };
+            }
+        }
         let bmm = |a: Tensor<Self, 3>, w: &Tensor<Self, 3>| {
             cublas_batched_t::<B>(a.clone(), w)
                 .unwrap_or_else(|| a.matmul(w.clone().swap_dims(1, 2)))
@@ -416,6 +433,12 @@ impl<B: CubeBridge> KernelBackend for B {
         routing: &Routing<Self>,
         w: &FactoredExperts<Self>,
     ) -> MoeOutput<Self> {
+        let w = &FactoredExperts {
+            input_basis: compact::<B, 2>(&w.input_basis),
+            gate_up: compact::<B, 3>(&w.gate_up),
+            down: compact::<B, 3>(&w.down),
+            output_basis: compact::<B, 2>(&w.output_basis),
+        };
         let tokens = x.dims()[0];
         let top_k = routing.experts.dims()[1];
         // As `moe_experts`: the gemv-class kernels while the routed rows are few.
@@ -472,6 +495,13 @@ impl<B: CubeBridge> KernelBackend for B {
     }
 }
 
+/// `t` with compact strides: a no-op unless CUDA row-pitched it (rows not a multiple of 256
+/// bytes), whose experts burn's `narrow` + `reshape` then copied from the pitch's padding
+/// (docs/perf-log.md, MoE, fourth session). Real models' expert rows are never pitched.
+fn compact<B: CubeBridge, const D: usize>(t: &Tensor<B, D>) -> Tensor<B, D> {
+    B::float_out(burn_cubecl::kernel::into_contiguous(B::float_in(t.clone())))
+}
+
 /// The tuning installed for `x`'s device (one read lock: every projection asks).
 fn tuning_of<B: CubeBridge, const D: usize>(x: &Tensor<B, D>) -> KernelTuning {
     tuning_for(B::cube_device(&x.device()).to_id())
@@ -519,6 +549,25 @@ pub fn cublas_batched_t<B: CubeBridge>(a: Tensor<B, 3>, w: &Tensor<B, 3>) -> Opt
     #[cfg(not(feature = "cuda"))]
     {
         let _ = (a, w);
+        None
+    }
+}
+
+/// `a[run] @ w[run.expert]^T` for every run through one grouped cuBLAS call; `None` where
+/// there is no cuBLAS.
+pub fn cublas_grouped_t<B: CubeBridge>(
+    a: Tensor<B, 2>,
+    w: &Tensor<B, 3>,
+    runs: &[ExpertRun],
+) -> Option<Tensor<B, 2>> {
+    #[cfg(feature = "cuda")]
+    {
+        crate::matmul::cublas::grouped_project_t(&B::float_in(a), &B::float_in(w.clone()), runs)
+            .map(B::float_out)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (a, w, runs);
         None
     }
 }

@@ -1,6 +1,6 @@
 //! Where one MoE layer's decode time goes, for `nanovllm kernels moe-bench`: the router
 //! (projection + top-k), the grouping by expert, the expert products (the engine's
-//! `moe_experts` on each path: the gemv-class kernels, and the padded batch on cuBLAS) and
+//! `moe_experts` on each path: the gemv-class kernels, and the host-routed grouped GEMM) and
 //! the layer's attention, each beside the bytes it must read.
 use std::collections::HashSet;
 
@@ -33,8 +33,8 @@ pub struct MoeTiming {
     pub router_ms: f64,
     /// `None` where the grouping kernel does not take the batch.
     pub group_ms: Option<f64>,
-    /// The expert products on the gemv-class kernels (grouping included), and on the padded
-    /// batch (per expert where padding is too costly), whichever the engine would pick.
+    /// The expert products on the gemv-class kernels (grouping included), and routed on the
+    /// host (cuBLAS's grouped GEMM on CUDA, else the padded batch or per expert).
     pub kernel_ms: f64,
     pub gemm_ms: f64,
     pub attention_ms: f64,

@@ -27,6 +27,7 @@ use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::cupti::sys as cupti;
 
 use crate::matmul::layout::GemmLayout;
+use crate::moe::ExpertRun;
 
 type CudaServer = <CudaRuntime as Runtime>::Server;
 
@@ -34,6 +35,7 @@ type CudaServer = <CudaRuntime as Runtime>::Server;
 #[derive(Clone, Copy)]
 struct StreamBlas {
     handle: blas_sys::cublasHandle_t,
+    stream: blas_sys::cudaStream_t,
 }
 
 // SAFETY: the handle is only used in tasks that run on the one device thread.
@@ -139,13 +141,113 @@ pub fn batched_project_t<R: CubeRuntime>(
     Some(out)
 }
 
+/// `out[run] = x[run] @ w[run.expert]^T` for every run, for contiguous `x` `[rows, k]` sorted
+/// by expert and `w` `[experts, n, k]`: one grouped cuBLAS call (`cublasGemmGroupedBatchedEx`,
+/// each expert its own row count, so no padding). Rows in no run are left unwritten. `None` as
+/// [`project`].
+pub fn grouped_project_t<R: CubeRuntime>(
+    x: &CubeTensor<R>,
+    w: &CubeTensor<R>,
+    runs: &[ExpertRun],
+) -> Option<CubeTensor<R>> {
+    let x_cuda = (x as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
+    let w_cuda = (w as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
+    let ([rows, k], [experts, n, k_w]) = (x.meta.shape().dims(), w.meta.shape().dims());
+    let fits = |r: &ExpertRun| r.expert < experts && r.rows > 0 && r.start + r.rows <= rows;
+    if k != k_w
+        || runs.is_empty()
+        || !runs.iter().all(fits)
+        || !x.is_contiguous()
+        || !w.is_contiguous()
+        || w.dtype != x.dtype
+    {
+        return None;
+    }
+    let dtype = cuda_dtype(x.dtype)?;
+    let int = |v: usize| i32::try_from(v).ok();
+    let (ni, ki) = (int(n)?, int(k)?);
+    let ms = runs
+        .iter()
+        .map(|r| int(r.rows))
+        .collect::<Option<Vec<i32>>>()?;
+    let groups = int(runs.len())?;
+    let out = crate::outputs::empty(x, burn::tensor::Shape::new([rows, n]), x.dtype);
+    // cuBLAS reads the matrices' addresses from device memory: a buffer of them, filled on
+    // the stream just before the call.
+    let addresses =
+        crate::outputs::empty(x, burn::tensor::Shape::new([3 * runs.len()]), DType::U64);
+    let out_cuda = (&out as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
+    let addr_cuda = (&addresses as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
+    let elem = x.dtype.size() as u64;
+    let runs = runs.to_vec();
+    let what = format!("grouped {} x [..x{k}] @ [{k}x{n}]", runs.len());
+    enqueue(
+        [x_cuda, w_cuda, out_cuda, addr_cuda],
+        what,
+        move |blas, [x, w, out, addr]| {
+            use blas_sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
+            let g = runs.len();
+            // Column-major per run: out^T [n, m] = w[e] [n, k] (row-major, so op T) @ x^T [k, m].
+            let mut table = vec![0u64; 3 * g];
+            for (i, r) in runs.iter().enumerate() {
+                table[i] = w + (r.expert * n * k) as u64 * elem;
+                table[g + i] = x + (r.start * k) as u64 * elem;
+                table[2 * g + i] = out + (r.start * n) as u64 * elem;
+            }
+            let (alphas, betas) = (vec![1.0f32; g], vec![0.0f32; g]);
+            let (ns, ks, ones) = (vec![ni; g], vec![ki; g], vec![1i32; g]);
+            let (op_w, op_x) = (vec![CUBLAS_OP_T; g], vec![CUBLAS_OP_N; g]);
+            // SAFETY: `addr` holds 3g addresses; a pageable source is staged before the call
+            // returns, so `table` may go. The matrices are live allocations of the sizes the
+            // shapes say, on cubecl's stream, as the addresses are.
+            unsafe {
+                let copied = cudarc::driver::sys::cuMemcpyHtoDAsync_v2(
+                    addr,
+                    table.as_ptr() as *const c_void,
+                    table.len() * 8,
+                    blas.stream as cudarc::driver::sys::CUstream,
+                );
+                if copied != cudarc::driver::sys::CUresult::CUDA_SUCCESS {
+                    return false;
+                }
+                let at = |i: usize| (addr + (i * g * 8) as u64) as *const *const c_void;
+                blas_sys::cublasGemmGroupedBatchedEx(
+                    blas.handle,
+                    op_w.as_ptr(),
+                    op_x.as_ptr(),
+                    ns.as_ptr(),
+                    ms.as_ptr(),
+                    ks.as_ptr(),
+                    alphas.as_ptr() as *const c_void,
+                    at(0),
+                    dtype,
+                    ks.as_ptr(),
+                    at(1),
+                    dtype,
+                    ks.as_ptr(),
+                    betas.as_ptr() as *const c_void,
+                    at(2) as *const *mut c_void,
+                    dtype,
+                    ns.as_ptr(),
+                    groups,
+                    ones.as_ptr(),
+                    blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                )
+                .result()
+                .is_ok()
+            }
+        },
+    )?;
+    Some(out)
+}
+
 /// Queues `run` on cubecl's device thread, in order with the launches around it, with the
 /// device pointers of `tensors`; `None` when cuBLAS is not usable from this thread. `what`
 /// names the product if cuBLAS refuses it.
-fn enqueue(
-    tensors: [&CubeTensor<CudaRuntime>; 3],
+fn enqueue<const N: usize>(
+    tensors: [&CubeTensor<CudaRuntime>; N],
     what: String,
-    run: impl FnOnce(StreamBlas, [u64; 3]) -> bool + Send + 'static,
+    run: impl FnOnce(StreamBlas, [u64; N]) -> bool + Send + 'static,
 ) -> Option<()> {
     assert!(
         !REFUSED.load(Ordering::Relaxed),
@@ -168,9 +270,9 @@ fn enqueue(
                     .ok()
                     .map(|r| r.resource().ptr)
             });
-            let ran = match ptrs {
-                [Some(x), Some(w), Some(out)] => run(blas, [x, w, out]),
-                _ => false,
+            let ran = match ptrs.iter().all(Option::is_some) {
+                true => run(blas, ptrs.map(|p| p.unwrap_or_default())),
+                false => false,
             };
             if !ran {
                 eprintln!("cuBLAS refused a {what} product");
@@ -275,7 +377,7 @@ fn connect(x: &CubeTensor<CudaRuntime>) -> Option<Connection> {
         let handle = blas::create_handle().ok()?;
         // SAFETY: a fresh handle and a live stream of the current context.
         unsafe { blas::set_stream(handle, stream).ok()? };
-        Some(StreamBlas { handle })
+        Some(StreamBlas { handle, stream })
     });
     let blas = created.ok().flatten()?;
     let device = DeviceHandle::<CudaServer>::new(x.device.to_id());

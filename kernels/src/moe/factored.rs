@@ -74,18 +74,21 @@ pub fn factored_experts<B: Backend>(
         let rows = ints(slots.iter().map(|&s| (s / top_k) as i64).collect());
         let slots = ints(slots.iter().map(|&s| s as i64).collect());
         let zr = z.clone().select(0, rows.clone());
-        let factor = |t: &Tensor<B, 3>, start, len, width| {
+        // Expert `e` as a matrix first (a view of compact weights), then its rows: narrowing
+        // the stacked tensor's rows first would make the reshape copy.
+        let factor = |t: &Tensor<B, 3>, start, len| {
+            let [_, rows, width] = t.dims();
             t.clone()
                 .narrow(0, e, 1)
-                .narrow(1, start, len)
-                .reshape([len, width])
+                .reshape([rows, width])
+                .narrow(0, start, len)
                 .transpose()
         };
-        let gate = project(zr.clone().narrow(1, 0, r), factor(&w.gate_up, 0, inter, r));
-        let up = project(zr.narrow(1, r, r), factor(&w.gate_up, inter, inter, r));
+        let gate = project(zr.clone().narrow(1, 0, r), factor(&w.gate_up, 0, inter));
+        let up = project(zr.narrow(1, r, r), factor(&w.gate_up, inter, inter));
         let h = silu_mul(Tensor::cat(vec![gate, up], 1));
-        let t = project(h, factor(&w.down, 0, r, inter))
-            * weights.clone().select(0, slots).unsqueeze_dim(1);
+        let t =
+            project(h, factor(&w.down, 0, r)) * weights.clone().select(0, slots).unsqueeze_dim(1);
         summed = summed.select_assign(0, rows, t, IndexingUpdateOp::Add);
     }
     MoeOutput {

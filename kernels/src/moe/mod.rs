@@ -10,6 +10,7 @@ pub mod launch;
 pub mod padded;
 pub mod reference;
 pub mod route_kernel;
+pub mod sorted;
 
 use burn::tensor::{backend::Backend, Int, Tensor};
 
@@ -61,4 +62,13 @@ impl<B: Backend> ExpertWeights<B> {
     pub fn hidden(&self) -> usize {
         self.down.dims()[1]
     }
+}
+
+/// One expert's run of rows in a grouped product ([`sorted`]): rows `start..start + rows` of
+/// the input and output go through expert `expert`'s weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpertRun {
+    pub expert: usize,
+    pub start: usize,
+    pub rows: usize,
 }

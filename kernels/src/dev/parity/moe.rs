@@ -8,9 +8,11 @@ use burn::tensor::{Int, Tensor, TensorData};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::dev::ops::DevOps;
+use crate::layers::reference::silu_mul;
 use crate::moe::launch::ROWS_PER_CHUNK;
 use crate::moe::padded::experts_padded_reference;
 use crate::moe::reference::{self as moe_reference, host_ints};
+use crate::moe::sorted::{experts_sorted, grouped_reference};
 use crate::moe::{ExpertWeights, RouterConfig, Routing};
 
 use super::{nan_max, random, rel_err, to_host, upload, worst};
@@ -37,6 +39,9 @@ pub struct MoeParity {
     /// routing; and in how many cases it did.
     pub padded: f32,
     pub padded_cases: usize,
+    /// The rows sorted by expert ([`experts_sorted`]) with the plain-burn grouped product,
+    /// against the host, every case: the gathers around cuBLAS's grouped GEMM.
+    pub sorted: f32,
     /// Cases whose routing sent more than a chunk of rows to one expert and left an expert
     /// without a row (the cases must include both).
     pub crowded_cases: usize,
@@ -85,6 +90,7 @@ pub fn run_moe<B: DevOps>(seed: u64, kernel_max_rows: usize, dev: &B::Device) ->
         experts_by_case: Vec::new(),
         padded: 0.0,
         padded_cases: 0,
+        sorted: 0.0,
         crowded_cases: 0,
         idle_cases: 0,
     };
@@ -200,11 +206,18 @@ pub fn run_moe<B: DevOps>(seed: u64, kernel_max_rows: usize, dev: &B::Device) ->
             replay(x.clone(), &routing, &w, got_out.clone(), held)
         });
         let padded = experts_padded_reference(x.clone(), &routing, &slots, &w);
-        // The engine's path on a cubecl backend: see `moe_experts`.
+        let sorted = experts_sorted(x.clone(), &routing, &slots, &w, grouped_reference, silu_mul);
+        if let Some(sorted) = sorted {
+            r.sorted = nan_max(r.sorted, rel_err(&to_host(sorted), &host));
+        } else {
+            r.sorted = f32::NAN;
+        }
+        // The engine's path on a cubecl backend (see `moe_experts`): the host-routed rows go
+        // through cuBLAS's grouped GEMM on CUDA.
         let path = match (tokens * top_k <= kernel_max_rows * experts, &padded) {
             (true, _) => "kernel",
-            (false, Some(_)) => "padded",
-            (false, None) => "per_expert",
+            (false, Some(_)) => "grouped on CUDA, else padded",
+            (false, None) => "grouped on CUDA, else per_expert",
         };
         r.experts_by_case.push(MoeCase {
             name: format!(
