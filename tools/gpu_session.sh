@@ -15,7 +15,16 @@ NV=${NV:-nanovllm}; GC=${GC:-golden_check}
 (cd $B && for f in *.xz; do [ -e "$f" ] && xz -d -T4 "$f"; done; chmod +x ./*)
 log() { echo "=== $(date +%T) $*" | tee -a "$OUT/session.log"; }
 run() { log "$*"; "$@" 2>&1 | grep -v "^ *[0-9]*: <unknown>$\|^ *[0-9]*: __libc\|^stack backtrace\|^note: Some\|^No backtrace" | tee -a "$OUT/session.log"; }
-exp() { run timeout -s INT -k 60 "$2" $B/nanovllm "experiments/$1.toml" --results-dir "$OUT/results"; }
+# An experiment, stopped after $2 s; FIRST_VARIANT_ONLY=1 runs its first variant alone.
+exp() {
+  f=experiments/$1.toml
+  if [ "${FIRST_VARIANT_ONLY:-0}" = 1 ]; then
+    python3 -c "import sys; s = open(sys.argv[1]).read(); i = s.index('[[variants]]'); \
+      j = s.find('[[variants]]', i + 1); open(sys.argv[2], 'w').write(s if j < 0 else s[:j])" "$f" "/tmp/$1.toml"
+    f=/tmp/$1.toml
+  fi
+  run timeout -s INT -k 60 "$2" $B/nanovllm "$f" --results-dir "$OUT/results"
+}
 # cuBLAS and CUPTI (see kernels/src/matmul/cublas.rs) are loaded at run time: put them on the path.
 for lib in libcublas.so libcupti.so; do
   found=$(find /usr/local/cuda*/ /usr/lib /opt $(python3 -c 'import site; print(*site.getsitepackages())' 2>/dev/null) \

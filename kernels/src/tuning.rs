@@ -43,7 +43,9 @@ pub struct KernelTuning {
     /// [`GEMV_MAX_ROWS`](crate::matmul::gemv::GEMV_MAX_ROWS)).
     pub fused_gemv_max_rows: usize,
     /// MoE blocks whose routed rows average at most this many per expert run the gemv-class
-    /// expert kernels; more, the padded batch on cuBLAS (0: never the kernels).
+    /// expert kernels; more, cuBLAS (a padded batch or the grouped GEMM; 0: never the kernels).
+    /// On the H200 the kernels won at 1 row per expert (2.2× at Mixtral-8x7B batch 4) and lost
+    /// at 4 (1.36× Mixtral batch 16, 1.2× Qwen3-30B-A3B batch 64) to the grouped GEMM.
     pub moe_kernel_max_rows: usize,
 }
 
@@ -56,7 +58,7 @@ impl Default for KernelTuning {
             decode_qkv_max_rows: 64,
             cublas_min_rows: crate::matmul::gemv::GEMV_MAX_ROWS + 1,
             fused_gemv_max_rows: crate::matmul::gemv::GEMV_MAX_ROWS,
-            moe_kernel_max_rows: crate::moe::launch::ROWS_PER_CHUNK,
+            moe_kernel_max_rows: 2,
         }
     }
 }

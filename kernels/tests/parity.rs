@@ -213,6 +213,12 @@ fn fed_ids_gather_sampled_and_known_rows() {
 /// reference; and the reference itself on ndarray against the same router arithmetic.
 #[test]
 fn moe_kernels_match_references() {
+    // Every case within a chunk's rows runs the expert kernels, whatever the engine's default.
+    let tuning = nanovllm_kernels::tuning::KernelTuning {
+        moe_kernel_max_rows: ROWS_PER_CHUNK,
+        ..Default::default()
+    };
+    <Wgpu as nanovllm_kernels::KernelBackend>::install_tuning(&WgpuDevice::default(), tuning);
     for (name, r) in [
         (
             "wgpu",

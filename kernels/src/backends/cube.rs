@@ -396,28 +396,46 @@ impl<B: CubeBridge> KernelBackend for B {
                 }
             }
         }
-        // The routing on the host: the rows sorted by expert through cuBLAS's grouped GEMM,
-        // else a padded batch of every expert's rows (two batched products), or per expert
-        // when padding would cost more than it saves.
+        // The routing on the host. A padded batch of every expert's rows (two strided-batched
+        // products) while padding stays small; else the rows sorted by expert through cuBLAS's
+        // grouped GEMM; without it a padded batch up to `MAX_PADDING`, or per expert.
         let ids = moe_reference::host_ints(&routing.experts);
         let slots = moe_reference::slots_by_expert(&ids, weights.num_experts());
-        if tokens * top_k >= tuning_of(&x).cublas_min_rows {
-            let gemm =
-                |a, w: &Tensor<Self, 3>, runs: &[ExpertRun]| cublas_grouped_t::<B>(a, w, runs);
-            let sorted =
-                sorted::experts_sorted(x.clone(), routing, &slots, weights, gemm, Self::silu_mul);
-            if let Some(out) = sorted {
-                return MoeOutput {
-                    counts: moe_reference::host_counts(&slots, &out.device()),
-                    out,
-                };
-            }
-        }
         let bmm = |a: Tensor<Self, 3>, w: &Tensor<Self, 3>| {
             cublas_batched_t::<B>(a.clone(), w)
                 .unwrap_or_else(|| a.matmul(w.clone().swap_dims(1, 2)))
         };
-        match padded::experts_padded(x.clone(), routing, &slots, weights, bmm, Self::silu_mul) {
+        let padded = |max_padding| {
+            padded::experts_padded(
+                x.clone(),
+                routing,
+                &slots,
+                weights,
+                bmm,
+                Self::silu_mul,
+                max_padding,
+            )
+        };
+        let grouped = || {
+            let gemm =
+                |a, w: &Tensor<Self, 3>, runs: &[ExpertRun]| cublas_grouped_t::<B>(a, w, runs);
+            (tokens * top_k >= tuning_of(&x).cublas_min_rows)
+                .then(|| {
+                    sorted::experts_sorted(
+                        x.clone(),
+                        routing,
+                        &slots,
+                        weights,
+                        gemm,
+                        Self::silu_mul,
+                    )
+                })
+                .flatten()
+        };
+        let out = padded(padded::PREFERRED_PADDING)
+            .or_else(grouped)
+            .or_else(|| padded(padded::MAX_PADDING));
+        match out {
             Some(out) => MoeOutput {
                 counts: moe_reference::host_counts(&slots, &out.device()),
                 out,
@@ -486,6 +504,9 @@ impl<B: CubeBridge> KernelBackend for B {
             if let Some(out) = cublas_project::<B>(x.clone(), w) {
                 return out;
             }
+        }
+        if !crate::matmul::strategy::takes_depth(x.dims()[1]) {
+            return x.matmul(w.clone());
         }
         let strategy = crate::matmul::strategy::project_strategy(rows);
         let (x_cube, w_cube) = (B::float_in(x.clone()), B::float_in(w.clone()));

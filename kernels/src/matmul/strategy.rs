@@ -45,6 +45,14 @@ pub fn project_strategy(rows: usize) -> Strategy {
     }
 }
 
+/// Whether [`project_strategy`]'s kernels may take a product of depth `k`. They were chosen on
+/// model shapes (k of 1,024 and more); on the H200 in bf16 they returned wrong values for the
+/// tiny MoE parity shapes (k of 32 to 96: products per expert, factored bases), where burn's
+/// default kernel is right, so shallow products keep the default.
+pub fn takes_depth(k: usize) -> bool {
+    k >= 256 && k.is_multiple_of(64)
+}
+
 /// The tiled strategies worth timing: burn's autotune set without TMA, one variant of each
 /// family per tile instruction (CMMA, the portable one, and MMA, Hopper's `mma.sync`).
 pub fn tiled_strategies() -> Vec<Strategy> {

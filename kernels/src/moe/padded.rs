@@ -14,9 +14,13 @@ use crate::layers::reference::silu_mul;
 /// 15 on average (48 padded: 3.2×), and the per-expert fallback then cost 1.6 s a step
 /// (docs/perf-log.md, MoE); zero inputs (the warm-up) send every row to `top_k` experts.
 pub const MAX_PADDING: usize = 4;
+/// Padding up to which the padded batch beats cuBLAS's grouped GEMM where both run: on the
+/// H200 the strided batch read Mixtral-8x7B's experts at 75% of copy bandwidth at 2× padding
+/// (batch 64), the grouped GEMM at 50% (docs/perf-log.md, MoE, fifth session).
+pub const PREFERRED_PADDING: usize = 2;
 
 /// `sum over k of weights[t, k] * expert[experts[t, k]](x[t])` through a padded batch, or
-/// `None` when padding would more than [`MAX_PADDING`]-fold the rows. `slots_of` is the
+/// `None` when padding would more than `max_padding`-fold the rows. `slots_of` is the
 /// routing grouped on the host ([`slots_by_expert`](super::reference::slots_by_expert));
 /// `bmm(a, w)` computes `a[e] @ w[e]^T`
 /// for `a` `[experts, rows, in]` and `w` `[experts, out, in]`; `silu_mul` the activation.
@@ -27,6 +31,7 @@ pub fn experts_padded<B: Backend>(
     w: &ExpertWeights<B>,
     bmm: impl Fn(Tensor<B, 3>, &Tensor<B, 3>) -> Tensor<B, 3>,
     act: impl Fn(Tensor<B, 2>) -> Tensor<B, 2>,
+    max_padding: usize,
 ) -> Option<Tensor<B, 2>> {
     let device = x.device();
     let [tokens, hidden] = x.dims();
@@ -35,7 +40,7 @@ pub fn experts_padded<B: Backend>(
     let routed = tokens * top_k;
     // Rounded up so that a few sizes recur (cuBLAS picks its kernel per shape).
     let rows = slots_of.iter().map(Vec::len).max()?.next_multiple_of(16);
-    if experts * rows > MAX_PADDING * routed.max(1) {
+    if experts * rows > max_padding * routed.max(1) {
         return None;
     }
     // Padding rows read token 0; nothing reads their outputs back.
@@ -79,5 +84,6 @@ pub fn experts_padded_reference<B: Backend>(
         w,
         |a, w| a.matmul(w.clone().swap_dims(1, 2)),
         silu_mul,
+        MAX_PADDING,
     )
 }
