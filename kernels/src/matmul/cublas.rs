@@ -83,18 +83,11 @@ pub fn batched_project_t<R: CubeRuntime>(
     x: &CubeTensor<R>,
     w: &CubeTensor<R>,
 ) -> Option<CubeTensor<R>> {
-    let x_cuda = (x as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
-    let w_cuda = (w as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
+    let (x_cuda, w_cuda, dtype) = contiguous_operands(x, w)?;
     let ([batch, m, k], [batch_w, n, k_w]) = (x.meta.shape().dims(), w.meta.shape().dims());
-    if batch != batch_w
-        || k != k_w
-        || !x.is_contiguous()
-        || !w.is_contiguous()
-        || w.dtype != x.dtype
-    {
+    if batch != batch_w || k != k_w {
         return None;
     }
-    let dtype = cuda_dtype(x.dtype)?;
     let int = |v: usize| i32::try_from(v).ok();
     let (bi, mi, ni, ki) = (int(batch)?, int(m)?, int(n)?, int(k)?);
     let out = crate::outputs::empty(x, burn::tensor::Shape::new([batch, m, n]), x.dtype);
@@ -150,20 +143,12 @@ pub fn grouped_project_t<R: CubeRuntime>(
     w: &CubeTensor<R>,
     runs: &[ExpertRun],
 ) -> Option<CubeTensor<R>> {
-    let x_cuda = (x as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
-    let w_cuda = (w as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
+    let (x_cuda, w_cuda, dtype) = contiguous_operands(x, w)?;
     let ([rows, k], [experts, n, k_w]) = (x.meta.shape().dims(), w.meta.shape().dims());
     let fits = |r: &ExpertRun| r.expert < experts && r.rows > 0 && r.start + r.rows <= rows;
-    if k != k_w
-        || runs.is_empty()
-        || !runs.iter().all(fits)
-        || !x.is_contiguous()
-        || !w.is_contiguous()
-        || w.dtype != x.dtype
-    {
+    if k != k_w || runs.is_empty() || !runs.iter().all(fits) {
         return None;
     }
-    let dtype = cuda_dtype(x.dtype)?;
     let int = |v: usize| i32::try_from(v).ok();
     let (ni, ki) = (int(n)?, int(k)?);
     let ms = runs
@@ -281,6 +266,24 @@ fn enqueue<const N: usize>(
         });
         Some(())
     })
+}
+
+/// `x` and `w` as CUDA tensors with cuBLAS's name of their dtype, where both are contiguous and
+/// of one float dtype.
+type Operands<'a> = (
+    &'a CubeTensor<CudaRuntime>,
+    &'a CubeTensor<CudaRuntime>,
+    blas_sys::cudaDataType,
+);
+
+fn contiguous_operands<'a, R: CubeRuntime>(
+    x: &'a CubeTensor<R>,
+    w: &'a CubeTensor<R>,
+) -> Option<Operands<'a>> {
+    let x_cuda = (x as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
+    let w_cuda = (w as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
+    let fits = x.is_contiguous() && w.is_contiguous() && w.dtype == x.dtype;
+    fits.then_some((x_cuda, w_cuda, cuda_dtype(x.dtype)?))
 }
 
 /// cuBLAS's name of a float dtype; `None` for the others.

@@ -72,3 +72,20 @@ pub struct ExpertRun {
     pub start: usize,
     pub rows: usize,
 }
+
+/// Each token's expert outputs summed with its routing weights: `y` holds one row per routed
+/// slot (slot `s`, token `s / top_k`, at row `place[s]`). A gather back to slot order, so no two
+/// writes meet: `[tokens, hidden]`.
+pub fn weighted_sum<B: Backend>(
+    y: Tensor<B, 2>,
+    place: Tensor<B, 1, Int>,
+    routing: &Routing<B>,
+) -> Tensor<B, 2> {
+    let [tokens, top_k] = routing.experts.dims();
+    let hidden = y.dims()[1];
+    let weights = routing.weights.clone().reshape([tokens * top_k, 1]);
+    (y.select(0, place) * weights)
+        .reshape([tokens, top_k, hidden])
+        .sum_dim(1)
+        .reshape([tokens, hidden])
+}

@@ -6,7 +6,7 @@
 //! piles onto few experts goes to the per-expert path instead.
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 
-use super::{ExpertWeights, Routing};
+use super::{weighted_sum, ExpertWeights, Routing};
 use crate::layers::reference::silu_mul;
 
 /// Padded rows over routed rows above which the padded batch is not worth it. Random routing at
@@ -60,14 +60,7 @@ pub fn experts_padded<B: Backend>(
     let xs = x.select(0, ints(token)).reshape([experts, rows, hidden]);
     let h = act(bmm(xs, &w.gate_up).reshape([n, 2 * inter]));
     let y = bmm(h.reshape([experts, rows, inter]), &w.down).reshape([n, hidden]);
-    // Back in slot order (a gather: no two writes meet), weighted, summed per token.
-    let weights = routing.weights.clone().reshape([tokens * top_k, 1]);
-    let y = y.select(0, ints(place)) * weights;
-    Some(
-        y.reshape([tokens, top_k, hidden])
-            .sum_dim(1)
-            .reshape([tokens, hidden]),
-    )
+    Some(weighted_sum(y, ints(place), routing))
 }
 
 /// [`experts_padded`] with burn's batched matmul and the reference activation.

@@ -5,7 +5,7 @@
 //! that is not there, so a skewed routing costs nothing extra.
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 
-use super::{ExpertRun, ExpertWeights, Routing};
+use super::{weighted_sum, ExpertRun, ExpertWeights, Routing};
 
 /// The runs of a host grouping ([`slots_by_expert`](super::reference::slots_by_expert)) laid
 /// end to end in expert order; experts with no slot have none.
@@ -37,7 +37,7 @@ pub fn experts_sorted<B: Backend>(
     act: impl Fn(Tensor<B, 2>) -> Tensor<B, 2>,
 ) -> Option<Tensor<B, 2>> {
     let device = x.device();
-    let [tokens, hidden] = x.dims();
+    let tokens = x.dims()[0];
     let top_k = routing.experts.dims()[1];
     let routed = tokens * top_k;
     let runs = expert_runs(slots_of);
@@ -58,13 +58,7 @@ pub fn experts_sorted<B: Backend>(
     let xs = x.select(0, ints(token_of_row));
     let h = act(gemm(xs, &w.gate_up, &runs)?);
     let y = gemm(h, &w.down, &runs)?;
-    let weights = routing.weights.clone().reshape([routed, 1]);
-    let y = y.select(0, ints(place)) * weights;
-    Some(
-        y.reshape([tokens, top_k, hidden])
-            .sum_dim(1)
-            .reshape([tokens, hidden]),
-    )
+    Some(weighted_sum(y, ints(place), routing))
 }
 
 /// The grouped product in plain burn, one matmul per run: the oracle of the cuBLAS one.
