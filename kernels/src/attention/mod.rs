@@ -4,6 +4,7 @@
 //! the oracle of every kernel here.
 //!
 //! - [`plan`]: work items (decode, chunk) and merges, tile shapes, device capabilities.
+//! - [`prefix`]: leading blocks shared by a step's sequences (cascade attention's groups).
 //! - [`device_plan`]: a step's plan arrays on the device, shared by every layer.
 //! - [`choice`]: which kernel and tile shape run on a device, from [`crate::KernelTuning`].
 //! - [`launch`]: the launcher on cubecl tensors.
@@ -21,6 +22,7 @@ pub mod plan;
 pub mod prefill_flash_kernel;
 pub mod prefill_kernel;
 pub mod prefill_mma_kernel;
+pub mod prefix;
 pub mod reference;
 pub mod store_kv_kernel;
 pub mod tile_kernel;
