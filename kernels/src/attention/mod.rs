@@ -4,7 +4,8 @@
 //! the oracle of every kernel here.
 //!
 //! - [`plan`]: work items (decode, chunk) and merges, tile shapes, device capabilities.
-//! - [`prefix`]: leading blocks shared by a step's sequences (cascade attention's groups).
+//! - [`prefix`]: leading blocks shared by a step's sequences (cascade attention's groups), and
+//!   [`cascade_reference`], cascade attention in plain burn.
 //! - [`device_plan`]: a step's plan arrays on the device, shared by every layer.
 //! - [`choice`]: which kernel and tile shape run on a device, from [`crate::KernelTuning`].
 //! - [`launch`]: the launcher on cubecl tensors.
@@ -12,6 +13,7 @@
 //!   [`prefill_flash_kernel`] and [`prefill_mma_kernel`] (tensor cores), [`decode_kernel`],
 //!   [`decode_qkv_kernel`] (decode with q/k norm, rotary and the K/V write in front),
 //!   [`merge_kernel`], [`store_kv_kernel`].
+pub mod cascade_reference;
 pub mod choice;
 pub mod decode_kernel;
 pub mod decode_qkv_kernel;
