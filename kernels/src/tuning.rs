@@ -196,12 +196,13 @@ impl KernelTuning {
         };
         format!(
             "decode_unroll={} prefill_mma={prefill} decode_max_keys={} decode_qkv_max_rows={} \
-             cublas_min_rows={} fused_gemv_max_rows={}",
+             cublas_min_rows={} fused_gemv_max_rows={} moe_kernel_max_rows={}",
             self.decode_unroll,
             self.decode_max_keys,
             self.decode_qkv_max_rows,
             self.cublas_min_rows,
-            self.fused_gemv_max_rows
+            self.fused_gemv_max_rows,
+            self.moe_kernel_max_rows
         )
     }
 
