@@ -377,8 +377,8 @@ impl<B: CubeBridge> KernelBackend for B {
         let top_k = routing.experts.dims()[1];
         // The gemv-class kernels while the experts' rows are few (decode batches): past that
         // they would read an expert's weights once per chunk of rows, without tensor cores.
-        let max_rows = tuning_of(&x).moe_kernel_max_rows;
-        if tokens * top_k <= max_rows * weights.num_experts() {
+        let tuning = tuning_of(&x);
+        if tokens * top_k <= tuning.moe_kernel_max_rows * weights.num_experts() {
             let ids = B::int_in(routing.experts.clone());
             if let Some(grouping) = moe_launch::group::<B::R, B::I>(&ids, weights.num_experts()) {
                 let out = moe_launch::experts::<B::R, B::F, B::I>(
@@ -419,7 +419,7 @@ impl<B: CubeBridge> KernelBackend for B {
         let grouped = || {
             let gemm =
                 |a, w: &Tensor<Self, 3>, runs: &[ExpertRun]| cublas_grouped_t::<B>(a, w, runs);
-            (tokens * top_k >= tuning_of(&x).cublas_min_rows)
+            (tokens * top_k >= tuning.cublas_min_rows)
                 .then(|| {
                     sorted::experts_sorted(
                         x.clone(),
