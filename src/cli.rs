@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::backend::{BackendChoice, Placement};
-use crate::engine::AttentionBackend;
+use crate::engine::{AttentionBackend, AttentionMode};
 use crate::model::WeightsKind;
 
 #[derive(Parser, Debug)]
@@ -204,6 +204,9 @@ pub struct ModelArgs {
     /// Attention implementation: the kernels (cubecl on the GPU, host attention on the CPU) or the plain-burn reference.
     #[arg(long, value_enum, default_value_t = AttentionArg::Auto)]
     pub attention: AttentionArg,
+    /// How decode rows sharing a prefix (prefix caching) attend it: each over its own blocks, once per group (cascade), or cascade where it pays.
+    #[arg(long, value_enum, default_value_t = AttentionMode::Paged)]
+    pub attention_mode: AttentionMode,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
 use nanovllm::engine::{
-    AttentionBackend, ChunkOrder, EngineConfig, KvBudget, Prompt, SamplingParams, SchedulerPolicy,
-    LLM,
+    AttentionBackend, AttentionMode, ChunkOrder, EngineConfig, KvBudget, Prompt, SamplingParams,
+    SchedulerPolicy, LLM,
 };
 use nanovllm::model::{load_model, ModelSource, WeightsKind};
 use nanovllm_kernels::KernelBackend;
@@ -350,6 +350,68 @@ fn check_prefix_cache<B: KernelBackend>(name: &str) {
     assert_eq!(second, first);
 }
 
+/// A shared-prefix workload (seven prompts on the fixture's 2-block prompt prefix, one of
+/// them that whole prompt) gives the same greedy tokens in cascade mode as in paged mode, and
+/// HF's tokens for the whole prompt; cascade mode does attend the prefix once per group, paged
+/// mode never, and `auto` not at a prefix below its threshold.
+fn check_cascade<B: KernelBackend>(name: &str) {
+    let (dir, g) = fixture(name);
+    let base = &g.prompts[2]; // 40 tokens: 2 full blocks of 16 + 8
+    let mut prompts = vec![base.clone()];
+    for i in 0..6 {
+        let mut p = base[..32].to_vec();
+        p.extend(&g.prompts[1][i..i + 1 + 2 * i]);
+        prompts.push(p);
+    }
+    let run = |mode: AttentionMode| {
+        let mut llm = engine::<B>(
+            &dir,
+            EngineConfig {
+                attention_mode: mode,
+                ..small_blocks()
+            },
+        );
+        let params = SamplingParams {
+            ignore_eos: true,
+            ..SamplingParams::greedy(8)
+        };
+        let add = |llm: &mut LLM<B>, p: &Vec<u32>| {
+            llm.add_request(Prompt::Tokens(p.clone()), params.clone())
+                .unwrap()
+        };
+        // The first prompt's blocks enter the prefix cache once its prefill is written; the
+        // others, admitted after, share them.
+        let mut ids = vec![add(&mut llm, &prompts[0])];
+        let first = llm.step().unwrap();
+        assert_eq!(first.prefill_tokens, prompts[0].len());
+        ids.extend(prompts[1..].iter().map(|p| add(&mut llm, p)));
+        let (mut cascade_rows, mut outputs, mut hits) = (first.cascade_rows, HashMap::new(), 0);
+        while llm.has_unfinished() {
+            let report = llm.step().unwrap();
+            cascade_rows += report.cascade_rows;
+            hits += report.prefix_hit_tokens;
+            outputs.extend(report.finished.into_iter().map(|o| (o.id, o.token_ids)));
+        }
+        assert_eq!(hits, 6 * 32, "the six later prompts hit the cached prefix");
+        let tokens: Vec<Vec<u32>> = ids.iter().map(|id| outputs[id].clone()).collect();
+        (tokens, cascade_rows)
+    };
+    let (paged, paged_rows) = run(AttentionMode::Paged);
+    let (cascade, cascade_rows) = run(AttentionMode::Cascade);
+    let (auto, auto_rows) = run(AttentionMode::Auto);
+    assert_eq!(paged[0], g.greedy_tokens[2], "{name}: paged, HF's tokens");
+    assert_eq!(cascade, paged, "{name}: cascade and paged tokens");
+    assert_eq!(auto, paged, "{name}: auto and paged tokens");
+    assert_eq!(paged_rows, 0);
+    // Step 2 prefills the six and decodes the first (a mixed step: no group of decode rows);
+    // steps 3-8 decode all seven over the shared blocks, step 9 the six still running.
+    assert_eq!(cascade_rows, 6 * 7 + 6, "{name}: rows cascaded");
+    assert_eq!(
+        auto_rows, 0,
+        "{name}: a 32-token prefix is below auto's threshold"
+    );
+}
+
 /// One test per (check, backend): `cpu::qwen3_prefill_logits`, `wgpu_kernels::qwen3_...`.
 macro_rules! golden_tests {
     ($module:ident, $backend:ty) => {
@@ -395,6 +457,11 @@ macro_rules! golden_tests {
             #[test]
             fn greedy_tokens_survive_chunking_and_preemption() {
                 check_chunking_and_preemption::<$backend>("qwen3");
+            }
+            #[test]
+            fn cascade_attention_keeps_paged_tokens() {
+                check_cascade::<$backend>("qwen3");
+                check_cascade::<$backend>("llama3");
             }
             #[test]
             fn prefix_cache_reuses_blocks_and_keeps_outputs() {

@@ -27,6 +27,7 @@ pub mod tuning;
 
 pub use attention::device_plan::KernelPlan;
 pub use attention::plan::{AttentionPlan, DeviceCaps, SeqAttn, TileShape};
+pub use attention::prefix::{CascadeRule, SharedPrefix};
 pub use attention::reference::{paged_attention_reference, ReferenceLayout};
 pub use backends::host_attention::HostLayout;
 pub use backends::{norm_project, silu_mul_project, AttentionShape, KernelBackend, KvWrite};

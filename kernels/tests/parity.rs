@@ -11,7 +11,7 @@ type Wgpu = CubeBackend<WgpuRuntime, f32, i32, u32>;
 fn attention_kernel_matches_reference_in_f32() {
     let seed = 20_261_202;
     let device = WgpuDevice::default();
-    let (mut split_seen, mut mixed_split_seen) = (false, false);
+    let (mut split_seen, mut mixed_split_seen, mut cascade_seen) = (false, false, 0);
     for case in standard_cases() {
         let r = run_case::<Wgpu>(&case, seed, &device);
         println!("{:<36} rel err {:.2e} (seed {seed})", r.name, r.rel_err);
@@ -28,7 +28,9 @@ fn attention_kernel_matches_reference_in_f32() {
         );
         split_seen |= r.split;
         mixed_split_seen |= r.split && r.name.contains("mixed");
+        cascade_seen += r.cascade as usize;
     }
+    assert_eq!(cascade_seen, 5, "the cascade cases planned shared prefixes");
     assert!(split_seen, "no case exercised the split-context merge");
     assert!(
         mixed_split_seen,

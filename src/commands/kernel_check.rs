@@ -72,7 +72,12 @@ fn check_attention<B: DevOps>(
             r.max_abs_err,
             r.max_abs_ref,
             r.rel_err,
-            if r.split { " (split+merge)" } else { "" },
+            match (r.cascade, r.split) {
+                (true, true) => " (cascade, split+merge)",
+                (true, false) => " (cascade)",
+                (false, true) => " (split+merge)",
+                (false, false) => "",
+            },
             if ok { "ok" } else { "FAIL" }
         );
         if !ok {

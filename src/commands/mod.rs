@@ -29,6 +29,7 @@ pub fn build_engine<B: KernelBackend>(
     device: &B::Device,
 ) -> anyhow::Result<LLM<B>> {
     config.attention = args.attention.into();
+    config.attention_mode = args.attention_mode;
     let source = ModelSource::parse(&args.model);
     // A model folder's `svd_experts/`, when it has one, is loaded (and said so).
     let (experts, line) = resolve_experts(&source, args.weights.into(), None)?;
@@ -174,6 +175,11 @@ impl BackendTask for Info {
                  by default; `--attention reference` for plain burn ops"
             ),
         }
+        println!(
+            "attention mode: paged by default; `--attention-mode cascade` attends a prefix shared \
+             by decode rows once per group, `auto` where groups reach {} (`[attention] mode`)",
+            auto_cascade_rule()
+        );
         let (tuning, overrides) = nanovllm_kernels::KernelTuning::default()
             .with_env_overrides()
             .map_err(anyhow::Error::msg)?;
@@ -198,5 +204,16 @@ impl BackendTask for Info {
             }
         }
         Ok(())
+    }
+}
+
+/// The `auto` mode's thresholds in words.
+fn auto_cascade_rule() -> String {
+    match crate::engine::AUTO_CASCADE {
+        nanovllm_kernels::CascadeRule::Auto {
+            min_seqs,
+            min_tokens,
+        } => format!("{min_seqs} rows sharing {min_tokens} keys"),
+        other => format!("{other:?}"),
     }
 }

@@ -7,6 +7,7 @@ use super::workload_spec::WorkloadSpec;
 /// `auto` | `cpu` | `cuda` | `cuda_unfused`: the same choice as the command line's `--backend`.
 pub use crate::backend::BackendChoice;
 use crate::compress::{CompressionConfig, CompressionMethod};
+pub use crate::engine::AttentionMode;
 use crate::engine::{AttentionBackend, EngineConfig, SamplingParams, SchedulerPolicy};
 use crate::model::WeightsKind;
 use nanovllm_kernels::KernelTuning;
@@ -92,6 +93,7 @@ impl ExperimentConfig {
         EngineConfig {
             scheduler: self.scheduler.clone(),
             attention: self.attention.backend,
+            attention_mode: self.attention.mode,
             kernels: self.kernels,
             ..self.engine.engine.clone()
         }
@@ -133,21 +135,4 @@ pub struct AttentionConfig {
     /// `auto` (kernels on the GPU, reference elsewhere) | `kernel` | `reference`.
     #[serde(default)]
     pub backend: AttentionBackend,
-}
-
-/// Attention implementations; cascade (shared-prefix) attention is planned.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AttentionMode {
-    /// Paged attention over block tables.
-    #[default]
-    Paged,
-}
-
-impl AttentionMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttentionMode::Paged => "paged",
-        }
-    }
 }

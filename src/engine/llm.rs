@@ -72,6 +72,8 @@ struct QueuedStep<B: KernelBackend> {
     expert_load: Option<PendingIds>,
     /// Tokens of context the step's attention reads (each sequence's cached plus new tokens).
     context_tokens: usize,
+    /// Decode rows that attended a shared prefix once per group.
+    cascade_rows: usize,
 }
 
 enum StepTokens<B: KernelBackend> {
@@ -96,6 +98,7 @@ impl<B: KernelBackend> QueuedStep<B> {
             tokens: StepTokens::Host(Vec::new()),
             expert_load: None,
             context_tokens: 0,
+            cascade_rows: 0,
         }
     }
 
@@ -125,7 +128,13 @@ impl<B: KernelBackend> LLM<B> {
             .with_env_overrides()
             .map_err(anyhow::Error::msg)?;
         B::install_tuning(device, tuning);
-        let mut runner = ModelRunner::new(model.decoder, 1, config.block_size, attention, device);
+        let mut runner = ModelRunner::new(
+            model.decoder,
+            1,
+            config.block_size,
+            (attention, config.attention_mode.rule()),
+            device,
+        );
         let num_blocks = plan_num_blocks(&mut runner, &config, max_model_len, device)?;
         runner.reset_cache(num_blocks);
         let blocks = BlockManager::new(num_blocks, config.block_size, config.enable_prefix_caching);
@@ -301,6 +310,7 @@ impl<B: KernelBackend> LLM<B> {
             finished,
             expert_load,
             context_tokens: step.context_tokens,
+            cascade_rows: step.cascade_rows,
             queued,
             duration: started.elapsed(),
         })
@@ -357,6 +367,7 @@ impl<B: KernelBackend> LLM<B> {
         let context_tokens = work.iter().map(|w| w.seq.num_computed + w.num_tokens).sum();
         let out = self.runner.execute(&work, false, unread_ids);
         let (logits, expert_load) = (out.logits, out.expert_load.map(B::read_ids_later));
+        let cascade_rows = out.cascade_rows;
         trace_mark("launched");
         let device_ids = |ids: Tensor<B, 1, Int>| StepTokens::Device {
             read: B::read_ids_later(ids.clone()),
@@ -392,6 +403,7 @@ impl<B: KernelBackend> LLM<B> {
             tokens,
             expert_load,
             context_tokens,
+            cascade_rows,
         }
     }
 

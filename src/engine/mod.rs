@@ -14,6 +14,7 @@ pub mod types;
 
 pub use llm::{Prompt, RequestError, LLM};
 pub use params::{
-    AttentionBackend, ChunkOrder, EngineConfig, KvBudget, SamplingParams, SchedulerPolicy,
+    AttentionBackend, AttentionMode, ChunkOrder, EngineConfig, KvBudget, SamplingParams,
+    SchedulerPolicy, AUTO_CASCADE,
 };
 pub use types::{ExpertLoad, FinishReason, RequestId, RequestOutput, StepKind, StepReport};

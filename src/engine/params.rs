@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::attention::AttentionImpl;
-use nanovllm_kernels::KernelTuning;
+use nanovllm_kernels::{CascadeRule, KernelTuning};
 
 /// How one request samples, as in vLLM. `temperature = 0` is greedy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -148,6 +148,47 @@ impl AttentionBackend {
     }
 }
 
+/// How decode rows that share a prefix attend it (`[attention] mode` in an experiment,
+/// `--attention-mode` on the command line, `EngineConfig::attention_mode` in the API).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionMode {
+    /// Every row over its own block table.
+    #[default]
+    Paged,
+    /// Rows that share leading cache blocks (prefix caching) attend them once per group, in
+    /// every step that has such a group.
+    Cascade,
+    /// Cascade where it pays: [`AUTO_CASCADE`].
+    Auto,
+}
+
+/// Where `auto` cascades: groups of at least this many decode rows sharing at least this many
+/// keys (vLLM's thresholds, 8 and 256; the crossover measurements in docs/perf-log.md).
+pub const AUTO_CASCADE: CascadeRule = CascadeRule::Auto {
+    min_seqs: 8,
+    min_tokens: 256,
+};
+
+impl AttentionMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttentionMode::Paged => "paged",
+            AttentionMode::Cascade => "cascade",
+            AttentionMode::Auto => "auto",
+        }
+    }
+
+    /// The planner's rule for this mode.
+    pub fn rule(self) -> CascadeRule {
+        match self {
+            AttentionMode::Paged => CascadeRule::Off,
+            AttentionMode::Cascade => CascadeRule::Always,
+            AttentionMode::Auto => AUTO_CASCADE,
+        }
+    }
+}
+
 /// Where the KV cache's size comes from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -197,6 +238,8 @@ pub struct EngineConfig {
     pub scheduler: SchedulerPolicy,
     #[serde(skip)]
     pub attention: AttentionBackend,
+    #[serde(skip)]
+    pub attention_mode: AttentionMode,
     /// The GPU kernels' tuning, installed for the engine's device (`NANOVLLM_*` variables
     /// override it).
     #[serde(skip)]
@@ -217,6 +260,7 @@ impl Default for EngineConfig {
             kv_budget: KvBudget::default(),
             scheduler: SchedulerPolicy::None,
             attention: AttentionBackend::Auto,
+            attention_mode: AttentionMode::Paged,
             kernels: KernelTuning::default(),
         }
     }
@@ -233,6 +277,14 @@ impl EngineConfig {
         }
         if self.max_num_batched_tokens == 0 {
             return Err("engine.max_num_batched_tokens must be >= 1".into());
+        }
+        if self.attention == AttentionBackend::Reference
+            && self.attention_mode != AttentionMode::Paged
+        {
+            return Err(format!(
+                "attention.mode = \"{}\" runs in the backend's own attention (attention.backend = \"auto\" or \"kernel\"); the reference is paged only",
+                self.attention_mode.as_str()
+            ));
         }
         match &self.scheduler {
             SchedulerPolicy::None if self.max_num_batched_tokens < max_model_len => Err(format!(

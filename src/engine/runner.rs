@@ -7,7 +7,7 @@ use nanovllm_kernels::{KernelBackend, PackedInts};
 use crate::backend::trace_mark;
 use crate::model::attention::{AttentionImpl, StepAttention};
 use crate::model::{Decoder, LayerCache, StepOutput, StepTensors};
-use nanovllm_kernels::SeqAttn;
+use nanovllm_kernels::{CascadeRule, SeqAttn};
 
 use super::sequence::Sequence;
 
@@ -25,6 +25,8 @@ pub struct ModelRunner<B: KernelBackend> {
     cache: Vec<LayerCache<B>>,
     block_size: usize,
     attention: AttentionImpl,
+    /// When decode rows that share a prefix attend it once per group.
+    cascade: CascadeRule,
     pub device: B::Device,
 }
 
@@ -33,7 +35,7 @@ impl<B: KernelBackend> ModelRunner<B> {
         model: Decoder<B>,
         num_blocks: usize,
         block_size: usize,
-        attention: AttentionImpl,
+        (attention, cascade): (AttentionImpl, CascadeRule),
         device: &B::Device,
     ) -> Self {
         let mut runner = Self {
@@ -41,6 +43,7 @@ impl<B: KernelBackend> ModelRunner<B> {
             cache: Vec::new(),
             block_size,
             attention,
+            cascade,
             device: device.clone(),
         };
         runner.reset_cache(num_blocks);
@@ -114,9 +117,12 @@ impl<B: KernelBackend> ModelRunner<B> {
             }
         }
         let n = slots.len();
+        let prefixes = self.cascade.prefixes(&seqs, self.block_size);
+        let cascade_rows = prefixes.iter().map(|p| p.seqs.len()).sum();
         let attn = StepAttention::new(
             self.attention,
             &seqs,
+            &prefixes,
             self.block_size,
             &self.model.spec,
             &self.device,
@@ -165,7 +171,9 @@ impl<B: KernelBackend> ModelRunner<B> {
             logits_rows: uploaded.get(rows),
         };
         trace_mark("prepared");
-        self.model.forward(&step, &mut self.cache)
+        let mut out = self.model.forward(&step, &mut self.cache);
+        out.cascade_rows = cascade_rows;
+        out
     }
 
     /// Token ids on the host.

@@ -64,6 +64,9 @@ pub struct StepReport {
     /// Tokens of context the step's attention read: each sequence's cached plus new tokens
     /// (the KV cache bytes a step must read, over the bytes per token).
     pub context_tokens: usize,
+    /// Decode rows that attended a prefix shared with other rows once per group (cascade
+    /// attention; 0 in paged mode).
+    pub cascade_rows: usize,
     /// Wall time of the call (schedule + launches + reading the tokens back), measured by the
     /// engine.
     pub duration: Duration,

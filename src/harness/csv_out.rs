@@ -104,6 +104,8 @@ pub struct StepRow {
     pub experts_read: Option<usize>,
     /// Tokens of context the step's attention read: each sequence's cached plus new tokens.
     pub context_tokens: usize,
+    /// Decode rows that attended a shared prefix once per group (cascade attention).
+    pub cascade_rows: usize,
 }
 
 impl StepRow {
@@ -142,6 +144,7 @@ impl StepRow {
             expert_load_mean: s.expert_load.as_ref().map(|l| l.mean()),
             experts_read: s.expert_load.as_ref().map(|l| l.experts_read()),
             context_tokens: s.context_tokens,
+            cascade_rows: s.cascade_rows,
         }
     }
 

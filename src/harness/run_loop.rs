@@ -131,6 +131,8 @@ pub struct StepRecord {
     pub expert_load: Option<ExpertLoad>,
     /// Tokens of context the step's attention read (each sequence's cached plus new tokens).
     pub context_tokens: usize,
+    /// Decode rows that attended a shared prefix once per group (cascade attention).
+    pub cascade_rows: usize,
 }
 
 /// What one run measured.
@@ -256,6 +258,7 @@ pub fn run(
                 finished: report.finished.len(),
                 expert_load: report.expert_load,
                 context_tokens: report.context_tokens,
+                cascade_rows: report.cascade_rows,
             });
         } else if next < requests.len() {
             clock.sleep((requests[next].arrival_s - now()).min(SLEEP_SLICE_S));

@@ -9,6 +9,7 @@
 use burn::tensor::Tensor;
 use nanovllm_kernels::{
     paged_attention_reference, AttentionShape, HeadShape, KernelBackend, ReferenceLayout, SeqAttn,
+    SharedPrefix,
 };
 
 use super::arch::ArchSpec;
@@ -36,9 +37,12 @@ pub enum StepAttention<B: KernelBackend> {
 }
 
 impl<B: KernelBackend> StepAttention<B> {
+    /// The step's layout for `imp`; with the backend's own attention, the decode rows of each
+    /// of `prefixes` attend their shared keys once per group (the reference is paged only).
     pub fn new(
         imp: AttentionImpl,
         seqs: &[SeqAttn],
+        prefixes: &[SharedPrefix],
         block_size: usize,
         spec: &ArchSpec,
         device: &B::Device,
@@ -51,9 +55,10 @@ impl<B: KernelBackend> StepAttention<B> {
                     head_dim: spec.head_dim,
                 };
                 let shape = AttentionShape { block_size, heads };
-                StepAttention::Kernel(B::plan_attention(seqs, shape, device))
+                StepAttention::Kernel(B::plan_attention(seqs, shape, prefixes, device))
             }
             AttentionImpl::Reference => {
+                debug_assert!(prefixes.is_empty(), "the reference is paged only");
                 StepAttention::Reference(ReferenceLayout::new(seqs, block_size, device))
             }
         }

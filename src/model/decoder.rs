@@ -50,6 +50,8 @@ pub struct StepOutput<B: KernelBackend> {
     /// A MoE model's expert load: `[moe_layers * experts]` tokens routed to each expert of
     /// each sparse layer, on the device.
     pub expert_load: Option<Tensor<B, 1, Int>>,
+    /// Decode rows that attended a shared prefix once per group (cascade attention).
+    pub cascade_rows: usize,
 }
 
 struct Layer<B: KernelBackend> {
@@ -235,6 +237,7 @@ impl<B: KernelBackend> Decoder<B> {
             logits: self.logits(x, pending.expect("at least one layer"), step),
             // Each sparse layer's counts are a by-product of grouping its tokens by expert.
             expert_load: (!expert_counts.is_empty()).then(|| Tensor::cat(expert_counts, 0)),
+            cascade_rows: 0,
         }
     }
 

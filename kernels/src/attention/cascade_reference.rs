@@ -46,16 +46,14 @@ pub fn cascade_attention_reference<B: Backend>(
     let mut prefix_of = vec![None; seqs.len()];
     for (g, p) in prefixes.iter().enumerate() {
         for (m, &s) in p.seqs.iter().enumerate() {
-            prefix_of[s] = Some((g, m, p.tokens(block_size)));
+            prefix_of[s] = Some((g, m, p.tokens));
         }
     }
     let group_parts: Vec<_> = prefixes
         .iter()
         .map(|p| {
             let first = &seqs[p.seqs[0]];
-            let keys = (0..p.tokens(block_size))
-                .map(|pos| slot(first, pos))
-                .collect();
+            let keys = (0..p.tokens).map(|pos| slot(first, pos)).collect();
             attend(p.seqs.clone(), keys)
         })
         .collect();

@@ -110,7 +110,6 @@ pub(crate) fn decode_attend<F: Float, I: Int, N: Size>(
     #[comptime] unroll: usize,
     #[comptime] width: usize,
 ) {
-    let item = CUBE_POS_X as usize;
     let kv_head = CUBE_POS_Y as usize;
     let kv_heads = CUBE_COUNT_Y as usize;
     let tid = UNIT_POS_X as usize;
@@ -320,9 +319,10 @@ pub(crate) fn decode_attend<F: Float, I: Int, N: Size>(
             sum += l_w[w * group + r] * f32::exp(m_w[w * group + r] - top);
         }
         if work.partial {
-            part_out[((item * kv_heads + kv_head) * group + r) * head_dim + d] = total;
+            let unit = (work.slot * kv_heads + kv_head) * group + r;
+            part_out[unit * head_dim + d] = total;
             if d == 0 {
-                let at = ((item * kv_heads + kv_head) * group + r) * 2;
+                let at = unit * 2;
                 part_stats[at] = top;
                 part_stats[at + 1] = sum;
             }

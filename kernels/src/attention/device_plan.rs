@@ -12,6 +12,7 @@ pub struct KernelPlan<B: Backend> {
     pub(crate) block_tables: Tensor<B, 2, Int>,
     pub(crate) chunk_items: Option<Tensor<B, 2, Int>>,
     pub(crate) decode_items: Option<Tensor<B, 2, Int>>,
+    pub(crate) prefix_items: Option<Tensor<B, 2, Int>>,
     pub(crate) merges: Option<Tensor<B, 2, Int>>,
 }
 
@@ -25,7 +26,7 @@ impl<B: KernelBackend> KernelPlan<B> {
     /// still check that the kernels read strides rather than assume widths. burn slices into a
     /// view only when the cut-off bytes keep the buffer's alignment (else it copies): 64 ints
     /// (256 bytes) do.
-    /// All four arrays travel in one upload ([`PackedInts`]).
+    /// All five arrays travel in one upload ([`PackedInts`]).
     pub fn with_row_padding(plan: AttentionPlan, device: &B::Device, pad: usize) -> Self {
         let mut packed = PackedInts::default();
         let mut push = |v: &[i32], cols: usize| {
@@ -37,6 +38,7 @@ impl<B: KernelBackend> KernelPlan<B> {
         let block_tables = push(&plan.block_tables, plan.max_blocks);
         let chunk_items = push(&plan.chunk_items, ITEM_FIELDS);
         let decode_items = push(&plan.decode_items, ITEM_FIELDS);
+        let prefix_items = push(&plan.prefix_items, ITEM_FIELDS);
         let merges = push(&plan.merges, MERGE_FIELDS);
         let uploaded = packed.upload::<B>(device);
         let rows = |(section, rows, cols): (Section, usize, usize)| {
@@ -49,6 +51,7 @@ impl<B: KernelBackend> KernelPlan<B> {
             block_tables: rows(block_tables),
             chunk_items: (!plan.chunk_items.is_empty()).then(|| rows(chunk_items)),
             decode_items: (!plan.decode_items.is_empty()).then(|| rows(decode_items)),
+            prefix_items: (!plan.prefix_items.is_empty()).then(|| rows(prefix_items)),
             merges: (!plan.merges.is_empty()).then(|| rows(merges)),
             plan,
         }

@@ -25,6 +25,7 @@ pub struct DevicePlan<R: CubeRuntime> {
     pub block_tables: CubeTensor<R>,
     pub chunk_items: Option<CubeTensor<R>>,
     pub decode_items: Option<CubeTensor<R>>,
+    pub prefix_items: Option<CubeTensor<R>>,
     pub merges: Option<CubeTensor<R>>,
 }
 
@@ -62,11 +63,8 @@ pub fn paged_attention<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElem
     );
     assert_eq!(head_dim, tile.head_dim);
     assert_eq!(tokens, plan.num_tokens);
-    // Only split decode rows write partial results: one row of the group per decode item.
-    let part_len = |n: usize| match plan.merges.is_empty() {
-        false => plan.num_decode_items() * kv_heads * plan.decode_tile.rows() * n,
-        true => 1,
-    };
+    // Only merged rows' pieces write partial results, one slot per piece.
+    let part_len = |n: usize| (plan.slots * kv_heads * plan.decode_tile.rows() * n).max(1);
     let [out, part_out, part_stats] = empty_many(
         &q,
         [
@@ -88,6 +86,14 @@ pub fn paged_attention<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeElem
     };
     if let Some(chunk_items) = &device_plan.chunk_items {
         launch_items::<R, F, I>(&step, tile, chunk_items, plan.num_chunk_items());
+    }
+    if let Some(prefix_items) = &device_plan.prefix_items {
+        launch_items::<R, F, I>(
+            &step,
+            plan.prefix_tile,
+            prefix_items,
+            plan.num_prefix_items(),
+        );
     }
     if let Some(decode_items) = &device_plan.decode_items {
         launch_items::<R, F, I>(
@@ -176,10 +182,7 @@ pub fn paged_decode_qkv<R: CubeRuntime, F: Float + CubeElement, I: Int + CubeEle
         && cache == *v_cache.meta.strides()
         && cache[2] == 1;
     let split = split.filter(|_| takes && tokens > 0)?;
-    let part_len = |n: usize| match device_plan.merges {
-        Some(_) => plan.num_decode_items() * kv_heads * tile.group * n,
-        None => 1,
-    };
+    let part_len = |n: usize| (plan.slots * kv_heads * tile.group * n).max(1);
     let [out, part_out, part_stats] = empty_many(
         &inputs.qkv,
         [

@@ -68,7 +68,7 @@ fn prefill_tiles_cover_every_query_once_in_order() {
     // 40 queries at positions 60..100 in tiles of 16; the decode at position 6 goes to
     // the decode kernel, over its whole context.
     assert_eq!(rows, vec![(0, 16, 60), (16, 16, 76), (32, 8, 92)]);
-    assert_eq!(plan.decode_items, vec![1, 40, 1, 6, 0, 7, 0]);
+    assert_eq!(plan.decode_items, vec![1, 40, 1, 6, 0, 7, 0, 0]);
     assert_eq!(plan.decode_tile.tile_q, 1);
     // Keys end after each tile's last query (causal).
     assert_eq!(chunk(&plan, 0)[5], 76);
@@ -91,7 +91,7 @@ fn small_decode_batches_split_long_contexts_and_merge() {
     assert!(plan.decode_only());
     let n = plan.num_decode_items();
     assert!(n > 1, "one long sequence should be split");
-    assert_eq!(plan.merges, vec![0, 0, n as i32]);
+    assert_eq!(plan.merges, vec![0, 0, n as i32, 0, 0, 0]);
     assert_splits_cover(&plan, 0..n, 2048);
 }
 
@@ -147,15 +147,16 @@ fn capped_decode_items_split_full_batches() {
     let len = 600usize.next_multiple_of(plan.decode_tile.kv_tile);
     let parts = 2000usize.div_ceil(len);
     assert_eq!(plan.num_decode_items(), 255 + parts);
-    assert_eq!(plan.merges, vec![7, 7, parts as i32]);
+    assert_eq!(plan.merges, vec![7, 0, parts as i32, 0, 0, 0]);
     assert_eq!(decode(&plan, 7 + parts - 1)[5], 2000);
     assert_eq!(decode(&plan, 7)[5], len as i32);
 }
 
 /// The pieces of one split decode row, `items` of the decode array, cover `[0, ctx_len)` in
-/// order without gaps, each marked partial.
+/// order without gaps, each marked partial, in consecutive partial slots.
 fn assert_splits_cover(plan: &AttentionPlan, items: std::ops::Range<usize>, ctx_len: i32) {
     let mut next = 0;
+    let items_start = items.start;
     for i in items {
         assert_eq!(
             decode(plan, i)[4],
@@ -163,13 +164,20 @@ fn assert_splits_cover(plan: &AttentionPlan, items: std::ops::Range<usize>, ctx_
             "item {i} starts where the last ended"
         );
         assert_eq!(decode(plan, i)[6], 1, "item {i} is partial");
+        if i > items_start {
+            assert_eq!(
+                decode(plan, i)[7],
+                decode(plan, i - 1)[7] + 1,
+                "item {i}'s slot"
+            );
+        }
         next = decode(plan, i)[5];
     }
     assert_eq!(next, ctx_len);
 }
 
 /// A mixed step's decode rows split their long contexts as a decode-only step's would (the
-/// chunk tiles run in their own launch), and the merges point into the decode items; so does a
+/// chunk tiles run in their own launch), and the merges point at their partial slots; so does a
 /// prompt whose prefix-cache hit left one token to compute.
 #[test]
 fn mixed_steps_split_long_decode_rows() {
@@ -198,7 +206,10 @@ fn mixed_steps_split_long_decode_rows() {
     assert_eq!(plan.decode_items.len(), decode_only.decode_items.len());
     let n = plan.num_decode_items() / 2;
     assert!(n > 1, "a lone long decode row should split");
-    assert_eq!(plan.merges, vec![0, 0, n as i32, 49, n as i32, n as i32]);
+    assert_eq!(
+        plan.merges,
+        vec![0, 0, n as i32, 0, 0, 0, 49, n as i32, n as i32, 0, 0, 0]
+    );
     assert_splits_cover(&plan, 0..n, 3000);
     assert_splits_cover(&plan, n..2 * n, 3000);
     assert!((0..n).all(|i| decode(&plan, i)[1] == 0 && decode(&plan, n + i)[1] == 49));
@@ -217,4 +228,142 @@ fn tile_fits_the_shared_memory() {
         let t = AttentionPlan::tile_shape(4, 8, 128, max);
         assert!(t.shared_bytes() <= max, "{t:?} over {max}");
     }
+}
+
+fn prefix_item(plan: &AttentionPlan, i: usize) -> &[i32] {
+    &plan.prefix_items[i * ITEM_FIELDS..(i + 1) * ITEM_FIELDS]
+}
+
+/// Every partial slot a cascade plan's items write, with the packed row and key range it holds.
+fn written_slots(plan: &AttentionPlan) -> Vec<(usize, i32, std::ops::Range<i32>)> {
+    let mut slots = Vec::new();
+    for i in 0..plan.num_prefix_items() {
+        let it = prefix_item(plan, i);
+        assert_eq!(it[6], 1, "prefix items write partial results");
+        for q in 0..it[2] {
+            slots.push(((it[7] + q) as usize, it[1] + q, it[4]..it[5]));
+        }
+    }
+    for i in 0..plan.num_decode_items() {
+        let it = decode(plan, i);
+        if it[6] == 1 {
+            slots.push((it[7] as usize, it[1], it[4]..it[5]));
+        }
+    }
+    slots.sort_by_key(|s| s.0);
+    slots
+}
+
+/// A shared prefix of 4,096 keys over 64 decode rows (one more row shares nothing): the prefix
+/// splits into pieces, every member's row is in one prefix tile per piece, each partial slot is
+/// written once, and each member's merge entry names exactly the slots holding its row, which
+/// together cover its whole context once.
+#[test]
+fn cascade_covers_each_members_context_once_through_its_merge() {
+    let shared: Vec<u32> = (0..256).collect();
+    let tables: Vec<Vec<u32>> = (0..65u32)
+        .map(|i| {
+            let mut t = match i {
+                64 => (1000..1256).collect(),
+                _ => shared.clone(),
+            };
+            t.extend([300 + 2 * i, 301 + 2 * i]);
+            t
+        })
+        .collect();
+    let seqs: Vec<SeqAttn> = tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| SeqAttn {
+            q_len: 1,
+            ctx_len: 4096 + 1 + i % 20,
+            block_table: t,
+        })
+        .collect();
+    let prefixes = [SharedPrefix {
+        seqs: (0..64).collect(),
+        tokens: 4096,
+    }];
+    let plan = AttentionPlan::with_prefixes(&seqs, 16, 2, 128, 8, CAPS, &prefixes);
+    assert!(!plan.decode_only());
+    assert_eq!(plan.cascaded_rows, 64);
+    assert_eq!(plan.prefix_tile.tile_q, PREFILL_ROWS / 2);
+    let written = written_slots(&plan);
+    assert_eq!(
+        written.iter().map(|s| s.0).collect::<Vec<_>>(),
+        (0..plan.slots).collect::<Vec<_>>(),
+        "each slot written once"
+    );
+    let pieces = written.iter().filter(|s| s.1 == 0).count() - 1;
+    assert!(pieces > 1, "a 4k prefix over 64 rows splits");
+    assert_eq!(plan.num_merges(), 64);
+    for entry in plan.merges.chunks(MERGE_FIELDS) {
+        let [row, first_a, count_a, first_b, count_b, stride_b] =
+            <[i32; MERGE_FIELDS]>::try_from(entry).unwrap();
+        assert_eq!((count_b, stride_b), (pieces as i32, 64));
+        let named: Vec<i32> = (first_a..first_a + count_a)
+            .chain((0..count_b).map(|j| first_b + j * stride_b))
+            .collect();
+        let mut ranges: Vec<_> = named
+            .iter()
+            .map(|&slot| {
+                let (_, r, keys) = &written[slot as usize];
+                assert_eq!(*r, row, "slot {slot} holds row {r}, merged into row {row}");
+                keys.clone()
+            })
+            .collect();
+        ranges.sort_by_key(|r| r.start);
+        let mut next = 0;
+        for r in ranges {
+            assert_eq!(r.start, next, "row {row}: pieces meet");
+            next = r.end;
+        }
+        assert_eq!(next as usize, seqs[row as usize].ctx_len);
+    }
+    // The row outside the prefix is one whole decode item.
+    let lone: Vec<&[i32]> = (0..plan.num_decode_items())
+        .map(|i| decode(&plan, i))
+        .filter(|it| it[1] == 64)
+        .collect();
+    assert_eq!(lone.len(), 1);
+    assert_eq!((lone[0][4], lone[0][5], lone[0][6]), (0, 4096 + 1 + 4, 0));
+}
+
+/// Prefix tiles take consecutive packed rows only: a group whose rows interleave with another
+/// group's, or sit after a chunk, is cut into runs.
+#[test]
+fn prefix_tiles_hold_consecutive_rows_only() {
+    let (a, b): (Vec<u32>, Vec<u32>) = ((0..8).collect(), (10..18).collect());
+    let seqs: Vec<SeqAttn> = (0..6)
+        .map(|i| SeqAttn {
+            q_len: if i == 4 { 9 } else { 1 },
+            ctx_len: 100,
+            block_table: if i % 2 == 0 { &a } else { &b },
+        })
+        .collect();
+    let prefixes = [
+        SharedPrefix {
+            seqs: vec![0, 2],
+            tokens: 40,
+        },
+        SharedPrefix {
+            seqs: vec![1, 3, 5],
+            tokens: 72,
+        },
+    ];
+    let plan = AttentionPlan::with_prefixes(&seqs, 16, 4, 64, 2, CAPS, &prefixes);
+    // Rows: 0, 1, 2, 3, then the 9-token chunk (rows 4..13), then row 13.
+    let items: Vec<(i32, i32, i32)> = (0..plan.num_prefix_items())
+        .map(|i| {
+            let it = prefix_item(&plan, i);
+            (it[1], it[2], it[5])
+        })
+        .collect();
+    assert_eq!(
+        items,
+        vec![(0, 1, 40), (2, 1, 40), (1, 1, 72), (3, 1, 72), (13, 1, 72)]
+    );
+    assert_eq!(plan.cascaded_rows, 5);
+    // A prefix that ends mid-block: the suffix items start at key 40 and 72.
+    assert!((0..plan.num_decode_items()).all(|i| matches!(decode(&plan, i)[4], 40 | 72)));
 }

@@ -54,7 +54,6 @@ pub fn paged_prefill_flash_kernel<F: Float, I: Int, N: Size>(
     #[comptime] kv_tile: usize,
     #[comptime] width: usize,
 ) {
-    let item = CUBE_POS_X as usize;
     let kv_head = CUBE_POS_Y as usize;
     let kv_heads = CUBE_COUNT_Y as usize;
     let heads = kv_heads * group;
@@ -288,7 +287,8 @@ pub fn paged_prefill_flash_kernel<F: Float, I: Int, N: Size>(
         let qi = row / group;
         if qi < work.q_count {
             let head = kv_head * group + row % group;
-            let part_row = ((item * kv_heads + kv_head) * rows + row) * head_dim;
+            let unit = ((work.slot + qi) * kv_heads + kv_head) * group + row % group;
+            let part_row = unit * head_dim;
             let out_row = ((work.q_row0 + qi) * heads + head) * head_dim;
             #[unroll]
             for n in 0..dim_tiles {
@@ -308,7 +308,7 @@ pub fn paged_prefill_flash_kernel<F: Float, I: Int, N: Size>(
                 }
             }
             if work.partial && t2 == 0 {
-                let at = ((item * kv_heads + kv_head) * rows + row) * 2;
+                let at = unit * 2;
                 part_stats[at] = m[h];
                 part_stats[at + 1] = l[h];
             }

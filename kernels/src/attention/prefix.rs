@@ -3,23 +3,45 @@
 //! step can attend their queries to those keys once per group instead of once per sequence.
 use super::plan::SeqAttn;
 
-/// A run of leading cache blocks that every sequence in `seqs` shares.
+/// Leading keys that every sequence in `seqs` holds in the same cache slots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedPrefix {
-    /// Indices into the step's sequences.
+    /// Indices into the step's sequences, in order.
     pub seqs: Vec<usize>,
-    /// Leading blocks they share: keys `0..blocks * block_size` of each.
-    pub blocks: usize,
+    /// Keys `0..tokens` of each (whole blocks where found from the block tables).
+    pub tokens: usize,
 }
 
-impl SharedPrefix {
-    pub fn tokens(&self, block_size: usize) -> usize {
-        self.blocks * block_size
+/// When a step's decode rows attend the prefixes they share once per group (cascade) rather than
+/// once per row (paged).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CascadeRule {
+    /// Paged attention only.
+    #[default]
+    Off,
+    /// Every group of two or more decode rows that share a block.
+    Always,
+    /// Groups of at least `min_seqs` decode rows sharing at least `min_tokens` keys.
+    Auto { min_seqs: usize, min_tokens: usize },
+}
+
+impl CascadeRule {
+    /// The groups this rule cascades in a step of `seqs`.
+    pub fn prefixes(self, seqs: &[SeqAttn], block_size: usize) -> Vec<SharedPrefix> {
+        let (min_seqs, min_tokens) = match self {
+            CascadeRule::Off => return Vec::new(),
+            CascadeRule::Always => (2, 1),
+            CascadeRule::Auto {
+                min_seqs,
+                min_tokens,
+            } => (min_seqs, min_tokens),
+        };
+        shared_prefixes(seqs, block_size, min_seqs, min_tokens.div_ceil(block_size))
     }
 }
 
-/// Groups of at least `min_seqs` sequences of `seqs` with at least `min_blocks` leading blocks in
-/// common, grouped by their first block. A prefix stops one key short of each member's last:
+/// Groups of at least `min_seqs` decode rows (one query) of `seqs` with at least `min_blocks`
+/// leading blocks in common, grouped by their first block. A prefix stops one key short of each member's last:
 /// every sequence keeps a suffix (its newest key at least) for the paged kernels, and only full
 /// blocks are shared, so a prefix never ends mid-block. A sequence is in one group at most.
 pub fn shared_prefixes(
@@ -29,7 +51,7 @@ pub fn shared_prefixes(
     min_blocks: usize,
 ) -> Vec<SharedPrefix> {
     let mut by_first: Vec<(u32, Vec<usize>)> = Vec::new();
-    for (i, s) in seqs.iter().enumerate() {
+    for (i, s) in seqs.iter().enumerate().filter(|(_, s)| s.q_len == 1) {
         // Full blocks before the sequence's last key.
         let full = (s.ctx_len.saturating_sub(1) / block_size).min(s.block_table.len());
         if full == 0 {
@@ -52,7 +74,7 @@ pub fn shared_prefixes(
                 .unwrap_or(0);
             (blocks >= min_blocks.max(1)).then_some(SharedPrefix {
                 seqs: members,
-                blocks,
+                tokens: blocks * block_size,
             })
         })
         .collect()
@@ -89,10 +111,9 @@ mod tests {
             found,
             vec![SharedPrefix {
                 seqs: vec![0, 1, 2],
-                blocks: 2
+                tokens: 32
             }]
         );
-        assert_eq!(found[0].tokens(16), 32);
     }
 
     #[test]
@@ -100,11 +121,11 @@ mod tests {
         // Both hold exactly two full blocks: the second holds their last key, so one is shared.
         let t = [5, 6];
         let seqs = [seq(32, &t), seq(32, &t)];
-        assert_eq!(shared_prefixes(&seqs, 16, 2, 1)[0].blocks, 1);
+        assert_eq!(shared_prefixes(&seqs, 16, 2, 1)[0].tokens, 16);
         // A context ending mid-block shares only the full blocks before it.
         let u = [5, 6, 7];
         let seqs = [seq(40, &u), seq(40, &u)];
-        assert_eq!(shared_prefixes(&seqs, 16, 2, 1)[0].blocks, 2);
+        assert_eq!(shared_prefixes(&seqs, 16, 2, 1)[0].tokens, 32);
     }
 
     #[test]
@@ -116,12 +137,30 @@ mod tests {
             found,
             vec![SharedPrefix {
                 seqs: vec![0, 1],
-                blocks: 2
+                tokens: 32
             }]
         );
         // A lone sequence is a group only where one sequence is enough; too short a prefix is none.
         assert_eq!(shared_prefixes(&seqs, 16, 1, 1).len(), 3);
         assert!(shared_prefixes(&seqs, 16, 2, 3).is_empty());
+    }
+
+    #[test]
+    fn rules_pick_groups_by_size_and_prefix_length_and_skip_prompts() {
+        let t = [1, 2, 3, 4];
+        let mut seqs = vec![seq(60, &t); 4];
+        seqs[3].q_len = 5; // a chunk over the same blocks is not a decode row
+        assert!(CascadeRule::Off.prefixes(&seqs, 16).is_empty());
+        let all = CascadeRule::Always.prefixes(&seqs, 16);
+        assert_eq!(all[0].seqs, vec![0, 1, 2]);
+        assert_eq!(all[0].tokens, 48);
+        let auto = |min_seqs, min_tokens| CascadeRule::Auto {
+            min_seqs,
+            min_tokens,
+        };
+        assert_eq!(auto(3, 48).prefixes(&seqs, 16), all);
+        assert!(auto(4, 16).prefixes(&seqs, 16).is_empty());
+        assert!(auto(2, 49).prefixes(&seqs, 16).is_empty());
     }
 
     #[test]

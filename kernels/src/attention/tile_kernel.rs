@@ -282,7 +282,8 @@ pub(crate) fn accumulate_values(
 
 /// One work item of [`AttentionPlan::items`](crate::attention::plan::AttentionPlan::items): its sequence,
 /// first packed query row, queries, position of the first query, key range, and whether it
-/// writes a partial result (split context) for the merge.
+/// writes a partial result (one piece of a split context or of a cascade) for the merge, from
+/// partial slot `slot` on (query `i` of the item in slot `slot + i`).
 #[derive(CubeType, Clone, Copy)]
 pub(crate) struct WorkItem {
     pub seq: usize,
@@ -292,6 +293,7 @@ pub(crate) struct WorkItem {
     pub kv_start: usize,
     pub kv_end: usize,
     pub partial: bool,
+    pub slot: usize,
 }
 
 /// This cube's work item (cube x), from rows of `item_stride` ints.
@@ -306,6 +308,7 @@ pub(crate) fn read_item<I: Int>(items: &Array<I>, item_stride: usize) -> WorkIte
         kv_start: usize::cast_from(items[base + 4]),
         kv_end: usize::cast_from(items[base + 5]),
         partial: usize::cast_from(items[base + 6]) == 1,
+        slot: usize::cast_from(items[base + 7]),
     }
 }
 
@@ -328,7 +331,6 @@ pub(crate) fn write_rows<F: Float>(
     #[comptime] threads: usize,
     #[comptime] acc_per_thread: usize,
 ) {
-    let item = CUBE_POS_X as usize;
     let kv_head = CUBE_POS_Y as usize;
     let kv_heads = CUBE_COUNT_Y as usize;
     let heads = kv_heads * group;
@@ -342,7 +344,8 @@ pub(crate) fn write_rows<F: Float>(
             let qi = r / group;
             if qi < work.q_count {
                 if work.partial {
-                    part_out[((item * kv_heads + kv_head) * rows + r) * head_dim + d] = acc[j];
+                    let unit = (work.slot + qi) * kv_heads + kv_head;
+                    part_out[(unit * group + r % group) * head_dim + d] = acc[j];
                 } else {
                     let l = l_s[r];
                     let mut o = f32::new(0.0);
@@ -356,8 +359,9 @@ pub(crate) fn write_rows<F: Float>(
             }
         }
     }
-    if work.partial && tid < rows {
-        let at = ((item * kv_heads + kv_head) * rows + tid) * 2;
+    if work.partial && tid < rows && tid / group < work.q_count {
+        let unit = (work.slot + tid / group) * kv_heads + kv_head;
+        let at = (unit * group + tid % group) * 2;
         part_stats[at] = m_s[tid];
         part_stats[at + 1] = l_s[tid];
     }

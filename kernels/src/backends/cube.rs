@@ -19,6 +19,7 @@ use crate::attention::launch::{
     paged_attention, paged_decode_qkv, store_kv, DevicePlan, QkvInputs,
 };
 use crate::attention::plan::{AttentionPlan, DeviceCaps, SeqAttn};
+use crate::attention::prefix::SharedPrefix;
 use crate::backends::{AttentionShape, KernelBackend, KvWrite};
 use crate::layers::launch::{add_rms_norm, qk_norm_rope, rms_norm, silu_mul};
 use crate::layers::{HeadShape, KvCacheDest};
@@ -59,6 +60,7 @@ fn device_plan<B: CubeBridge>(plan: &KernelPlan<B>) -> DevicePlan<B::R> {
         block_tables: B::int_in(plan.block_tables.clone()),
         chunk_items: plan.chunk_items.clone().map(B::int_in),
         decode_items: plan.decode_items.clone().map(B::int_in),
+        prefix_items: plan.prefix_items.clone().map(B::int_in),
         merges: plan.merges.clone().map(B::int_in),
     }
 }
@@ -133,17 +135,19 @@ impl<B: CubeBridge> KernelBackend for B {
     fn plan_attention(
         seqs: &[SeqAttn],
         shape: AttentionShape,
+        prefixes: &[SharedPrefix],
         device: &Self::Device,
     ) -> KernelPlan<B> {
         let caps = Self::kernel_caps(device).expect("a cubecl device has kernels");
         let heads = shape.heads;
-        let plan = AttentionPlan::new(
+        let plan = AttentionPlan::with_prefixes(
             seqs,
             shape.block_size,
             heads.heads / heads.kv_heads,
             heads.head_dim,
             heads.kv_heads,
             caps,
+            prefixes,
         );
         KernelPlan::new(plan, device)
     }

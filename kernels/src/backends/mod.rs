@@ -13,6 +13,7 @@ pub mod ndarray;
 use burn::tensor::{backend::Backend, IndexingUpdateOp, Int, Shape, Tensor, TensorData};
 
 use crate::attention::plan::{DeviceCaps, SeqAttn};
+use crate::attention::prefix::SharedPrefix;
 use crate::layers::{reference, HeadShape};
 use crate::matmul::gemv::Prologue;
 use crate::moe::factored::{factored_experts, FactoredExperts};
@@ -65,10 +66,12 @@ pub trait KernelBackend: Backend {
     /// tunable kernels ignore it.
     fn install_tuning(_device: &Self::Device, _tuning: KernelTuning) {}
 
-    /// Plans one step's attention over `seqs`.
+    /// Plans one step's attention over `seqs`, with the decode rows of each of `prefixes`
+    /// attending their shared keys once per group (cascade).
     fn plan_attention(
         seqs: &[SeqAttn],
         shape: AttentionShape,
+        prefixes: &[SharedPrefix],
         device: &Self::Device,
     ) -> Self::StepPlan;
 

@@ -5,6 +5,7 @@ use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorPrimitive};
 
 use crate::attention::plan::SeqAttn;
+use crate::attention::prefix::SharedPrefix;
 use crate::backends::host_attention::{host_attention, HostLayout};
 use crate::backends::host_matmul::{few_rows_matmul, FEW_ROWS};
 use crate::backends::{AttentionShape, KernelBackend};
@@ -12,8 +13,13 @@ use crate::backends::{AttentionShape, KernelBackend};
 impl KernelBackend for NdArray<f32> {
     type StepPlan = HostLayout;
 
-    fn plan_attention(seqs: &[SeqAttn], shape: AttentionShape, _: &Self::Device) -> HostLayout {
-        HostLayout::new(seqs, shape.block_size)
+    fn plan_attention(
+        seqs: &[SeqAttn],
+        shape: AttentionShape,
+        prefixes: &[SharedPrefix],
+        _: &Self::Device,
+    ) -> HostLayout {
+        HostLayout::new(seqs, shape.block_size, prefixes)
     }
 
     fn paged_attention(

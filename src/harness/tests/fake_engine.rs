@@ -197,6 +197,7 @@ impl StepEngine for FakeEngine {
             finished,
             expert_load: self.expert_load(prefill_tokens + decode_tokens),
             context_tokens,
+            cascade_rows: 0,
             duration: Duration::from_secs_f64(cost),
             queued: Duration::from_secs_f64(cost / 2.0),
         })

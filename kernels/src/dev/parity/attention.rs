@@ -4,7 +4,8 @@ use burn::tensor::{DType, Int, Tensor, TensorData};
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 
 use crate::attention::device_plan::KernelPlan;
-use crate::attention::plan::{AttentionPlan, SeqAttn};
+use crate::attention::plan::{AttentionPlan, SeqAttn, MERGE_FIELDS};
+use crate::attention::prefix::SharedPrefix;
 use crate::attention::reference::{paged_attention_reference, ReferenceLayout};
 use crate::backends::KvWrite;
 use crate::dev::ops::DevOps;
@@ -27,6 +28,9 @@ pub struct ParityCase {
     /// Query rows per prefill tile instead of the device's (64: tiles the plan must shrink to
     /// fit shared memory, and the tensor-core kernel at twice the rows).
     pub prefill_rows: Option<usize>,
+    /// Cascade attention's groups: `(prefix tokens, sequences)`. The members' tables share
+    /// the blocks that hold the prefix; the step is planned with these prefixes.
+    pub prefixes: Vec<(usize, Vec<usize>)>,
 }
 
 /// How far the kernel landed from the reference on one case.
@@ -39,6 +43,8 @@ pub struct ParityResult {
     pub rel_err: f32,
     /// Whether the step split a decode context (and so ran the merge kernel).
     pub split: bool,
+    /// Whether the step attended shared prefixes once per group (cascade).
+    pub cascade: bool,
 }
 
 pub fn standard_cases() -> Vec<ParityCase> {
@@ -51,7 +57,10 @@ pub fn standard_cases() -> Vec<ParityCase> {
         seqs,
         int_row_padding: 0,
         prefill_rows: None,
+        prefixes: Vec::new(),
     };
+    let cascade = |c: ParityCase, prefixes| ParityCase { prefixes, ..c };
+    let many: Vec<(usize, usize)> = (0..64).map(|i| (1, 1024 + 1 + (i * 7) % 40)).collect();
     let padded = |c: ParityCase, name| ParityCase {
         name,
         int_row_padding: 64,
@@ -156,6 +165,57 @@ pub fn standard_cases() -> Vec<ParityCase> {
                 vec![(150, 150), (33, 90)],
             )
         },
+        cascade(
+            case(
+                "cascade, 64 rows, 1k prefix, gqa 2",
+                2,
+                2,
+                128,
+                16,
+                many.clone(),
+            ),
+            vec![(1024, (0..64).collect())],
+        ),
+        cascade(
+            case(
+                "cascade, prefix ends mid-block, gqa 4",
+                2,
+                4,
+                64,
+                16,
+                vec![(1, 60), (1, 45), (1, 38)],
+            ),
+            vec![(37, vec![0, 1, 2])],
+        ),
+        cascade(
+            case(
+                "cascade, two groups, chunk, lone, gqa 1",
+                2,
+                1,
+                64,
+                16,
+                vec![(1, 300), (1, 290), (9, 200), (1, 310), (1, 100), (1, 350)],
+            ),
+            vec![(256, vec![0, 1, 3]), (96, vec![4, 5])],
+        ),
+        cascade(
+            case(
+                "cascade, one sequence, split suffix",
+                2,
+                2,
+                128,
+                16,
+                vec![(1, 3000)],
+            ),
+            vec![(1000, vec![0])],
+        ),
+        cascade(
+            padded(
+                case("", 2, 4, 128, 16, many[..20].to_vec()),
+                "pitched int rows, cascade",
+            ),
+            vec![(1024, (0..20).collect())],
+        ),
     ]
 }
 
@@ -167,15 +227,26 @@ pub fn run_case<B: DevOps>(case: &ParityCase, seed: u64, dev: &B::Device) -> Par
     let bs = case.block_size;
     let heads = case.kv_heads * case.group;
     let hd = case.head_dim;
-    // Blocks handed out in a random order, with spares, as the block manager would.
+    // Blocks handed out in a random order, with spares, as the block manager would; a
+    // group's members share the blocks that hold its prefix.
     let needed: usize = case.seqs.iter().map(|&(_, c)| c.div_ceil(bs)).sum();
     let mut blocks: Vec<u32> = (0..(needed + 3) as u32).collect();
     blocks.shuffle(&mut rng);
-    let mut tables = Vec::new();
     let mut next = 0;
-    for &(_, ctx) in &case.seqs {
-        tables.push(blocks[next..next + ctx.div_ceil(bs)].to_vec());
-        next += ctx.div_ceil(bs);
+    let mut take = |n: usize| {
+        next += n;
+        blocks[next - n..next].to_vec()
+    };
+    let mut tables: Vec<Vec<u32>> = vec![Vec::new(); case.seqs.len()];
+    for (tokens, members) in &case.prefixes {
+        let shared = take(tokens.div_ceil(bs));
+        for &m in members {
+            tables[m] = shared.clone();
+        }
+    }
+    for (table, &(_, ctx)) in tables.iter_mut().zip(&case.seqs) {
+        let own = take(ctx.div_ceil(bs) - table.len());
+        table.extend(own);
     }
     let seqs: Vec<SeqAttn> = case
         .seqs
@@ -199,8 +270,18 @@ pub fn run_case<B: DevOps>(case: &ParityCase, seed: u64, dev: &B::Device) -> Par
     let (v, v_host) = upload::<B, 3>(random(&mut rng, slots * case.kv_heads * hd), kv_shape, dev);
     let scale = 1.0 / (hd as f32).sqrt();
 
-    let plan = AttentionPlan::new(&seqs, bs, case.group, hd, case.kv_heads, caps);
-    let split = !plan.merges.is_empty();
+    let prefixes: Vec<SharedPrefix> = case
+        .prefixes
+        .iter()
+        .map(|(tokens, members)| SharedPrefix {
+            seqs: members.clone(),
+            tokens: *tokens,
+        })
+        .collect();
+    let plan =
+        AttentionPlan::with_prefixes(&seqs, bs, case.group, hd, case.kv_heads, caps, &prefixes);
+    let split = plan.merges.len() > MERGE_FIELDS * plan.cascaded_rows;
+    let cascade = plan.cascaded_rows > 0;
     let plan = B::step_plan(KernelPlan::<B>::with_row_padding(
         plan,
         dev,
@@ -234,6 +315,7 @@ pub fn run_case<B: DevOps>(case: &ParityCase, seed: u64, dev: &B::Device) -> Par
         max_abs_ref,
         rel_err: max_abs_err / nan_max(max_abs_ref, f32::MIN_POSITIVE),
         split,
+        cascade,
     }
 }
 
