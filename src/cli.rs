@@ -83,6 +83,15 @@ pub enum KernelsCommand {
     },
     /// What each kind of call in a decode step costs the host: time to queue it, and until done.
     HostCost(BackendArgs),
+    /// One decode step's attention, paged against cascade, over shared prefixes of 128 to 8k
+    /// tokens and 16 to 256 requests (the crossover table and plot).
+    CascadeBench {
+        #[command(flatten)]
+        backend: BackendArgs,
+        /// Folder for cascade_attention.csv and cascade_crossover.png.
+        #[arg(long, default_value = "results/kernels")]
+        out: PathBuf,
+    },
     /// Where a MoE layer's decode time goes (router, grouping, expert products, attention) on
     /// mixtral-8x7b and qwen3-30b-a3b shapes, beside the bytes each must read.
     MoeBench {

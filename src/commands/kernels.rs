@@ -46,6 +46,9 @@ impl BackendTask for KernelsArgs {
                 Ok(())
             }
             KernelsCommand::MoeBench { out, .. } => super::moe_bench::bench_moe::<B>(&device, &out),
+            KernelsCommand::CascadeBench { out, .. } => {
+                super::cascade_bench::bench_cascade::<B>(&device, &out)
+            }
         }
     }
 }
@@ -56,7 +59,8 @@ impl KernelsArgs {
             KernelsCommand::Check(CheckArgs { backend: b, .. }) | KernelsCommand::HostCost(b) => b,
             KernelsCommand::Bench { backend, .. }
             | KernelsCommand::Matmul { backend, .. }
-            | KernelsCommand::MoeBench { backend, .. } => backend,
+            | KernelsCommand::MoeBench { backend, .. }
+            | KernelsCommand::CascadeBench { backend, .. } => backend,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! model's description for `info --model` in [`model_info`]);
 //! `kernels check|bench|host-cost` in [`kernels`], `kernels matmul` in [`matmul`], `step-bench`
 //! in [`step_bench`].
+pub mod cascade_bench;
 pub mod kernel_check;
 pub mod kernels;
 pub mod matmul;

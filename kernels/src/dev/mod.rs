@@ -1,6 +1,7 @@
 //! Developer tooling, behind the `dev` feature: parity cases run by `tests/parity.rs` (wgpu) and
 //! `nanovllm kernels check` (CUDA, bf16), benches, launch-cost probes and the CUPTI GPU trace.
 pub mod attention_bench;
+pub mod cascade_bench;
 #[cfg(feature = "cuda")]
 pub mod gpu_trace;
 pub mod host_cost;
