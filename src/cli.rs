@@ -240,6 +240,12 @@ pub struct GenerateArgs {
     /// Prompt text (repeatable).
     #[arg(long, default_value = "def read_config(path):")]
     pub prompt: Vec<String>,
+    /// Each prompt is a user message rendered by the model's chat template (as vLLM's `LLM.chat`).
+    #[arg(long, conflicts_with = "random_prompt_len")]
+    pub chat: bool,
+    /// With `--chat`, a system message before each prompt.
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
     #[arg(long, default_value_t = 64)]
     pub max_tokens: usize,
     /// 0 is greedy.
@@ -252,9 +258,9 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub ignore_eos: bool,
     /// Random prompts of this many token ids instead of text (benchmarking; `--num-prompts` of them).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub random_prompt_len: Option<usize>,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
     pub num_prompts: usize,
 }
 
@@ -265,10 +271,10 @@ pub struct PerplexityArgs {
     /// JSON file with `val_ids` (default: <model>/heldout.json).
     #[arg(long)]
     pub ids: Option<PathBuf>,
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = at_least_two)]
     pub window: usize,
     /// Score only the first N windows.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub max_windows: Option<usize>,
 }
 
@@ -294,4 +300,22 @@ pub struct StepBenchArgs {
     /// Folder for mixed_step.csv.
     #[arg(long, default_value = "results/step_bench")]
     pub out: PathBuf,
+}
+
+/// A count flag that must be at least 1.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    at_least(s, 1)
+}
+
+/// A scoring window: at least one token and the one it predicts.
+fn at_least_two(s: &str) -> Result<usize, String> {
+    at_least(s, 2)
+}
+
+fn at_least(s: &str, min: usize) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if n < min {
+        return Err(format!("must be at least {min}"));
+    }
+    Ok(n)
 }

@@ -2,6 +2,7 @@ use clap::Parser;
 use nanovllm::backend::dispatch;
 use nanovllm::cli::{Cli, Command};
 use nanovllm::commands::Info;
+use nanovllm::harness::{Interrupted, INTERRUPTED_EXIT};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -12,6 +13,14 @@ fn main() -> anyhow::Result<()> {
     #[cfg(feature = "cuda")]
     if let Some(trace) = trace {
         trace.finish()?;
+    }
+    // An interrupted run wrote what it had; its own status tells it from a complete (0) or
+    // failed (1) one.
+    if let Err(e) = &result {
+        if e.downcast_ref::<Interrupted>().is_some() {
+            eprintln!("{e:#}");
+            std::process::exit(INTERRUPTED_EXIT);
+        }
     }
     result
 }

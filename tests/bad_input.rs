@@ -202,3 +202,150 @@ fn mixed_step_timing_runs_and_refuses_rows_larger_than_the_cache() {
         .to_string();
     assert!(err.contains("need 11 KV blocks, the cache has 8"), "{err}");
 }
+
+#[test]
+fn out_of_vocabulary_ids_are_refused_when_scoring() {
+    let mut llm = fixture_engine(EngineConfig {
+        max_model_len: Some(128),
+        ..EngineConfig::default()
+    });
+    let vocab = llm.spec().vocab_size as u32;
+    let err = llm
+        .score(&[vec![1, 2, 3], vec![1, vocab + 7]], 4096)
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains(&format!(
+            "window 1: token id {} is outside the vocabulary (size {vocab})",
+            vocab + 7
+        )),
+        "{err:#}"
+    );
+    let err = llm.prompt_logits(&[vocab, 1], 8).unwrap_err();
+    assert!(err.to_string().contains("outside the vocabulary"), "{err}");
+    // The engine is still usable.
+    assert!(llm.score(&[vec![1, 2, 3]], 4096).unwrap().count == 2);
+}
+
+#[test]
+fn max_model_len_above_the_model_is_refused_not_clamped() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3");
+    let device = Default::default();
+    let model = load_model::<Cpu>(
+        &ModelSource::Folder(dir),
+        WeightsKind::File,
+        0,
+        None,
+        &device,
+    )
+    .unwrap();
+    let max = model.spec().max_position_embeddings;
+    let config = EngineConfig {
+        max_model_len: Some(max + 1),
+        ..EngineConfig::default()
+    };
+    let err = LLM::new(model, config, &device).err().expect("refused");
+    assert!(
+        err.to_string().contains(&format!(
+            "qwen3: max_model_len {} is above the model's max_position_embeddings ({max})",
+            max + 1
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_zero_layer_config_is_refused_when_loading() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixture_copy(tmp.path(), "qwen3");
+    let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let layers = text
+        .lines()
+        .find(|l| l.contains("\"num_hidden_layers\""))
+        .unwrap()
+        .trim()
+        .trim_end_matches(',')
+        .to_string();
+    edit_config(&dir, &layers, "\"num_hidden_layers\": 0");
+    let err = load_err(&dir);
+    assert!(
+        err.contains("config.json: field `num_hidden_layers`: must be at least 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_chat_prompt_without_a_template_fails_alone() {
+    let mut llm = fixture_engine(EngineConfig::default());
+    let chat = Prompt::Chat(vec![nanovllm::model::ChatMessage::new("user", "hi")]);
+    assert_eq!(
+        llm.add_request(chat, SamplingParams::greedy(4))
+            .unwrap_err(),
+        RequestError::NoChatTemplate
+    );
+    assert!(llm
+        .add_request(Prompt::Tokens(vec![1, 2]), SamplingParams::greedy(4))
+        .is_ok());
+}
+
+/// The command line's flags as clap reads them, or its error message.
+fn parse_cli(args: &[&str]) -> Result<nanovllm::cli::Cli, String> {
+    use clap::Parser;
+    nanovllm::cli::Cli::try_parse_from(std::iter::once("nanovllm").chain(args.iter().copied()))
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn zero_counts_on_the_command_line_name_their_flag() {
+    for (args, flag) in [
+        (
+            &["generate", "--random-prompt-len", "8", "--num-prompts", "0"][..],
+            "--num-prompts",
+        ),
+        (
+            &["generate", "--random-prompt-len", "0"][..],
+            "--random-prompt-len",
+        ),
+        (&["perplexity", "--window", "0"][..], "--window"),
+        (&["perplexity", "--window", "1"][..], "--window"),
+        (&["perplexity", "--max-windows", "0"][..], "--max-windows"),
+    ] {
+        let err = parse_cli(args).expect_err("refused");
+        assert!(
+            err.contains(flag) && err.contains("must be at least"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(parse_cli(&["generate", "--chat", "--random-prompt-len", "8"]).is_err());
+    assert!(
+        parse_cli(&["generate", "--system", "be brief"]).is_err(),
+        "--system needs --chat"
+    );
+}
+
+#[test]
+fn perplexity_of_fewer_ids_than_a_window_is_an_error_not_nan() {
+    use nanovllm::backend::BackendTask;
+    let tmp = tempfile::tempdir().unwrap();
+    let ids = tmp.path().join("ids.json");
+    std::fs::write(&ids, "[1, 2, 3, 4, 5]").unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3");
+    let cli = parse_cli(&[
+        "perplexity",
+        "--model",
+        model.to_str().unwrap(),
+        "--ids",
+        ids.to_str().unwrap(),
+        "--window",
+        "8",
+    ])
+    .unwrap();
+    let Some(nanovllm::cli::Command::Perplexity(args)) = cli.command else {
+        panic!("parsed as perplexity")
+    };
+    let err = args.run::<Cpu>(Default::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("ids.json: 5 token ids, fewer than one --window of 8"),
+        "{err}"
+    );
+}

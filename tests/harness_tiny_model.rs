@@ -374,3 +374,88 @@ scheduler = { policy = "chunked", chunk_size = 32 }
         assert!(s.expert_load_max.unwrap() as f64 >= s.expert_load_mean.unwrap());
     }
 }
+
+/// The columns of a row that do not depend on the clock.
+fn untimed_request(r: &RequestRow) -> String {
+    format!(
+        "{} {} {} {:?} {} {} {}",
+        r.variant, r.class, r.id, r.prompt_tokens, r.output_tokens, r.finish_reason, r.error
+    )
+}
+
+fn untimed_step(s: &StepRow) -> String {
+    format!(
+        "{} {} {} {} {} {} {} {} {} {} {} {} {} {}",
+        s.variant,
+        s.step,
+        s.kind,
+        s.prefill_tokens,
+        s.decode_tokens,
+        s.num_seqs,
+        s.kv_blocks_used,
+        s.kv_blocks_total,
+        s.preempted,
+        s.prefix_hit_tokens,
+        s.new_tokens,
+        s.finished,
+        s.context_tokens,
+        s.cascade_rows
+    )
+}
+
+#[test]
+fn a_rerun_with_the_same_seed_reproduces_tokens_and_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Sampled (not greedy) random prompts, all arriving at t = 0: the seed alone decides.
+    let toml = format!(
+        r#"name = "rerun"
+seed = 7
+[model]
+source = "{model}"
+weights = "file"
+[engine]
+backend = "cpu"
+block_size = 16
+max_model_len = 256
+[sampling]
+temperature = 0.8
+top_k = 20
+ignore_eos = true
+[workload]
+kind = "random"
+num_requests = 6
+prompt_len = [4, 40]
+output_len = [3, 9]
+warmup_requests = 0
+"#,
+        model = model_dir().display(),
+    );
+    let exp_path = tmp.path().join("rerun.toml");
+    std::fs::write(&exp_path, toml).unwrap();
+    let runs: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|run| {
+            let dir = nanovllm::experiment::run(&exp_path, &tmp.path().join(run)).unwrap();
+            let vdir = dir.join("default");
+            let requests: Vec<RequestRow> = read_rows(&vdir.join("requests.csv")).unwrap();
+            let steps: Vec<StepRow> = read_rows(&vdir.join("steps.csv")).unwrap();
+            let tokens: Vec<TokenRow> = read_rows(&vdir.join("tokens.csv")).unwrap();
+            let tokens: Vec<(usize, usize, u32)> =
+                tokens.iter().map(|t| (t.id, t.index, t.token_id)).collect();
+            (
+                requests.iter().map(untimed_request).collect::<Vec<_>>(),
+                steps.iter().map(untimed_step).collect::<Vec<_>>(),
+                tokens,
+            )
+        })
+        .collect();
+    let (requests, steps, tokens) = &runs[0];
+    assert_eq!(requests.len(), 6);
+    assert!(tokens.len() >= 6 * 3, "{} tokens", tokens.len());
+    // Sampling at 0.8 over 20 candidates does not pick one token throughout.
+    let distinct: std::collections::HashSet<u32> = tokens.iter().map(|t| t.2).collect();
+    assert!(distinct.len() > 3, "{distinct:?}");
+    assert_eq!(requests, &runs[1].0, "requests.csv differs between reruns");
+    assert_eq!(steps, &runs[1].1, "steps.csv differs between reruns");
+    assert_eq!(tokens, &runs[1].2, "generated tokens differ between reruns");
+}

@@ -25,4 +25,7 @@ if [ "$(uname -s)" = Linux ] && ! vulkan_ready; then
   fi
 fi
 
+# The real Qwen3 and Llama 3.1 tokenizers for the chat-template tests (downloaded once).
+tools/fetch_tokenizers.sh
+
 exec cargo test --locked "$@"

@@ -21,7 +21,7 @@ use crate::backend::{device_description, BackendTask};
 use crate::cli::{GenerateArgs, ModelArgs, PerplexityArgs};
 use crate::compress::resolve_experts;
 use crate::engine::{EngineConfig, Prompt, SamplingParams, LLM};
-use crate::model::{load_model_with, ModelSource};
+use crate::model::{load_model_with, ChatMessage, ModelSource};
 
 /// Loads the model named by `args` and builds an engine with `config`.
 pub fn build_engine<B: KernelBackend>(
@@ -76,8 +76,27 @@ impl BackendTask for GenerateArgs {
                     })
                     .collect()
             }
+            None if self.chat => self
+                .prompt
+                .iter()
+                .map(|text| {
+                    let system = self.system.iter().map(|s| ChatMessage::new("system", s));
+                    Prompt::Chat(system.chain([ChatMessage::new("user", text)]).collect())
+                })
+                .collect(),
             None => self.prompt.iter().cloned().map(Prompt::Text).collect(),
         };
+        if self.chat {
+            // Say what the model is given, before it runs.
+            let Prompt::Chat(messages) = &prompts[0] else {
+                unreachable!("--chat makes chat prompts")
+            };
+            let text = llm.render_chat(messages, &Default::default())?;
+            println!(
+                "chat template {}:\n{text}",
+                llm.chat_template().expect("rendered").path.display()
+            );
+        }
         let params = SamplingParams {
             temperature: self.temperature,
             top_k: self.top_k,
@@ -102,8 +121,10 @@ impl BackendTask for GenerateArgs {
             match out {
                 Ok(out) => {
                     tokens += out.token_ids.len();
-                    if let Prompt::Text(text) = prompt {
-                        println!("--- {text}{}", out.text);
+                    match prompt {
+                        Prompt::Text(text) => println!("--- {text}{}", out.text),
+                        Prompt::Chat(_) => println!("--- {}", out.text),
+                        Prompt::Tokens(_) => {}
                     }
                 }
                 Err(e) => println!("--- request failed: {e}"),
@@ -125,6 +146,13 @@ impl BackendTask for PerplexityArgs {
             .clone()
             .unwrap_or_else(|| PathBuf::from(&self.model.model).join("heldout.json"));
         let ids = crate::engine::token_ids::read_token_ids(&ids_path, false, None, usize::MAX)?;
+        anyhow::ensure!(
+            ids.len() >= self.window,
+            "{}: {} token ids, fewer than one --window of {}",
+            ids_path.display(),
+            ids.len(),
+            self.window
+        );
         let mut windows: Vec<Vec<u32>> =
             ids.chunks_exact(self.window).map(|w| w.to_vec()).collect();
         if let Some(n) = self.max_windows {

@@ -1,6 +1,6 @@
 //! Value checks that serde cannot express: lengths >= 1, min <= max, positive rates, names that
 //! are safe as folder names. Each failure names its dotted key. `check_paths` is the only check
-//! that touches the file system (model folder, prompts file).
+//! that touches the file system (model folder and its config.json, prompts file).
 use std::path::Path;
 
 use super::experiment::ExperimentConfig;
@@ -8,7 +8,7 @@ use super::validate_workload::check_workload;
 use super::workload_spec::{PromptsSpec, WorkloadSpec};
 use crate::engine::SchedulerPolicy;
 use crate::model::presets::PRESET_NAMES;
-use crate::model::WeightsKind;
+use crate::model::{ChatTemplate, ModelSource, WeightsKind};
 
 /// A failed check: the dotted key and what is wrong with its value.
 #[derive(Debug, PartialEq)]
@@ -156,7 +156,7 @@ fn check_engine(cfg: &ExperimentConfig) -> Check {
     if engine.max_model_len == Some(0) {
         return bad(
             "engine.max_model_len",
-            "must be >= 1 (leave it out to use the model's length)",
+            "must be >= 1 (leave it out for 4,096, or the model's length if shorter)",
         );
     }
     let kv = &engine.kv_budget;
@@ -209,12 +209,51 @@ pub fn check_paths(cfg: &ExperimentConfig) -> Check {
             );
         }
     }
-    if let WorkloadSpec::Prompts(PromptsSpec { path, .. }) = &cfg.workload {
+    // The engine would clamp a longer max_model_len while the workload was checked against it.
+    let spec = match ModelSource::parse(source).arch() {
+        Ok((_, spec)) => spec,
+        Err(e) => return bad("model.source", e.to_string()),
+    };
+    let max_model_len = match spec.resolve_max_model_len(cfg.engine.engine.max_model_len) {
+        Ok(len) => len,
+        Err(e) => {
+            let e = e.trim_start_matches("max_model_len ");
+            return bad(
+                "engine.max_model_len",
+                format!("{e}; lower it or leave it out"),
+            );
+        }
+    };
+    // The checks that needed the resolved length, now that the model gave it.
+    cfg.engine_config()
+        .validate(max_model_len)
+        .map_err(from_engine_message)?;
+    check_workload(&cfg.workload, Some(max_model_len))?;
+    if let WorkloadSpec::Prompts(PromptsSpec { path, chat, .. }) = &cfg.workload {
         if !path.is_file() {
             return bad(
                 "workload.path",
                 format!("prompts file {} does not exist", path.display()),
             );
+        }
+        if *chat {
+            let template = match ModelSource::parse(source) {
+                ModelSource::Folder(dir) => ChatTemplate::from_folder(&dir),
+                ModelSource::Preset(_) => Ok(None),
+            };
+            match template {
+                Err(e) => return bad("workload.chat", e.to_string()),
+                Ok(None) => {
+                    return bad(
+                        "workload.chat",
+                        format!(
+                            "{source} has no chat template (tokenizer_config.json's \
+                             `chat_template` or chat_template.jinja)"
+                        ),
+                    )
+                }
+                Ok(Some(_)) => {}
+            }
         }
     }
     Ok(())

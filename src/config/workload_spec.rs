@@ -65,7 +65,7 @@ pub struct SharedPrefixSpec {
 }
 
 /// `kind = "prompts"`: text prompts from a file: one per line, or `{"prompt": ...}` per line
-/// for a `.jsonl` file.
+/// for a `.jsonl` file; with `chat = true`, conversations for the model's chat template.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PromptsSpec {
@@ -78,6 +78,10 @@ pub struct PromptsSpec {
     pub arrival: ArrivalSpec,
     #[serde(default = "default_warmup")]
     pub warmup_requests: usize,
+    /// Each prompt is a user message rendered by the model's chat template (a `.jsonl` line may
+    /// hold a whole `"messages"` conversation instead).
+    #[serde(default)]
+    pub chat: bool,
 }
 
 fn default_warmup() -> usize {

@@ -9,7 +9,7 @@ use tokenizers::Tokenizer;
 
 use crate::backend::trace_mark;
 use crate::model::attention::AttentionImpl;
-use crate::model::{ArchSpec, LoadedModel};
+use crate::model::{ArchSpec, ChatMessage, ChatOptions, ChatTemplate, LoadedModel};
 
 use super::block_manager::BlockManager;
 use super::kv_cache::plan_num_blocks;
@@ -20,11 +20,14 @@ use super::scheduler::{Batch, Placeholder, Scheduler, SchedulerLimits};
 use super::sequence::Sequence;
 use super::types::{ExpertLoad, RequestId, RequestOutput, StepReport};
 
-/// A prompt as text (needs the model's tokenizer) or as token ids.
+/// A prompt as text (needs the model's tokenizer), as token ids, or as a conversation rendered
+/// by the model folder's chat template (with the assistant's header appended, as vLLM's
+/// `LLM.chat`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Prompt {
     Text(String),
     Tokens(Vec<u32>),
+    Chat(Vec<ChatMessage>),
 }
 
 /// Why one request was refused; the engine and every other request go on.
@@ -38,6 +41,10 @@ pub enum RequestError {
     TokenOutOfRange { id: u32, vocab_size: usize },
     #[error("text prompt, but the model folder has no tokenizer.json: pass token ids")]
     NoTokenizer,
+    #[error("chat prompt, but the model folder has no chat template (tokenizer_config.json's `chat_template` or chat_template.jinja)")]
+    NoChatTemplate,
+    #[error("{0}")]
+    ChatTemplate(String),
     #[error("tokenizer failed: {0}")]
     Tokenizer(String),
     #[error("invalid sampling parameters: {0}")]
@@ -50,6 +57,7 @@ pub struct LLM<B: KernelBackend> {
     pub(crate) runner: ModelRunner<B>,
     pub(crate) scheduler: Scheduler,
     tokenizer: Option<Tokenizer>,
+    chat_template: Option<ChatTemplate>,
     next_id: RequestId,
     max_model_len: usize,
     pub(crate) block_size: usize,
@@ -117,10 +125,9 @@ impl<B: KernelBackend> LLM<B> {
         device: &B::Device,
     ) -> anyhow::Result<Self> {
         let spec = model.spec().clone();
-        let max_model_len = config
-            .max_model_len
-            .unwrap_or(spec.max_position_embeddings)
-            .min(spec.max_position_embeddings);
+        let max_model_len = spec
+            .resolve_max_model_len(config.max_model_len)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", model.name))?;
         config.validate(max_model_len).map_err(anyhow::Error::msg)?;
         let attention = config.attention.resolve();
         let (tuning, _) = config
@@ -153,6 +160,7 @@ impl<B: KernelBackend> LLM<B> {
             runner,
             scheduler,
             tokenizer: model.tokenizer,
+            chat_template: model.chat_template,
             next_id: 0,
             max_model_len,
             block_size: config.block_size,
@@ -188,15 +196,45 @@ impl<B: KernelBackend> LLM<B> {
         self.scheduler.has_unfinished() || !self.queued.is_empty()
     }
 
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat_template.as_ref()
+    }
+
+    /// The text a conversation becomes through the model's chat template.
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        options: &ChatOptions,
+    ) -> Result<String, RequestError> {
+        let template = self
+            .chat_template
+            .as_ref()
+            .ok_or(RequestError::NoChatTemplate)?;
+        template
+            .render(messages, options)
+            .map_err(|e| RequestError::ChatTemplate(format!("{}: {e}", template.path.display())))
+    }
+
+    /// A prompt's token ids. Text is encoded without added special tokens (a rendered chat
+    /// already has them, as with HF's `apply_chat_template`).
     pub fn tokenize(&self, prompt: Prompt) -> Result<Vec<u32>, RequestError> {
-        match prompt {
-            Prompt::Tokens(ids) => Ok(ids),
-            Prompt::Text(text) => {
-                let tok = self.tokenizer.as_ref().ok_or(RequestError::NoTokenizer)?;
-                tok.encode(text, false)
-                    .map(|e| e.get_ids().to_vec())
-                    .map_err(|e| RequestError::Tokenizer(e.to_string()))
-            }
+        let text = match prompt {
+            Prompt::Tokens(ids) => return Ok(ids),
+            Prompt::Text(text) => text,
+            Prompt::Chat(messages) => self.render_chat(&messages, &ChatOptions::default())?,
+        };
+        let tok = self.tokenizer.as_ref().ok_or(RequestError::NoTokenizer)?;
+        tok.encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| RequestError::Tokenizer(e.to_string()))
+    }
+
+    /// Refuses ids the embedding has no row for (burn's `select` would panic on them).
+    pub fn check_vocab(&self, ids: &[u32]) -> Result<(), RequestError> {
+        let vocab_size = self.spec().vocab_size;
+        match ids.iter().find(|&&t| t as usize >= vocab_size) {
+            Some(&id) => Err(RequestError::TokenOutOfRange { id, vocab_size }),
+            None => Ok(()),
         }
     }
 
@@ -217,10 +255,7 @@ impl<B: KernelBackend> LLM<B> {
                 max_model_len: self.max_model_len,
             });
         }
-        let vocab_size = self.spec().vocab_size;
-        if let Some(&id) = ids.iter().find(|&&t| t as usize >= vocab_size) {
-            return Err(RequestError::TokenOutOfRange { id, vocab_size });
-        }
+        self.check_vocab(&ids)?;
         // A request that cannot fit alone would be preempted forever.
         let needed = (ids.len() + params.max_tokens)
             .min(self.max_model_len)

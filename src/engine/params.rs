@@ -225,8 +225,8 @@ pub struct EngineConfig {
     pub max_num_seqs: usize,
     /// Tokens in one forward pass at most.
     pub max_num_batched_tokens: usize,
-    /// Longest prompt + output (capped by the model's `max_position_embeddings`); `None` takes
-    /// the model's maximum.
+    /// Longest prompt + output, at most the model's `max_position_embeddings`; `None` takes
+    /// 4,096 or the model's maximum if that is less (`ArchSpec::resolve_max_model_len`).
     pub max_model_len: Option<usize>,
     pub enable_prefix_caching: bool,
     /// Queue each step before reading the previous one's sampled tokens (vLLM's async
@@ -252,9 +252,7 @@ impl Default for EngineConfig {
             block_size: 256,
             max_num_seqs: 256,
             max_num_batched_tokens: 16384,
-            // nano-vllm's default; the model's own maximum (40,960 for Qwen3) would need a
-            // 40k-token batch budget under policy none.
-            max_model_len: Some(4096),
+            max_model_len: None,
             enable_prefix_caching: true,
             async_scheduling: true,
             kv_budget: KvBudget::default(),

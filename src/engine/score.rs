@@ -56,6 +56,8 @@ impl<B: KernelBackend> LLM<B> {
                 w.len(),
                 self.max_model_len()
             );
+            self.check_vocab(w)
+                .map_err(|e| anyhow::anyhow!("window {i}: {e}"))?;
             if group_tokens + w.len() > max_tokens_per_pass && !group.is_empty() {
                 total = total + self.score_group(&mut group)?;
                 group_tokens = 0;
@@ -132,6 +134,13 @@ impl<B: KernelBackend> LLM<B> {
         anyhow::ensure!(
             chunk >= 1 && !tokens.is_empty(),
             "need tokens and chunk >= 1"
+        );
+        self.check_vocab(tokens)?;
+        anyhow::ensure!(
+            tokens.len() <= self.max_model_len(),
+            "{} tokens, but max_model_len is {}",
+            tokens.len(),
+            self.max_model_len()
         );
         let mut seq = Sequence::new(u64::MAX, tokens.to_vec(), Default::default());
         self.scheduler

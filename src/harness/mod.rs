@@ -30,8 +30,8 @@ pub mod workload;
 mod tests;
 
 pub use engine_port::{EngineInfo, StepEngine};
-pub use options::{install_ctrlc, RunOptions};
+pub use options::{install_ctrlc, RunOptions, INTERRUPTED_EXIT};
 pub use render::regenerate_report;
-pub use run::{run_experiment, run_experiment_with, EngineFactory};
+pub use run::{run_experiment, run_experiment_with, EngineFactory, Interrupted};
 pub use run_loop::{Clock, WallClock};
 pub use workload::{GenRequest, WorkloadError};

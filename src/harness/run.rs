@@ -55,6 +55,7 @@ pub fn run_experiment_with(
 ) -> anyhow::Result<PathBuf> {
     opts.stop.store(false, Ordering::SeqCst);
     let dir = out_root.join(&exp.name);
+    let created = check_writable(&dir)?;
     let started = host::utc_now();
     let mut ran: Vec<(VariantRow, EngineInfo)> = Vec::new();
     let mut failure: Option<anyhow::Error> = None;
@@ -68,7 +69,12 @@ pub fn run_experiment_with(
             evaluation: &mut evaluation,
             rows: &mut quality,
         };
-        match run_variant(&dir, variant, opts, clock, make_engine, &mut eval) {
+        // A panic fails its variant alone: what the others measured is still written.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_variant(&dir, variant, opts, clock, make_engine, &mut eval)
+        }))
+        .unwrap_or_else(|panic| Err(anyhow::anyhow!("panicked: {}", panic_message(&*panic))));
+        match outcome {
             Ok((row, info)) => {
                 let error = row.error.clone();
                 ran.push((row, info));
@@ -86,10 +92,17 @@ pub fn run_experiment_with(
             }
         }
     }
+    let interrupted = opts.stop.load(Ordering::SeqCst);
     if ran.is_empty() {
-        return Err(failure.unwrap_or_else(|| {
-            anyhow::anyhow!("stopped before any variant ran; nothing was written")
-        }));
+        if created {
+            // Nothing was written: leave no empty folder behind (it fails if something was).
+            let _ = std::fs::remove_dir(&dir);
+        }
+        return Err(match (failure, interrupted) {
+            (Some(e), _) => e,
+            (None, true) => Interrupted { dir: None }.into(),
+            (None, false) => anyhow::anyhow!("the experiment has no variants"),
+        });
     }
     let git_rev = host::git_rev();
     let rows: Vec<VariantRow> = ran.iter().map(|(row, _)| row.clone()).collect();
@@ -114,8 +127,42 @@ pub fn run_experiment_with(
     match (failure, report) {
         (Some(e), _) => Err(e.context(format!("results so far are in {}", dir.display()))),
         (None, Err(e)) => Err(e),
+        (None, Ok(())) if interrupted => Err(Interrupted { dir: Some(dir) }.into()),
         (None, Ok(())) => Ok(dir),
     }
+}
+
+/// A run stopped by Ctrl-C, after writing what it measured (`dir`, if any variant ran). The
+/// command exits with [`INTERRUPTED_EXIT`](super::options::INTERRUPTED_EXIT), so scripts can
+/// tell it from a complete run (0) and a failed one (1).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted{}", match dir {
+    Some(d) => format!(": the results measured so far are in {}", d.display()),
+    None => ": stopped before any variant ran; nothing was written".into(),
+})]
+pub struct Interrupted {
+    pub dir: Option<PathBuf>,
+}
+
+/// Creates `dir` and writes a file there, so an unwritable results folder is found before a
+/// variant runs rather than after its measurements. Whether `dir` was created here.
+fn check_writable(dir: &Path) -> anyhow::Result<bool> {
+    let probe = dir.join(".write-check");
+    let created = !dir.exists();
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&probe, b""))
+        .and_then(|()| std::fs::remove_file(&probe))
+        .with_context(|| format!("results folder {} is not writable", dir.display()))?;
+    Ok(created)
+}
+
+/// The text of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// The evaluation state shared by the variants and the rows it produced.

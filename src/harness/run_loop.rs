@@ -165,7 +165,7 @@ pub fn run(
             arrival_s: r.arrival_s,
             prompt_tokens: match &r.prompt {
                 crate::engine::Prompt::Tokens(t) => Some(t.len()),
-                crate::engine::Prompt::Text(_) => None,
+                crate::engine::Prompt::Text(_) | crate::engine::Prompt::Chat(_) => None,
             },
             output_tokens: 0,
             token_times: Vec::new(),
@@ -215,7 +215,15 @@ pub fn run(
         }
         if engine.has_unfinished() {
             let start_s = now();
-            let report = match engine.step() {
+            // A panicking step ends the variant like a failed one, keeping what it measured.
+            let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.step()))
+                .unwrap_or_else(|p| {
+                    Err(anyhow::anyhow!(
+                        "panicked: {}",
+                        super::run::panic_message(&*p)
+                    ))
+                });
+            let report = match step {
                 Ok(report) => report,
                 Err(e) => {
                     out.engine_error = Some(format!("step {}: {e:#}", out.steps.len()));

@@ -135,19 +135,20 @@ pub fn generate(
             path,
             output_len,
             arrival,
+            chat,
             ..
         }) => {
-            let texts = read_prompts(path)?;
+            let prompts = read_prompts(path, *chat)?;
             let mut rng = stream(cfg.seed, 0);
-            let times = arrivals(arrival, texts.len(), &mut rng);
-            for (text, arrival_s) in texts.into_iter().zip(times) {
+            let times = arrivals(arrival, prompts.len(), &mut rng);
+            for (prompt, arrival_s) in prompts.into_iter().zip(times) {
                 let out_len = output_len
                     .as_ref()
                     .map_or(cfg.sampling.max_tokens, |len| draw(&mut rng, len));
                 out.push(GenRequest {
                     class: "prompts".into(),
                     arrival_s,
-                    prompt: Prompt::Text(text),
+                    prompt,
                     params: params(out_len),
                 });
             }
@@ -168,7 +169,7 @@ pub fn warmup(requests: &[GenRequest], n: usize, vocab_size: usize, seed: u64) -
         .map(|r| {
             let len = match &r.prompt {
                 Prompt::Tokens(t) => t.len(),
-                Prompt::Text(_) => 32,
+                Prompt::Text(_) | Prompt::Chat(_) => 32,
             };
             let prompt = (0..len).map(|_| rng.random_range(0..hi)).collect();
             let params = SamplingParams {

@@ -166,7 +166,25 @@ pub struct ArchSpec {
     pub eos_token_ids: Vec<u32>,
 }
 
+/// `max_model_len` when left out, if the model allows that much: nano-vllm's default. The
+/// model's own maximum (40,960 for Qwen3) would need a 40k-token batch budget under policy none.
+pub const DEFAULT_MAX_MODEL_LEN: usize = 4096;
+
 impl ArchSpec {
+    /// The engine's longest prompt + output: `requested`, or [`DEFAULT_MAX_MODEL_LEN`] capped by
+    /// the model. A requested length above `max_position_embeddings` is refused (as vLLM does):
+    /// clamping it would cut outputs short without a word.
+    pub fn resolve_max_model_len(&self, requested: Option<usize>) -> Result<usize, String> {
+        match requested {
+            Some(len) if len > self.max_position_embeddings => Err(format!(
+                "max_model_len {len} is above the model's max_position_embeddings ({})",
+                self.max_position_embeddings
+            )),
+            Some(len) => Ok(len),
+            None => Ok(DEFAULT_MAX_MODEL_LEN.min(self.max_position_embeddings)),
+        }
+    }
+
     /// Parameters of the model (embeddings counted once when tied).
     pub fn num_params(&self) -> usize {
         self.param_counts().0
@@ -350,6 +368,49 @@ pub fn parse_arch(text: &str, path: &Path) -> Result<ArchSpec, ModelError> {
             None => Vec::new(),
         },
     };
+    // A zero size loads as empty tensors and fails much later, inside a kernel.
+    let mut sizes = vec![
+        ("vocab_size", spec.vocab_size),
+        ("hidden_size", spec.hidden_size),
+        ("num_hidden_layers", spec.num_layers),
+        ("head_dim", spec.head_dim),
+        ("max_position_embeddings", spec.max_position_embeddings),
+    ];
+    match &spec.ffn {
+        FfnSpec::Dense { intermediate_size } => {
+            sizes.push(("intermediate_size", *intermediate_size))
+        }
+        FfnSpec::Moe {
+            moe,
+            dense_layers,
+            dense_intermediate_size,
+        } => {
+            let name = match moe.naming {
+                ExpertNaming::Mixtral => "intermediate_size",
+                ExpertNaming::Qwen => "moe_intermediate_size",
+            };
+            sizes.push((name, moe.expert_intermediate_size));
+            if !dense_layers.is_empty() {
+                sizes.push(("intermediate_size", *dense_intermediate_size));
+            }
+            if let Some(shared) = moe.shared_expert_intermediate_size {
+                sizes.push(("shared_expert_intermediate_size", shared));
+            }
+        }
+    }
+    if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
+        let msg = match (*name, raw.head_dim) {
+            ("head_dim", None) => format!(
+                "hidden_size {hidden_size} / {num_heads} attention heads is 0: set head_dim"
+            ),
+            _ => "must be at least 1".into(),
+        };
+        return Err(ModelError::BadField {
+            path: path.into(),
+            field: name.to_string(),
+            msg,
+        });
+    }
     if !spec.head_dim.is_multiple_of(2) {
         return Err(ModelError::BadField {
             path: path.into(),

@@ -398,3 +398,47 @@ fn bad_moe_configs_name_the_field() {
         "{err}"
     );
 }
+
+#[test]
+fn zero_sizes_are_refused_by_field() {
+    for (from, to, field) in [
+        (
+            "\"num_hidden_layers\": 6",
+            "\"num_hidden_layers\": 0",
+            "num_hidden_layers",
+        ),
+        ("\"vocab_size\": 4096", "\"vocab_size\": 0", "vocab_size"),
+        ("\"hidden_size\": 256", "\"hidden_size\": 0", "hidden_size"),
+        (
+            "\"intermediate_size\": 768",
+            "\"intermediate_size\": 0",
+            "intermediate_size",
+        ),
+        ("\"head_dim\": 32", "\"head_dim\": 0", "head_dim"),
+        (
+            "\"max_position_embeddings\": 2048",
+            "\"max_position_embeddings\": 0",
+            "max_position_embeddings",
+        ),
+    ] {
+        assert_bad_field(
+            parse(&QWEN3_V5.replace(from, to)).unwrap_err(),
+            field,
+            "must be at least 1",
+        );
+    }
+    // hidden / heads rounds to zero when head_dim is left out.
+    let tiny = QWEN3_V5
+        .replace("\"head_dim\": 32,", "")
+        .replace("\"hidden_size\": 256", "\"hidden_size\": 4");
+    assert_bad_field(parse(&tiny).unwrap_err(), "head_dim", "set head_dim");
+    assert_bad_field(
+        parse(&QWEN3_MOE_V4.replace(
+            "\"moe_intermediate_size\": 64",
+            "\"moe_intermediate_size\": 0",
+        ))
+        .unwrap_err(),
+        "moe_intermediate_size",
+        "must be at least 1",
+    );
+}

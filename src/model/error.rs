@@ -36,6 +36,8 @@ pub enum ModelError {
     BadWeights { path: PathBuf, msg: String },
     #[error("{path}: {msg}")]
     Tokenizer { path: PathBuf, msg: String },
+    #[error(transparent)]
+    ChatTemplate(#[from] super::chat_template::ChatTemplateError),
     #[error("{model}: {msg}")]
     Unsupported { model: String, msg: String },
     #[error("unknown preset \"{0}\" (presets: {presets})", presets = super::presets::PRESET_NAMES.join(", "))]

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use super::arch::{load_arch, ArchSpec};
+use super::chat_template::ChatTemplate;
 use super::decoder::Decoder;
 use super::error::ModelError;
 use super::ffn::ExpertsSource;
@@ -74,6 +75,8 @@ pub struct LoadedModel<B: KernelBackend> {
     pub name: String,
     pub decoder: Decoder<B>,
     pub tokenizer: Option<Tokenizer>,
+    /// The folder's chat template, where it has one (`Prompt::Chat` renders it).
+    pub chat_template: Option<ChatTemplate>,
     pub random_weights: bool,
     /// Factored (compressed) experts' rank, where the MoE layers hold them.
     pub factored_rank: Option<usize>,
@@ -143,7 +146,10 @@ pub fn load_model_with<B: KernelBackend>(
             WeightSource::Random
         }
     };
-    let positions = max_positions.unwrap_or(spec.max_position_embeddings);
+    // A too-long request is refused by the engine; the table only needs to cover what runs.
+    let positions = spec
+        .resolve_max_model_len(max_positions)
+        .unwrap_or(spec.max_position_embeddings);
     let factored_rank = match &experts {
         ExpertsSource::Factored { rank, .. } => Some(*rank),
         ExpertsSource::Full => None,
@@ -153,10 +159,15 @@ pub fn load_model_with<B: KernelBackend>(
         Some(dir) => load_tokenizer(dir)?,
         None => None,
     };
+    let chat_template = match dir {
+        Some(dir) => ChatTemplate::from_folder(dir)?,
+        None => None,
+    };
     Ok(LoadedModel {
         name,
         decoder,
         tokenizer,
+        chat_template,
         random_weights: weights == WeightsKind::Random,
         factored_rank,
     })

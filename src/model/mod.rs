@@ -1,7 +1,9 @@
-//! Models: `config.json` -> [`ArchSpec`], weights (files or seeded random), tokenizer, and the decoder.
+//! Models: `config.json` -> [`ArchSpec`], weights (files or seeded random), tokenizer and chat
+//! template, and the decoder.
 pub mod arch;
 pub mod attention;
 pub mod capture;
+pub mod chat_template;
 pub mod decoder;
 pub mod error;
 pub mod ffn;
@@ -13,6 +15,7 @@ pub mod safetensor_files;
 pub mod weights;
 
 pub use arch::{ArchSpec, Architecture, ExpertNaming, FfnSpec, LayerFfn, MoeSpec, RopeScaling};
+pub use chat_template::{ChatMessage, ChatOptions, ChatTemplate, ChatTemplateError};
 pub use decoder::{Decoder, LayerCache, StepOutput, StepTensors};
 pub use error::ModelError;
 pub use ffn::ExpertsSource;

@@ -33,7 +33,10 @@ pub fn time_cascade<B: DevOps>(
 ) -> CascadeTiming {
     let caps = B::kernel_caps(dev).expect("a backend with kernels");
     let bs = shape.block_size;
-    assert!(prefix % bs == 0 && suffix >= 1, "a prefix of whole blocks");
+    assert!(
+        prefix.is_multiple_of(bs) && suffix >= 1,
+        "a prefix of whole blocks"
+    );
     let shared: Vec<u32> = (0..(prefix / bs) as u32).collect();
     let own = suffix.div_ceil(bs) as u32;
     let tables: Vec<Vec<u32>> = (0..requests as u32)

@@ -367,3 +367,19 @@ fn a_negative_device_index_names_its_line() {
     assert!(msg.starts_with(&format!("exp.toml:{line}:")), "{msg}");
     assert!(msg.contains("device"), "{msg}");
 }
+
+#[test]
+fn max_model_len_above_the_model_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.toml");
+    std::fs::write(
+        &path,
+        format!("{BASE}[engine]\nmax_model_len = 100000\nmax_num_batched_tokens = 100000\n[[variants]]\nlabel = \"a\"\n"),
+    )
+    .unwrap();
+    let msg = load_experiment(&path).unwrap_err().to_string();
+    assert!(
+        msg.contains("e.toml: variant \"a\": engine.max_model_len: 100000 is above the model's max_position_embeddings"),
+        "{msg}"
+    );
+}

@@ -10,7 +10,7 @@ use crate::harness::csv_out::{
     read_rows, write_rows, MetaRow, RequestRow, StepRow, TokenRow, VariantRow,
 };
 use crate::harness::summary::SummaryRow;
-use crate::harness::{regenerate_report, run_experiment_with, RunOptions, StepEngine};
+use crate::harness::{regenerate_report, run_experiment_with, Interrupted, RunOptions, StepEngine};
 
 /// The run-loop test's timeline (see `run_loop_tests`), as an experiment with two variants.
 const EXP: &str = r#"name = "e2e"
@@ -65,7 +65,7 @@ fn run_fake(
 
 const REQUESTS_HEADER: &str = "variant,class,id,arrival_s,prompt_tokens,output_tokens,ttft_s,tpot_s,e2e_s,max_itl_s,finish_reason,error";
 const STEPS_HEADER: &str =
-    "variant,step,start_s,end_s,step_s,engine_s,queued_s,kind,prefill_tokens,decode_tokens,num_seqs,kv_blocks_used,kv_blocks_total,preempted,prefix_hit_tokens,new_tokens,finished,expert_tokens,expert_load_max,expert_load_mean,experts_read,context_tokens";
+    "variant,step,start_s,end_s,step_s,engine_s,queued_s,kind,prefill_tokens,decode_tokens,num_seqs,kv_blocks_used,kv_blocks_total,preempted,prefix_hit_tokens,new_tokens,finished,expert_tokens,expert_load_max,expert_load_mean,experts_read,context_tokens,cascade_rows";
 const TOKENS_HEADER: &str = "variant,id,index,token_id,time_s,itl_s";
 const VARIANTS_HEADER: &str = "variant,sweep,policy,chunk_size,order,block_size,max_num_seqs,max_num_batched_tokens,enable_prefix_caching,attention,attention_backend,compression,experts,kernels,backend,device,dtype,model,\
                                random_weights,num_params,seed,workload,requests,warmup_requests,wall_s,interrupted,error";
@@ -302,10 +302,10 @@ fn moe_expert_load_lands_in_steps_csv_and_the_report() {
     let text = std::fs::read_to_string(dir.join("chunked/steps.csv")).unwrap();
     let lines: Vec<&str> = text.lines().skip(1).collect();
     let want = [
-        ",200;100;50;50,100,50.0,5,100",
-        ",20;10;5;5,10,5.0,5,10",
-        ",4;2;1;1,2,1.0,5,112",
-        ",2;1;1;0,1,0.5,4,102",
+        ",200;100;50;50,100,50.0,5,100,0",
+        ",20;10;5;5,10,5.0,5,10,0",
+        ",4;2;1;1,2,1.0,5,112,0",
+        ",2;1;1;0,1,0.5,4,102,0",
     ];
     assert_eq!(lines.len(), want.len(), "{text}");
     for (line, end) in lines.iter().zip(want) {
@@ -554,6 +554,50 @@ fn a_failing_engine_build_writes_nothing() {
 }
 
 #[test]
+fn an_unwritable_results_folder_fails_before_any_variant_runs() {
+    let out = tempfile::tempdir().unwrap();
+    // A file where the results folder should be.
+    std::fs::write(out.path().join("e2e"), b"").unwrap();
+    let clock = SimClock::default();
+    let mut built = 0;
+    let mut make = |_: &Variant| -> anyhow::Result<Box<dyn StepEngine>> {
+        built += 1;
+        Ok(Box::new(FakeEngine::new(clock.clone())))
+    };
+    let err =
+        run_experiment_with(&experiment(), out.path(), &options(), &clock, &mut make).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("e2e is not writable"),
+        "{err:#}"
+    );
+    assert_eq!(built, 0, "no engine was built");
+}
+
+#[test]
+fn a_panicking_step_fails_its_variant_and_keeps_the_others() {
+    let out = tempfile::tempdir().unwrap();
+    let err = run_fake(out.path(), |v, e| {
+        if v.label == "chunked" {
+            e.panic_at_step = Some(1);
+        }
+    })
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("variant \"chunked\": engine error: step 1: panicked: simulated panic"),
+        "{msg}"
+    );
+    let dir = out.path().join("e2e");
+    let rows: Vec<VariantRow> = read_rows(&dir.join("variants.csv")).unwrap();
+    assert_eq!(rows.len(), 2, "the finished variant and the failed one");
+    assert!(rows[1].error.contains("panicked"), "{}", rows[1].error);
+    let steps: Vec<StepRow> = read_rows(&dir.join("chunked/steps.csv")).unwrap();
+    assert_eq!(steps.len(), 1, "the step before the panic is kept");
+    // `nanovllm report` reads the folder.
+    crate::harness::regenerate_report(&dir).unwrap();
+}
+
+#[test]
 fn ctrl_c_stops_and_writes_what_ran() {
     let out = tempfile::tempdir().unwrap();
     let opts = options();
@@ -564,8 +608,16 @@ fn ctrl_c_stops_and_writes_what_ran() {
         e.stop_at_step = Some((1, stop.clone()));
         Ok(Box::new(e))
     };
-    let dir = run_experiment_with(&experiment(), out.path(), &opts, &clock, &mut make).unwrap();
+    let err = run_experiment_with(&experiment(), out.path(), &opts, &clock, &mut make).unwrap_err();
+    let dir = err
+        .downcast_ref::<Interrupted>()
+        .and_then(|i| i.dir.clone())
+        .expect("an interrupted run with results");
+    assert_eq!(dir, out.path().join("e2e"));
     assert!(!dir.join("chunked").exists(), "later variants are skipped");
+    let rows: Vec<VariantRow> = read_rows(&dir.join("variants.csv")).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].interrupted);
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(md.contains("**Interrupted:** variant `none`"), "{md}");
 }

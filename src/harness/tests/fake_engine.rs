@@ -48,6 +48,8 @@ pub struct FakeEngine {
     pub max_prompt: usize,
     /// `step` fails on this step index.
     pub fail_at_step: Option<usize>,
+    /// `step` panics on this step index.
+    pub panic_at_step: Option<usize>,
     /// Sets this flag (as Ctrl-C would) when this step index starts.
     pub stop_at_step: Option<(usize, Arc<AtomicBool>)>,
     pub steps: usize,
@@ -67,6 +69,7 @@ impl FakeEngine {
             decode_s: 0.01,
             max_prompt: usize::MAX,
             fail_at_step: None,
+            panic_at_step: None,
             stop_at_step: None,
             steps: 0,
             random_weights: true,
@@ -130,6 +133,9 @@ impl StepEngine for FakeEngine {
         }
         if self.fail_at_step == Some(index) {
             anyhow::bail!("simulated device failure");
+        }
+        if self.panic_at_step == Some(index) {
+            panic!("simulated panic");
         }
         // A prefill reads its prompts; a decode each sequence's prompt and outputs so far.
         let context_tokens: usize = match self.waiting.is_empty() {

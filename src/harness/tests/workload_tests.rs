@@ -18,7 +18,7 @@ fn config(workload: &str, seed: u64) -> ExperimentConfig {
 fn tokens(p: &Prompt) -> &[u32] {
     match p {
         Prompt::Tokens(t) => t,
-        Prompt::Text(_) => panic!("expected token ids"),
+        Prompt::Text(_) | Prompt::Chat(_) => panic!("expected token ids"),
     }
 }
 
