@@ -108,11 +108,9 @@ fn a_chat_prompt_through_the_engine_has_the_template_ids() {
     .unwrap();
     let llm = LLM::new(model, EngineConfig::default(), &device).unwrap();
     // Conversations 0-3 ask for the generation prompt with no extra variables, as Prompt::Chat.
-    for i in 0..4 {
-        assert!(conversations[i].add_generation_prompt && conversations[i].kwargs.is_empty());
-        let ids = llm
-            .tokenize(Prompt::Chat(conversations[i].messages.clone()))
-            .unwrap();
+    for (i, conv) in conversations.iter().take(4).enumerate() {
+        assert!(conv.add_generation_prompt && conv.kwargs.is_empty());
+        let ids = llm.tokenize(Prompt::Chat(conv.messages.clone())).unwrap();
         assert_eq!(ids, golden.models["qwen3"][i].ids, "conversation {i}");
     }
 }

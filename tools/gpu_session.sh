@@ -5,7 +5,7 @@
 # STEPS picks what runs (info host_cost decode_cublas gemv_ab bin_ab async_ab kernels_ab ncu_prefill ncu_decode kernels_check golden golden_cuda perplexity kernels_bench prefill_ab matmul profile
 # decode_latency bench trace bench_part bench_fusion hf_peer chunk512 chunk_sweep chunk_gpu chunk_gpu_sweep
 # step_bench profile_mixed unroll_sweep bench_unroll perplexity_moe moe_bench decode_latency_moe bench_moe bench_qwen3_moe
-# moe_check sanitize attention_check cascade_bench cascade cascade_llama); logs and a results tarball go under $OUT.
+# moe_check sanitize attention_check cascade_bench cascade cascade_llama chat_golden); logs and a results tarball go under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 B=${B:-./.devbin}
@@ -198,6 +198,9 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
                      --out "$OUT/results/kernels" ;;
     cascade) exp cascade ${CASCADE_TIMEOUT:-500} ;;
     cascade_llama) exp cascade_llama ${CASCADE_TIMEOUT:-500} ;;
+    # The chat templates' golden renderings from this machine's transformers (tests/tokenizers
+    # carried: tools/fetch_tokenizers.sh).
+    chat_golden) run python3 tools/chat_golden.py --out "$OUT/chat_golden.json" ;;
   esac
 done
 # The device tool returns at most 8 files, 2 folders deep: pack the results folder.
