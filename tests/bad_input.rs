@@ -38,19 +38,22 @@ fn edit_config(dir: &Path, from: &str, to: &str) {
     std::fs::write(path, text.replace(from, to)).unwrap();
 }
 
-/// The engine on the tiny Qwen3 fixture, on the CPU.
-fn fixture_engine(config: EngineConfig) -> LLM<Cpu> {
+/// The tiny Qwen3 fixture, loaded for the CPU.
+fn fixture_model() -> nanovllm::model::LoadedModel<Cpu> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3");
-    let device = Default::default();
-    let model = load_model::<Cpu>(
+    load_model::<Cpu>(
         &ModelSource::Folder(dir),
         WeightsKind::File,
         0,
         None,
-        &device,
+        &Default::default(),
     )
-    .unwrap();
-    LLM::new(model, config, &device).unwrap()
+    .unwrap()
+}
+
+/// The engine on the tiny Qwen3 fixture, on the CPU.
+fn fixture_engine(config: EngineConfig) -> LLM<Cpu> {
+    LLM::new(fixture_model(), config, &Default::default()).unwrap()
 }
 
 #[test]
@@ -228,22 +231,15 @@ fn out_of_vocabulary_ids_are_refused_when_scoring() {
 
 #[test]
 fn max_model_len_above_the_model_is_refused_not_clamped() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3");
-    let device = Default::default();
-    let model = load_model::<Cpu>(
-        &ModelSource::Folder(dir),
-        WeightsKind::File,
-        0,
-        None,
-        &device,
-    )
-    .unwrap();
+    let model = fixture_model();
     let max = model.spec().max_position_embeddings;
     let config = EngineConfig {
         max_model_len: Some(max + 1),
         ..EngineConfig::default()
     };
-    let err = LLM::new(model, config, &device).err().expect("refused");
+    let err = LLM::new(model, config, &Default::default())
+        .err()
+        .expect("refused");
     assert!(
         err.to_string().contains(&format!(
             "qwen3: max_model_len {} is above the model's max_position_embeddings ({max})",
