@@ -91,6 +91,12 @@ pub enum KernelsCommand {
         /// Folder for cascade_attention.csv and cascade_crossover.png.
         #[arg(long, default_value = "results/kernels")]
         out: PathBuf,
+        /// Request counts to time (comma-separated; default the 16,64,256).
+        #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..))]
+        requests: Vec<u32>,
+        /// Shared prefix lengths in tokens (comma-separated; default 128,512,1024,4096,8192).
+        #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..))]
+        prefixes: Vec<u32>,
     },
     /// Where a MoE layer's decode time goes (router, grouping, expert products, attention) on
     /// mixtral-8x7b and qwen3-30b-a3b shapes, beside the bytes each must read.
@@ -216,6 +222,10 @@ pub struct ModelArgs {
     /// How decode rows sharing a prefix (prefix caching) attend it: each over its own blocks, once per group (cascade), or cascade where it pays.
     #[arg(long, value_enum, default_value_t = AttentionMode::Paged)]
     pub attention_mode: AttentionMode,
+    /// A MoE model's experts per layer kept on the device (`all`, a count, or bytes for all
+    /// layers such as `24GB`); the rest stay in host memory and load as the router asks.
+    #[arg(long, default_value = "all", value_parser = crate::model::offload::ExpertBudget::parse)]
+    pub expert_budget: crate::model::offload::ExpertBudget,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

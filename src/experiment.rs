@@ -14,6 +14,7 @@ use crate::config::{load_experiment, ExperimentConfig, Variant};
 use crate::engine::{Prompt, RequestId, SamplingParams, StepReport, LLM};
 use crate::harness::quality::log_softmax_rows;
 use crate::harness::{run_experiment, EngineInfo, StepEngine};
+use crate::model::offload::ExpertBudget;
 use crate::model::{load_model_with, ExpertsSource, ModelSource, WeightsKind};
 
 /// Runs the experiment at `path`; results go to `<results_dir>/<name>/`, which is returned.
@@ -98,6 +99,7 @@ impl BackendTask for BuildEngine<'_> {
             &source,
             cfg.model.weights,
             experts,
+            engine_config.expert_budget,
             cfg.seed,
             engine_config.max_model_len,
             &device,
@@ -155,6 +157,7 @@ fn ensure_compressed<B: KernelBackend>(
         source,
         cfg.model.weights,
         ExpertsSource::Full,
+        ExpertBudget::All,
         cfg.seed,
         cfg.engine_config().max_model_len,
         device,

@@ -10,6 +10,7 @@ use nanovllm::compress::{
 };
 use nanovllm::engine::token_ids::{read_token_ids, windows};
 use nanovllm::engine::{EngineConfig, LLM};
+use nanovllm::model::offload::ExpertBudget;
 use nanovllm::model::{load_model_with, ExpertsSource, ModelSource, WeightsKind};
 
 fn model_copy(tmp: &Path) -> PathBuf {
@@ -31,6 +32,7 @@ fn engine(dir: &Path, experts: ExpertsSource) -> LLM<Cpu> {
         &ModelSource::Folder(dir.to_path_buf()),
         WeightsKind::File,
         experts,
+        ExpertBudget::All,
         0,
         None,
         &device,
@@ -145,6 +147,7 @@ fn bad_compressed_folders_and_calibration_files_are_named_errors() {
         &source,
         WeightsKind::File,
         experts,
+        ExpertBudget::All,
         0,
         None,
         &Default::default(),

@@ -14,7 +14,8 @@ use nanovllm::engine::{
     AttentionBackend, AttentionMode, ChunkOrder, EngineConfig, KvBudget, Prompt, SamplingParams,
     SchedulerPolicy, LLM,
 };
-use nanovllm::model::{load_model, ModelSource, WeightsKind};
+use nanovllm::model::offload::ExpertBudget;
+use nanovllm::model::{load_model_with, ExpertsSource, ModelSource, WeightsKind};
 use nanovllm_kernels::KernelBackend;
 use serde::Deserialize;
 
@@ -59,9 +60,11 @@ fn fixture(name: &str) -> (String, Golden) {
 
 fn engine<B: KernelBackend>(dir: &str, config: EngineConfig) -> LLM<B> {
     let device = Default::default();
-    let model = load_model::<B>(
+    let model = load_model_with::<B>(
         &ModelSource::Folder(dir.into()),
         WeightsKind::File,
+        ExpertsSource::Full,
+        config.expert_budget,
         0,
         None,
         &device,
@@ -412,6 +415,54 @@ fn check_cascade<B: KernelBackend>(name: &str) {
     );
 }
 
+/// Expert offloading at every budget from the fixture's top-k experts per layer up: HF's
+/// greedy tokens; each step's cache lookups are the experts its tokens chose (hits + misses
+/// = experts read); budgets below all miss, and a budget of every expert is no offloading.
+fn check_offload<B: KernelBackend>(name: &str, experts: usize, top_k: usize) {
+    let (dir, g) = fixture(name);
+    for slots in top_k..=experts {
+        let config = EngineConfig {
+            expert_budget: ExpertBudget::PerLayer(slots),
+            ..small_blocks()
+        };
+        assert_eq!(
+            greedy::<B>(&dir, config.clone(), &g.prompts),
+            g.greedy_tokens,
+            "{name}: greedy tokens at {slots} experts per layer"
+        );
+        let mut llm = engine::<B>(&dir, config);
+        let params = SamplingParams {
+            ignore_eos: true,
+            ..SamplingParams::greedy(8)
+        };
+        for p in &g.prompts {
+            llm.add_request(Prompt::Tokens(p.clone()), params.clone())
+                .unwrap();
+        }
+        let (mut misses, mut bytes) = (0, 0);
+        while llm.has_unfinished() {
+            let r = llm.step().unwrap();
+            let Some(o) = r.offload else {
+                assert_eq!(slots, experts, "{name}: offloaded below all experts");
+                continue;
+            };
+            let read = r.expert_load.as_ref().map_or(0, |l| l.experts_read());
+            assert_eq!(
+                o.hits + o.misses,
+                read as u64,
+                "{name}, {slots} slots: lookups"
+            );
+            assert!(o.wait_s >= 0.0 && o.wait_s.is_finite());
+            misses += o.misses;
+            bytes += o.bytes_copied;
+        }
+        if slots < experts {
+            assert!(misses > 0, "{name}, {slots} slots: some expert was loaded");
+            assert_eq!(bytes % misses, 0, "{name}: whole experts copied");
+        }
+    }
+}
+
 /// One test per (check, backend): `cpu::qwen3_prefill_logits`, `wgpu_kernels::qwen3_...`.
 macro_rules! golden_tests {
     ($module:ident, $backend:ty) => {
@@ -487,6 +538,12 @@ macro_rules! golden_tests {
             fn mixtral_survives_chunking_preemption_and_prefix_cache() {
                 check_chunking_and_preemption::<$backend>("mixtral");
                 check_prefix_cache::<$backend>("mixtral");
+            }
+            #[test]
+            fn offloaded_experts_keep_hf_tokens() {
+                check_offload::<$backend>("mixtral", 8, 2);
+                check_offload::<$backend>("qwen3_moe", 8, 3);
+                check_offload::<$backend>("qwen2_moe", 8, 2);
             }
             #[test]
             fn qwen3_moe_prefill_logits_match_hf() {

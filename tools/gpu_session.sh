@@ -5,7 +5,7 @@
 # STEPS picks what runs (info host_cost decode_cublas gemv_ab bin_ab async_ab kernels_ab ncu_prefill ncu_decode kernels_check golden golden_cuda perplexity kernels_bench prefill_ab matmul profile
 # decode_latency bench trace bench_part bench_fusion hf_peer chunk512 chunk_sweep chunk_gpu chunk_gpu_sweep
 # step_bench profile_mixed unroll_sweep bench_unroll perplexity_moe moe_bench decode_latency_moe bench_moe bench_qwen3_moe
-# moe_check sanitize attention_check cascade_bench cascade cascade_llama chat_golden); logs and a results tarball go under $OUT.
+# moe_check sanitize attention_check cascade_bench cascade_tune cascade cascade_llama chat_golden offload); logs and a results tarball go under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 B=${B:-./.devbin}
@@ -196,7 +196,16 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
     attention_check) run timeout -s INT 150 $B/$NV kernels check --backend cuda --only attention ;;
     cascade_bench) run timeout -s INT ${CASCADE_TIMEOUT:-300} $B/nanovllm kernels cascade-bench --backend cuda \
                      --out "$OUT/results/kernels" ;;
+    # The prefix tiles' knobs (rows, piece keys, cubes per unit): the cascade bench at each of
+    # PREFIX_SETTINGS (settings joined by commas), one folder per setting, over TUNE_GRID.
+    cascade_tune) for spec in ${PREFIX_SETTINGS:-NANOVLLM_PREFIX_ROWS=64 NANOVLLM_PREFIX_ROWS=128}; do
+                    run env $(echo "$spec" | tr ',' ' ') timeout -s INT 120 $B/nanovllm kernels cascade-bench \
+                      --backend cuda --out "$OUT/results/tune-$(echo "$spec" | tr ':=,' '-__')" \
+                      ${TUNE_GRID:---requests 64,256 --prefixes 512,4096,8192}
+                  done ;;
     cascade) exp cascade ${CASCADE_TIMEOUT:-500} ;;
+    # Expert offloading (issue 25): Mixtral-8x7B shapes at expert budgets all / 6 / 4 / 2.
+    offload) exp offload ${OFFLOAD_TIMEOUT:-500} ;;
     cascade_llama) exp cascade_llama ${CASCADE_TIMEOUT:-500} ;;
     # The chat templates' golden renderings from this machine's transformers (tests/tokenizers
     # carried: tools/fetch_tokenizers.sh).

@@ -47,6 +47,16 @@ pub struct KernelTuning {
     /// On the H200 the kernels won at 1 row per expert (2.2× at Mixtral-8x7B batch 4) and lost
     /// at 4 (1.36× Mixtral batch 16, 1.2× Qwen3-30B-A3B batch 64) to the grouped GEMM.
     pub moe_kernel_max_rows: usize,
+    /// Cascade attention's prefix tiles: query rows per cube (a multiple of 16 up to 256, on the
+    /// flash kernel; each key tile is loaded once for them all). On the H200 at 64 requests × 4k
+    /// keys 128 rows gave 3.7x (Qwen3-0.6B heads) and 4.5x (Llama-3.1-8B) over paged against
+    /// 3.6x and 4.4x at 64 and 2.0x and 2.8x at 256 (with 512-key pieces; docs/perf-log.md).
+    pub prefix_rows: usize,
+    /// A shared prefix is cut into pieces of at least this many keys (or half the prefix) ...
+    /// 512 against 256: fewer pieces to merge (Llama heads at 64 × 4k: 4.5x against 3.4x).
+    pub prefix_min_keys: usize,
+    /// ... as many as bring its launch to this many cubes per compute unit.
+    pub prefix_cubes_per_unit: usize,
 }
 
 impl Default for KernelTuning {
@@ -59,6 +69,9 @@ impl Default for KernelTuning {
             cublas_min_rows: crate::matmul::gemv::GEMV_MAX_ROWS + 1,
             fused_gemv_max_rows: crate::matmul::gemv::GEMV_MAX_ROWS,
             moe_kernel_max_rows: 2,
+            prefix_rows: 128,
+            prefix_min_keys: 512,
+            prefix_cubes_per_unit: 2,
         }
     }
 }
@@ -76,7 +89,7 @@ fn parse<T: std::str::FromStr>(raw: &str) -> Result<T, String> {
         .map_err(|_| format!("{raw:?} does not parse"))
 }
 
-const ENV_KNOBS: [EnvKnob; 7] = [
+const ENV_KNOBS: [EnvKnob; 10] = [
     EnvKnob {
         var: "NANOVLLM_DECODE_UNROLL",
         key: "decode_unroll",
@@ -125,6 +138,21 @@ const ENV_KNOBS: [EnvKnob; 7] = [
         key: "moe_kernel_max_rows",
         apply: |t, v| parse(v).map(|x| t.moe_kernel_max_rows = x),
     },
+    EnvKnob {
+        var: "NANOVLLM_PREFIX_ROWS",
+        key: "prefix_rows",
+        apply: |t, v| parse(v).map(|x| t.prefix_rows = x),
+    },
+    EnvKnob {
+        var: "NANOVLLM_PREFIX_MIN_KEYS",
+        key: "prefix_min_keys",
+        apply: |t, v| parse(v).map(|x| t.prefix_min_keys = x),
+    },
+    EnvKnob {
+        var: "NANOVLLM_PREFIX_CUBES",
+        key: "prefix_cubes_per_unit",
+        apply: |t, v| parse(v).map(|x| t.prefix_cubes_per_unit = x),
+    },
 ];
 
 /// An environment variable that overrode a knob.
@@ -151,6 +179,18 @@ impl KernelTuning {
                 "decode_max_keys = {}: expected at least {min_split} (the shortest context \
                  range the plan splits off)",
                 self.decode_max_keys
+            ));
+        }
+        if !(self.prefix_rows.is_multiple_of(16) && (16..=256).contains(&self.prefix_rows)) {
+            return Err(format!(
+                "prefix_rows = {}: expected a multiple of 16 from 16 to 256",
+                self.prefix_rows
+            ));
+        }
+        if self.prefix_min_keys == 0 || self.prefix_cubes_per_unit == 0 {
+            return Err(format!(
+                "prefix_min_keys = {}, prefix_cubes_per_unit = {}: expected at least 1",
+                self.prefix_min_keys, self.prefix_cubes_per_unit
             ));
         }
         if self.fused_gemv_max_rows > max_gemv {
@@ -196,13 +236,17 @@ impl KernelTuning {
         };
         format!(
             "decode_unroll={} prefill_mma={prefill} decode_max_keys={} decode_qkv_max_rows={} \
-             cublas_min_rows={} fused_gemv_max_rows={} moe_kernel_max_rows={}",
+             cublas_min_rows={} fused_gemv_max_rows={} moe_kernel_max_rows={} prefix_rows={} \
+             prefix_min_keys={} prefix_cubes_per_unit={}",
             self.decode_unroll,
             self.decode_max_keys,
             self.decode_qkv_max_rows,
             self.cublas_min_rows,
             self.fused_gemv_max_rows,
-            self.moe_kernel_max_rows
+            self.moe_kernel_max_rows,
+            self.prefix_rows,
+            self.prefix_min_keys,
+            self.prefix_cubes_per_unit
         )
     }
 

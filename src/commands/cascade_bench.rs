@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use nanovllm_kernels::dev::attention_bench::AttnShape;
-use nanovllm_kernels::dev::cascade_bench::{time_cascade, CascadeTiming};
+use nanovllm_kernels::dev::cascade_bench::{time_cascade, CascadeTiming, GpuTime};
 use nanovllm_kernels::dev::ops::DevOps;
 use nanovllm_kernels::{CascadeRule, SeqAttn};
 use plotters::coord::Shift;
@@ -46,7 +46,18 @@ fn picks(rule: CascadeRule, requests: usize, prefix: usize, block_size: usize) -
     !rule.prefixes(&seqs, block_size).is_empty()
 }
 
-pub fn bench_cascade<B: DevOps>(device: &B::Device, out: &Path) -> anyhow::Result<()> {
+/// The grid's timings; empty `requests` or `prefixes` take the grid.
+pub fn bench_cascade<B: DevOps>(
+    device: &B::Device,
+    out: &Path,
+    requests: &[u32],
+    prefixes: &[u32],
+) -> anyhow::Result<()> {
+    let pick = |given: &[u32], default: &[usize]| match given {
+        [] => default.to_vec(),
+        _ => given.iter().map(|&v| v as usize).collect(),
+    };
+    let (request_counts, prefixes) = (pick(requests, &REQUESTS), pick(prefixes, &PREFIXES));
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let path = out.join("cascade_attention.csv");
     let mut w =
@@ -59,25 +70,42 @@ pub fn bench_cascade<B: DevOps>(device: &B::Device, out: &Path) -> anyhow::Resul
         "paged_ms",
         "cascade_ms",
         "speedup",
+        "paged_gpu_ms",
+        "cascade_gpu_ms",
+        "gpu_speedup",
         "auto_picks",
         "auto_ms",
         "max_abs_diff",
     ])?;
+    let kernels_path = out.join("cascade_kernels.csv");
+    let mut kernels = csv::Writer::from_path(&kernels_path)
+        .with_context(|| format!("writing {}", kernels_path.display()))?;
+    kernels.write_record(["model", "requests", "prefix", "mode", "kernel", "gpu_ms"])?;
     let mut series = Vec::new();
     for (model, shape) in shapes() {
         println!(
             "\n{model} heads ({} KV x {}, group {}), {SUFFIX} own keys per request:",
             shape.kv_heads, shape.head_dim, shape.group
         );
-        for requests in REQUESTS {
+        for &requests in &request_counts {
             let mut points = Vec::new();
-            for prefix in PREFIXES {
+            for &prefix in &prefixes {
                 let t: CascadeTiming = time_cascade::<B>(shape, requests, prefix, SUFFIX, device);
                 let speedup = t.paged_ms / t.cascade_ms;
+                let gpu_ms = |g: &Option<GpuTime>| g.as_ref().map(|g| g.ms);
+                let gpu_speedup = gpu_ms(&t.paged_gpu)
+                    .zip(gpu_ms(&t.cascade_gpu))
+                    .map(|(p, c)| p / c);
                 let auto = picks(AUTO_CASCADE, requests, prefix, shape.block_size);
                 let auto_ms = if auto { t.cascade_ms } else { t.paged_ms };
+                let on_gpu = match (gpu_ms(&t.paged_gpu), gpu_ms(&t.cascade_gpu), gpu_speedup) {
+                    (Some(p), Some(c), Some(x)) => {
+                        format!("; on the GPU {p:.3} ms against {c:.3} ms = {x:.2}x")
+                    }
+                    _ => String::new(),
+                };
                 println!(
-                    "  {requests:>3} requests, prefix {prefix:>5}: paged {:.3} ms, cascade {:.3} ms = {speedup:.2}x; auto {} (max |diff| {:.1e})",
+                    "  {requests:>3} requests, prefix {prefix:>5}: paged {:.3} ms, cascade {:.3} ms = {speedup:.2}x{on_gpu}; auto {} (max |diff| {:.1e})",
                     t.paged_ms,
                     t.cascade_ms,
                     if auto { "cascade" } else { "paged" },
@@ -88,6 +116,9 @@ pub fn bench_cascade<B: DevOps>(device: &B::Device, out: &Path) -> anyhow::Resul
                     "{model}, {requests} requests, prefix {prefix}: cascade and paged outputs differ by {}",
                     t.max_abs_diff
                 );
+                let opt = |v: Option<f64>, digits: usize| {
+                    v.map_or(String::new(), |v| format!("{v:.digits$}"))
+                };
                 w.write_record([
                     model.to_string(),
                     requests.to_string(),
@@ -96,18 +127,40 @@ pub fn bench_cascade<B: DevOps>(device: &B::Device, out: &Path) -> anyhow::Resul
                     format!("{:.4}", t.paged_ms),
                     format!("{:.4}", t.cascade_ms),
                     format!("{speedup:.3}"),
+                    opt(gpu_ms(&t.paged_gpu), 4),
+                    opt(gpu_ms(&t.cascade_gpu), 4),
+                    opt(gpu_speedup, 3),
                     auto.to_string(),
                     format!("{auto_ms:.4}"),
                     format!("{:.2e}", t.max_abs_diff),
                 ])?;
                 w.flush()?;
+                for (mode, gpu) in [("paged", &t.paged_gpu), ("cascade", &t.cascade_gpu)] {
+                    for (kernel, ms) in gpu.iter().flat_map(|g| &g.kernels) {
+                        kernels.write_record([
+                            model,
+                            &requests.to_string(),
+                            &prefix.to_string(),
+                            mode,
+                            kernel,
+                            &format!("{ms:.5}"),
+                        ])?;
+                    }
+                }
+                kernels.flush()?;
+                // The device's ratio where CUPTI measured it: the host's clock adds launch costs.
+                let speedup = gpu_speedup.unwrap_or(speedup);
                 points.push((prefix as f64, speedup));
             }
             series.push((format!("{model}, {requests} requests"), points));
         }
     }
     save(out, "cascade_crossover", &Crossover { series })?;
-    println!("\nwrote {} and cascade_crossover.png", path.display());
+    println!(
+        "\nwrote {}, {} and cascade_crossover.png",
+        path.display(),
+        kernels_path.display()
+    );
     Ok(())
 }
 

@@ -46,9 +46,12 @@ impl BackendTask for KernelsArgs {
                 Ok(())
             }
             KernelsCommand::MoeBench { out, .. } => super::moe_bench::bench_moe::<B>(&device, &out),
-            KernelsCommand::CascadeBench { out, .. } => {
-                super::cascade_bench::bench_cascade::<B>(&device, &out)
-            }
+            KernelsCommand::CascadeBench {
+                out,
+                requests,
+                prefixes,
+                ..
+            } => super::cascade_bench::bench_cascade::<B>(&device, &out, &requests, &prefixes),
         }
     }
 }

@@ -31,6 +31,7 @@ pub fn build_engine<B: KernelBackend>(
 ) -> anyhow::Result<LLM<B>> {
     config.attention = args.attention.into();
     config.attention_mode = args.attention_mode;
+    config.expert_budget = args.expert_budget;
     let source = ModelSource::parse(&args.model);
     // A model folder's `svd_experts/`, when it has one, is loaded (and said so).
     let (experts, line) = resolve_experts(&source, args.weights.into(), None)?;
@@ -41,6 +42,7 @@ pub fn build_engine<B: KernelBackend>(
         &source,
         args.weights.into(),
         experts,
+        config.expert_budget,
         args.seed,
         config.max_model_len,
         device,
@@ -219,6 +221,14 @@ impl BackendTask for Info {
                 o.var, o.value, o.key
             );
         }
+        // cubecl copies uploads of 100 MB or more straight from pageable memory, smaller ones
+        // through its pinned staging buffers: both sizes, as an expert's load may be either.
+        for mib in [64, 256] {
+            println!(
+                "host to device: {:.1} GB/s ({mib} MiB uploads from pageable host memory)",
+                host_to_device_gb_s::<B>(&device, mib)?
+            );
+        }
         if let Some(model) = &self.model {
             let source = ModelSource::parse(model);
             let (name, spec) = source.arch()?;
@@ -236,13 +246,34 @@ impl BackendTask for Info {
     }
 }
 
+/// The host-to-device copy bandwidth of `mib` MiB uploads: the best of three, each waited for.
+fn host_to_device_gb_s<B: KernelBackend>(device: &B::Device, mib: usize) -> anyhow::Result<f64> {
+    use burn::tensor::{Tensor, TensorData};
+    // The device's float dtype, so the upload converts nothing on the host.
+    let dtype = Tensor::<B, 1>::zeros([1], device).dtype();
+    let bytes = vec![0u8; mib << 20];
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let data = TensorData::from_bytes_vec(bytes.clone(), [(mib << 20) / dtype.size()], dtype);
+        let start = std::time::Instant::now();
+        let t = Tensor::<B, 1>::from_data(data, device);
+        B::sync(device).map_err(|e| anyhow::anyhow!("device sync: {e:?}"))?;
+        best = best.min(start.elapsed().as_secs_f64());
+        drop(t);
+    }
+    Ok((mib << 20) as f64 / best / 1e9)
+}
+
 /// The `auto` mode's thresholds in words.
 fn auto_cascade_rule() -> String {
     match crate::engine::AUTO_CASCADE {
         nanovllm_kernels::CascadeRule::Auto {
             min_seqs,
             min_tokens,
-        } => format!("{min_seqs} rows sharing {min_tokens} keys"),
+            min_saved_keys,
+        } => {
+            format!("{min_seqs} rows sharing {min_tokens} keys, sparing {min_saved_keys} key reads")
+        }
         other => format!("{other:?}"),
     }
 }

@@ -18,7 +18,7 @@ use super::runner::{ModelRunner, SeqWork};
 use super::sampler::sample;
 use super::scheduler::{Batch, Placeholder, Scheduler, SchedulerLimits};
 use super::sequence::Sequence;
-use super::types::{ExpertLoad, RequestId, RequestOutput, StepReport};
+use super::types::{ExpertLoad, OffloadStats, RequestId, RequestOutput, StepReport};
 
 /// A prompt as text (needs the model's tokenizer), as token ids, or as a conversation rendered
 /// by the model folder's chat template (with the assistant's header appended, as vLLM's
@@ -82,6 +82,8 @@ struct QueuedStep<B: KernelBackend> {
     context_tokens: usize,
     /// Decode rows that attended a shared prefix once per group.
     cascade_rows: usize,
+    /// What the expert caches did (offloading), known once the step is queued.
+    offload: Option<OffloadStats>,
 }
 
 enum StepTokens<B: KernelBackend> {
@@ -107,6 +109,7 @@ impl<B: KernelBackend> QueuedStep<B> {
             expert_load: None,
             context_tokens: 0,
             cascade_rows: 0,
+            offload: None,
         }
     }
 
@@ -346,6 +349,7 @@ impl<B: KernelBackend> LLM<B> {
             expert_load,
             context_tokens: step.context_tokens,
             cascade_rows: step.cascade_rows,
+            offload: step.offload,
             queued,
             duration: started.elapsed(),
         })
@@ -402,7 +406,7 @@ impl<B: KernelBackend> LLM<B> {
         let context_tokens = work.iter().map(|w| w.seq.num_computed + w.num_tokens).sum();
         let out = self.runner.execute(&work, false, unread_ids);
         let (logits, expert_load) = (out.logits, out.expert_load.map(B::read_ids_later));
-        let cascade_rows = out.cascade_rows;
+        let (cascade_rows, offload) = (out.cascade_rows, out.offload);
         trace_mark("launched");
         let device_ids = |ids: Tensor<B, 1, Int>| StepTokens::Device {
             read: B::read_ids_later(ids.clone()),
@@ -439,6 +443,7 @@ impl<B: KernelBackend> LLM<B> {
             expert_load,
             context_tokens,
             cascade_rows,
+            offload,
         }
     }
 

@@ -17,4 +17,6 @@ pub use params::{
     AttentionBackend, AttentionMode, ChunkOrder, EngineConfig, KvBudget, SamplingParams,
     SchedulerPolicy, AUTO_CASCADE,
 };
-pub use types::{ExpertLoad, FinishReason, RequestId, RequestOutput, StepKind, StepReport};
+pub use types::{
+    ExpertLoad, FinishReason, OffloadStats, RequestId, RequestOutput, StepKind, StepReport,
+};

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::attention::AttentionImpl;
+use crate::model::offload::ExpertBudget;
 use nanovllm_kernels::{CascadeRule, KernelTuning};
 
 /// How one request samples, as in vLLM. `temperature = 0` is greedy.
@@ -163,11 +164,16 @@ pub enum AttentionMode {
     Auto,
 }
 
-/// Where `auto` cascades: groups of at least this many decode rows sharing at least this many
-/// keys (vLLM's thresholds, 8 and 256; the crossover measurements in docs/perf-log.md).
+/// Where `auto` cascades: groups of 8 or more decode rows sharing 512 or more keys, where the
+/// cascade spares 128k key reads or more ((rows - 1) × shared keys). On the H200 (2026-12-04,
+/// docs/perf-log.md) the attention alone lost at 128 shared keys at every group size and won
+/// from 64 rows × 512 keys, but the engine's tokens/s, which also pays each cascade step's
+/// planning and merge launches, gained only from about 64 × 4k (Qwen3-0.6B) or 64 × 1k
+/// (Llama-3.1-8B) and 256 × 512.
 pub const AUTO_CASCADE: CascadeRule = CascadeRule::Auto {
     min_seqs: 8,
-    min_tokens: 256,
+    min_tokens: 512,
+    min_saved_keys: 128 * 1024,
 };
 
 impl AttentionMode {
@@ -234,6 +240,9 @@ pub struct EngineConfig {
     /// A sequence that stops on EOS then computes one extra token, discarded.
     pub async_scheduling: bool,
     pub kv_budget: KvBudget,
+    /// A MoE model's experts per sparse layer kept on the device, or bytes for all layers'
+    /// (`all`: every expert; the rest live in host memory, loaded as the router asks).
+    pub expert_budget: ExpertBudget,
     #[serde(skip)]
     pub scheduler: SchedulerPolicy,
     #[serde(skip)]
@@ -256,6 +265,7 @@ impl Default for EngineConfig {
             enable_prefix_caching: true,
             async_scheduling: true,
             kv_budget: KvBudget::default(),
+            expert_budget: ExpertBudget::All,
             scheduler: SchedulerPolicy::None,
             attention: AttentionBackend::Auto,
             attention_mode: AttentionMode::Paged,

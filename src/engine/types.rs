@@ -1,6 +1,8 @@
 //! Values that cross the engine's public boundary: request ids, step reports, finished outputs.
 use std::time::Duration;
 
+pub use crate::model::offload::OffloadStats;
+
 /// Identifies one request for its whole life (also across preemptions).
 pub type RequestId = u64;
 
@@ -67,6 +69,8 @@ pub struct StepReport {
     /// Decode rows that attended a prefix shared with other rows once per group (cascade
     /// attention; 0 in paged mode).
     pub cascade_rows: usize,
+    /// What the expert caches did (expert offloading); `None` with every expert resident.
+    pub offload: Option<OffloadStats>,
     /// Wall time of the call (schedule + launches + reading the tokens back), measured by the
     /// engine.
     pub duration: Duration,

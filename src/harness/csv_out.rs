@@ -106,6 +106,13 @@ pub struct StepRow {
     pub context_tokens: usize,
     /// Decode rows that attended a shared prefix once per group (cascade attention).
     pub cascade_rows: usize,
+    /// Expert offloading, summed over the sparse layers (empty with every expert resident):
+    /// chosen experts already on the device, experts loaded from host memory, their bytes, and
+    /// the time the step waited for the loads.
+    pub expert_hits: Option<u64>,
+    pub expert_misses: Option<u64>,
+    pub expert_bytes_copied: Option<u64>,
+    pub expert_wait_s: Option<f64>,
 }
 
 impl StepRow {
@@ -145,6 +152,10 @@ impl StepRow {
             experts_read: s.expert_load.as_ref().map(|l| l.experts_read()),
             context_tokens: s.context_tokens,
             cascade_rows: s.cascade_rows,
+            expert_hits: s.offload.map(|o| o.hits),
+            expert_misses: s.offload.map(|o| o.misses),
+            expert_bytes_copied: s.offload.map(|o| o.bytes_copied),
+            expert_wait_s: s.offload.map(|o| ns(o.wait_s)),
         }
     }
 
@@ -227,6 +238,9 @@ pub struct VariantRow {
     /// How a MoE model held its experts (full, or the compressed folder loaded).
     #[serde(default)]
     pub experts: String,
+    /// `[engine] expert_budget`: `all`, experts per sparse layer on the device, or bytes.
+    #[serde(default)]
+    pub expert_budget: String,
     /// The `[kernels]` tuning the variant ran with (`key=value` pairs; see
     /// `KernelTuning::describe`); empty in results written before the section existed.
     #[serde(default)]

@@ -355,6 +355,7 @@ fn variant_row(
             .map(CompressionConfig::describe)
             .unwrap_or_default(),
         experts: info.experts.clone(),
+        expert_budget: engine.expert_budget.to_string(),
         kernels: cfg.kernels.describe(),
         backend: info.backend.clone(),
         device: info.device.clone(),

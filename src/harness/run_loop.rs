@@ -16,7 +16,7 @@ use indicatif::ProgressBar;
 
 use super::engine_port::StepEngine;
 use super::workload::GenRequest;
-use crate::engine::{ExpertLoad, FinishReason, RequestId, StepKind};
+use crate::engine::{ExpertLoad, FinishReason, OffloadStats, RequestId, StepKind};
 
 /// Seconds on some clock; the real one in runs, a simulated one in tests.
 pub trait Clock {
@@ -133,6 +133,8 @@ pub struct StepRecord {
     pub context_tokens: usize,
     /// Decode rows that attended a shared prefix once per group (cascade attention).
     pub cascade_rows: usize,
+    /// What the expert caches did (expert offloading); `None` with every expert resident.
+    pub offload: Option<OffloadStats>,
 }
 
 /// What one run measured.
@@ -267,6 +269,7 @@ pub fn run(
                 expert_load: report.expert_load,
                 context_tokens: report.context_tokens,
                 cascade_rows: report.cascade_rows,
+                offload: report.offload,
             });
         } else if next < requests.len() {
             clock.sleep((requests[next].arrival_s - now()).min(SLEEP_SLICE_S));

@@ -13,6 +13,7 @@ use super::capture::ExpertCapture;
 use super::error::ModelError;
 use super::ffn::{ExpertsSource, FeedForward};
 use super::linear::Linear;
+use super::offload::OffloadStats;
 use super::rope::Rope;
 use super::weights::{names, Init, WeightSource};
 
@@ -52,6 +53,8 @@ pub struct StepOutput<B: KernelBackend> {
     pub expert_load: Option<Tensor<B, 1, Int>>,
     /// Decode rows that attended a shared prefix once per group (cascade attention).
     pub cascade_rows: usize,
+    /// What the expert caches did (expert offloading), summed over the sparse layers.
+    pub offload: Option<OffloadStats>,
 }
 
 struct Layer<B: KernelBackend> {
@@ -238,7 +241,20 @@ impl<B: KernelBackend> Decoder<B> {
             // Each sparse layer's counts are a by-product of grouping its tokens by expert.
             expert_load: (!expert_counts.is_empty()).then(|| Tensor::cat(expert_counts, 0)),
             cascade_rows: 0,
+            offload: self.take_offload_stats(),
         }
+    }
+
+    /// What the offloaded layers' expert caches did since the last call (`None` when no
+    /// layer is offloaded).
+    fn take_offload_stats(&self) -> Option<OffloadStats> {
+        self.layers
+            .iter()
+            .filter_map(|l| l.ffn.take_offload_stats())
+            .reduce(|mut a, b| {
+                a.add(&b);
+                a
+            })
     }
 
     /// The LM head over the wanted rows of the residual stream `x` plus `delta`.

@@ -8,7 +8,9 @@ use nanovllm_kernels::KernelBackend;
 use super::arch::{ExpertNaming, LayerFfn, MoeSpec};
 use super::capture::ExpertCapture;
 use super::error::ModelError;
+use super::host_experts::load_host_experts;
 use super::linear::Linear;
+use super::offload::{OffloadStats, OffloadedExperts};
 use super::safetensor_files::SafetensorFiles;
 use super::weights::{names, Init, WeightSource};
 
@@ -42,12 +44,16 @@ pub enum Experts<B: KernelBackend> {
     Full(ExpertWeights<B>),
     /// Bases shared by the layer and small per-expert factors (expert compression).
     Factored(FactoredExperts<B>),
+    /// Each expert's own weights in host memory, some of them on the device (offloading).
+    Offloaded(OffloadedExperts<B>),
 }
 
 /// Where a MoE model's experts come from.
 pub enum ExpertsSource {
     /// Each expert's weights from the model's weight source.
     Full,
+    /// The same, held in host memory with `slots` experts per layer on the device.
+    Offloaded { slots: usize },
     /// Factored at `rank`: from a compressed folder's files (`compress::format`), or drawn
     /// at random (speed work on random weights) where `files` is `None`.
     Factored {
@@ -137,6 +143,7 @@ impl<B: KernelBackend> FeedForward<B> {
                 let experts = match &block.experts {
                     Experts::Full(w) => B::moe_experts(h.clone(), &routing, w),
                     Experts::Factored(w) => B::moe_factored_experts(h.clone(), &routing, w),
+                    Experts::Offloaded(w) => w.forward(h.clone(), &routing),
                 };
                 let mut out = experts.out;
                 if let Some((mlp, gate)) = &block.shared {
@@ -156,7 +163,18 @@ impl<B: KernelBackend> FeedForward<B> {
         match self {
             FeedForward::Moe(block) => match &block.experts {
                 Experts::Full(w) => Some(w),
-                Experts::Factored(_) => None,
+                Experts::Factored(_) | Experts::Offloaded(_) => None,
+            },
+            FeedForward::Dense(_) => None,
+        }
+    }
+
+    /// What an offloaded block's expert cache did since the last call.
+    pub fn take_offload_stats(&self) -> Option<OffloadStats> {
+        match self {
+            FeedForward::Moe(block) => match &block.experts {
+                Experts::Offloaded(w) => Some(w.take_stats()),
+                Experts::Full(_) | Experts::Factored(_) => None,
             },
             FeedForward::Dense(_) => None,
         }
@@ -187,6 +205,8 @@ impl<B: KernelBackend> FeedForward<B> {
                 let [hidden, _] = block.router.dims();
                 let x = Tensor::<B, 2>::zeros([rows, hidden], &block.router.device());
                 let _ = self.forward(x.clone(), x, norm, eps, None).out.into_data();
+                // The warm-up's expert loads are no step's.
+                let _ = self.take_offload_stats();
             }
         }
     }
@@ -208,6 +228,13 @@ impl<B: KernelBackend> MoeBlock<B> {
         let experts = match experts {
             ExpertsSource::Full => {
                 Experts::Full(load_full(moe, layer, hidden, source, fused, device)?)
+            }
+            ExpertsSource::Offloaded { slots } => {
+                let dtype = Tensor::<B, 1>::zeros([1], device).dtype();
+                let host =
+                    load_host_experts::<B>(moe, layer, hidden, source, fused, dtype, device)?;
+                let dims = (moe.expert_intermediate_size, hidden);
+                Experts::Offloaded(OffloadedExperts::new(host, dtype, dims, *slots, device))
             }
             ExpertsSource::Factored { files, rank } => Experts::Factored(load_factored(
                 files.as_ref(),

@@ -10,6 +10,7 @@ use super::chat_template::ChatTemplate;
 use super::decoder::Decoder;
 use super::error::ModelError;
 use super::ffn::ExpertsSource;
+use super::offload::ExpertBudget;
 use super::presets::preset;
 use super::safetensor_files::SafetensorFiles;
 use super::weights::WeightSource;
@@ -102,6 +103,7 @@ pub fn load_model<B: KernelBackend>(
         source,
         weights,
         ExpertsSource::Full,
+        ExpertBudget::All,
         seed,
         max_positions,
         device,
@@ -109,11 +111,13 @@ pub fn load_model<B: KernelBackend>(
 }
 
 /// [`load_model`] with the MoE layers' experts from `experts` (`compress::resolve_experts`
-/// picks a compressed folder).
+/// picks a compressed folder), `budget` of them per layer on the device (the rest in host
+/// memory).
 pub fn load_model_with<B: KernelBackend>(
     source: &ModelSource,
     weights: WeightsKind,
     experts: ExpertsSource,
+    budget: ExpertBudget,
     seed: u64,
     max_positions: Option<usize>,
     device: &B::Device,
@@ -152,8 +156,9 @@ pub fn load_model_with<B: KernelBackend>(
         .unwrap_or(spec.max_position_embeddings);
     let factored_rank = match &experts {
         ExpertsSource::Factored { rank, .. } => Some(*rank),
-        ExpertsSource::Full => None,
+        ExpertsSource::Full | ExpertsSource::Offloaded { .. } => None,
     };
+    let experts = offload_experts::<B>(&name, &spec, experts, budget, device)?;
     let decoder = Decoder::load(&spec, &source, &experts, positions, device)?;
     let tokenizer = match dir {
         Some(dir) => load_tokenizer(dir)?,
@@ -171,6 +176,41 @@ pub fn load_model_with<B: KernelBackend>(
         random_weights: weights == WeightsKind::Random,
         factored_rank,
     })
+}
+
+/// `experts` with `budget` applied: every expert resident where the budget holds them all.
+fn offload_experts<B: KernelBackend>(
+    name: &str,
+    spec: &ArchSpec,
+    experts: ExpertsSource,
+    budget: ExpertBudget,
+    device: &B::Device,
+) -> Result<ExpertsSource, ModelError> {
+    let Some(moe) = spec.ffn.moe() else {
+        return Ok(experts);
+    };
+    if budget == ExpertBudget::All {
+        return Ok(experts);
+    }
+    let unsupported = |msg: String| ModelError::Unsupported {
+        model: name.to_string(),
+        msg,
+    };
+    let dtype_bytes = burn::tensor::Tensor::<B, 1>::zeros([1], device)
+        .dtype()
+        .size();
+    let expert_bytes = 3 * moe.expert_intermediate_size * spec.hidden_size * dtype_bytes;
+    let slots = budget
+        .slots(moe.num_experts, expert_bytes, spec.moe_layers().len())
+        .map_err(unsupported)?;
+    match experts {
+        _ if slots == moe.num_experts => Ok(experts),
+        ExpertsSource::Full => Ok(ExpertsSource::Offloaded { slots }),
+        ExpertsSource::Factored { .. } => Err(unsupported(format!(
+            "expert_budget {budget} with compressed experts: offloading factored experts is not built yet"
+        ))),
+        ExpertsSource::Offloaded { .. } => Ok(experts),
+    }
 }
 
 /// `<dir>/tokenizer.json` when present.

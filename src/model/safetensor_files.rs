@@ -78,6 +78,16 @@ impl SafetensorFiles {
         ))
     }
 
+    /// Tensor `name`'s values in host memory in the file's dtype, its shape checked.
+    pub fn host_data(&self, name: &str, shape: &[usize]) -> Result<TensorData, ModelError> {
+        let (bytes, dtype) = self.bytes(name, shape)?;
+        Ok(TensorData::from_bytes_vec(
+            bytes.to_vec(),
+            shape.to_vec(),
+            dtype,
+        ))
+    }
+
     /// Tensors `parts` (each with its shape) back to back as one tensor of `shape`, joined on
     /// the host: stacking them on the device would leave each part's pages in the memory pool.
     pub fn load_joined<B: Backend, const D: usize>(

@@ -4,7 +4,7 @@ use burn_cubecl::CubeRuntime;
 use cubecl::features::MmaConfig;
 use cubecl::prelude::*;
 
-use crate::attention::plan::{DeviceCaps, TileShape, PREFILL_ROWS};
+use crate::attention::plan::{DeviceCaps, PrefixCaps, TileShape, PREFILL_ROWS};
 use crate::attention::prefill_flash_kernel::{flash_shared_bytes, FLASH_ROWS};
 use crate::attention::prefill_mma_kernel::{mma_kv_tile, MMA};
 use crate::tuning::{KernelTuning, PrefillMma};
@@ -117,17 +117,27 @@ pub fn device_caps<R: CubeRuntime, F: Float>(
     tuning: &KernelTuning,
 ) -> DeviceCaps {
     let hw = &client.properties().hardware;
+    let flash = flash_available::<R, F>(client, tuning);
     DeviceCaps {
         compute_units: hw.num_streaming_multiprocessors.unwrap_or(16) as usize,
         max_shared_bytes: hw.max_shared_memory_size.min(48 * 1024),
         // 64-row tiles (keys and values loaded once per 64 queries) ran 10-33% slower on the
         // H100 at 512-4k tokens with the fragment-API kernel (`kernels bench`, 2026-11-23);
         // the flash kernel's four planes take 16 rows each.
-        prefill_rows: match flash_available::<R, F>(client, tuning) {
+        prefill_rows: match flash {
             true => FLASH_ROWS,
             false => PREFILL_ROWS,
         },
         max_decode_keys: tuning.decode_max_keys,
+        // Tiles of more rows than a prefill tile need the flash kernel (two threads a row).
+        prefix: PrefixCaps {
+            rows: match flash {
+                true => tuning.prefix_rows,
+                false => PREFILL_ROWS,
+            },
+            min_keys: tuning.prefix_min_keys,
+            cubes_per_unit: tuning.prefix_cubes_per_unit,
+        },
     }
 }
 

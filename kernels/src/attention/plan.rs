@@ -35,6 +35,28 @@ pub struct DeviceCaps {
     /// (`usize::MAX`: whole contexts): shorter items balance the GPU's last wave at the cost of
     /// a merge launch.
     pub max_decode_keys: usize,
+    /// How cascade attention cuts shared prefixes into work items.
+    pub prefix: PrefixCaps,
+}
+
+/// Cascade attention's prefix items: `rows` query rows per tile, pieces of at least `min_keys`
+/// keys (or half the prefix, if that is less), as many as bring the launch to `cubes_per_unit`
+/// cubes per compute unit. Rows other than the prefill tile's need the flash kernel
+/// (`device_caps` sets them equal elsewhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefixCaps {
+    pub rows: usize,
+    pub min_keys: usize,
+    pub cubes_per_unit: usize,
+}
+
+impl PrefixCaps {
+    /// Prefill-sized tiles, pieces of 512 keys or more, two cubes per compute unit.
+    pub const DEFAULT: Self = Self {
+        rows: PREFILL_ROWS,
+        min_keys: 512,
+        cubes_per_unit: 2,
+    };
 }
 
 /// Compile-time shape of the attention kernel (each distinct one is one compiled kernel).
@@ -137,9 +159,6 @@ pub const PREFILL_ROWS: usize = 32;
 /// 256 to 1,024, batch-1 steps over 100–356 keys got faster (no merges), but steps of 1–8
 /// sequences over 1,000–2,000 keys slower (the GPU waits on few long cubes).
 pub const MIN_SPLIT: usize = 512;
-/// Shortest shared-prefix piece of a cascade item: a prefix splits across cubes, like a long
-/// decode context, until about two cubes per compute unit run.
-pub const MIN_PREFIX_PIECE: usize = 256;
 
 /// The arrays and tile shapes for one step's attention: chunk tiles for the prefill kernels,
 /// one-query rows for the decode kernel, shared-prefix tiles (cascade), and the merges of
@@ -219,7 +238,13 @@ impl AttentionPlan {
         };
         let tile = Self::tile_shape(group, tile_q, head_dim, caps.max_shared_bytes);
         let decode_tile = Self::tile_shape(group, 1, head_dim, caps.max_shared_bytes);
-        let prefix_tile = Self::tile_shape(group, prefill_tile_q, head_dim, caps.max_shared_bytes);
+        // Prefix tiles of their own height run on the flash kernel, which keeps only key tiles
+        // in shared memory and takes whole planes of 16 rows; else prefill tiles.
+        let prefix_tile_q = match caps.prefix.rows / group {
+            q if caps.prefix.rows != caps.prefill_rows && q >= 1 && (q * group) % 16 == 0 => q,
+            _ => prefill_tile_q,
+        };
+        let prefix_tile = Self::tile_shape(group, prefix_tile_q, head_dim, caps.max_shared_bytes);
         let rows_of: Vec<usize> = seqs
             .iter()
             .scan(0, |row, s| {
@@ -324,8 +349,10 @@ impl AttentionPlan {
     }
 
     /// Each shared prefix's piece length and partial slots: pieces of at least
-    /// [`MIN_PREFIX_PIECE`] keys, as many as bring the prefix launch to about two cubes per
-    /// compute unit; slot `first_slot + piece * members + member`.
+    /// `caps.prefix.min_keys` keys (half the prefix where that is less: a short prefix still
+    /// spreads over two pieces), as many as bring the prefix launch to
+    /// `caps.prefix.cubes_per_unit` cubes per compute unit; slot `first_slot + piece * members +
+    /// member`.
     fn prefix_layouts(
         prefixes: &[SharedPrefix],
         rows_of: &[usize],
@@ -337,7 +364,8 @@ impl AttentionPlan {
             .iter()
             .map(|p| p.seqs.len().div_ceil(tile.tile_q))
             .sum();
-        let parts = (2 * caps.compute_units).div_ceil((tiles * kv_heads).max(1));
+        let parts =
+            (caps.prefix.cubes_per_unit * caps.compute_units).div_ceil((tiles * kv_heads).max(1));
         let mut next_slot = 0;
         prefixes
             .iter()
@@ -345,7 +373,7 @@ impl AttentionPlan {
                 let piece_len = p
                     .tokens
                     .div_ceil(parts)
-                    .max(MIN_PREFIX_PIECE)
+                    .max(caps.prefix.min_keys.min(p.tokens / 2))
                     .next_multiple_of(tile.kv_tile);
                 let pieces = p.tokens.div_ceil(piece_len);
                 let layout = PrefixLayout {

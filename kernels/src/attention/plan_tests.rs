@@ -6,6 +6,7 @@ const CAPS: DeviceCaps = DeviceCaps {
     max_shared_bytes: 48 * 1024,
     prefill_rows: PREFILL_ROWS,
     max_decode_keys: usize::MAX,
+    prefix: PrefixCaps::DEFAULT,
 };
 
 fn chunk(plan: &AttentionPlan, i: usize) -> &[i32] {

@@ -348,7 +348,7 @@ fn store_pairs<F: Float, N: Size>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attention::plan::{AttentionPlan, DeviceCaps, SeqAttn};
+    use crate::attention::plan::{AttentionPlan, DeviceCaps, PrefixCaps, SeqAttn};
 
     /// The prefill tiles the plan cuts with the flash kernel's rows are whole planes for every
     /// model's head shape, and their 64-key tiles fit the 48 KiB every CUDA device has (else the
@@ -360,6 +360,7 @@ mod tests {
             max_shared_bytes: 48 * 1024,
             prefill_rows: FLASH_ROWS,
             max_decode_keys: usize::MAX,
+            prefix: PrefixCaps::DEFAULT,
         };
         let table: Vec<u32> = (0..4).collect();
         let seqs = [SeqAttn {

@@ -424,7 +424,7 @@ pub(crate) fn store_tile<F: Float, N: Size>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attention::plan::{AttentionPlan, DeviceCaps, SeqAttn, TileShape};
+    use crate::attention::plan::{AttentionPlan, DeviceCaps, PrefixCaps, SeqAttn, TileShape};
 
     /// Query heads per KV head and head dims of the models' shapes.
     const HEAD_SHAPES: [(usize, usize); 5] = [(1, 64), (2, 128), (4, 128), (8, 64), (8, 128)];
@@ -436,6 +436,7 @@ mod tests {
             max_shared_bytes: 48 * 1024,
             prefill_rows,
             max_decode_keys: usize::MAX,
+            prefix: PrefixCaps::DEFAULT,
         };
         let table: Vec<u32> = (0..4).collect();
         let seqs = [SeqAttn {

@@ -21,22 +21,32 @@ pub enum CascadeRule {
     Off,
     /// Every group of two or more decode rows that share a block.
     Always,
-    /// Groups of at least `min_seqs` decode rows sharing at least `min_tokens` keys.
-    Auto { min_seqs: usize, min_tokens: usize },
+    /// Groups of at least `min_seqs` decode rows sharing at least `min_tokens` keys, where the
+    /// cascade spares at least `min_saved_keys` key reads: `(rows - 1) × shared keys`, what
+    /// paged attention reads of the prefix beyond the once cascade reads it.
+    Auto {
+        min_seqs: usize,
+        min_tokens: usize,
+        min_saved_keys: usize,
+    },
 }
 
 impl CascadeRule {
     /// The groups this rule cascades in a step of `seqs`.
     pub fn prefixes(self, seqs: &[SeqAttn], block_size: usize) -> Vec<SharedPrefix> {
-        let (min_seqs, min_tokens) = match self {
+        let (min_seqs, min_tokens, min_saved) = match self {
             CascadeRule::Off => return Vec::new(),
-            CascadeRule::Always => (2, 1),
+            CascadeRule::Always => (2, 1, 0),
             CascadeRule::Auto {
                 min_seqs,
                 min_tokens,
-            } => (min_seqs, min_tokens),
+                min_saved_keys,
+            } => (min_seqs, min_tokens, min_saved_keys),
         };
-        shared_prefixes(seqs, block_size, min_seqs, min_tokens.div_ceil(block_size))
+        let mut groups =
+            shared_prefixes(seqs, block_size, min_seqs, min_tokens.div_ceil(block_size));
+        groups.retain(|g| (g.seqs.len() - 1) * g.tokens >= min_saved);
+        groups
     }
 }
 
@@ -154,13 +164,17 @@ mod tests {
         let all = CascadeRule::Always.prefixes(&seqs, 16);
         assert_eq!(all[0].seqs, vec![0, 1, 2]);
         assert_eq!(all[0].tokens, 48);
-        let auto = |min_seqs, min_tokens| CascadeRule::Auto {
+        let auto = |min_seqs, min_tokens, min_saved_keys| CascadeRule::Auto {
             min_seqs,
             min_tokens,
+            min_saved_keys,
         };
-        assert_eq!(auto(3, 48).prefixes(&seqs, 16), all);
-        assert!(auto(4, 16).prefixes(&seqs, 16).is_empty());
-        assert!(auto(2, 49).prefixes(&seqs, 16).is_empty());
+        assert_eq!(auto(3, 48, 0).prefixes(&seqs, 16), all);
+        assert!(auto(4, 16, 0).prefixes(&seqs, 16).is_empty());
+        assert!(auto(2, 49, 0).prefixes(&seqs, 16).is_empty());
+        // Three rows over 48 shared keys spare 2 × 48 reads.
+        assert_eq!(auto(2, 16, 96).prefixes(&seqs, 16), all);
+        assert!(auto(2, 16, 97).prefixes(&seqs, 16).is_empty());
     }
 
     #[test]

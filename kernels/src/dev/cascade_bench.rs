@@ -15,11 +15,51 @@ pub struct CascadeTiming {
     pub requests: usize,
     pub prefix: usize,
     pub suffix: usize,
-    /// Mean milliseconds per attention call (one layer), paged and cascade.
+    /// Mean milliseconds per attention call (one layer), paged and cascade, on the host's clock
+    /// (launch costs included where the host is slower than the GPU).
     pub paged_ms: f64,
     pub cascade_ms: f64,
+    /// The same calls' kernel time on the device (CUDA with CUPTI only).
+    pub paged_gpu: Option<GpuTime>,
+    pub cascade_gpu: Option<GpuTime>,
     /// Largest |cascade - paged| over the step's outputs (they must agree).
     pub max_abs_diff: f32,
+}
+
+/// Device time per call and the kernels it went to.
+#[derive(Debug, Clone)]
+pub struct GpuTime {
+    pub ms: f64,
+    /// (kernel name, milliseconds per call), longest first.
+    pub kernels: Vec<(String, f64)>,
+}
+
+/// Mean device time per call of `f` over `iters` calls, from CUPTI's kernel records.
+#[cfg(feature = "cuda")]
+fn gpu_time<B: DevOps, T>(
+    dev: &B::Device,
+    iters: usize,
+    mut f: impl FnMut() -> T,
+) -> Option<GpuTime> {
+    let per_call = |ns: u64| ns as f64 / 1e6 / iters as f64;
+    let times = crate::dev::gpu_trace::kernel_times(|| {
+        let outs: Vec<T> = (0..iters).map(|_| f()).collect();
+        B::sync(dev).expect("device sync");
+        drop(outs);
+    })?;
+    Some(GpuTime {
+        ms: per_call(times.busy_ns),
+        kernels: times
+            .by_name
+            .into_iter()
+            .map(|(n, ns)| (n, per_call(ns)))
+            .collect(),
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_time<B: DevOps, T>(_: &B::Device, _: usize, _: impl FnMut() -> T) -> Option<GpuTime> {
+    None
 }
 
 /// Times one decode step of `requests` rows over a shared `prefix` (whole blocks) plus `suffix`
@@ -90,6 +130,8 @@ pub fn time_cascade<B: DevOps>(
         suffix,
         paged_ms: time::<B, _>(dev, iters, || run(&paged)),
         cascade_ms: time::<B, _>(dev, iters, || run(&cascade)),
+        paged_gpu: gpu_time::<B, _>(dev, iters, || run(&paged)),
+        cascade_gpu: gpu_time::<B, _>(dev, iters, || run(&cascade)),
         max_abs_diff: diff,
     }
 }

@@ -69,19 +69,7 @@ impl GpuTrace {
                 format!("NANOVLLM_GPU_TRACE={}: {e}", path.display()),
             )
         })?;
-        // SAFETY: plain CUPTI calls; the callbacks below only touch their own buffers.
-        let started = unsafe {
-            cupti::is_culib_present()
-                && cupti::cuptiActivityRegisterCallbacks(Some(buffer_requested), Some(buffer_done))
-                    == cupti::CUptiResult::CUPTI_SUCCESS
-                && [
-                    cupti::CUpti_ActivityKind::CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL,
-                    cupti::CUpti_ActivityKind::CUPTI_ACTIVITY_KIND_MEMCPY,
-                ]
-                .into_iter()
-                .all(|kind| cupti::cuptiActivityEnable(kind) == cupti::CUptiResult::CUPTI_SUCCESS)
-        };
-        if !started {
+        if !start_activity() {
             eprintln!("GPU trace off: CUPTI activity tracing could not start");
             return Ok(None);
         }
@@ -115,6 +103,74 @@ impl GpuTrace {
         out.flush()
     }
 }
+
+const KINDS: [cupti::CUpti_ActivityKind; 2] = [
+    cupti::CUpti_ActivityKind::CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL,
+    cupti::CUpti_ActivityKind::CUPTI_ACTIVITY_KIND_MEMCPY,
+];
+
+/// Turns CUPTI's kernel and copy records on; false where CUPTI is missing or refuses.
+fn start_activity() -> bool {
+    // SAFETY: plain CUPTI calls; the callbacks below only touch their own buffers.
+    unsafe {
+        cupti::is_culib_present()
+            && cupti::cuptiActivityRegisterCallbacks(Some(buffer_requested), Some(buffer_done))
+                == cupti::CUptiResult::CUPTI_SUCCESS
+            && KINDS
+                .into_iter()
+                .all(|kind| cupti::cuptiActivityEnable(kind) == cupti::CUptiResult::CUPTI_SUCCESS)
+    }
+}
+
+/// The device time of the kernels one closure launched.
+#[derive(Debug, Clone, Default)]
+pub struct KernelTimes {
+    /// The union of the kernels' spans (overlap counted once), in nanoseconds.
+    pub busy_ns: u64,
+    /// Summed span per kernel name, longest first.
+    pub by_name: Vec<(String, u64)>,
+}
+
+/// Runs `f`, which must wait for its kernels, and returns their device time from CUPTI's
+/// records: what a kernel bench reports where launch costs on the host would hide the GPU's
+/// time. `None` without CUPTI, while a whole-run trace is on, or when `f` launched nothing.
+pub fn kernel_times(f: impl FnOnce()) -> Option<KernelTimes> {
+    if ON.load(Ordering::Relaxed) || !start_activity() {
+        return None;
+    }
+    SPANS.lock().unwrap().clear();
+    f();
+    // SAFETY: the flush hands pending buffers to `buffer_done`; disabling takes plain enums.
+    unsafe {
+        cupti::cuptiActivityFlushAll(1);
+        for kind in KINDS {
+            cupti::cuptiActivityDisable(kind);
+        }
+    }
+    let mut spans: Vec<Span> = std::mem::take(&mut *SPANS.lock().unwrap())
+        .into_iter()
+        .filter(|s| s.stream != HOST && !s.name.starts_with(COPY_PREFIX))
+        .collect();
+    if spans.is_empty() {
+        return None;
+    }
+    spans.sort_by_key(|s| s.start);
+    let mut times = KernelTimes::default();
+    let mut by_name: HashMap<String, u64> = HashMap::new();
+    let mut covered = 0;
+    for s in &spans {
+        *by_name.entry(s.name.clone()).or_default() += s.end.saturating_sub(s.start);
+        let start = s.start.max(covered);
+        times.busy_ns += s.end.saturating_sub(start);
+        covered = covered.max(s.end);
+    }
+    times.by_name = by_name.into_iter().collect();
+    times.by_name.sort_by(|a, b| b.1.cmp(&a.1));
+    Some(times)
+}
+
+/// The name prefix of copy spans.
+const COPY_PREFIX: &str = "memcpy_kind";
 
 unsafe extern "C" fn buffer_requested(
     buffer: *mut *mut u8,
@@ -177,7 +233,7 @@ unsafe fn span_of(
         cupti::CUpti_ActivityKind::CUPTI_ACTIVITY_KIND_MEMCPY => {
             let c = std::ptr::read_unaligned(record as *const cupti::CUpti_ActivityMemcpy5);
             Some(Span {
-                name: format!("memcpy_kind{}", c.copyKind),
+                name: format!("{COPY_PREFIX}{}", c.copyKind),
                 start: c.start,
                 end: c.end,
                 stream: c.streamId,

@@ -204,6 +204,7 @@ impl StepEngine for FakeEngine {
             expert_load: self.expert_load(prefill_tokens + decode_tokens),
             context_tokens,
             cascade_rows: 0,
+            offload: None,
             duration: Duration::from_secs_f64(cost),
             queued: Duration::from_secs_f64(cost / 2.0),
         })
