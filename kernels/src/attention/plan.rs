@@ -240,10 +240,10 @@ impl AttentionPlan {
         let decode_tile = Self::tile_shape(group, 1, head_dim, caps.max_shared_bytes);
         // Prefix tiles of their own height run on the flash kernel, which keeps only key tiles
         // in shared memory and takes whole planes of 16 rows; else prefill tiles.
-        let prefix_tile_q = match caps.prefix.rows / group {
-            q if caps.prefix.rows != caps.prefill_rows && q >= 1 && (q * group) % 16 == 0 => q,
-            _ => prefill_tile_q,
-        };
+        let q = caps.prefix.rows / group;
+        let own_rows =
+            caps.prefix.rows != caps.prefill_rows && q >= 1 && (q * group).is_multiple_of(16);
+        let prefix_tile_q = if own_rows { q } else { prefill_tile_q };
         let prefix_tile = Self::tile_shape(group, prefix_tile_q, head_dim, caps.max_shared_bytes);
         let rows_of: Vec<usize> = seqs
             .iter()

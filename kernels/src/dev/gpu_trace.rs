@@ -165,7 +165,7 @@ pub fn kernel_times(f: impl FnOnce()) -> Option<KernelTimes> {
         covered = covered.max(s.end);
     }
     times.by_name = by_name.into_iter().collect();
-    times.by_name.sort_by(|a, b| b.1.cmp(&a.1));
+    times.by_name.sort_by_key(|k| std::cmp::Reverse(k.1));
     Some(times)
 }
 

@@ -298,14 +298,14 @@ fn moe_expert_load_lands_in_steps_csv_and_the_report() {
     // Steps of 100 and 10 prompt tokens, then decodes of 2 and 1 (the run-loop timeline):
     // n tokens route [2n, n, ceil(n/2), floor(n/2)] over two layers, max n, mean 8n/2/8;
     // layer 0 reads 2 experts, layer 1 three (two for one token). Context: the prompts, then
-    // 101 + 11 and 102 tokens.
+    // 101 + 11 and 102 tokens. No expert offloading: its four columns are empty.
     let text = std::fs::read_to_string(dir.join("chunked/steps.csv")).unwrap();
     let lines: Vec<&str> = text.lines().skip(1).collect();
     let want = [
-        ",200;100;50;50,100,50.0,5,100,0",
-        ",20;10;5;5,10,5.0,5,10,0",
-        ",4;2;1;1,2,1.0,5,112,0",
-        ",2;1;1;0,1,0.5,4,102,0",
+        ",200;100;50;50,100,50.0,5,100,0,,,,",
+        ",20;10;5;5,10,5.0,5,10,0,,,,",
+        ",4;2;1;1,2,1.0,5,112,0,,,,",
+        ",2;1;1;0,1,0.5,4,102,0,,,,",
     ];
     assert_eq!(lines.len(), want.len(), "{text}");
     for (line, end) in lines.iter().zip(want) {
