@@ -209,7 +209,7 @@ fn offload_experts<B: KernelBackend>(
         ExpertsSource::Factored { .. } => Err(unsupported(format!(
             "expert_budget {budget} with compressed experts: offloading factored experts is not built yet"
         ))),
-        ExpertsSource::Offloaded { .. } => Ok(experts),
+        ExpertsSource::Offloaded { .. } => Ok(ExpertsSource::Offloaded { slots }),
     }
 }
 

@@ -139,8 +139,11 @@ impl<B: KernelBackend> OffloadedExperts<B> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SlotState<B>> {
-        // A panic mid-load leaves a consistent slot table (it is updated before the copy).
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        // A panic mid-load leaves the slot table ahead of the slots: the model is not reused
+        // after a failed step (the harness builds a new one per variant).
+        self.state
+            .lock()
+            .expect("an expert load panicked earlier in this model")
     }
 
     /// The routed experts' gated MLPs of `x` `[tokens, hidden]`, summed per token with the
@@ -168,6 +171,8 @@ impl<B: KernelBackend> OffloadedExperts<B> {
         for round in &rounds {
             let plan = state.slots.assign(round);
             if !plan.loads.is_empty() {
+                // The earlier rounds' products are not the loads' to wait for.
+                let _ = B::sync(&self.device);
                 let start = Instant::now();
                 for &load in &plan.loads {
                     self.upload(&mut state, load);
@@ -181,15 +186,23 @@ impl<B: KernelBackend> OffloadedExperts<B> {
             state.stats.bytes_copied += (plan.misses() * self.expert_bytes()) as u64;
             let w = state.weights.as_ref().expect("slots hold weights");
             let y = self.run_round(&x, routing, &ids, top_k, round, &plan.slots, w);
+            // Rounds add up in f32, as the resident kernels sum a token's experts.
+            let f32 = |t: Tensor<B, 2>| t.cast(DType::F32);
             out = Some(match (out, y) {
-                (None, RoundOutput::All(y)) => y,
-                (Some(acc), RoundOutput::All(y)) => acc + y,
+                (None, RoundOutput::All(y)) if rounds.len() == 1 => y,
+                (None, RoundOutput::All(y)) => f32(y),
+                (Some(acc), RoundOutput::All(y)) => acc + f32(y),
                 (acc, RoundOutput::Rows(rows, y)) => {
-                    let acc = acc.unwrap_or_else(|| Tensor::zeros(x.dims(), &self.device));
-                    acc.select_assign(0, rows, y, IndexingUpdateOp::Add)
+                    let acc =
+                        acc.unwrap_or_else(|| Tensor::zeros(x.dims(), (&self.device, DType::F32)));
+                    acc.select_assign(0, rows, f32(y), IndexingUpdateOp::Add)
                 }
             });
         }
+        let out = out.map(|o| match rounds.len() {
+            1 => o,
+            _ => o.cast(x.dtype()),
+        });
         let hidden = self.dims.1;
         let counts_len = counts.len();
         MoeOutput {
