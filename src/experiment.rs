@@ -95,6 +95,9 @@ impl BackendTask for BuildEngine<'_> {
         if !experts_line.is_empty() {
             eprintln!("{}: {experts_line}", cfg.model.source);
         }
+        // Give back the pool pages an earlier variant's model left reserved before this one
+        // loads: pages of other sizes than this model's would stay reserved beside it.
+        B::memory_cleanup(&device);
         let model = load_model_with::<B>(
             &source,
             cfg.model.weights,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use nanovllm::engine::{EngineConfig, KvBudget, Prompt, SamplingParams, LLM};
-use nanovllm::harness::csv_out::{read_rows, RequestRow, StepRow, TokenRow};
+use nanovllm::harness::csv_out::{read_rows, RequestRow, StepRow, TokenRow, VariantRow};
 use nanovllm::harness::summary::SummaryRow;
 use nanovllm::model::{load_model, ModelSource, WeightsKind};
 
@@ -329,6 +329,64 @@ fn moe_quickstart_records_the_expert_load_of_every_step() {
             "{report}"
         );
     }
+}
+
+/// The tiny Mixtral with 2 of its 8 experts per layer on the device: every step's lookups are
+/// the experts it read, each miss copies one expert's bytes, `summary.csv`'s `all` row holds
+/// the steps' totals, and the report has the offloading table and chart.
+#[test]
+fn an_expert_budget_counts_hits_misses_and_bytes_per_step_and_in_the_summary() {
+    const EXPERT_BYTES: u64 = 3 * 384 * 192 * 4; // gate, up, down of 192 x 384, f32 on the CPU
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("experiments/moe_quickstart.toml")).unwrap();
+    let mut exp: toml::Table = text.parse().unwrap();
+    exp["model"]["source"] = root
+        .join("models/tiny-moe-pystdlib")
+        .display()
+        .to_string()
+        .into();
+    for class in exp["workload"]["classes"].as_array_mut().unwrap() {
+        class["count"] = toml::Value::Integer(2);
+        class["output_len"] = toml::Value::Integer(4);
+    }
+    let variants: toml::Value = toml::from_str::<toml::Table>(
+        "v = [{ label = \"budget-2\", engine = { expert_budget = 2 } }]",
+    )
+    .unwrap()["v"]
+        .clone();
+    exp["variants"] = variants;
+    let tmp = tempfile::tempdir().unwrap();
+    let exp_path = tmp.path().join("offload.toml");
+    std::fs::write(&exp_path, toml::to_string(&exp).unwrap()).unwrap();
+    let dir = nanovllm::experiment::run(&exp_path, &tmp.path().join("results")).unwrap();
+
+    let steps: Vec<StepRow> = read_rows(&dir.join("budget-2/steps.csv")).unwrap();
+    assert!(!steps.is_empty());
+    let (mut hits, mut misses) = (0, 0);
+    for s in &steps {
+        let (h, m) = (s.expert_hits.unwrap(), s.expert_misses.unwrap());
+        assert_eq!((h + m) as usize, s.experts_read.unwrap(), "{s:?}");
+        assert_eq!(s.expert_bytes_copied, Some(m * EXPERT_BYTES), "{s:?}");
+        assert!(s.expert_wait_s.unwrap() >= 0.0, "{s:?}");
+        hits += h;
+        misses += m;
+    }
+    // Two slots for eight experts chosen two at a time: most lookups miss, some hit.
+    assert!(hits > 0 && misses > hits, "hits {hits}, misses {misses}");
+    let summary: Vec<SummaryRow> = read_rows(&dir.join("summary.csv")).unwrap();
+    let all = summary.iter().find(|r| r.class == "all").unwrap();
+    assert_eq!(
+        (all.expert_hits, all.expert_misses),
+        (Some(hits), Some(misses))
+    );
+    assert_eq!(all.expert_bytes_copied, Some(misses * EXPERT_BYTES));
+    let rate = all.expert_hit_rate.unwrap();
+    assert!((rate - hits as f64 / (hits + misses) as f64).abs() < 1e-12);
+    let variants: Vec<VariantRow> = read_rows(&dir.join("variants.csv")).unwrap();
+    assert_eq!(variants[0].expert_budget, "2");
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(report.contains("## Expert offloading"), "{report}");
+    assert!(dir.join("offloading.png").is_file());
 }
 
 /// The `tiny-qwen3-moe` preset (random weights): layer 0 is a dense MLP, layers 1 and 2 are

@@ -5,7 +5,8 @@
 # STEPS picks what runs (info host_cost decode_cublas gemv_ab bin_ab async_ab kernels_ab ncu_prefill ncu_decode kernels_check golden golden_cuda perplexity kernels_bench prefill_ab matmul profile
 # decode_latency bench trace bench_part bench_fusion hf_peer chunk512 chunk_sweep chunk_gpu chunk_gpu_sweep
 # step_bench profile_mixed unroll_sweep bench_unroll perplexity_moe moe_bench decode_latency_moe bench_moe bench_qwen3_moe
-# moe_check sanitize attention_check cascade_bench cascade_tune cascade cascade_llama chat_golden offload); logs and a results tarball go under $OUT.
+# moe_check sanitize attention_check cascade_bench cascade_tune cascade cascade_llama chat_golden offload
+# offload_check info_unfused); logs and a results tarball go under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 B=${B:-./.devbin}
@@ -22,6 +23,13 @@ exp() {
     python3 -c "import sys; s = open(sys.argv[1]).read(); i = s.index('[[variants]]'); \
       j = s.find('[[variants]]', i + 1); open(sys.argv[2], 'w').write(s if j < 0 else s[:j])" "$f" "/tmp/$1.toml"
     f=/tmp/$1.toml
+  fi
+  # ONLY_VARIANTS="a b": those variants alone (a long experiment over several device calls).
+  if [ -n "${ONLY_VARIANTS:-}" ]; then
+    python3 -c "import sys; s = open(sys.argv[1]).read(); keep = sys.argv[3].split(); v = '[[variants]]'; \
+      parts = s.split(v); body = [p for p in parts[1:] if p.split('label = \"')[1].split('\"')[0] in keep]; \
+      open(sys.argv[2], 'w').write(parts[0] + ''.join(v + p for p in body))" "$f" "/tmp/$1.only.toml" "$ONLY_VARIANTS"
+    f=/tmp/$1.only.toml
   fi
   run timeout -s INT -k 60 "$2" $B/nanovllm "$f" --results-dir "$OUT/results"
 }
@@ -204,8 +212,15 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
                       ${TUNE_GRID:---requests 64,256 --prefixes 512,4096,8192}
                   done ;;
     cascade) exp cascade ${CASCADE_TIMEOUT:-500} ;;
-    # Expert offloading (issue 25): Mixtral-8x7B shapes at expert budgets all / 6 / 4 / 2.
+    # Expert offloading (issue 25): Mixtral-8x7B shapes at expert budgets all / 6 / 4 / 2
+    # (ONLY_VARIANTS to split it over device calls); the trained tiny Mixtral's perplexity at
+    # budgets all / 4 / 2 (offloaded loads must leave it unchanged); the expert-load bandwidth.
     offload) exp offload ${OFFLOAD_TIMEOUT:-500} ;;
+    offload_check) for budget in all 4 2; do
+                     run timeout -s INT 90 $B/$NV perplexity --backend cuda-unfused --model models/tiny-moe-pystdlib \
+                       --expert-budget $budget
+                   done ;;
+    info_unfused) run $B/$NV info --backend cuda-unfused ;;
     cascade_llama) exp cascade_llama ${CASCADE_TIMEOUT:-500} ;;
     # The chat templates' golden renderings from this machine's transformers (tests/tokenizers
     # carried: tools/fetch_tokenizers.sh).

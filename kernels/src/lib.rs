@@ -4,6 +4,8 @@
 //!
 //! - [`attention`]: paged attention: typed work items, decode / prefill / fused-decode kernels,
 //!   the split-context merge, the K/V cache write, and the reference.
+//! - [`host_copy`]: host-to-device copies of weight slices (offloaded experts): page-locked
+//!   host memory and in-place slot uploads on a copy stream.
 //! - [`layers`]: RMSNorm, add + RMSNorm, q/k norm + rotary, SiLU·mul.
 //! - [`matmul`]: projections by row count: the fused few-row gemv, cubek strategies, cuBLAS.
 //! - [`moe`]: mixture of experts: the router's top-k and the chosen experts' products.
@@ -17,6 +19,7 @@ pub mod attention;
 pub mod backends;
 #[cfg(feature = "dev")]
 pub mod dev;
+pub mod host_copy;
 pub mod layers;
 pub mod matmul;
 pub mod moe;
@@ -31,6 +34,7 @@ pub use attention::prefix::{CascadeRule, SharedPrefix};
 pub use attention::reference::{paged_attention_reference, ReferenceLayout};
 pub use backends::host_attention::HostLayout;
 pub use backends::{norm_project, silu_mul_project, AttentionShape, KernelBackend, KvWrite};
+pub use host_copy::HostBytes;
 pub use layers::HeadShape;
 pub use sample::{key_from_seed, DeviceSampling, RowSampling};
 pub use step_io::packed_ints::PackedInts;

@@ -221,14 +221,12 @@ impl BackendTask for Info {
                 o.var, o.value, o.key
             );
         }
-        // cubecl copies uploads of 100 MB or more straight from pageable memory, smaller ones
-        // through its pinned staging buffers: both sizes, as an expert's load may be either.
-        for mib in [64, 256] {
-            println!(
-                "host to device: {:.1} GB/s ({mib} MiB uploads from pageable host memory)",
-                host_to_device_gb_s::<B>(&device, mib)?
-            );
-        }
+        let (burn_gb_s, expert_gb_s, pinned) = host_to_device_gb_s::<B>(&device, 256)?;
+        println!(
+            "host to device: {expert_gb_s:.1} GB/s (256 MiB expert loads from {} host memory), \
+             {burn_gb_s:.1} GB/s (burn's from_data)",
+            if pinned { "page-locked" } else { "pageable" }
+        );
         if let Some(model) = &self.model {
             let source = ModelSource::parse(model);
             let (name, spec) = source.arch()?;
@@ -247,21 +245,42 @@ impl BackendTask for Info {
 }
 
 /// The host-to-device copy bandwidth of `mib` MiB uploads: the best of three, each waited for.
-fn host_to_device_gb_s<B: KernelBackend>(device: &B::Device, mib: usize) -> anyhow::Result<f64> {
+fn host_to_device_gb_s<B: KernelBackend>(
+    device: &B::Device,
+    mib: usize,
+) -> anyhow::Result<(f64, f64, bool)> {
     use burn::tensor::{Tensor, TensorData};
     // The device's float dtype, so the upload converts nothing on the host.
     let dtype = Tensor::<B, 1>::zeros([1], device).dtype();
     let bytes = vec![0u8; mib << 20];
-    let mut best = f64::INFINITY;
-    for _ in 0..3 {
+    let sync = || B::sync(device).map_err(|e| anyhow::anyhow!("device sync: {e:?}"));
+    let best_of_3 = |mut run: Box<dyn FnMut() -> anyhow::Result<()> + '_>| {
+        let mut best = f64::INFINITY;
+        for _ in 0..3 {
+            sync()?;
+            let start = std::time::Instant::now();
+            run()?;
+            sync()?;
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        anyhow::Ok((mib << 20) as f64 / best / 1e9)
+    };
+    let burn_gb_s = best_of_3(Box::new(|| {
         let data = TensorData::from_bytes_vec(bytes.clone(), [(mib << 20) / dtype.size()], dtype);
-        let start = std::time::Instant::now();
-        let t = Tensor::<B, 1>::from_data(data, device);
-        B::sync(device).map_err(|e| anyhow::anyhow!("device sync: {e:?}"))?;
-        best = best.min(start.elapsed().as_secs_f64());
-        drop(t);
-    }
-    Ok((mib << 20) as f64 / best / 1e9)
+        drop(Tensor::<B, 1>::from_data(data, device));
+        Ok(())
+    }))?;
+    // As an expert load goes: into one slot of a two-slot tensor, from the backend's host memory.
+    let cols = 4096;
+    let rows = (mib << 20) / dtype.size() / cols;
+    let host = B::host_bytes(bytes.clone(), device);
+    let mut slots = Tensor::<B, 3>::zeros([2, rows, cols], (device, dtype));
+    let expert_gb_s = best_of_3(Box::new(|| {
+        B::upload_slot(&mut slots, 1, &host);
+        B::await_uploads(&slots);
+        Ok(())
+    }))?;
+    Ok((burn_gb_s, expert_gb_s, host.is_pinned()))
 }
 
 /// The `auto` mode's thresholds in words.

@@ -75,8 +75,10 @@ pub struct BarPanel {
     pub values: Vec<Vec<Option<f64>>>,
 }
 
-/// TTFT and TPOT p50/p99 per class, grouped by class, one bar colour per variant.
+/// Panels of bars per class (TTFT and TPOT p50/p99; expert offloading's counters), grouped by
+/// class, one bar colour per variant.
 pub struct LatencyByClass {
+    pub title: String,
     pub classes: Vec<String>,
     pub variants: Vec<String>,
     pub panels: Vec<BarPanel>,
@@ -89,9 +91,7 @@ impl Chart for LatencyByClass {
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> anyhow::Result<()> {
         root.fill(&WHITE).map_err(pe)?;
-        let root = root
-            .titled("Latency per class (bars: variants)", font(24))
-            .map_err(pe)?;
+        let root = root.titled(&self.title, font(24)).map_err(pe)?;
         let (body, legend) = root.split_vertically(root.dim_in_pixel().1 - 40);
         let n_cols = 2.min(self.panels.len().max(1));
         let n_rows = self.panels.len().div_ceil(n_cols).max(1);

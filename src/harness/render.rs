@@ -79,6 +79,13 @@ pub fn regenerate_report(dir: &Path) -> anyhow::Result<()> {
         "TTFT and TPOT p50 / p99 per class".to_string(),
         "latency_by_class".to_string(),
     ));
+    if let Some(chart) = offloading_by_class(&variants, &summary) {
+        save(dir, "offloading", &chart).context("expert offloading chart")?;
+        plots.push((
+            "Expert offloading per class: hit rate, wait, bytes loaded, TPOT".to_string(),
+            "offloading".to_string(),
+        ));
+    }
     save(dir, "throughput", &throughput(&variants, &summary)).context("throughput")?;
     plots.push((
         "Throughput per variant".to_string(),
@@ -175,10 +182,57 @@ fn latency_by_class(variants: &[VariantRow], summary: &[SummaryRow]) -> LatencyB
         panel("TPOT p99 (ms)", |s| s.tpot_p99_s),
     ];
     LatencyByClass {
+        title: "Latency per class (bars: variants)".into(),
         classes,
         variants: names,
         panels,
     }
+}
+
+/// Expert offloading per class: hit rate, time waiting for loads, bytes loaded, TPOT p50;
+/// `None` when no variant offloaded experts.
+fn offloading_by_class(variants: &[VariantRow], summary: &[SummaryRow]) -> Option<LatencyByClass> {
+    if summary.iter().all(|s| s.expert_hits.is_none()) {
+        return None;
+    }
+    let mut classes: Vec<String> = Vec::new();
+    for s in summary {
+        if !classes.contains(&s.class) {
+            classes.push(s.class.clone());
+        }
+    }
+    let names: Vec<String> = variants.iter().map(|v| v.variant.clone()).collect();
+    let panel = |title: &str, y_desc: &str, pick: fn(&SummaryRow) -> Option<f64>| BarPanel {
+        title: title.to_string(),
+        y_desc: y_desc.to_string(),
+        values: classes
+            .iter()
+            .map(|c| {
+                names
+                    .iter()
+                    .map(|v| {
+                        summary
+                            .iter()
+                            .find(|s| &s.class == c && &s.variant == v)
+                            .and_then(pick)
+                    })
+                    .collect()
+            })
+            .collect(),
+    };
+    Some(LatencyByClass {
+        title: "Expert offloading per class (bars: variants)".into(),
+        panels: vec![
+            panel("expert hit rate", "hits / lookups", |s| s.expert_hit_rate),
+            panel("waiting for expert loads (s)", "s", |s| s.expert_wait_s),
+            panel("expert bytes loaded (GB)", "GB", |s| {
+                s.expert_bytes_copied.map(|b| b as f64 / 1e9)
+            }),
+            panel("TPOT p50 (ms)", "ms", |s| s.tpot_p50_s.map(|t| t * 1e3)),
+        ],
+        classes,
+        variants: names,
+    })
 }
 
 fn throughput(variants: &[VariantRow], summary: &[SummaryRow]) -> Throughput {

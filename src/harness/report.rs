@@ -62,6 +62,7 @@ pub fn render_markdown(input: &ReportInput) -> String {
     write_bench_table(&mut md, input);
     write_latency_table(&mut md, input);
     write_routing_table(&mut md, input.routing);
+    write_offload_table(&mut md, input);
     write_quality_table(&mut md, input.quality);
     write_failures(&mut md, input);
     md.push_str("## Plots\n\n");
@@ -203,6 +204,40 @@ fn write_bench_table(md: &mut String, input: &ReportInput) {
         .collect();
     md.push_str(&totals.join(", "));
     md.push_str(".\n\n");
+}
+
+/// Expert offloading's counters per variant and class, where any variant offloaded experts.
+fn write_offload_table(md: &mut String, input: &ReportInput) {
+    if input.summary.iter().all(|s| s.expert_hits.is_none()) {
+        return;
+    }
+    md.push_str(
+        "## Expert offloading\n\n\
+         Experts the steps' tokens chose that were on the device (hits) or loaded from host \
+         memory (misses), summed over the sparse layers and over the steps that ran while the \
+         class had requests in flight; the time those steps waited for loads.\n\n",
+    );
+    md.push_str(
+        "| Variant | Class | Hits | Misses | Hit rate | GB loaded | Wait (s) | TPOT mean (ms) |\n",
+    );
+    md.push_str("|---|---|---|---|---|---|---|---|\n");
+    let count = |v: Option<u64>| v.map_or("–".into(), |n| n.to_string());
+    for s in input.summary.iter().filter(|s| s.expert_hits.is_some()) {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            s.variant,
+            s.class,
+            count(s.expert_hits),
+            count(s.expert_misses),
+            s.expert_hit_rate.map_or("–".into(), |r| format!("{r:.3}")),
+            s.expert_bytes_copied
+                .map_or("–".into(), |b| format!("{:.1}", b as f64 / 1e9)),
+            secs(s.expert_wait_s),
+            ms(s.tpot_mean_s),
+        );
+    }
+    md.push('\n');
 }
 
 fn write_latency_table(md: &mut String, input: &ReportInput) {

@@ -4,7 +4,9 @@
 //! Definitions: latency statistics cover completed requests (`finish_reason` stop or length);
 //! percentiles interpolate linearly between ranks (numpy's default, polars `Linear`);
 //! throughput = tokens of completed requests / the variant's wall time (`variants.csv`), the
-//! same wall time for every class, so class throughputs add up to `all`.
+//! same wall time for every class, so class throughputs add up to `all`. Expert offloading's
+//! counters are summed over the steps that ran while the class had a request in flight (from
+//! its first arrival to its last finish; classes that overlap in time share steps).
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -12,7 +14,9 @@ use std::sync::Arc;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::csv_out::{read_rows, VariantRow, REQUESTS_CSV, TOKENS_CSV, VARIANTS_CSV};
+use super::csv_out::{
+    read_rows, RequestRow, StepRow, VariantRow, REQUESTS_CSV, STEPS_CSV, TOKENS_CSV, VARIANTS_CSV,
+};
 
 /// `summary.csv`: one row per variant and class (`all` first).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -55,6 +59,13 @@ pub struct SummaryRow {
     pub e2e_p50_s: Option<f64>,
     pub e2e_p90_s: Option<f64>,
     pub e2e_p99_s: Option<f64>,
+    /// Expert offloading (empty with every expert resident): chosen experts found on the
+    /// device, experts loaded, hits over both, bytes copied, time the steps waited for loads.
+    pub expert_hits: Option<u64>,
+    pub expert_misses: Option<u64>,
+    pub expert_hit_rate: Option<f64>,
+    pub expert_bytes_copied: Option<u64>,
+    pub expert_wait_s: Option<f64>,
 }
 
 pub const ALL_CLASS: &str = "all";
@@ -103,13 +114,77 @@ pub fn summarize(dir: &Path) -> anyhow::Result<Vec<SummaryRow>> {
         let itl_rows: HashMap<String, usize> = (0..itl_by_class.height())
             .map(|i| (str_at(&itl_by_class, "class", i), i))
             .collect();
-        out.push(row(v, ALL_CLASS, &all, 0, Some((&itl_all, 0))));
+        let offload = OffloadTotals::read(&vdir)?;
+        let mut all_row = row(v, ALL_CLASS, &all, 0, Some((&itl_all, 0)));
+        offload.fill(&mut all_row, None);
+        out.push(all_row);
         for (_, class, i) in classes {
             let itl = itl_rows.get(&class).map(|&j| (&itl_by_class, j));
-            out.push(row(v, &class, &by_class, i, itl));
+            let mut r = row(v, &class, &by_class, i, itl);
+            offload.fill(&mut r, Some(&class));
+            out.push(r);
         }
     }
     Ok(out)
+}
+
+/// A variant's steps' offloading counters and its classes' time in flight.
+struct OffloadTotals {
+    /// `(start_s, hits, misses, bytes, wait_s)` of each step that counted.
+    steps: Vec<(f64, u64, u64, u64, f64)>,
+    /// Per class, its first arrival and last finish.
+    windows: HashMap<String, (f64, f64)>,
+}
+
+impl OffloadTotals {
+    fn read(vdir: &Path) -> anyhow::Result<Self> {
+        let path = vdir.join(STEPS_CSV);
+        let steps: Vec<StepRow> = match path.exists() {
+            true => read_rows(&path)?,
+            false => Vec::new(),
+        };
+        let steps = steps
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    s.start_s,
+                    s.expert_hits?,
+                    s.expert_misses?,
+                    s.expert_bytes_copied?,
+                    s.expert_wait_s?,
+                ))
+            })
+            .collect();
+        let requests: Vec<RequestRow> = read_rows(&vdir.join(REQUESTS_CSV))?;
+        let mut windows: HashMap<String, (f64, f64)> = HashMap::new();
+        for r in &requests {
+            let end = r.arrival_s + r.e2e_s.unwrap_or(0.0);
+            let w = windows.entry(r.class.clone()).or_insert((r.arrival_s, end));
+            *w = (w.0.min(r.arrival_s), w.1.max(end));
+        }
+        Ok(Self { steps, windows })
+    }
+
+    /// Fills `row`'s counters from every step (`class` `None`) or the class's window.
+    fn fill(&self, row: &mut SummaryRow, class: Option<&str>) {
+        if self.steps.is_empty() {
+            return;
+        }
+        let window = class.map(|c| self.windows.get(c).copied().unwrap_or((0.0, -1.0)));
+        let inside = |t: f64| window.is_none_or(|(a, b)| t >= a && t <= b);
+        let (mut hits, mut misses, mut bytes, mut wait) = (0, 0, 0, 0.0);
+        for &(_, h, m, b, w) in self.steps.iter().filter(|s| inside(s.0)) {
+            hits += h;
+            misses += m;
+            bytes += b;
+            wait += w;
+        }
+        row.expert_hits = Some(hits);
+        row.expert_misses = Some(misses);
+        row.expert_hit_rate = (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64);
+        row.expert_bytes_copied = Some(bytes);
+        row.expert_wait_s = Some(super::csv_out::ns(wait));
+    }
 }
 
 fn collect(lf: LazyFrame, vdir: &Path) -> anyhow::Result<DataFrame> {
@@ -282,5 +357,6 @@ fn row(
         e2e_p50_s: f("e2e_s_p50"),
         e2e_p90_s: f("e2e_s_p90"),
         e2e_p99_s: f("e2e_s_p99"),
+        ..Default::default()
     }
 }

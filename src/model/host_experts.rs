@@ -1,7 +1,8 @@
 //! A sparse layer's experts read into host memory, one [`HostExpert`] each, for expert
 //! offloading ([`super::offload`]): from the safetensors (either HF layout) or drawn at random
 //! on the device and copied back (random presets: each expert drawn alone, so the values differ
-//! from an all-resident run's; speed work only).
+//! from an all-resident run's; speed work only). Page-locked where the backend can
+//! ([`KernelBackend::host_bytes`]).
 use burn::tensor::{DType, Distribution, Tensor, TensorData};
 use nanovllm_kernels::KernelBackend;
 
@@ -25,6 +26,10 @@ pub fn load_host_experts<B: KernelBackend>(
     let n = |rest: &str| names::layer(layer, rest);
     let (e, inter) = (moe.num_experts, moe.expert_intermediate_size);
     let bytes = |data: TensorData| data.convert_dtype(dtype).into_bytes().to_vec();
+    let expert = |gate_up: Vec<u8>, down: Vec<u8>| HostExpert {
+        gate_up: B::host_bytes(gate_up, device),
+        down: B::host_bytes(down, device),
+    };
     match source {
         WeightSource::Files(files) if fused => {
             let gate_up = bytes(files.host_data(&n(m::FUSED_GATE_UP), &[e, 2 * inter, hidden])?);
@@ -32,10 +37,7 @@ pub fn load_host_experts<B: KernelBackend>(
             Ok(gate_up
                 .chunks_exact(gate_up.len() / e)
                 .zip(down.chunks_exact(down.len() / e))
-                .map(|(g, d)| HostExpert {
-                    gate_up: g.to_vec(),
-                    down: d.to_vec(),
-                })
+                .map(|(g, d)| expert(g.to_vec(), d.to_vec()))
                 .collect())
         }
         WeightSource::Files(files) => (0..e)
@@ -43,10 +45,10 @@ pub fn load_host_experts<B: KernelBackend>(
                 let [g, u, d] = m::expert(moe.naming, x).map(|w| n(&w));
                 let mut gate_up = bytes(files.host_data(&g, &[inter, hidden])?);
                 gate_up.extend(bytes(files.host_data(&u, &[inter, hidden])?));
-                Ok(HostExpert {
+                Ok(expert(
                     gate_up,
-                    down: bytes(files.host_data(&d, &[hidden, inter])?),
-                })
+                    bytes(files.host_data(&d, &[hidden, inter])?),
+                ))
             })
             .collect(),
         WeightSource::Random => {
@@ -57,10 +59,7 @@ pub fn load_host_experts<B: KernelBackend>(
                 )
             };
             Ok((0..e)
-                .map(|_| HostExpert {
-                    gate_up: draw([2 * inter, hidden]),
-                    down: draw([hidden, inter]),
-                })
+                .map(|_| expert(draw([2 * inter, hidden]), draw([hidden, inter])))
                 .collect())
         }
     }

@@ -200,16 +200,34 @@ fn offload_experts<B: KernelBackend>(
         .dtype()
         .size();
     let expert_bytes = 3 * moe.expert_intermediate_size * spec.hidden_size * dtype_bytes;
-    let slots = budget
-        .slots(moe.num_experts, expert_bytes, spec.moe_layers().len())
-        .map_err(unsupported)?;
+    let slots = || {
+        budget
+            .slots(moe.num_experts, expert_bytes, spec.moe_layers().len())
+            .map_err(unsupported)
+    };
     match experts {
-        _ if slots == moe.num_experts => Ok(experts),
-        ExpertsSource::Full => Ok(ExpertsSource::Offloaded { slots }),
-        ExpertsSource::Factored { .. } => Err(unsupported(format!(
-            "expert_budget {budget} with compressed experts: offloading factored experts is not built yet"
-        ))),
-        ExpertsSource::Offloaded { .. } => Ok(ExpertsSource::Offloaded { slots }),
+        ExpertsSource::Factored { rank, .. } => {
+            // Factored experts stay resident where the budget holds them all (they are smaller,
+            // so a byte budget that offloads full experts may not need to).
+            let (held, _) = crate::compress::expert_params(spec, Some(rank));
+            let needed = (held * dtype_bytes) as u64;
+            let fits = match budget {
+                ExpertBudget::All => true,
+                ExpertBudget::PerLayer(n) => n >= moe.num_experts,
+                ExpertBudget::Bytes(b) => b >= needed,
+            };
+            match fits {
+                true => Ok(experts),
+                false => Err(unsupported(format!(
+                    "expert_budget {budget} with compressed experts at rank {rank}: they need \
+                     {needed} bytes to stay resident, and offloading factored experts is not built"
+                ))),
+            }
+        }
+        ExpertsSource::Full | ExpertsSource::Offloaded { .. } => match slots()? {
+            n if n == moe.num_experts => Ok(ExpertsSource::Full),
+            slots => Ok(ExpertsSource::Offloaded { slots }),
+        },
     }
 }
 

@@ -6,26 +6,24 @@
 //! tokens with a choice among that round's experts (their other choices weighted zero), the
 //! rounds' outputs added per token.
 //!
-//! Loads are synchronous in this build: the wait for them is measured ([`OffloadStats`]) and
-//! is all of their cost; copies overlapped with compute are a later build's.
+//! Host experts are page-locked on CUDA and copied on a copy stream
+//! ([`KernelBackend::upload_slot`]); a round's loads are waited for before its products, and
+//! that wait is measured ([`OffloadStats`]).
 use std::sync::Mutex;
 use std::time::Instant;
 
 use burn::tensor::{DType, IndexingUpdateOp, Int, Tensor, TensorData};
 use nanovllm_kernels::moe::{ExpertWeights, MoeOutput, Routing};
-use nanovllm_kernels::KernelBackend;
+use nanovllm_kernels::{HostBytes, KernelBackend};
 
 use super::expert_slots::{EvictionPolicy, ExpertSlots, Load};
-
-/// The largest piece of an expert one upload copies.
-const UPLOAD_CHUNK: usize = 32 << 20;
 
 /// One expert's weights in host memory, in the device's float dtype.
 pub struct HostExpert {
     /// `[2 * inter, hidden]`: gate rows, then up rows.
-    pub gate_up: Vec<u8>,
+    pub gate_up: HostBytes,
     /// `[hidden, inter]`.
-    pub down: Vec<u8>,
+    pub down: HostBytes,
 }
 
 /// What the expert caches did, summed over layers (a step's, or a run's).
@@ -64,20 +62,16 @@ enum RoundOutput<B: KernelBackend> {
 /// A sparse layer's experts: all of them in host memory, `slots` on the device.
 pub struct OffloadedExperts<B: KernelBackend> {
     host: Vec<HostExpert>,
-    dtype: DType,
     /// `(inter, hidden)` of every expert.
     dims: (usize, usize),
     device: B::Device,
     state: Mutex<SlotState<B>>,
-    /// The largest piece one upload copies ([`UPLOAD_CHUNK`]).
-    chunk_bytes: usize,
 }
 
 struct SlotState<B: KernelBackend> {
     slots: ExpertSlots,
-    /// `[slots, 2 * inter, hidden]` and `[slots, hidden, inter]`; `None` only while a load
-    /// replaces a slot (the update reuses the buffer when nothing else holds it).
-    weights: Option<ExpertWeights<B>>,
+    /// `[slots, 2 * inter, hidden]` and `[slots, hidden, inter]`.
+    weights: ExpertWeights<B>,
     /// Since the last [`OffloadedExperts::take_stats`].
     stats: OffloadStats,
 }
@@ -100,14 +94,12 @@ impl<B: KernelBackend> OffloadedExperts<B> {
         let experts = Self {
             state: Mutex::new(SlotState {
                 slots: ExpertSlots::new(host.len(), slots, EvictionPolicy::Lru),
-                weights: Some(weights),
+                weights,
                 stats: OffloadStats::default(),
             }),
             host,
-            dtype,
             dims: (inter, hidden),
             device: device.clone(),
-            chunk_bytes: UPLOAD_CHUNK,
         };
         {
             let mut state = experts.lock();
@@ -177,6 +169,7 @@ impl<B: KernelBackend> OffloadedExperts<B> {
                 for &load in &plan.loads {
                     self.upload(&mut state, load);
                 }
+                B::await_uploads(&state.weights.gate_up);
                 // The copies are the step's to wait for: time them to the end.
                 let _ = B::sync(&self.device);
                 state.stats.wait_s += start.elapsed().as_secs_f64();
@@ -184,8 +177,7 @@ impl<B: KernelBackend> OffloadedExperts<B> {
             state.stats.hits += plan.hits as u64;
             state.stats.misses += plan.misses() as u64;
             state.stats.bytes_copied += (plan.misses() * self.expert_bytes()) as u64;
-            let w = state.weights.as_ref().expect("slots hold weights");
-            let y = self.run_round(&x, routing, &ids, top_k, round, &plan.slots, w);
+            let y = self.run_round(&x, routing, &ids, top_k, round, &plan.slots, &state.weights);
             // Rounds add up in f32, as the resident kernels sum a token's experts.
             let f32 = |t: Tensor<B, 2>| t.cast(DType::F32);
             out = Some(match (out, y) {
@@ -276,40 +268,11 @@ impl<B: KernelBackend> OffloadedExperts<B> {
         RoundOutput::Rows(row_ids, y)
     }
 
-    /// Copies `load.expert`'s weights from host memory into slot `load.slot`.
+    /// Queues the copy of `load.expert`'s weights from host memory into slot `load.slot`.
     fn upload(&self, state: &mut SlotState<B>, load: Load) {
-        let (inter, hidden) = self.dims;
         let host = &self.host[load.expert];
-        let w = state.weights.take().expect("slots hold weights");
-        state.weights = Some(ExpertWeights {
-            gate_up: self.upload_rows(w.gate_up, load.slot, &host.gate_up, hidden),
-            down: self.upload_rows(w.down, load.slot, &host.down, inter),
-        });
-    }
-
-    /// `slots` with slot `slot` replaced by `bytes` (rows of `cols`), in pieces of at most
-    /// [`UPLOAD_CHUNK`] bytes: cubecl copies an upload of 100 MB or more straight from pageable
-    /// memory, at 0.7 GB/s on the H200, and smaller ones through its pinned staging buffers.
-    fn upload_rows(
-        &self,
-        slots: Tensor<B, 3>,
-        slot: usize,
-        bytes: &[u8],
-        cols: usize,
-    ) -> Tensor<B, 3> {
-        let row_bytes = cols * self.dtype.size();
-        let rows_per_chunk = (self.chunk_bytes / row_bytes).max(1);
-        let rows = bytes.len() / row_bytes;
-        (0..rows).step_by(rows_per_chunk).fold(slots, |slots, r0| {
-            let r1 = (r0 + rows_per_chunk).min(rows);
-            let piece = TensorData::from_bytes_vec(
-                bytes[r0 * row_bytes..r1 * row_bytes].to_vec(),
-                [1, r1 - r0, cols],
-                self.dtype,
-            );
-            let piece = Tensor::<B, 3>::from_data(piece, (&self.device, self.dtype));
-            slots.slice_assign([slot..slot + 1, r0..r1, 0..cols], piece)
-        })
+        B::upload_slot(&mut state.weights.gate_up, load.slot, &host.gate_up);
+        B::upload_slot(&mut state.weights.down, load.slot, &host.down);
     }
 }
 
@@ -428,10 +391,11 @@ mod tests {
     type Cpu = burn::backend::NdArray<f32>;
 
     fn host_expert(seed: usize, inter: usize, hidden: usize) -> HostExpert {
-        let values = |n: usize, k: usize| -> Vec<u8> {
+        let values = |n: usize, k: usize| -> HostBytes {
             (0..n)
                 .flat_map(|i| (((seed * 1000 + k * 100 + i) % 97) as f32 / 7.0).to_le_bytes())
-                .collect()
+                .collect::<Vec<u8>>()
+                .into()
         };
         HostExpert {
             gate_up: values(2 * inter * hidden, 0),
@@ -439,29 +403,26 @@ mod tests {
         }
     }
 
-    /// A load in pieces of one row puts exactly the host bytes in the slot, and leaves the
-    /// other slot alone.
+    /// A load puts exactly the host bytes in its slot, and leaves the other slot alone.
     #[test]
-    fn a_load_in_row_pieces_fills_exactly_its_slot() {
+    fn a_load_fills_exactly_its_slot() {
         let (inter, hidden) = (3, 4);
         let device = Default::default();
         let host: Vec<HostExpert> = (0..3).map(|e| host_expert(e, inter, hidden)).collect();
-        let mut experts =
-            OffloadedExperts::<Cpu>::new(host, DType::F32, (inter, hidden), 2, &device);
-        experts.chunk_bytes = hidden * 4;
+        let experts = OffloadedExperts::<Cpu>::new(host, DType::F32, (inter, hidden), 2, &device);
         {
             let mut state = experts.lock();
             experts.upload(&mut state, Load { expert: 2, slot: 0 });
         }
         let state = experts.lock();
-        let w = state.weights.as_ref().unwrap();
+        let w = &state.weights;
         let slot = |t: &Tensor<Cpu, 3>, s: usize| {
             t.clone().narrow(0, s, 1).into_data().as_bytes().to_vec()
         };
-        assert_eq!(slot(&w.gate_up, 0), experts.host[2].gate_up);
-        assert_eq!(slot(&w.down, 0), experts.host[2].down);
-        assert_eq!(slot(&w.gate_up, 1), experts.host[1].gate_up);
-        assert_eq!(slot(&w.down, 1), experts.host[1].down);
+        assert_eq!(slot(&w.gate_up, 0), experts.host[2].gate_up.as_slice());
+        assert_eq!(slot(&w.down, 0), experts.host[2].down.as_slice());
+        assert_eq!(slot(&w.gate_up, 1), experts.host[1].gate_up.as_slice());
+        assert_eq!(slot(&w.down, 1), experts.host[1].down.as_slice());
     }
 
     #[test]

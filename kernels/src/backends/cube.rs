@@ -20,7 +20,8 @@ use crate::attention::launch::{
 };
 use crate::attention::plan::{AttentionPlan, DeviceCaps, SeqAttn};
 use crate::attention::prefix::SharedPrefix;
-use crate::backends::{AttentionShape, KernelBackend, KvWrite};
+use crate::backends::{AttentionShape, KernelBackend, KvWrite, UPLOAD_CHUNK};
+use crate::host_copy::{self, HostBytes};
 use crate::layers::launch::{add_rms_norm, qk_norm_rope, rms_norm, silu_mul};
 use crate::layers::{HeadShape, KvCacheDest};
 use crate::matmul::gemv::{fused_gemv, Prologue};
@@ -124,6 +125,28 @@ impl<B: CubeBridge> KernelBackend for B {
 
     fn runs_moe() -> bool {
         !B::FUSED
+    }
+
+    fn host_bytes(bytes: Vec<u8>, device: &Self::Device) -> HostBytes {
+        pin_on::<B>(bytes, device)
+    }
+
+    fn upload_slot(slots: &mut Tensor<Self, 3>, slot: usize, src: &HostBytes) {
+        if !copy_stream_upload(slots, slot, src) {
+            let s = std::mem::replace(slots, Tensor::zeros([1, 1, 1], &slots.device()));
+            *slots = host_copy::reference::upload_slot(s, slot, src.as_slice(), UPLOAD_CHUNK);
+        }
+    }
+
+    fn await_uploads(on: &Tensor<Self, 3>) {
+        #[cfg(feature = "cuda")]
+        if let Some(t) = (&B::float_in(on.clone()) as &dyn Any)
+            .downcast_ref::<CubeTensor<cubecl::cuda::CudaRuntime>>()
+        {
+            let _ = host_copy::cuda::await_uploads(t);
+        }
+        #[cfg(not(feature = "cuda"))]
+        let _ = on;
     }
 
     fn pool_usage(device: &Self::Device) -> Option<(u64, u64)> {
@@ -547,6 +570,35 @@ fn fused_within<B: CubeBridge>(
     let (out, sum) =
         fused_gemv::<B::R, B::F>(&B::float_in(x.clone()), &prologue, &B::float_in(w.clone()))?;
     Some((B::float_out(out), sum.map(B::float_out)))
+}
+
+/// `bytes` page-locked where the runtime is CUDA and the driver allows, else as they are.
+fn pin_on<B: CubeBridge>(bytes: Vec<u8>, device: &B::Device) -> HostBytes {
+    #[cfg(feature = "cuda")]
+    {
+        let cube_device = B::cube_device(device);
+        if let Some(d) = (&cube_device as &dyn Any).downcast_ref::<cubecl::cuda::CudaDevice>() {
+            if let Some(p) = host_copy::cuda::pin(&bytes, d.index) {
+                return HostBytes::from_pinned(p);
+            }
+        }
+    }
+    let _ = device;
+    bytes.into()
+}
+
+/// Slot `slot` of `slots` overwritten on the CUDA copy stream from page-locked `src`; `false`
+/// where that path does not apply (not CUDA, pageable bytes, no cubecl stream found).
+fn copy_stream_upload<B: CubeBridge>(slots: &Tensor<B, 3>, slot: usize, src: &HostBytes) -> bool {
+    #[cfg(feature = "cuda")]
+    if let Some(pinned) = src.pinned() {
+        let t = B::float_in(slots.clone());
+        if let Some(t) = (&t as &dyn Any).downcast_ref::<CubeTensor<cubecl::cuda::CudaRuntime>>() {
+            return host_copy::cuda::upload_slot(t, slot, pinned).is_some();
+        }
+    }
+    let _ = (slots, slot, src);
+    false
 }
 
 /// `x @ w` through cuBLAS on the backend's own stream; `None` where there is no cuBLAS (not

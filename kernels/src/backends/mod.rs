@@ -14,6 +14,7 @@ use burn::tensor::{backend::Backend, IndexingUpdateOp, Int, Shape, Tensor, Tenso
 
 use crate::attention::plan::{DeviceCaps, SeqAttn};
 use crate::attention::prefix::SharedPrefix;
+use crate::host_copy::{self, HostBytes};
 use crate::layers::{reference, HeadShape};
 use crate::matmul::gemv::Prologue;
 use crate::moe::factored::{factored_experts, FactoredExperts};
@@ -237,11 +238,33 @@ pub trait KernelBackend: Backend {
         PendingIds::ready(ids.into_data())
     }
 
+    /// `bytes` in the host memory this backend copies to `device` fastest: page-locked on
+    /// CUDA (where the driver allows), as they are elsewhere.
+    fn host_bytes(bytes: Vec<u8>, _device: &Self::Device) -> HostBytes {
+        bytes.into()
+    }
+
+    /// Overwrites slot `slot` of `slots` `[n, rows, cols]` with `src` (`rows * cols` elements
+    /// of `slots`' dtype). On CUDA from page-locked memory: in place, on a copy stream, and
+    /// kernels wait for it only after [`await_uploads`](Self::await_uploads).
+    fn upload_slot(slots: &mut Tensor<Self, 3>, slot: usize, src: &HostBytes) {
+        update(slots, |s| {
+            host_copy::reference::upload_slot(s, slot, src.as_slice(), UPLOAD_CHUNK)
+        });
+    }
+
+    /// Makes the kernels queued after this call on `on`'s device wait for the uploads queued
+    /// before it. Uploads elsewhere are in order with the kernels already.
+    fn await_uploads(_on: &Tensor<Self, 3>) {}
+
     /// `all[start..start + len]`, for [`crate::PackedInts`]'s sections.
     fn int_section(all: &Tensor<Self, 1, Int>, start: usize, len: usize) -> Tensor<Self, 1, Int> {
         all.clone().slice(start..start + len)
     }
 }
+
+/// The largest piece of a plain-burn [`upload_slot`](KernelBackend::upload_slot) copies.
+pub const UPLOAD_CHUNK: usize = 32 << 20;
 
 /// Replaces `t` by `f(t)`, handing `f` the only reference so burn may reuse the buffer.
 fn update<B: Backend, const D: usize>(

@@ -33,9 +33,9 @@ type CudaServer = <CudaRuntime as Runtime>::Server;
 
 /// A cuBLAS handle bound to one cubecl stream. Raw pointers, used only on cubecl's device thread.
 #[derive(Clone, Copy)]
-struct StreamBlas {
-    handle: blas_sys::cublasHandle_t,
-    stream: blas_sys::cudaStream_t,
+pub(crate) struct StreamBlas {
+    pub(crate) handle: blas_sys::cublasHandle_t,
+    pub(crate) stream: blas_sys::cudaStream_t,
 }
 
 // SAFETY: the handle is only used in tasks that run on the one device thread.
@@ -53,7 +53,8 @@ thread_local! {
     static BLAS: RefCell<HashMap<usize, Option<Connection>>> = RefCell::new(HashMap::new());
 }
 
-/// Set on the device thread when cuBLAS refused a queued product, whose output is then wrong.
+/// Set on the device thread when a queued task failed (cuBLAS refused a product, a copy was
+/// refused), whose output is then wrong.
 /// The next product panics on the caller's thread, where the message reaches the user.
 static REFUSED: AtomicBool = AtomicBool::new(false);
 
@@ -67,7 +68,7 @@ pub fn project<R: CubeRuntime>(x: &CubeTensor<R>, w: &CubeTensor<R>) -> Option<C
     let out_cuda = (&out as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
     let gemm = Gemm::new(x_cuda, w_cuda, out_cuda)?;
     let l = gemm.layout;
-    let what = format!("[{}x{}] @ [{}x{}]", l.m, l.k, l.k, l.n);
+    let what = format!("the cuBLAS product [{}x{}] @ [{}x{}]", l.m, l.k, l.k, l.n);
     enqueue(
         [x_cuda, w_cuda, out_cuda],
         what,
@@ -92,7 +93,7 @@ pub fn batched_project_t<R: CubeRuntime>(
     let (bi, mi, ni, ki) = (int(batch)?, int(m)?, int(n)?, int(k)?);
     let out = crate::outputs::empty(x, burn::tensor::Shape::new([batch, m, n]), x.dtype);
     let out_cuda = (&out as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
-    let what = format!("{batch} x [{m}x{k}] @ [{k}x{n}]");
+    let what = format!("the cuBLAS product {batch} x [{m}x{k}] @ [{k}x{n}]");
     enqueue(
         [x_cuda, w_cuda, out_cuda],
         what,
@@ -165,7 +166,10 @@ pub fn grouped_project_t<R: CubeRuntime>(
     let addr_cuda = (&addresses as &dyn Any).downcast_ref::<CubeTensor<CudaRuntime>>()?;
     let elem = x.dtype.size() as u64;
     let runs = runs.to_vec();
-    let what = format!("grouped {} x [..x{k}] @ [{k}x{n}]", runs.len());
+    let what = format!(
+        "the grouped cuBLAS product {} x [..x{k}] @ [{k}x{n}]",
+        runs.len()
+    );
     enqueue(
         [x_cuda, w_cuda, out_cuda, addr_cuda],
         what,
@@ -228,16 +232,17 @@ pub fn grouped_project_t<R: CubeRuntime>(
 
 /// Queues `run` on cubecl's device thread, in order with the launches around it, with the
 /// device pointers of `tensors`; `None` when cuBLAS is not usable from this thread. `what`
-/// names the product if cuBLAS refuses it.
-fn enqueue<const N: usize>(
+/// names the task if it fails (`run` returns `false`).
+pub(crate) fn enqueue<const N: usize>(
     tensors: [&CubeTensor<CudaRuntime>; N],
     what: String,
     run: impl FnOnce(StreamBlas, [u64; N]) -> bool + Send + 'static,
 ) -> Option<()> {
     assert!(
         !REFUSED.load(Ordering::Relaxed),
-        "cuBLAS refused a product on cubecl's device thread (see the message above); \
-         results after it are wrong. Set `[kernels] cublas_min_rows = 100000` to keep products on cubek."
+        "a task queued on cubecl's device thread failed (see the message above); results after \
+         it are wrong. If it was a cuBLAS product, `[kernels] cublas_min_rows = 100000` keeps \
+         products on cubek."
     );
     BLAS.with(|connections| {
         let mut connections = connections.borrow_mut();
@@ -260,7 +265,7 @@ fn enqueue<const N: usize>(
                 false => false,
             };
             if !ran {
-                eprintln!("cuBLAS refused a {what} product");
+                eprintln!("{what} failed on cubecl's device thread");
                 REFUSED.store(true, Ordering::Relaxed);
             }
         });

@@ -72,7 +72,8 @@ const VARIANTS_HEADER: &str = "variant,sweep,policy,chunk_size,order,block_size,
 const SUMMARY_HEADER: &str = "variant,class,sweep,policy,chunk_size,order,block_size,max_num_seqs,max_num_batched_tokens,enable_prefix_caching,backend,random_weights,\
                               requests,completed,failed,prompt_tokens,output_tokens,wall_s,output_throughput_tok_s,total_throughput_tok_s,\
                               ttft_mean_s,ttft_p50_s,ttft_p90_s,ttft_p99_s,tpot_mean_s,tpot_p50_s,tpot_p90_s,tpot_p99_s,tpot_max_s,\
-                              itl_mean_s,itl_p50_s,itl_p90_s,itl_p99_s,itl_max_s,e2e_mean_s,e2e_p50_s,e2e_p90_s,e2e_p99_s";
+                              itl_mean_s,itl_p50_s,itl_p90_s,itl_p99_s,itl_max_s,e2e_mean_s,e2e_p50_s,e2e_p90_s,e2e_p99_s,\
+                              expert_hits,expert_misses,expert_hit_rate,expert_bytes_copied,expert_wait_s";
 
 fn header(path: &Path) -> String {
     std::fs::read_to_string(path)
