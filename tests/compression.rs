@@ -171,3 +171,47 @@ fn bad_compressed_folders_and_calibration_files_are_named_errors() {
         "{err}"
     );
 }
+
+/// Compressed experts under an expert budget: they load where the budget holds all of them
+/// (factored experts are not offloaded), and a smaller budget is an error that says how many
+/// bytes they need.
+#[test]
+fn compressed_experts_load_under_a_budget_that_holds_them_and_not_under_a_smaller_one() {
+    let source = ModelSource::Preset("tiny-mixtral".into());
+    let (_, spec) = source.arch().unwrap();
+    let rank = 8;
+    let (held, _) = nanovllm::compress::expert_params(&spec, Some(rank));
+    let needed = (held * 4) as u64; // f32 on the CPU
+    let factored = || ExpertsSource::Factored { files: None, rank };
+    let load = |budget| {
+        load_model_with::<Cpu>(
+            &source,
+            WeightsKind::Random,
+            factored(),
+            budget,
+            0,
+            None,
+            &Default::default(),
+        )
+    };
+    let experts = spec.ffn.moe().unwrap().num_experts;
+    for fits in [
+        ExpertBudget::All,
+        ExpertBudget::PerLayer(experts),
+        ExpertBudget::Bytes(needed),
+    ] {
+        let model = load(fits).unwrap_or_else(|e| panic!("{fits}: {e}"));
+        assert_eq!(model.factored_rank, Some(rank), "{fits}");
+    }
+    for short in [
+        ExpertBudget::PerLayer(experts - 1),
+        ExpertBudget::Bytes(needed - 1),
+    ] {
+        let err = load(short).err().unwrap().to_string();
+        assert!(
+            err.contains(&format!("they need {needed} bytes"))
+                && err.contains("offloading factored experts is not built"),
+            "{short}: {err}"
+        );
+    }
+}
