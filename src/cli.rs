@@ -226,6 +226,9 @@ pub struct ModelArgs {
     /// layers such as `24GB`); the rest stay in host memory and load as the router asks.
     #[arg(long, default_value = "all", value_parser = crate::model::offload::ExpertBudget::parse)]
     pub expert_budget: crate::model::offload::ExpertBudget,
+    /// Ranks the model is split over (tensor parallelism); ranks on one device run as threads.
+    #[arg(long, default_value_t = 1)]
+    pub tensor_parallel_size: usize,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -15,7 +15,9 @@ use crate::engine::{Prompt, RequestId, SamplingParams, StepReport, LLM};
 use crate::harness::quality::log_softmax_rows;
 use crate::harness::{run_experiment, EngineInfo, StepEngine};
 use crate::model::offload::ExpertBudget;
-use crate::model::{load_model_with, ExpertsSource, ModelSource, WeightsKind};
+use crate::model::{
+    load_model_placed, load_model_with, ExpertsSource, ModelSource, WeightPlacement, WeightsKind,
+};
 
 /// Runs the experiment at `path`; results go to `<results_dir>/<name>/`, which is returned.
 pub fn run(path: &Path, results_dir: &Path) -> anyhow::Result<PathBuf> {
@@ -98,11 +100,15 @@ impl BackendTask for BuildEngine<'_> {
         // Give back the pool pages an earlier variant's model left reserved before this one
         // loads: pages of other sizes than this model's would stay reserved beside it.
         B::memory_cleanup(&device);
-        let model = load_model_with::<B>(
+        let placement = WeightPlacement {
+            expert_budget: engine_config.expert_budget,
+            tensor_parallel_size: engine_config.tensor_parallel_size,
+        };
+        let model = load_model_placed::<B>(
             &source,
             cfg.model.weights,
             experts,
-            engine_config.expert_budget,
+            placement,
             cfg.seed,
             engine_config.max_model_len,
             &device,

@@ -13,3 +13,4 @@ pub mod engine;
 pub mod experiment;
 pub mod harness;
 pub mod model;
+pub mod parallel;

@@ -21,7 +21,7 @@ use crate::backend::{device_description, BackendTask};
 use crate::cli::{GenerateArgs, ModelArgs, PerplexityArgs};
 use crate::compress::resolve_experts;
 use crate::engine::{EngineConfig, Prompt, SamplingParams, LLM};
-use crate::model::{load_model_with, ChatMessage, ModelSource};
+use crate::model::{load_model_placed, ChatMessage, ModelSource, WeightPlacement};
 
 /// Loads the model named by `args` and builds an engine with `config`.
 pub fn build_engine<B: KernelBackend>(
@@ -32,17 +32,22 @@ pub fn build_engine<B: KernelBackend>(
     config.attention = args.attention.into();
     config.attention_mode = args.attention_mode;
     config.expert_budget = args.expert_budget;
+    config.tensor_parallel_size = args.tensor_parallel_size;
     let source = ModelSource::parse(&args.model);
     // A model folder's `svd_experts/`, when it has one, is loaded (and said so).
     let (experts, line) = resolve_experts(&source, args.weights.into(), None)?;
     if matches!(experts, crate::model::ExpertsSource::Factored { .. }) {
         eprintln!("{line}");
     }
-    let model = load_model_with::<B>(
+    let placement = WeightPlacement {
+        expert_budget: config.expert_budget,
+        tensor_parallel_size: config.tensor_parallel_size,
+    };
+    let model = load_model_placed::<B>(
         &source,
         args.weights.into(),
         experts,
-        config.expert_budget,
+        placement,
         args.seed,
         config.max_model_len,
         device,

@@ -138,8 +138,15 @@ impl<B: KernelBackend> LLM<B> {
             .with_env_overrides()
             .map_err(anyhow::Error::msg)?;
         B::install_tuning(device, tuning);
+        let ranks = 1 + model.peers.len();
+        anyhow::ensure!(
+            ranks == config.tensor_parallel_size,
+            "{}: loaded over {ranks} ranks, but engine.tensor_parallel_size is {}",
+            model.name,
+            config.tensor_parallel_size
+        );
         let mut runner = ModelRunner::new(
-            model.decoder,
+            (model.decoder, model.peers),
             1,
             config.block_size,
             (attention, config.attention_mode.rule()),

@@ -243,6 +243,9 @@ pub struct EngineConfig {
     /// A MoE model's experts per sparse layer kept on the device, or bytes for all layers'
     /// (`all`: every expert; the rest live in host memory, loaded as the router asks).
     pub expert_budget: ExpertBudget,
+    /// Ranks the model is split over (tensor parallelism, [`crate::parallel`]); ranks on one
+    /// device run as threads. 1: the whole model in one.
+    pub tensor_parallel_size: usize,
     #[serde(skip)]
     pub scheduler: SchedulerPolicy,
     #[serde(skip)]
@@ -266,6 +269,7 @@ impl Default for EngineConfig {
             async_scheduling: true,
             kv_budget: KvBudget::default(),
             expert_budget: ExpertBudget::All,
+            tensor_parallel_size: 1,
             scheduler: SchedulerPolicy::None,
             attention: AttentionBackend::Auto,
             attention_mode: AttentionMode::Paged,
@@ -285,6 +289,9 @@ impl EngineConfig {
         }
         if self.max_num_batched_tokens == 0 {
             return Err("engine.max_num_batched_tokens must be >= 1".into());
+        }
+        if self.tensor_parallel_size == 0 {
+            return Err("engine.tensor_parallel_size must be >= 1".into());
         }
         if self.attention == AttentionBackend::Reference
             && self.attention_mode != AttentionMode::Paged

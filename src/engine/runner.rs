@@ -21,8 +21,11 @@ pub struct SeqWork<'a> {
 }
 
 pub struct ModelRunner<B: KernelBackend> {
+    /// Rank 0's decoder: the whole model without tensor parallelism.
     pub model: Decoder<B>,
     cache: Vec<LayerCache<B>>,
+    /// Ranks 1.. of a tensor-parallel group and their KV caches, run as threads beside rank 0.
+    peers: Vec<(Decoder<B>, Vec<LayerCache<B>>)>,
     block_size: usize,
     attention: AttentionImpl,
     /// When decode rows that share a prefix attend it once per group.
@@ -32,7 +35,7 @@ pub struct ModelRunner<B: KernelBackend> {
 
 impl<B: KernelBackend> ModelRunner<B> {
     pub fn new(
-        model: Decoder<B>,
+        (model, peers): (Decoder<B>, Vec<Decoder<B>>),
         num_blocks: usize,
         block_size: usize,
         (attention, cascade): (AttentionImpl, CascadeRule),
@@ -41,6 +44,7 @@ impl<B: KernelBackend> ModelRunner<B> {
         let mut runner = Self {
             model,
             cache: Vec::new(),
+            peers: peers.into_iter().map(|d| (d, Vec::new())).collect(),
             block_size,
             attention,
             cascade,
@@ -50,20 +54,21 @@ impl<B: KernelBackend> ModelRunner<B> {
         runner
     }
 
-    /// Replaces the KV cache with a zeroed one of `num_blocks` blocks.
+    /// Replaces the KV cache (every rank's) with a zeroed one of `num_blocks` blocks.
     pub fn reset_cache(&mut self, num_blocks: usize) {
-        let spec = &self.model.spec;
+        let (layers, heads) = (self.model.spec.num_layers, self.model.heads);
+        let slots = num_blocks * self.block_size;
+        let zeros = || -> Vec<LayerCache<B>> {
+            (0..layers)
+                .map(|_| LayerCache::zeros(slots, heads.kv_heads, heads.head_dim, &self.device))
+                .collect()
+        };
         self.cache.clear();
-        self.cache = (0..spec.num_layers)
-            .map(|_| {
-                LayerCache::zeros(
-                    num_blocks * self.block_size,
-                    spec.num_kv_heads,
-                    spec.head_dim,
-                    &self.device,
-                )
-            })
-            .collect();
+        self.cache = zeros();
+        for (_, cache) in &mut self.peers {
+            cache.clear();
+            *cache = zeros();
+        }
     }
 
     pub fn attention(&self) -> AttentionImpl {
@@ -124,7 +129,7 @@ impl<B: KernelBackend> ModelRunner<B> {
             &seqs,
             &prefixes,
             self.block_size,
-            &self.model.spec,
+            self.model.heads,
             &self.device,
         );
         let unread_ids = unread_ids.filter(|_| !unread.is_empty());
@@ -171,7 +176,17 @@ impl<B: KernelBackend> ModelRunner<B> {
             logits_rows: uploaded.get(rows),
         };
         trace_mark("prepared");
-        let mut out = self.model.forward(&step, &mut self.cache);
+        let mut out = match self.peers.is_empty() {
+            true => self.model.forward(&step, &mut self.cache),
+            // Every rank runs the step on its own thread; they meet at each all-reduce.
+            false => std::thread::scope(|scope| {
+                let step = &step;
+                for (peer, cache) in &mut self.peers {
+                    scope.spawn(move || peer.forward(step, cache));
+                }
+                self.model.forward(step, &mut self.cache)
+            }),
+        };
         out.cascade_rows = cascade_rows;
         out
     }

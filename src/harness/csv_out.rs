@@ -241,6 +241,10 @@ pub struct VariantRow {
     /// `[engine] expert_budget`: `all`, experts per sparse layer on the device, or bytes.
     #[serde(default)]
     pub expert_budget: String,
+    /// `[engine] tensor_parallel_size`: ranks the model was split over (1 in results written
+    /// before it existed).
+    #[serde(default = "one")]
+    pub tensor_parallel_size: usize,
     /// The `[kernels]` tuning the variant ran with (`key=value` pairs; see
     /// `KernelTuning::describe`); empty in results written before the section existed.
     #[serde(default)]
@@ -328,4 +332,8 @@ pub fn temp_path(path: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     path.with_file_name(format!(".tmp-{}-{name}", std::process::id()))
+}
+
+fn one() -> usize {
+    1
 }

@@ -356,6 +356,7 @@ fn variant_row(
             .unwrap_or_default(),
         experts: info.experts.clone(),
         expert_budget: engine.expert_budget.to_string(),
+        tensor_parallel_size: engine.tensor_parallel_size,
         kernels: cfg.kernels.describe(),
         backend: info.backend.clone(),
         device: info.device.clone(),

@@ -12,8 +12,6 @@ use nanovllm_kernels::{
     SharedPrefix,
 };
 
-use super::arch::ArchSpec;
-
 /// Which implementation an engine uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttentionImpl {
@@ -37,23 +35,19 @@ pub enum StepAttention<B: KernelBackend> {
 }
 
 impl<B: KernelBackend> StepAttention<B> {
-    /// The step's layout for `imp`; with the backend's own attention, the decode rows of each
-    /// of `prefixes` attend their shared keys once per group (the reference is paged only).
+    /// The step's layout for `imp` over `heads` (a rank's under tensor parallelism); with the
+    /// backend's own attention, the decode rows of each of `prefixes` attend their shared keys
+    /// once per group (the reference is paged only).
     pub fn new(
         imp: AttentionImpl,
         seqs: &[SeqAttn],
         prefixes: &[SharedPrefix],
         block_size: usize,
-        spec: &ArchSpec,
+        heads: HeadShape,
         device: &B::Device,
     ) -> Self {
         match imp {
             AttentionImpl::Kernel => {
-                let heads = HeadShape {
-                    heads: spec.num_heads,
-                    kv_heads: spec.num_kv_heads,
-                    head_dim: spec.head_dim,
-                };
                 let shape = AttentionShape { block_size, heads };
                 StepAttention::Kernel(B::plan_attention(seqs, shape, prefixes, device))
             }

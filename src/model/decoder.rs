@@ -16,6 +16,7 @@ use super::linear::Linear;
 use super::offload::OffloadStats;
 use super::rope::Rope;
 use super::weights::{names, Init, WeightSource};
+use crate::parallel::{Collective, Cut, TensorParallel};
 
 /// One layer's K and V cache, `[slots, kv_heads, head_dim]` each, written in place each step.
 pub struct LayerCache<B: KernelBackend> {
@@ -72,6 +73,13 @@ struct Layer<B: KernelBackend> {
 
 pub struct Decoder<B: KernelBackend> {
     pub spec: ArchSpec,
+    /// This rank's place in a tensor-parallel group (the whole model when single).
+    pub shard: TensorParallel,
+    /// The heads this rank attends with (all of the model's when single).
+    pub heads: HeadShape,
+    /// How this rank combines its partial results with the others'.
+    collective: Collective,
+    /// `[vocab rows of this rank, hidden]`.
     embed: Tensor<B, 2>,
     layers: Vec<Layer<B>>,
     final_norm: Tensor<B, 1>,
@@ -83,12 +91,14 @@ pub struct Decoder<B: KernelBackend> {
 }
 
 impl<B: KernelBackend> Decoder<B> {
-    /// Loads (or draws) every parameter, checking shapes against `spec`.
+    /// Loads (or draws) every parameter of rank `shard`'s slice, checking shapes against
+    /// `spec`; `collective` combines its partial results with the other ranks'.
     pub fn load(
         spec: &ArchSpec,
         source: &WeightSource,
         experts: &ExpertsSource,
         max_positions: usize,
+        (shard, collective): (TensorParallel, Collective),
         device: &B::Device,
     ) -> Result<Self, ModelError> {
         let (h, hd, nq, nkv) = (
@@ -97,30 +107,50 @@ impl<B: KernelBackend> Decoder<B> {
             spec.num_heads,
             spec.num_kv_heads,
         );
+        let (q_rows, kv_rows) = (
+            TensorParallel::head_rows(shard.q_heads(spec), hd),
+            TensorParallel::head_rows(shard.kv_heads(spec), hd),
+        );
         let vector =
             |name: String, n: usize, init: Init| source.load::<B, 1>(&name, [n], init, device);
         let mut layers = Vec::with_capacity(spec.num_layers);
         for i in 0..spec.num_layers {
             let n = |rest: &str| names::layer(i, rest);
             let weight = |p: &str| n(&format!("{p}.weight"));
-            let qkv = Linear::load(
+            // Column-parallel: this rank's heads' rows of q, k and v.
+            let qkv = Linear::load_cut(
                 source,
                 &[
-                    (weight(names::Q), nq * hd),
-                    (weight(names::K), nkv * hd),
-                    (weight(names::V), nkv * hd),
+                    (
+                        weight(names::Q),
+                        [nq * hd, h],
+                        Cut::along(0, q_rows.clone()),
+                    ),
+                    (
+                        weight(names::K),
+                        [nkv * hd, h],
+                        Cut::along(0, kv_rows.clone()),
+                    ),
+                    (
+                        weight(names::V),
+                        [nkv * hd, h],
+                        Cut::along(0, kv_rows.clone()),
+                    ),
                 ],
-                h,
                 device,
             )?;
             let qkv_bias = match spec.qkv_bias {
                 true => {
-                    let b = |p: &str, len: usize| vector(n(&format!("{p}.bias")), len, Init::Zeros);
+                    let b = |p: &str, len: usize, rows: &std::ops::Range<usize>| {
+                        let cut = Cut::along(0, rows.clone());
+                        let name = n(&format!("{p}.bias"));
+                        source.load_cut::<B, 1>(&name, [len], &cut, Init::Zeros, device)
+                    };
                     Some(Tensor::cat(
                         vec![
-                            b(names::Q, nq * hd)?,
-                            b(names::K, nkv * hd)?,
-                            b(names::V, nkv * hd)?,
+                            b(names::Q, nq * hd, &q_rows)?,
+                            b(names::K, nkv * hd, &kv_rows)?,
+                            b(names::V, nkv * hd, &kv_rows)?,
                         ],
                         0,
                     ))
@@ -141,24 +171,34 @@ impl<B: KernelBackend> Decoder<B> {
                 qkv_bias,
                 q_norm,
                 k_norm,
-                o: Linear::load(source, &[(n(names::O), h)], nq * hd, device)?,
-                ffn: FeedForward::load(spec.ffn.layer(i), i, h, source, experts, device)?,
+                // Row-parallel: the columns of this rank's heads.
+                o: Linear::load_cut(
+                    source,
+                    &[(n(names::O), [h, nq * hd], Cut::along(1, q_rows.clone()))],
+                    device,
+                )?,
+                ffn: FeedForward::load(spec.ffn.layer(i), i, h, source, experts, shard, device)?,
             });
         }
-        let embed =
-            source.load::<B, 2>(names::EMBED, [spec.vocab_size, h], Init::Matrix, device)?;
+        // Vocab-parallel: this rank's rows of the embedding and of the LM head.
+        let vocab = Cut::along(0, shard.vocab(spec.vocab_size));
+        let v = spec.vocab_size;
+        let embed = source.load_cut::<B, 2>(names::EMBED, [v, h], &vocab, Init::Matrix, device)?;
         // Some tied checkpoints still ship lm_head.weight; tying wins only when it is absent.
         let lm_head = match spec.tie_word_embeddings && !source.has(names::LM_HEAD) {
             true => Linear::dense(embed.clone().transpose()),
-            false => Linear::load(
-                source,
-                &[(names::LM_HEAD.into(), spec.vocab_size)],
-                h,
-                device,
-            )?,
+            false => Linear::load_cut(source, &[(names::LM_HEAD.into(), [v, h], vocab)], device)?,
+        };
+        let heads = HeadShape {
+            heads: shard.q_heads(spec).len(),
+            kv_heads: shard.kv_heads(spec).len(),
+            head_dim: hd,
         };
         Ok(Self {
             spec: spec.clone(),
+            shard,
+            heads,
+            collective,
             embed,
             layers,
             final_norm: vector(names::FINAL_NORM.into(), h, Init::Ones)?,
@@ -217,7 +257,7 @@ impl<B: KernelBackend> Decoder<B> {
     pub fn forward(&self, step: &StepTensors<B>, cache: &mut [LayerCache<B>]) -> StepOutput<B> {
         let s = &self.spec;
         let eps = s.rms_norm_eps as f32;
-        let mut x = self.embed.clone().select(0, step.token_ids.clone());
+        let mut x = self.embed(&step.token_ids);
         let mut pending: Option<Tensor<B, 2>> = None;
         let mut expert_counts = Vec::new();
         for (i, (layer, layer_cache)) in self.layers.iter().zip(cache.iter_mut()).enumerate() {
@@ -227,13 +267,13 @@ impl<B: KernelBackend> Decoder<B> {
             let attn = self.attention(layer, qkv, step, layer_cache);
             let out = layer.ffn.forward(
                 sum,
-                layer.o.forward(attn),
+                self.collective.all_reduce(layer.o.forward(attn)),
                 &layer.post_attn_norm,
                 eps,
                 self.capture.as_ref().map(|c| (c, i)),
             );
             x = out.residual;
-            pending = Some(out.out);
+            pending = Some(self.collective.all_reduce(out.out));
             expert_counts.extend(out.expert_counts);
         }
         StepOutput {
@@ -278,11 +318,29 @@ impl<B: KernelBackend> Decoder<B> {
                 delta.select(0, step.logits_rows.clone()),
             ),
         };
-        Some(
-            self.lm_head
-                .norm_forward(x, Some(delta), &self.final_norm, eps)
-                .1,
-        )
+        let logits = self
+            .lm_head
+            .norm_forward(x, Some(delta), &self.final_norm, eps)
+            .1;
+        Some(self.collective.all_gather(logits))
+    }
+
+    /// The embeddings of `ids`: a lookup, or under tensor parallelism each rank's rows for the
+    /// ids in its vocabulary range (zeros for the others), summed over the ranks.
+    fn embed(&self, ids: &Tensor<B, 1, Int>) -> Tensor<B, 2> {
+        if self.shard.is_single() {
+            return self.embed.clone().select(0, ids.clone());
+        }
+        let range = self.shard.vocab(self.spec.vocab_size);
+        let local = ids.clone().sub_scalar(range.start as i64);
+        let mine = local
+            .clone()
+            .greater_equal_elem(0)
+            .bool_and(local.clone().lower_elem(range.len() as i64));
+        let rows = local.clamp(0, range.len() as i64 - 1);
+        let x = self.embed.clone().select(0, rows);
+        let keep = mine.float().cast(x.dtype()).unsqueeze_dim::<2>(1);
+        self.collective.all_reduce(x * keep)
     }
 
     /// One layer's attention from its fused projection `qkv` `[tokens, (heads + 2 kv_heads) *
@@ -308,11 +366,7 @@ impl<B: KernelBackend> Decoder<B> {
         if let Some(out) = step.attn.attend_qkv(&qkv, norms, rope, eps, caches, scale) {
             return out;
         }
-        let shape = HeadShape {
-            heads: s.num_heads,
-            kv_heads: s.num_kv_heads,
-            head_dim: s.head_dim,
-        };
+        let shape = self.heads;
         let write = KvWrite {
             k_cache: &mut cache.k,
             v_cache: &mut cache.v,

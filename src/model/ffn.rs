@@ -13,6 +13,7 @@ use super::linear::Linear;
 use super::offload::{OffloadStats, OffloadedExperts};
 use super::safetensor_files::SafetensorFiles;
 use super::weights::{names, Init, WeightSource};
+use crate::parallel::{Cut, TensorParallel};
 
 pub enum FeedForward<B: KernelBackend> {
     /// `down(silu(gate(x)) * up(x))`.
@@ -71,17 +72,32 @@ pub struct FfnOutput<B: KernelBackend> {
 }
 
 impl<B: KernelBackend> GatedMlp<B> {
-    /// The MLP from HF's `[gate, up, down]` weight names.
+    /// The MLP from HF's `[gate, up, down]` weight names: rank `shard`'s share of its width
+    /// (gate and up column-parallel, down row-parallel).
     fn load(
         source: &WeightSource,
         [gate, up, down]: [String; 3],
         hidden: usize,
         inter: usize,
+        shard: TensorParallel,
         device: &B::Device,
     ) -> Result<Self, ModelError> {
+        let width = shard.share(inter);
+        let rows = || Cut::along(0, width.clone());
         Ok(Self {
-            gate_up: Linear::load(source, &[(gate, inter), (up, inter)], hidden, device)?,
-            down: Linear::load(source, &[(down, hidden)], inter, device)?,
+            gate_up: Linear::load_cut(
+                source,
+                &[
+                    (gate, [inter, hidden], rows()),
+                    (up, [inter, hidden], rows()),
+                ],
+                device,
+            )?,
+            down: Linear::load_cut(
+                source,
+                &[(down, [hidden, inter], Cut::along(1, width.clone()))],
+                device,
+            )?,
         })
     }
 
@@ -91,13 +107,15 @@ impl<B: KernelBackend> GatedMlp<B> {
 }
 
 impl<B: KernelBackend> FeedForward<B> {
-    /// Layer `layer`'s block as `spec` describes it, for hidden size `hidden`.
+    /// Layer `layer`'s block as `spec` describes it, for hidden size `hidden`: rank `shard`'s
+    /// share of its width.
     pub fn load(
         spec: LayerFfn<'_>,
         layer: usize,
         hidden: usize,
         source: &WeightSource,
         experts: &ExpertsSource,
+        shard: TensorParallel,
         device: &B::Device,
     ) -> Result<Self, ModelError> {
         let n = |rest: &str| names::layer(layer, rest);
@@ -107,10 +125,11 @@ impl<B: KernelBackend> FeedForward<B> {
                 [names::GATE, names::UP, names::DOWN].map(n),
                 hidden,
                 intermediate_size,
+                shard,
                 device,
             )?)),
             LayerFfn::Moe(moe) => Ok(FeedForward::Moe(Box::new(MoeBlock::load(
-                moe, layer, hidden, source, experts, device,
+                moe, layer, hidden, source, experts, shard, device,
             )?))),
         }
     }
@@ -213,12 +232,16 @@ impl<B: KernelBackend> FeedForward<B> {
 }
 
 impl<B: KernelBackend> MoeBlock<B> {
+    /// Under tensor parallelism every rank holds every expert's share of the expert width
+    /// (split by shard) and the whole router.
+    #[allow(clippy::too_many_arguments)]
     fn load(
         moe: &MoeSpec,
         layer: usize,
         hidden: usize,
         source: &WeightSource,
         experts: &ExpertsSource,
+        shard: TensorParallel,
         device: &B::Device,
     ) -> Result<Self, ModelError> {
         use names::moe as m;
@@ -227,7 +250,7 @@ impl<B: KernelBackend> MoeBlock<B> {
         let fused = source.has(&n(m::FUSED_GATE_UP));
         let experts = match experts {
             ExpertsSource::Full => {
-                Experts::Full(load_full(moe, layer, hidden, source, fused, device)?)
+                Experts::Full(load_full(moe, layer, hidden, source, fused, shard, device)?)
             }
             ExpertsSource::Offloaded { slots } => {
                 let dtype = Tensor::<B, 1>::zeros([1], device).dtype();
@@ -245,7 +268,7 @@ impl<B: KernelBackend> MoeBlock<B> {
         };
         let shared = match moe.shared_expert_intermediate_size {
             Some(inter) => Some((
-                GatedMlp::load(source, m::SHARED.map(n), hidden, inter, device)?,
+                GatedMlp::load(source, m::SHARED.map(n), hidden, inter, shard, device)?,
                 Linear::load(source, &[(n(m::SHARED_GATE), 1)], hidden, device)?,
             )),
             None => None,
@@ -268,43 +291,63 @@ impl<B: KernelBackend> MoeBlock<B> {
 }
 
 /// Every expert's own weights, stacked `[experts, 2 * inter, hidden]` and `[experts, hidden,
-/// inter]`.
+/// inter]`, `inter` being rank `shard`'s share of the expert width.
 fn load_full<B: KernelBackend>(
     moe: &MoeSpec,
     layer: usize,
     hidden: usize,
     source: &WeightSource,
     fused: bool,
+    shard: TensorParallel,
     device: &B::Device,
 ) -> Result<ExpertWeights<B>, ModelError> {
     use names::moe as m;
     let n = |rest: &str| names::layer(layer, rest);
-    let (e, inter) = (moe.num_experts, moe.expert_intermediate_size);
+    let (e, full) = (moe.num_experts, moe.expert_intermediate_size);
+    let width = shard.share(full);
+    let inter = width.len();
     if fused {
+        // Gate rows then up rows in dimension 1: this rank's share of each.
+        let gate_up = Cut {
+            dim: 1,
+            ranges: vec![width.clone(), full + width.start..full + width.end],
+        };
+        let down = Cut::along(2, width);
         return Ok(ExpertWeights {
-            gate_up: source.load(
+            gate_up: source.load_cut(
                 &n(m::FUSED_GATE_UP),
-                [e, 2 * inter, hidden],
+                [e, 2 * full, hidden],
+                &gate_up,
                 Init::Matrix,
                 device,
             )?,
-            down: source.load(&n(m::FUSED_DOWN), [e, hidden, inter], Init::Matrix, device)?,
+            down: source.load_cut(
+                &n(m::FUSED_DOWN),
+                [e, hidden, full],
+                &down,
+                Init::Matrix,
+                device,
+            )?,
         });
     }
     // Stacked as the fused layout is: each expert's gate rows, its up rows; downs.
     let (mut gate_up, mut down) = (Vec::with_capacity(2 * e), Vec::with_capacity(e));
     for expert in 0..e {
         let [g, u, d] = m::expert(moe.naming, expert).map(|w| n(&w));
-        gate_up.push((g, vec![inter, hidden]));
-        gate_up.push((u, vec![inter, hidden]));
-        down.push((d, vec![hidden, inter]));
+        gate_up.push((g, vec![full, hidden]));
+        gate_up.push((u, vec![full, hidden]));
+        down.push((d, vec![hidden, full]));
     }
-    let load = |parts: &[(String, Vec<usize>)], shape| {
-        source.load_joined::<B, 3>(parts, shape, Init::Matrix, device)
+    let load = |parts: &[(String, Vec<usize>)], cut: Cut, shape| {
+        source.load_joined_cut::<B, 3>(parts, &cut, shape, Init::Matrix, device)
     };
     Ok(ExpertWeights {
-        gate_up: load(&gate_up, [e, 2 * inter, hidden])?,
-        down: load(&down, [e, hidden, inter])?,
+        gate_up: load(
+            &gate_up,
+            Cut::along(0, width.clone()),
+            [e, 2 * inter, hidden],
+        )?,
+        down: load(&down, Cut::along(1, width), [e, hidden, inter])?,
     })
 }
 

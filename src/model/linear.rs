@@ -6,6 +6,7 @@ use nanovllm_kernels::{norm_project, silu_mul_project, KernelBackend};
 
 use super::error::ModelError;
 use super::weights::{Init, WeightSource};
+use crate::parallel::Cut;
 
 pub enum Linear<B: KernelBackend> {
     /// `[in, out]`, in the layout the backend's `project` reads best.
@@ -21,12 +22,28 @@ impl<B: KernelBackend> Linear<B> {
         inp: usize,
         device: &B::Device,
     ) -> Result<Self, ModelError> {
+        let parts: Vec<_> = parts
+            .iter()
+            .map(|(name, out)| (name.clone(), [*out, inp], Cut::whole()))
+            .collect();
+        Self::load_cut(source, &parts, device)
+    }
+
+    /// [`load`](Self::load) of a rank's shard: each part the `cut` of an HF `[out, in]` weight
+    /// (rows for column-parallel, columns for row-parallel).
+    pub fn load_cut(
+        source: &WeightSource,
+        parts: &[(String, [usize; 2], Cut)],
+        device: &B::Device,
+    ) -> Result<Self, ModelError> {
         // HF stores linear weights as [out, in]; we keep [in, out] so activations multiply on
         // the left: a transposed view of HF's rows, which the GPU's matmul strategies read
         // fastest (`nanovllm kernels matmul`), then the layout the backend's `project` wants.
         let rows = parts
             .iter()
-            .map(|(name, out)| source.load::<B, 2>(name, [*out, inp], Init::Matrix, device))
+            .map(|(name, full, cut)| {
+                source.load_cut::<B, 2>(name, *full, cut, Init::Matrix, device)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self::dense(Tensor::cat(rows, 0).transpose()))
     }

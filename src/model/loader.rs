@@ -14,6 +14,7 @@ use super::offload::ExpertBudget;
 use super::presets::preset;
 use super::safetensor_files::SafetensorFiles;
 use super::weights::WeightSource;
+use crate::parallel::{Collective, TensorParallel};
 
 /// Where the model comes from.
 #[derive(Clone, Debug, PartialEq)]
@@ -74,7 +75,10 @@ pub enum WeightsKind {
 
 pub struct LoadedModel<B: KernelBackend> {
     pub name: String,
+    /// Rank 0's decoder (the whole model without tensor parallelism).
     pub decoder: Decoder<B>,
+    /// Ranks 1.. of a tensor-parallel group on this device, run as threads beside rank 0.
+    pub peers: Vec<Decoder<B>>,
     pub tokenizer: Option<Tokenizer>,
     /// The folder's chat template, where it has one (`Prompt::Chat` renders it).
     pub chat_template: Option<ChatTemplate>,
@@ -122,7 +126,47 @@ pub fn load_model_with<B: KernelBackend>(
     max_positions: Option<usize>,
     device: &B::Device,
 ) -> Result<LoadedModel<B>, ModelError> {
+    let placement = WeightPlacement {
+        expert_budget: budget,
+        tensor_parallel_size: 1,
+    };
+    load_model_placed(
+        source,
+        weights,
+        experts,
+        placement,
+        seed,
+        max_positions,
+        device,
+    )
+}
+
+/// Where a model's weights go: how many experts stay on the device, over how many ranks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WeightPlacement {
+    pub expert_budget: ExpertBudget,
+    pub tensor_parallel_size: usize,
+}
+
+/// [`load_model_with`] split over `placement.tensor_parallel_size` ranks on `device`, each
+/// reading only its shard of every weight ([`crate::parallel`]).
+pub fn load_model_placed<B: KernelBackend>(
+    source: &ModelSource,
+    weights: WeightsKind,
+    experts: ExpertsSource,
+    placement: WeightPlacement,
+    seed: u64,
+    max_positions: Option<usize>,
+    device: &B::Device,
+) -> Result<LoadedModel<B>, ModelError> {
+    let budget = placement.expert_budget;
+    let tp = placement.tensor_parallel_size;
     let (name, spec) = source.arch()?;
+    let unsupported = |msg: String| ModelError::Unsupported {
+        model: name.clone(),
+        msg,
+    };
+    TensorParallel::check(&spec, tp).map_err(unsupported)?;
     // Refused, not run wrong (see `KernelBackend::runs_moe`).
     if !spec.moe_layers().is_empty() && !B::runs_moe() {
         return Err(ModelError::Unsupported {
@@ -159,7 +203,27 @@ pub fn load_model_with<B: KernelBackend>(
         ExpertsSource::Full | ExpertsSource::Offloaded { .. } => None,
     };
     let experts = offload_experts::<B>(&name, &spec, experts, budget, device)?;
-    let decoder = Decoder::load(&spec, &source, &experts, positions, device)?;
+    if tp > 1 && !matches!(experts, ExpertsSource::Full) {
+        return Err(unsupported(format!(
+            "tensor_parallel_size {tp} with offloaded or compressed experts is not built"
+        )));
+    }
+    let mut decoders = Collective::thread_ranks(tp)
+        .into_iter()
+        .enumerate()
+        .map(|(rank, collective)| {
+            let shard = TensorParallel { rank, size: tp };
+            Decoder::load(
+                &spec,
+                &source,
+                &experts,
+                positions,
+                (shard, collective),
+                device,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let decoder = decoders.remove(0);
     let tokenizer = match dir {
         Some(dir) => load_tokenizer(dir)?,
         None => None,
@@ -171,6 +235,7 @@ pub fn load_model_with<B: KernelBackend>(
     Ok(LoadedModel {
         name,
         decoder,
+        peers: decoders,
         tokenizer,
         chat_template,
         random_weights: weights == WeightsKind::Random,

@@ -22,4 +22,7 @@ pub use chat_template::{ChatMessage, ChatOptions, ChatTemplate, ChatTemplateErro
 pub use decoder::{Decoder, LayerCache, StepOutput, StepTensors};
 pub use error::ModelError;
 pub use ffn::ExpertsSource;
-pub use loader::{load_model, load_model_with, LoadedModel, ModelSource, WeightsKind};
+pub use loader::{
+    load_model, load_model_placed, load_model_with, LoadedModel, ModelSource, WeightPlacement,
+    WeightsKind,
+};

@@ -10,6 +10,7 @@ use safetensors::tensor::{Metadata, SafeTensors};
 use safetensors::Dtype;
 
 use super::error::ModelError;
+use crate::parallel::Cut;
 
 struct Shard {
     path: PathBuf,
@@ -78,6 +79,26 @@ impl SafetensorFiles {
         ))
     }
 
+    /// The `cut` of tensor `name` of shape `full` (checked): only the cut's bytes are copied
+    /// out of the mapped file (a rank's shard under tensor parallelism).
+    pub fn load_cut<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        full: [usize; D],
+        cut: &Cut,
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>, ModelError> {
+        let (bytes, dtype) = self.bytes(name, &full)?;
+        Ok(Tensor::from_data(
+            TensorData::from_bytes_vec(
+                cut.apply(bytes, &full, dtype.size()),
+                cut.shape(&full),
+                dtype,
+            ),
+            device,
+        ))
+    }
+
     /// Tensor `name`'s values in host memory in the file's dtype, its shape checked.
     pub fn host_data(&self, name: &str, shape: &[usize]) -> Result<TensorData, ModelError> {
         let (bytes, dtype) = self.bytes(name, shape)?;
@@ -93,6 +114,18 @@ impl SafetensorFiles {
     pub fn load_joined<B: Backend, const D: usize>(
         &self,
         parts: &[(String, Vec<usize>)],
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>, ModelError> {
+        self.load_joined_cut(parts, &Cut::whole(), shape, device)
+    }
+
+    /// [`load_joined`](Self::load_joined) with `cut` applied to every part; `shape` is the
+    /// joined cut parts'.
+    pub fn load_joined_cut<B: Backend, const D: usize>(
+        &self,
+        parts: &[(String, Vec<usize>)],
+        cut: &Cut,
         shape: [usize; D],
         device: &B::Device,
     ) -> Result<Tensor<B, D>, ModelError> {
@@ -114,7 +147,7 @@ impl SafetensorFiles {
                 joined.reserve_exact(elements * dtype.size());
             }
             joined_dtype = Some(dtype);
-            joined.extend_from_slice(bytes);
+            joined.extend_from_slice(&cut.apply(bytes, part_shape, dtype.size()));
         }
         let dtype = joined_dtype.unwrap_or(DType::F32);
         assert_eq!(

@@ -5,6 +5,7 @@ use burn::tensor::{backend::Backend, Distribution, Tensor};
 
 use super::error::ModelError;
 use super::safetensor_files::SafetensorFiles;
+use crate::parallel::Cut;
 
 /// What a parameter is, so random weights get a sensible scale.
 #[derive(Clone, Copy, Debug)]
@@ -50,6 +51,41 @@ impl WeightSource {
     ) -> Result<Tensor<B, D>, ModelError> {
         match self {
             WeightSource::Files(files) => files.load_joined(parts, shape, device),
+            WeightSource::Random => self.load(&parts[0].0, shape, init, device),
+        }
+    }
+
+    /// The `cut` of parameter `name` of shape `full` (a rank's shard); random values are drawn
+    /// in the cut's shape.
+    pub fn load_cut<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        full: [usize; D],
+        cut: &Cut,
+        init: Init,
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>, ModelError> {
+        match self {
+            WeightSource::Files(files) => files.load_cut(name, full, cut, device),
+            WeightSource::Random => {
+                let shape: [usize; D] = cut.shape(&full).try_into().expect("same rank");
+                self.load(name, shape, init, device)
+            }
+        }
+    }
+
+    /// [`load_joined`](Self::load_joined) with `cut` applied to every part; `shape` is the
+    /// joined cut parts'.
+    pub fn load_joined_cut<B: Backend, const D: usize>(
+        &self,
+        parts: &[(String, Vec<usize>)],
+        cut: &Cut,
+        shape: [usize; D],
+        init: Init,
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>, ModelError> {
+        match self {
+            WeightSource::Files(files) => files.load_joined_cut(parts, cut, shape, device),
             WeightSource::Random => self.load(&parts[0].0, shape, init, device),
         }
     }

@@ -42,7 +42,7 @@ pub struct KvWrite<'a, B: Backend> {
 pub trait KernelBackend: Backend {
     /// One step's attention layout as this backend's [`paged_attention`](Self::paged_attention)
     /// reads it, built once per step and shared by every layer.
-    type StepPlan;
+    type StepPlan: Send + Sync;
 
     /// The GPU kernels' capabilities on `device` (tile shapes, tuning), or `None` on a backend
     /// that runs no device kernels: the engine then samples on the host.
