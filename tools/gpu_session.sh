@@ -6,7 +6,7 @@
 # decode_latency bench trace bench_part bench_fusion hf_peer chunk512 chunk_sweep chunk_gpu chunk_gpu_sweep
 # step_bench profile_mixed unroll_sweep bench_unroll perplexity_moe moe_bench decode_latency_moe bench_moe bench_qwen3_moe
 # moe_check sanitize attention_check cascade_bench cascade_tune cascade cascade_llama chat_golden offload
-# offload_check info_unfused); logs and a results tarball go under $OUT.
+# offload_check info_unfused tp_check); logs and a results tarball go under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 B=${B:-./.devbin}
@@ -221,6 +221,12 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
                        --expert-budget $budget
                    done ;;
     info_unfused) run $B/$NV info --backend cuda-unfused ;;
+    # Tensor parallelism (issue 26) with simulated ranks (threads) on one GPU: the tiny Qwen3's
+    # perplexity at 1, 2 and 4 ranks must agree.
+    tp_check) for tp in 1 2 4; do
+                run timeout -s INT 120 $B/$NV perplexity --backend cuda-unfused --model models/tiny-qwen3-pystdlib \
+                  --tensor-parallel-size $tp
+              done ;;
     cascade_llama) exp cascade_llama ${CASCADE_TIMEOUT:-500} ;;
     # The chat templates' golden renderings from this machine's transformers (tests/tokenizers
     # carried: tools/fetch_tokenizers.sh).
