@@ -389,6 +389,63 @@ fn an_expert_budget_counts_hits_misses_and_bytes_per_step_and_in_the_summary() {
     assert!(dir.join("offloading.png").is_file());
 }
 
+/// `[engine] tensor_parallel_size = 2` through the harness on the trained tiny Qwen3 (ranks as
+/// threads on the CPU): the same greedy tokens as one rank for every request, and the size in
+/// `variants.csv`; a size that does not divide the heads fails that variant with the reason.
+#[test]
+fn tensor_parallel_variants_keep_the_tokens_of_one_rank() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("experiments/quickstart.toml")).unwrap();
+    let mut exp: toml::Table = text.parse().unwrap();
+    exp["model"]["source"] = root
+        .join("models/tiny-qwen3-pystdlib")
+        .display()
+        .to_string()
+        .into();
+    for class in exp["workload"]["classes"].as_array_mut().unwrap() {
+        class["count"] = toml::Value::Integer(2);
+        class["output_len"] = toml::Value::Integer(6);
+    }
+    let variants: toml::Table = toml::from_str(
+        "v = [{ label = \"tp1\" }, { label = \"tp2\", engine = { tensor_parallel_size = 2 } }]",
+    )
+    .unwrap();
+    exp["variants"] = variants["v"].clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let exp_path = tmp.path().join("tp.toml");
+    std::fs::write(&exp_path, toml::to_string(&exp).unwrap()).unwrap();
+    let dir = nanovllm::experiment::run(&exp_path, &tmp.path().join("results")).unwrap();
+
+    let tokens = |variant: &str| -> Vec<(usize, usize, u32)> {
+        let rows: Vec<TokenRow> = read_rows(&dir.join(variant).join("tokens.csv")).unwrap();
+        let mut t: Vec<_> = rows.iter().map(|r| (r.id, r.index, r.token_id)).collect();
+        t.sort();
+        t
+    };
+    let one = tokens("tp1");
+    assert_eq!(one.len(), 4 * 6);
+    assert_eq!(tokens("tp2"), one);
+    let rows: Vec<VariantRow> = read_rows(&dir.join("variants.csv")).unwrap();
+    let sizes: Vec<usize> = rows.iter().map(|r| r.tensor_parallel_size).collect();
+    assert_eq!(sizes, vec![1, 2]);
+
+    // 8 heads do not split over 3 ranks.
+    exp["variants"] = toml::from_str::<toml::Table>(
+        "v = [{ label = \"tp3\", engine = { tensor_parallel_size = 3 } }]",
+    )
+    .unwrap()["v"]
+        .clone();
+    std::fs::write(&exp_path, toml::to_string(&exp).unwrap()).unwrap();
+    let err = nanovllm::experiment::run(&exp_path, &tmp.path().join("results3"))
+        .err()
+        .unwrap();
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("tp3") && err.contains("tensor_parallel_size 3"),
+        "{err}"
+    );
+}
+
 /// The `tiny-qwen3-moe` preset (random weights): layer 0 is a dense MLP, layers 1 and 2 are
 /// sparse (8 experts, top-2), so each step's expert load covers two layers, not three.
 #[test]
