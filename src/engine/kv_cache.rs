@@ -18,7 +18,7 @@ pub fn plan_num_blocks<B: KernelBackend>(
     device: &B::Device,
 ) -> anyhow::Result<usize> {
     let dtype_bytes = Tensor::<B, 1>::zeros([1], device).dtype().size();
-    let block_bytes = runner.model.spec.kv_bytes_per_token(dtype_bytes) * cfg.block_size;
+    let block_bytes = runner.kv_bytes_per_token(dtype_bytes) * cfg.block_size;
     // Give back pool pages a previous engine (an earlier experiment variant) left reserved.
     B::memory_cleanup(device);
     let budget = match device_memory::<B>(device) {

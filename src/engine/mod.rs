@@ -3,6 +3,7 @@ pub mod block_manager;
 pub mod kv_cache;
 pub mod llm;
 pub mod params;
+pub mod rank_workers;
 pub mod runner;
 pub mod sampler;
 pub mod scheduler;

@@ -9,7 +9,9 @@ use crate::model::attention::{AttentionImpl, StepAttention};
 use crate::model::{Decoder, LayerCache, StepOutput, StepTensors};
 use nanovllm_kernels::{CascadeRule, SeqAttn};
 
+use super::rank_workers::RankWorkers;
 use super::sequence::Sequence;
+use std::sync::Arc;
 
 /// One sequence's work in a forward pass.
 pub struct SeqWork<'a> {
@@ -24,8 +26,8 @@ pub struct ModelRunner<B: KernelBackend> {
     /// Rank 0's decoder: the whole model without tensor parallelism.
     pub model: Decoder<B>,
     cache: Vec<LayerCache<B>>,
-    /// Ranks 1.. of a tensor-parallel group and their KV caches, run as threads beside rank 0.
-    peers: Vec<(Decoder<B>, Vec<LayerCache<B>>)>,
+    /// Ranks 1.. of a tensor-parallel group, each on its own thread with its KV cache.
+    peers: RankWorkers<B>,
     block_size: usize,
     attention: AttentionImpl,
     /// When decode rows that share a prefix attend it once per group.
@@ -44,7 +46,7 @@ impl<B: KernelBackend> ModelRunner<B> {
         let mut runner = Self {
             model,
             cache: Vec::new(),
-            peers: peers.into_iter().map(|d| (d, Vec::new())).collect(),
+            peers: RankWorkers::spawn(peers, device),
             block_size,
             attention,
             cascade,
@@ -65,10 +67,16 @@ impl<B: KernelBackend> ModelRunner<B> {
         };
         self.cache.clear();
         self.cache = zeros();
-        for (_, cache) in &mut self.peers {
-            cache.clear();
-            *cache = zeros();
+        if !self.peers.is_empty() {
+            self.peers.reset_cache(slots);
         }
+    }
+
+    /// KV cache bytes per token on this device: every rank's heads (ranks share the device).
+    pub fn kv_bytes_per_token(&self, dtype_bytes: usize) -> usize {
+        let (spec, heads) = (&self.model.spec, self.model.heads);
+        let ranks = self.model.shard.size;
+        2 * spec.num_layers * heads.kv_heads * heads.head_dim * dtype_bytes * ranks
     }
 
     pub fn attention(&self) -> AttentionImpl {
@@ -178,14 +186,25 @@ impl<B: KernelBackend> ModelRunner<B> {
         trace_mark("prepared");
         let mut out = match self.peers.is_empty() {
             true => self.model.forward(&step, &mut self.cache),
-            // Every rank runs the step on its own thread; they meet at each all-reduce.
-            false => std::thread::scope(|scope| {
-                let step = &step;
-                for (peer, cache) in &mut self.peers {
-                    scope.spawn(move || peer.forward(step, cache));
+            // Every rank runs the step on its own thread; they meet at each collective.
+            false => {
+                let step = Arc::new(step);
+                self.peers.start(&step);
+                let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.model.forward(&step, &mut self.cache)
+                }));
+                match out {
+                    Ok(out) => {
+                        self.peers.wait();
+                        out
+                    }
+                    Err(panic) => {
+                        // Release the peers from the collectives before failing the step.
+                        self.model.collective().abandon();
+                        std::panic::resume_unwind(panic)
+                    }
                 }
-                self.model.forward(step, &mut self.cache)
-            }),
+            }
         };
         out.cascade_rows = cascade_rows;
         out

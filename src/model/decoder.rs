@@ -208,6 +208,11 @@ impl<B: KernelBackend> Decoder<B> {
         })
     }
 
+    /// How this rank combines its partial results with the other ranks'.
+    pub fn collective(&self) -> &Collective {
+        &self.collective
+    }
+
     /// Starts (or with `None` ends, returning it) recording the sparse layers' expert inputs.
     pub fn set_capture(&mut self, capture: Option<ExpertCapture>) -> Option<ExpertCapture> {
         std::mem::replace(&mut self.capture, capture)

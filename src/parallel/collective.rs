@@ -2,7 +2,7 @@
 //! vocab-parallel embedding) and [`Collective::all_gather`] (the vocab-parallel logits).
 //! A single rank does nothing; ranks on one device run as threads of a [`ThreadGroup`], which
 //! sums in f32 in rank order, so every rank gets the same bits.
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
 
@@ -18,26 +18,62 @@ pub enum Collective {
 }
 
 /// Ranks as threads of one process: each puts its part in its slot, and after a barrier every
-/// rank reads all of them.
+/// rank reads all of them. A rank that fails [`abandon`](Self::abandon)s the group, so the
+/// others stop waiting for it and fail too instead of hanging.
 pub struct ThreadGroup {
     size: usize,
-    barrier: Barrier,
     parts: Mutex<Vec<Option<TensorData>>>,
+    gate: Mutex<Gate>,
+    turned: Condvar,
+}
+
+/// A reusable barrier that can be abandoned.
+#[derive(Default)]
+struct Gate {
+    waiting: usize,
+    generation: u64,
+    abandoned: bool,
 }
 
 impl ThreadGroup {
     pub fn new(size: usize) -> Arc<Self> {
         Arc::new(ThreadGroup {
             size,
-            barrier: Barrier::new(size),
             parts: Mutex::new(vec![None; size]),
+            gate: Mutex::new(Gate::default()),
+            turned: Condvar::new(),
         })
+    }
+
+    /// Wakes every rank waiting in the group, and every later one, with a panic: a rank failed.
+    pub fn abandon(&self) {
+        let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        gate.abandoned = true;
+        self.turned.notify_all();
+    }
+
+    /// Waits until every rank arrived.
+    fn barrier(&self) {
+        let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(!gate.abandoned, "another tensor-parallel rank failed");
+        gate.waiting += 1;
+        if gate.waiting == self.size {
+            gate.waiting = 0;
+            gate.generation += 1;
+            self.turned.notify_all();
+            return;
+        }
+        let generation = gate.generation;
+        while gate.generation == generation && !gate.abandoned {
+            gate = self.turned.wait(gate).unwrap_or_else(|p| p.into_inner());
+        }
+        assert!(!gate.abandoned, "another tensor-parallel rank failed");
     }
 
     /// Every rank's part, in rank order, once all have put theirs.
     fn exchange(&self, rank: usize, part: TensorData) -> Vec<TensorData> {
         self.parts.lock().expect("collective parts")[rank] = Some(part);
-        self.barrier.wait();
+        self.barrier();
         let all: Vec<TensorData> = self
             .parts
             .lock()
@@ -46,7 +82,7 @@ impl ThreadGroup {
             .map(|p| p.clone().expect("every rank put its part"))
             .collect();
         // Nobody writes the next round's part before everyone has read this one.
-        self.barrier.wait();
+        self.barrier();
         all
     }
 }
@@ -65,6 +101,13 @@ impl Collective {
                     })
                     .collect()
             }
+        }
+    }
+
+    /// Releases the other ranks from waiting for this one, which failed.
+    pub fn abandon(&self) {
+        if let Collective::Threads { group, .. } = self {
+            group.abandon();
         }
     }
 
@@ -104,5 +147,54 @@ impl Collective {
             .map(|p| Tensor::<B, 2>::from_data(p, (&device, dtype)))
             .collect();
         Tensor::cat(tensors, 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Cpu = burn::backend::NdArray<f32>;
+
+    #[test]
+    fn ranks_sum_and_gather_in_rank_order() {
+        let ranks = Collective::thread_ranks(3);
+        let out: Vec<(Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = ranks
+                .iter()
+                .enumerate()
+                .map(|(r, c)| {
+                    s.spawn(move || {
+                        let device = Default::default();
+                        let x = Tensor::<Cpu, 2>::from_data([[r as f32, 1.0]], &device);
+                        let sum = c.all_reduce(x.clone()).into_data().to_vec().unwrap();
+                        let all = c.all_gather(x).into_data().to_vec().unwrap();
+                        (sum, all)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (sum, all) in out {
+            assert_eq!(sum, vec![3.0, 3.0]);
+            assert_eq!(all, vec![0.0, 1.0, 1.0, 1.0, 2.0, 1.0]);
+        }
+    }
+
+    /// A rank that fails releases the others with a panic rather than leaving them waiting.
+    #[test]
+    fn an_abandoned_group_fails_its_waiting_ranks() {
+        let ranks = Collective::thread_ranks(2);
+        let waiting = std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let x = Tensor::<Cpu, 2>::zeros([1, 1], &Default::default());
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ranks[0].all_reduce(x)))
+                    .is_err()
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            ranks[1].abandon();
+            waiter.join().unwrap()
+        });
+        assert!(waiting, "the waiting rank failed");
     }
 }

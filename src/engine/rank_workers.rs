@@ -1,0 +1,135 @@
+//! Ranks 1.. of a tensor-parallel group, each on a thread of its own for the engine's lifetime,
+//! holding its decoder and KV cache (cubecl gives every thread its own stream, and cuBLAS its
+//! handle per thread: a thread per step would set both up again). Rank 0 runs on the caller's
+//! thread; all ranks meet at each collective of the forward pass.
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use nanovllm_kernels::KernelBackend;
+
+use crate::model::{Decoder, LayerCache, StepTensors};
+
+enum Job<B: KernelBackend> {
+    /// One forward pass over the step's tensors (the output is rank 0's to return).
+    Step(Arc<StepTensors<B>>),
+    /// A zeroed KV cache of this many slots.
+    ResetCache(usize),
+}
+
+struct Worker<B: KernelBackend> {
+    rank: usize,
+    jobs: Option<Sender<Job<B>>>,
+    done: Receiver<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The peer ranks' threads.
+pub struct RankWorkers<B: KernelBackend> {
+    workers: Vec<Worker<B>>,
+}
+
+impl<B: KernelBackend> RankWorkers<B> {
+    /// A thread per decoder (ranks 1.. in order), each with an empty KV cache until
+    /// [`reset_cache`](Self::reset_cache).
+    pub fn spawn(peers: Vec<Decoder<B>>, device: &B::Device) -> Self {
+        let workers = peers
+            .into_iter()
+            .map(|decoder| {
+                let rank = decoder.shard.rank;
+                let (jobs, take) = channel::<Job<B>>();
+                let (finished, done) = channel();
+                let device = device.clone();
+                let thread = std::thread::Builder::new()
+                    .name(format!("tp-rank-{rank}"))
+                    .spawn(move || serve(decoder, take, finished, device))
+                    .expect("a thread for a tensor-parallel rank");
+                Worker {
+                    rank,
+                    jobs: Some(jobs),
+                    done,
+                    thread: Some(thread),
+                }
+            })
+            .collect();
+        Self { workers }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.workers.is_empty()
+    }
+
+    /// Starts every peer on `step`; [`wait`](Self::wait) for them after rank 0's pass.
+    pub fn start(&self, step: &Arc<StepTensors<B>>) {
+        self.send(|| Job::Step(step.clone()));
+    }
+
+    /// Replaces every peer's KV cache with a zeroed one of `slots` slots, and waits.
+    pub fn reset_cache(&self, slots: usize) {
+        self.send(|| Job::ResetCache(slots));
+        self.wait();
+    }
+
+    /// Waits for every peer to finish its job; a peer that failed fails the caller.
+    pub fn wait(&self) {
+        for w in &self.workers {
+            if w.done.recv().is_err() {
+                panic!(
+                    "tensor-parallel rank {} failed (its message is above)",
+                    w.rank
+                );
+            }
+        }
+    }
+
+    fn send(&self, job: impl Fn() -> Job<B>) {
+        for w in &self.workers {
+            let sent = w.jobs.as_ref().is_some_and(|j| j.send(job()).is_ok());
+            assert!(sent, "tensor-parallel rank {} is gone", w.rank);
+        }
+    }
+}
+
+impl<B: KernelBackend> Drop for RankWorkers<B> {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            // Closing the channel ends the thread's loop.
+            w.jobs.take();
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// A peer's loop: jobs in order until the channel closes. A failed job releases the other
+/// ranks from the collectives (so they fail rather than wait) and ends the thread, which the
+/// caller sees as a closed `done` channel.
+fn serve<B: KernelBackend>(
+    decoder: Decoder<B>,
+    jobs: Receiver<Job<B>>,
+    done: Sender<()>,
+    device: B::Device,
+) {
+    let mut cache: Vec<LayerCache<B>> = Vec::new();
+    while let Ok(job) = jobs.recv() {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match job {
+            Job::Step(step) => {
+                decoder.forward(&step, &mut cache);
+            }
+            Job::ResetCache(slots) => {
+                let (layers, heads) = (decoder.spec.num_layers, decoder.heads);
+                cache = (0..layers)
+                    .map(|_| LayerCache::zeros(slots, heads.kv_heads, heads.head_dim, &device))
+                    .collect();
+            }
+        }));
+        if ran.is_err() {
+            decoder.collective().abandon();
+            return;
+        }
+        if done.send(()).is_err() {
+            return;
+        }
+    }
+}
