@@ -102,14 +102,14 @@ impl TensorParallel {
             return Err("tensor_parallel_size 0: expected at least 1".into());
         }
         for (name, n) in widths {
-            if n % size != 0 {
+            if !n.is_multiple_of(size) {
                 return Err(format!(
                     "tensor_parallel_size {size} does not divide the model's {name} ({n})"
                 ));
             }
         }
         let kv = spec.num_kv_heads;
-        if kv % size != 0 && size % kv != 0 {
+        if !kv.is_multiple_of(size) && !size.is_multiple_of(kv) {
             return Err(format!(
                 "tensor_parallel_size {size} and num_key_value_heads {kv}: one must divide the \
                  other (KV heads are split, or replicated when fewer than the ranks)"
