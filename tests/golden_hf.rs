@@ -19,6 +19,9 @@ use nanovllm::model::{load_model_with, ExpertsSource, ModelSource, WeightsKind};
 use nanovllm_kernels::KernelBackend;
 use serde::Deserialize;
 
+mod common;
+use common::max_abs_diff;
+
 /// The CPU engine's backend (named here, not through the crate, so the test states it).
 type Cpu = burn::backend::NdArray<f32>;
 /// The kernel path: cubecl's kernels on wgpu, unfused, f32 (as the kernels' parity tests).
@@ -95,22 +98,6 @@ fn small_blocks() -> EngineConfig {
         },
         ..Default::default()
     }
-}
-
-/// The largest `|a - b|`, NaN if any element is NaN: `fold(0.0, f32::max)` would skip a NaN
-/// and report 0, so a NaN logit would pass `err <= TOL`.
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, |m, d| {
-            if m.is_nan() || d.is_nan() {
-                f32::NAN
-            } else {
-                m.max(d)
-            }
-        })
 }
 
 #[test]

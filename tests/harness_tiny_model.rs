@@ -245,6 +245,17 @@ scheduler = {{ policy = "chunked", chunk_size = 8 }}
     assert!(report.contains("| nanovllm (chunked) | 24 |"), "{report}");
 }
 
+/// `experiments/<name>.toml` as a table, its model source pointed at `models/<model>` by
+/// absolute path (the test runs from a temporary folder).
+fn checked_in_experiment(name: &str, model: &str) -> toml::Table {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join(format!("experiments/{name}.toml"));
+    let mut exp: toml::Table = std::fs::read_to_string(path).unwrap().parse().unwrap();
+    let source = root.join("models").join(model).display().to_string();
+    exp["model"]["source"] = source.into();
+    exp
+}
+
 /// `experiments/moe_quickstart.toml` on the trained tiny Mixtral (4 sparse layers, 8 experts,
 /// top-2), trimmed to fewer and shorter requests arriving at once: every step's expert load in `steps.csv`
 /// accounts for each of its tokens top-k times in every sparse layer, and the report shows
@@ -255,14 +266,7 @@ fn moe_quickstart_records_the_expert_load_of_every_step() {
     const SPARSE_LAYERS: usize = 4;
     const EXPERTS: usize = 8;
     const CHUNK: usize = 64;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(root.join("experiments/moe_quickstart.toml")).unwrap();
-    let mut exp: toml::Table = text.parse().unwrap();
-    exp["model"]["source"] = root
-        .join("models/tiny-moe-pystdlib")
-        .display()
-        .to_string()
-        .into();
+    let mut exp = checked_in_experiment("moe_quickstart", "tiny-moe-pystdlib");
     let classes = exp["workload"]["classes"].as_array_mut().unwrap();
     // Everything arrives at once, so that the chunked variant mixes the long prompt's chunks
     // with the short ones' decodes however fast this machine is.
@@ -337,14 +341,7 @@ fn moe_quickstart_records_the_expert_load_of_every_step() {
 #[test]
 fn an_expert_budget_counts_hits_misses_and_bytes_per_step_and_in_the_summary() {
     const EXPERT_BYTES: u64 = 3 * 384 * 192 * 4; // gate, up, down of 192 x 384, f32 on the CPU
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(root.join("experiments/moe_quickstart.toml")).unwrap();
-    let mut exp: toml::Table = text.parse().unwrap();
-    exp["model"]["source"] = root
-        .join("models/tiny-moe-pystdlib")
-        .display()
-        .to_string()
-        .into();
+    let mut exp = checked_in_experiment("moe_quickstart", "tiny-moe-pystdlib");
     for class in exp["workload"]["classes"].as_array_mut().unwrap() {
         class["count"] = toml::Value::Integer(2);
         class["output_len"] = toml::Value::Integer(4);
@@ -394,14 +391,7 @@ fn an_expert_budget_counts_hits_misses_and_bytes_per_step_and_in_the_summary() {
 /// `variants.csv`; a size that does not divide the heads fails that variant with the reason.
 #[test]
 fn tensor_parallel_variants_keep_the_tokens_of_one_rank() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(root.join("experiments/quickstart.toml")).unwrap();
-    let mut exp: toml::Table = text.parse().unwrap();
-    exp["model"]["source"] = root
-        .join("models/tiny-qwen3-pystdlib")
-        .display()
-        .to_string()
-        .into();
+    let mut exp = checked_in_experiment("quickstart", "tiny-qwen3-pystdlib");
     for class in exp["workload"]["classes"].as_array_mut().unwrap() {
         class["count"] = toml::Value::Integer(2);
         class["output_len"] = toml::Value::Integer(6);

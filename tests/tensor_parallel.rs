@@ -14,6 +14,9 @@ use nanovllm::parallel::TensorParallel;
 use nanovllm_kernels::KernelBackend;
 use serde::Deserialize;
 
+mod common;
+use common::max_abs_diff;
+
 type Cpu = burn::backend::NdArray<f32>;
 type Wgpu = CubeBackend<WgpuRuntime, f32, i32, u32>;
 
@@ -33,21 +36,6 @@ fn fixture(name: &str) -> (String, Golden) {
     let dir = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(Path::new(&dir).join("golden.json")).unwrap();
     (dir, serde_json::from_str(&text).unwrap())
-}
-
-/// The largest `|a - b|`, NaN if any element is NaN.
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, |m, d| {
-            if m.is_nan() || d.is_nan() {
-                f32::NAN
-            } else {
-                m.max(d)
-            }
-        })
 }
 
 fn engine<B: KernelBackend>(dir: &str, tp: usize) -> LLM<B> {

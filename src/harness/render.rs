@@ -148,38 +148,63 @@ fn ttft_cdf(variants: &[VariantRow], requests: &[RequestRow]) -> TtftCdf {
     TtftCdf { series }
 }
 
-fn latency_by_class(variants: &[VariantRow], summary: &[SummaryRow]) -> LatencyByClass {
+/// The summary's classes (without `all` unless `with_all`) in first-seen order, and the
+/// variants' labels.
+fn classes_and_variants(
+    variants: &[VariantRow],
+    summary: &[SummaryRow],
+    with_all: bool,
+) -> (Vec<String>, Vec<String>) {
     let mut classes: Vec<String> = Vec::new();
-    for s in summary.iter().filter(|s| s.class != ALL_CLASS) {
+    for s in summary.iter().filter(|s| with_all || s.class != ALL_CLASS) {
         if !classes.contains(&s.class) {
             classes.push(s.class.clone());
         }
     }
-    let names: Vec<String> = variants.iter().map(|v| v.variant.clone()).collect();
-    let panel = |title: &str, pick: fn(&SummaryRow) -> Option<f64>| BarPanel {
+    let names = variants.iter().map(|v| v.variant.clone()).collect();
+    (classes, names)
+}
+
+/// One panel of bars: `pick` of each class's row of each variant.
+fn panel(
+    (title, y_desc): (&str, &str),
+    (classes, names): (&[String], &[String]),
+    summary: &[SummaryRow],
+    pick: impl Fn(&SummaryRow) -> Option<f64>,
+) -> BarPanel {
+    let values = classes
+        .iter()
+        .map(|c| {
+            names
+                .iter()
+                .map(|v| {
+                    summary
+                        .iter()
+                        .find(|s| &s.class == c && &s.variant == v)
+                        .and_then(&pick)
+                })
+                .collect()
+        })
+        .collect();
+    BarPanel {
         title: title.to_string(),
-        y_desc: "ms".to_string(),
-        values: classes
-            .iter()
-            .map(|c| {
-                names
-                    .iter()
-                    .map(|v| {
-                        summary
-                            .iter()
-                            .find(|s| &s.class == c && &s.variant == v)
-                            .and_then(pick)
-                            .map(|x| x * 1e3)
-                    })
-                    .collect()
-            })
-            .collect(),
+        y_desc: y_desc.to_string(),
+        values,
+    }
+}
+
+fn latency_by_class(variants: &[VariantRow], summary: &[SummaryRow]) -> LatencyByClass {
+    let (classes, names) = classes_and_variants(variants, summary, false);
+    let ms = |title, pick: fn(&SummaryRow) -> Option<f64>| {
+        panel((title, "ms"), (&classes, &names), summary, move |s| {
+            pick(s).map(|x| x * 1e3)
+        })
     };
     let panels = vec![
-        panel("TTFT p50 (ms)", |s| s.ttft_p50_s),
-        panel("TTFT p99 (ms)", |s| s.ttft_p99_s),
-        panel("TPOT p50 (ms)", |s| s.tpot_p50_s),
-        panel("TPOT p99 (ms)", |s| s.tpot_p99_s),
+        ms("TTFT p50 (ms)", |s| s.ttft_p50_s),
+        ms("TTFT p99 (ms)", |s| s.ttft_p99_s),
+        ms("TPOT p50 (ms)", |s| s.tpot_p50_s),
+        ms("TPOT p99 (ms)", |s| s.tpot_p99_s),
     ];
     LatencyByClass {
         title: "Latency per class (bars: variants)".into(),
@@ -195,43 +220,27 @@ fn offloading_by_class(variants: &[VariantRow], summary: &[SummaryRow]) -> Optio
     if summary.iter().all(|s| s.expert_hits.is_none()) {
         return None;
     }
-    let mut classes: Vec<String> = Vec::new();
-    for s in summary {
-        if !classes.contains(&s.class) {
-            classes.push(s.class.clone());
-        }
-    }
-    let names: Vec<String> = variants.iter().map(|v| v.variant.clone()).collect();
-    let panel = |title: &str, y_desc: &str, pick: fn(&SummaryRow) -> Option<f64>| BarPanel {
-        title: title.to_string(),
-        y_desc: y_desc.to_string(),
-        values: classes
-            .iter()
-            .map(|c| {
-                names
-                    .iter()
-                    .map(|v| {
-                        summary
-                            .iter()
-                            .find(|s| &s.class == c && &s.variant == v)
-                            .and_then(pick)
-                    })
-                    .collect()
-            })
-            .collect(),
-    };
+    let (classes, names) = classes_and_variants(variants, summary, true);
+    let at = (&classes[..], &names[..]);
+    let panels = vec![
+        panel(("expert hit rate", "hits / lookups"), at, summary, |s| {
+            s.expert_hit_rate
+        }),
+        panel(("waiting for expert loads (s)", "s"), at, summary, |s| {
+            s.expert_wait_s
+        }),
+        panel(("expert bytes loaded (GB)", "GB"), at, summary, |s| {
+            s.expert_bytes_copied.map(|b| b as f64 / 1e9)
+        }),
+        panel(("TPOT p50 (ms)", "ms"), at, summary, |s| {
+            s.tpot_p50_s.map(|t| t * 1e3)
+        }),
+    ];
     Some(LatencyByClass {
         title: "Expert offloading per class (bars: variants)".into(),
-        panels: vec![
-            panel("expert hit rate", "hits / lookups", |s| s.expert_hit_rate),
-            panel("waiting for expert loads (s)", "s", |s| s.expert_wait_s),
-            panel("expert bytes loaded (GB)", "GB", |s| {
-                s.expert_bytes_copied.map(|b| b as f64 / 1e9)
-            }),
-            panel("TPOT p50 (ms)", "ms", |s| s.tpot_p50_s.map(|t| t * 1e3)),
-        ],
         classes,
         variants: names,
+        panels,
     })
 }
 
