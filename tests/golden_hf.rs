@@ -20,7 +20,7 @@ use nanovllm_kernels::KernelBackend;
 use serde::Deserialize;
 
 mod common;
-use common::max_abs_diff;
+use common::{max_abs_diff, small_blocks};
 
 /// The CPU engine's backend (named here, not through the crate, so the test states it).
 type Cpu = burn::backend::NdArray<f32>;
@@ -83,21 +83,6 @@ fn engine<B: KernelBackend>(dir: &str, config: EngineConfig) -> LLM<B> {
         );
     }
     llm
-}
-
-fn small_blocks() -> EngineConfig {
-    EngineConfig {
-        // The kernels: cubecl's on wgpu, the host attention on the CPU. Unlike `auto`, this
-        // fails rather than fall back to the reference attention.
-        attention: AttentionBackend::Kernel,
-        block_size: 16,
-        max_num_batched_tokens: 512,
-        kv_budget: KvBudget {
-            cpu_bytes: 8 << 20,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
-use nanovllm::engine::{AttentionBackend, EngineConfig, KvBudget, Prompt, SamplingParams, LLM};
+use nanovllm::engine::{EngineConfig, Prompt, SamplingParams, LLM};
 use nanovllm::model::offload::ExpertBudget;
 use nanovllm::model::{
     load_model_placed, ExpertsSource, ModelSource, WeightPlacement, WeightsKind,
@@ -15,7 +15,7 @@ use nanovllm_kernels::KernelBackend;
 use serde::Deserialize;
 
 mod common;
-use common::max_abs_diff;
+use common::{max_abs_diff, small_blocks};
 
 type Cpu = burn::backend::NdArray<f32>;
 type Wgpu = CubeBackend<WgpuRuntime, f32, i32, u32>;
@@ -41,15 +41,8 @@ fn fixture(name: &str) -> (String, Golden) {
 fn engine<B: KernelBackend>(dir: &str, tp: usize) -> LLM<B> {
     let device = Default::default();
     let config = EngineConfig {
-        attention: AttentionBackend::Kernel,
-        block_size: 16,
-        max_num_batched_tokens: 512,
-        kv_budget: KvBudget {
-            cpu_bytes: 8 << 20,
-            ..Default::default()
-        },
         tensor_parallel_size: tp,
-        ..Default::default()
+        ..small_blocks()
     };
     let placement = WeightPlacement {
         expert_budget: ExpertBudget::All,

@@ -258,34 +258,38 @@ fn host_to_device_gb_s<B: KernelBackend>(
     // The device's float dtype, so the upload converts nothing on the host.
     let dtype = Tensor::<B, 1>::zeros([1], device).dtype();
     let bytes = vec![0u8; mib << 20];
-    let sync = || B::sync(device).map_err(|e| anyhow::anyhow!("device sync: {e:?}"));
-    let best_of_3 = |mut run: Box<dyn FnMut() -> anyhow::Result<()> + '_>| {
-        let mut best = f64::INFINITY;
-        for _ in 0..3 {
-            sync()?;
-            let start = std::time::Instant::now();
-            run()?;
-            sync()?;
-            best = best.min(start.elapsed().as_secs_f64());
-        }
-        anyhow::Ok((mib << 20) as f64 / best / 1e9)
-    };
-    let burn_gb_s = best_of_3(Box::new(|| {
+    let burn_gb_s = upload_gb_s::<B>(device, bytes.len(), || {
         let data = TensorData::from_bytes_vec(bytes.clone(), [(mib << 20) / dtype.size()], dtype);
         drop(Tensor::<B, 1>::from_data(data, device));
-        Ok(())
-    }))?;
+    })?;
     // As an expert load goes: into one slot of a two-slot tensor, from the backend's host memory.
     let cols = 4096;
     let rows = (mib << 20) / dtype.size() / cols;
     let host = B::host_bytes(bytes.clone(), device);
     let mut slots = Tensor::<B, 3>::zeros([2, rows, cols], (device, dtype));
-    let expert_gb_s = best_of_3(Box::new(|| {
+    let expert_gb_s = upload_gb_s::<B>(device, bytes.len(), || {
         B::upload_slot(&mut slots, 1, &host);
         B::await_uploads(&slots);
-        Ok(())
-    }))?;
+    })?;
     Ok((burn_gb_s, expert_gb_s, host.is_pinned()))
+}
+
+/// GB/s of `bytes` moved by `upload`, the best of three runs from one device sync to the next.
+fn upload_gb_s<B: KernelBackend>(
+    device: &B::Device,
+    bytes: usize,
+    mut upload: impl FnMut(),
+) -> anyhow::Result<f64> {
+    let sync = || B::sync(device).map_err(|e| anyhow::anyhow!("device sync: {e:?}"));
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        sync()?;
+        let start = std::time::Instant::now();
+        upload();
+        sync()?;
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok(bytes as f64 / best / 1e9)
 }
 
 /// The `auto` mode's thresholds in words.

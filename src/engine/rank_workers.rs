@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use nanovllm_kernels::KernelBackend;
 
 use crate::model::{Decoder, LayerCache, StepTensors};
+use crate::parallel::Collective;
 
 enum Job<B: KernelBackend> {
     /// One forward pass over the step's tensors (the output is rank 0's to return).
@@ -55,13 +56,30 @@ impl<B: KernelBackend> RankWorkers<B> {
         Self { workers }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.workers.is_empty()
-    }
-
-    /// Starts every peer on `step`; [`wait`](Self::wait) for them after rank 0's pass.
-    pub fn start(&self, step: &Arc<StepTensors<B>>) {
+    /// Runs `step` on every rank: the peers on their threads, rank 0 by `rank0` on this one
+    /// (its result is the step's). A failure of rank 0 releases the peers from `collective`
+    /// before it goes on up.
+    pub fn run<T>(
+        &self,
+        step: StepTensors<B>,
+        collective: &Collective,
+        rank0: impl FnOnce(&StepTensors<B>) -> T,
+    ) -> T {
+        if self.workers.is_empty() {
+            return rank0(&step);
+        }
+        let step = Arc::new(step);
         self.send(|| Job::Step(step.clone()));
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rank0(&step))) {
+            Ok(out) => {
+                self.wait();
+                out
+            }
+            Err(panic) => {
+                collective.abandon();
+                std::panic::resume_unwind(panic)
+            }
+        }
     }
 
     /// Replaces every peer's KV cache with a zeroed one of `slots` slots, and waits.
@@ -71,7 +89,7 @@ impl<B: KernelBackend> RankWorkers<B> {
     }
 
     /// Waits for every peer to finish its job; a peer that failed fails the caller.
-    pub fn wait(&self) {
+    fn wait(&self) {
         for w in &self.workers {
             if w.done.recv().is_err() {
                 panic!(

@@ -11,7 +11,6 @@ use nanovllm_kernels::{CascadeRule, SeqAttn};
 
 use super::rank_workers::RankWorkers;
 use super::sequence::Sequence;
-use std::sync::Arc;
 
 /// One sequence's work in a forward pass.
 pub struct SeqWork<'a> {
@@ -67,9 +66,7 @@ impl<B: KernelBackend> ModelRunner<B> {
         };
         self.cache.clear();
         self.cache = zeros();
-        if !self.peers.is_empty() {
-            self.peers.reset_cache(slots);
-        }
+        self.peers.reset_cache(slots);
     }
 
     /// KV cache bytes per token on this device: every rank's heads (ranks share the device).
@@ -184,28 +181,10 @@ impl<B: KernelBackend> ModelRunner<B> {
             logits_rows: uploaded.get(rows),
         };
         trace_mark("prepared");
-        let mut out = match self.peers.is_empty() {
-            true => self.model.forward(&step, &mut self.cache),
-            // Every rank runs the step on its own thread; they meet at each collective.
-            false => {
-                let step = Arc::new(step);
-                self.peers.start(&step);
-                let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.model.forward(&step, &mut self.cache)
-                }));
-                match out {
-                    Ok(out) => {
-                        self.peers.wait();
-                        out
-                    }
-                    Err(panic) => {
-                        // Release the peers from the collectives before failing the step.
-                        self.model.collective().abandon();
-                        std::panic::resume_unwind(panic)
-                    }
-                }
-            }
-        };
+        let (model, cache) = (&self.model, &mut self.cache);
+        let mut out = self
+            .peers
+            .run(step, model.collective(), |step| model.forward(step, cache));
         out.cascade_rows = cascade_rows;
         out
     }

@@ -71,12 +71,7 @@ impl SafetensorFiles {
         shape: [usize; D],
         device: &B::Device,
     ) -> Result<Tensor<B, D>, ModelError> {
-        let (bytes, dtype) = self.bytes(name, &shape)?;
-        // from_data converts on the host only when the dtype differs from the device's default.
-        Ok(Tensor::from_data(
-            TensorData::from_bytes_vec(bytes.to_vec(), shape.to_vec(), dtype),
-            device,
-        ))
+        self.load_cut(name, shape, &Cut::whole(), device)
     }
 
     /// The `cut` of tensor `name` of shape `full` (checked): only the cut's bytes are copied
@@ -89,6 +84,7 @@ impl SafetensorFiles {
         device: &B::Device,
     ) -> Result<Tensor<B, D>, ModelError> {
         let (bytes, dtype) = self.bytes(name, &full)?;
+        // from_data converts on the host only when the dtype differs from the device's default.
         Ok(Tensor::from_data(
             TensorData::from_bytes_vec(
                 cut.apply(bytes, &full, dtype.size()),

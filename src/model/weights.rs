@@ -49,10 +49,7 @@ impl WeightSource {
         init: Init,
         device: &B::Device,
     ) -> Result<Tensor<B, D>, ModelError> {
-        match self {
-            WeightSource::Files(files) => files.load_joined(parts, shape, device),
-            WeightSource::Random => self.load(&parts[0].0, shape, init, device),
-        }
+        self.load_joined_cut(parts, &Cut::whole(), shape, init, device)
     }
 
     /// The `cut` of parameter `name` of shape `full` (a rank's shard); random values are drawn

@@ -46,7 +46,8 @@ impl Cut {
     /// The cut's bytes of a row-major tensor `bytes` of shape `full` and `elem` bytes per
     /// element.
     pub fn apply(&self, bytes: &[u8], full: &[usize], elem: usize) -> Vec<u8> {
-        if self.ranges.is_empty() {
+        let keeps_all = |r: &Range<usize>| r.start == 0 && r.end == full[self.dim];
+        if self.ranges.is_empty() || (self.ranges.len() == 1 && keeps_all(&self.ranges[0])) {
             return bytes.to_vec();
         }
         let outer: usize = full[..self.dim].iter().product();

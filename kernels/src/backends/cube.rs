@@ -133,8 +133,9 @@ impl<B: CubeBridge> KernelBackend for B {
 
     fn upload_slot(slots: &mut Tensor<Self, 3>, slot: usize, src: &HostBytes) {
         if !copy_stream_upload(slots, slot, src) {
-            let s = std::mem::replace(slots, Tensor::zeros([1, 1, 1], &slots.device()));
-            *slots = host_copy::reference::upload_slot(s, slot, src.as_slice(), UPLOAD_CHUNK);
+            super::update(slots, |s| {
+                host_copy::reference::upload_slot(s, slot, src.as_slice(), UPLOAD_CHUNK)
+            });
         }
     }
 
