@@ -383,3 +383,24 @@ fn max_model_len_above_the_model_names_the_key() {
         "{msg}"
     );
 }
+
+#[test]
+fn bad_placements_name_their_key() {
+    let msg = err("[engine]\ntensor_parallel_size = 0\n");
+    assert!(
+        msg.starts_with("exp.toml")
+            && msg.contains("engine.tensor_parallel_size")
+            && msg.contains(">= 1"),
+        "{msg}"
+    );
+    let msg = err("[engine]\nexpert_budget = \"4 experts\"\n");
+    assert!(
+        msg.starts_with("exp.toml:") && msg.contains("expert_budget") && msg.contains("\"24GB\""),
+        "{msg}"
+    );
+    let msg = err("[engine]\nexpert_budget = 0\n");
+    assert!(
+        msg.starts_with("exp.toml:") && msg.contains("at least 1 expert per layer"),
+        "{msg}"
+    );
+}
