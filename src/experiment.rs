@@ -116,6 +116,15 @@ impl BackendTask for BuildEngine<'_> {
         let num_params = model.spec().num_params();
         let (expert_params, full_expert_params) =
             compress::expert_params(model.spec(), model.factored_rank);
+        let tensor_parallel_devices = model.rank_devices();
+        if !model.peers.is_empty() {
+            eprintln!(
+                "{}: {} tensor-parallel ranks on {tensor_parallel_devices} device(s), {}",
+                cfg.model.source,
+                1 + model.peers.len(),
+                model.decoder.collective().describe()
+            );
+        }
         let llm = LLM::new(model, engine_config, &device)?;
         let dtype = Tensor::<B, 1>::zeros([1], &device).dtype();
         let info = EngineInfo {
@@ -131,6 +140,7 @@ impl BackendTask for BuildEngine<'_> {
             experts: experts_line,
             expert_params,
             full_expert_params,
+            tensor_parallel_devices,
             dtype_bytes: dtype.size(),
         };
         Ok(Box::new(HarnessEngine { llm, info }))

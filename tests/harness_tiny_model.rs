@@ -418,6 +418,9 @@ fn tensor_parallel_variants_keep_the_tokens_of_one_rank() {
     let rows: Vec<VariantRow> = read_rows(&dir.join("variants.csv")).unwrap();
     let sizes: Vec<usize> = rows.iter().map(|r| r.tensor_parallel_size).collect();
     assert_eq!(sizes, vec![1, 2]);
+    // The CPU has one device: both ranks on it.
+    let devices: Vec<usize> = rows.iter().map(|r| r.tensor_parallel_devices).collect();
+    assert_eq!(devices, vec![1, 1]);
 
     // 8 heads do not split over 3 ranks.
     exp["variants"] = toml::from_str::<toml::Table>(

@@ -2,13 +2,15 @@
 //! golden fixture split over 2 ranks (KV heads split) and 4 (KV heads replicated, the vocab
 //! in quarters) keeps HF's logits at every prefill position and decode step within the golden
 //! tests' tolerance, and its greedy tokens, on the CPU engine and on the kernel path (wgpu).
+//! On wgpu also with ranks on two devices (two clients of one adapter), which combine on the
+//! host: each rank's step goes to its own device and the sampled ids follow.
 use std::path::Path;
 
-use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
+use burn::backend::wgpu::{CubeBackend, WgpuDevice, WgpuRuntime};
 use nanovllm::engine::{EngineConfig, Prompt, SamplingParams, LLM};
 use nanovllm::model::offload::ExpertBudget;
 use nanovllm::model::{
-    load_model_placed, ExpertsSource, ModelSource, WeightPlacement, WeightsKind,
+    load_model_on, load_model_placed, ExpertsSource, ModelSource, WeightPlacement, WeightsKind,
 };
 use nanovllm::parallel::TensorParallel;
 use nanovllm_kernels::KernelBackend;
@@ -38,37 +40,46 @@ fn fixture(name: &str) -> (String, Golden) {
     (dir, serde_json::from_str(&text).unwrap())
 }
 
-fn engine<B: KernelBackend>(dir: &str, tp: usize) -> LLM<B> {
-    let device = Default::default();
+fn engine<B: KernelBackend>(dir: &str, devices: &[B::Device]) -> LLM<B> {
+    let tp = devices.len();
     let config = EngineConfig {
         tensor_parallel_size: tp,
         ..small_blocks()
     };
-    let placement = WeightPlacement {
-        expert_budget: ExpertBudget::All,
-        tensor_parallel_size: tp,
-    };
     let source = ModelSource::Folder(dir.into());
-    let model = load_model_placed::<B>(
+    let budget = ExpertBudget::All;
+    let model = load_model_on::<B>(
         &source,
         WeightsKind::File,
         ExpertsSource::Full,
-        placement,
+        budget,
         0,
         None,
-        &device,
+        devices,
     )
     .unwrap();
     assert_eq!(model.peers.len(), tp - 1);
-    LLM::new(model, config, &device).unwrap()
+    LLM::new(model, config, &devices[0]).unwrap()
 }
 
-fn check<B: KernelBackend>(name: &str) {
+/// Every rank on the backend's default device.
+fn one_device<B: KernelBackend>(tp: usize) -> Vec<B::Device> {
+    vec![Default::default(); tp]
+}
+
+/// Ranks alternating between two wgpu devices on one adapter (two clients, so tensors do
+/// not cross between them unasked).
+fn two_devices(tp: usize) -> Vec<WgpuDevice> {
+    let pair = [WgpuDevice::DefaultDevice, WgpuDevice::Cpu];
+    (0..tp).map(|r| pair[r % 2].clone()).collect()
+}
+
+fn check<B: KernelBackend>(name: &str, devices: fn(usize) -> Vec<B::Device>) {
     let (dir, g) = fixture(name);
     let (_, spec) = ModelSource::Folder(dir.clone().into()).arch().unwrap();
     for tp in [2, 4] {
         TensorParallel::check(&spec, tp).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let mut llm = engine::<B>(&dir, tp);
+        let mut llm = engine::<B>(&dir, &devices(tp));
         let vocab = spec.vocab_size;
         for (p, positions) in g.prefill_logits_positions.iter().enumerate() {
             let prompt = &g.prompts[p];
@@ -114,15 +125,29 @@ fn check<B: KernelBackend>(name: &str) {
 macro_rules! fixtures {
     ($($name:ident),*) => {
         mod cpu {
-            $(#[test] fn $name() { super::check::<super::Cpu>(stringify!($name)); })*
+            use super::*;
+            $(#[test] fn $name() { check::<Cpu>(stringify!($name), one_device::<Cpu>); })*
         }
         mod kernels_wgpu {
-            $(#[test] fn $name() { super::check::<super::Wgpu>(stringify!($name)); })*
+            use super::*;
+            $(#[test] fn $name() { check::<Wgpu>(stringify!($name), one_device::<Wgpu>); })*
         }
     };
 }
 
 fixtures!(qwen3, llama3, llama2, mixtral, qwen3_moe, qwen2_moe);
+
+mod kernels_wgpu_two_devices {
+    use super::*;
+    #[test]
+    fn qwen3() {
+        check::<Wgpu>("qwen3", two_devices);
+    }
+    #[test]
+    fn qwen3_moe() {
+        check::<Wgpu>("qwen3_moe", two_devices);
+    }
+}
 
 /// A split the model's shape does not allow is refused, naming the size that does not divide.
 #[test]

@@ -4,6 +4,8 @@
 //!
 //! - [`attention`]: paged attention: typed work items, decode / prefill / fused-decode kernels,
 //!   the split-context merge, the K/V cache write, and the reference.
+//! - [`collective`]: tensor-parallel ranks' sums: NCCL across devices (through cubecl), the
+//!   host sum in rank order for ranks sharing one.
 //! - [`host_copy`]: host-to-device copies of weight slices (offloaded experts): page-locked
 //!   host memory and in-place slot uploads on a copy stream.
 //! - [`layers`]: RMSNorm, add + RMSNorm, q/k norm + rotary, SiLU·mul.
@@ -17,6 +19,7 @@
 //! - `dev` (feature `dev`): parity cases, benches, launch-cost probes, the CUPTI GPU trace.
 pub mod attention;
 pub mod backends;
+pub mod collective;
 #[cfg(feature = "dev")]
 pub mod dev;
 pub mod host_copy;

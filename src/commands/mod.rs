@@ -3,6 +3,7 @@
 //! `kernels check|bench|host-cost` in [`kernels`], `kernels matmul` in [`matmul`], `step-bench`
 //! in [`step_bench`].
 pub mod cascade_bench;
+pub mod collective_probe;
 pub mod kernel_check;
 pub mod kernels;
 pub mod matmul;
@@ -232,6 +233,19 @@ impl BackendTask for Info {
              {burn_gb_s:.1} GB/s (burn's from_data)",
             if pinned { "page-locked" } else { "pageable" }
         );
+        match collective_probe::probe::<B>(&device, 64)? {
+            Some(p) => println!(
+                "tensor parallelism: ranks on {} device(s) sum through NCCL; a {} MiB all-reduce \
+                 summed right in {:.3} ms ({:.1} GB/s bus bandwidth)",
+                p.devices,
+                p.bytes >> 20,
+                p.seconds * 1e3,
+                p.bus_gb_s()
+            ),
+            None => println!(
+                "tensor parallelism: ranks share this device as threads, summing on the host"
+            ),
+        }
         if let Some(model) = &self.model {
             let source = ModelSource::parse(model);
             let (name, spec) = source.arch()?;

@@ -20,6 +20,7 @@ enum Job<B: KernelBackend> {
 
 struct Worker<B: KernelBackend> {
     rank: usize,
+    device: B::Device,
     jobs: Option<Sender<Job<B>>>,
     done: Receiver<()>,
     thread: Option<JoinHandle<()>>,
@@ -33,20 +34,20 @@ pub struct RankWorkers<B: KernelBackend> {
 impl<B: KernelBackend> RankWorkers<B> {
     /// A thread per decoder (ranks 1.. in order), each with an empty KV cache until
     /// [`reset_cache`](Self::reset_cache).
-    pub fn spawn(peers: Vec<Decoder<B>>, device: &B::Device) -> Self {
+    pub fn spawn(peers: Vec<Decoder<B>>) -> Self {
         let workers = peers
             .into_iter()
             .map(|decoder| {
-                let rank = decoder.shard.rank;
+                let (rank, device) = (decoder.shard.rank, decoder.device.clone());
                 let (jobs, take) = channel::<Job<B>>();
                 let (finished, done) = channel();
-                let device = device.clone();
                 let thread = std::thread::Builder::new()
                     .name(format!("tp-rank-{rank}"))
-                    .spawn(move || serve(decoder, take, finished, device))
+                    .spawn(move || serve(decoder, take, finished))
                     .expect("a thread for a tensor-parallel rank");
                 Worker {
                     rank,
+                    device,
                     jobs: Some(jobs),
                     done,
                     thread: Some(thread),
@@ -56,20 +57,26 @@ impl<B: KernelBackend> RankWorkers<B> {
         Self { workers }
     }
 
-    /// Runs `step` on every rank: the peers on their threads, rank 0 by `rank0` on this one
-    /// (its result is the step's). A failure of rank 0 releases the peers from `collective`
-    /// before it goes on up.
+    /// The peers' devices, ranks 1.. in order.
+    pub fn devices(&self) -> impl Iterator<Item = &B::Device> {
+        self.workers.iter().map(|w| &w.device)
+    }
+
+    /// Runs a step on every rank, each over its own `steps[rank]` (on its device): the peers on
+    /// their threads, rank 0 by `rank0` on this one (its result is the step's). A failure of
+    /// rank 0 releases the peers from `collective` before it goes on up.
     pub fn run<T>(
         &self,
-        step: StepTensors<B>,
-        collective: &Collective,
+        steps: Vec<Arc<StepTensors<B>>>,
+        collective: &Collective<B>,
         rank0: impl FnOnce(&StepTensors<B>) -> T,
     ) -> T {
+        assert_eq!(steps.len(), 1 + self.workers.len(), "a step per rank");
+        let step = steps[0].clone();
+        self.send(|peer| Job::Step(steps[1 + peer].clone()));
         if self.workers.is_empty() {
             return rank0(&step);
         }
-        let step = Arc::new(step);
-        self.send(|| Job::Step(step.clone()));
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rank0(&step))) {
             Ok(out) => {
                 self.wait();
@@ -84,7 +91,7 @@ impl<B: KernelBackend> RankWorkers<B> {
 
     /// Replaces every peer's KV cache with a zeroed one of `slots` slots, and waits.
     pub fn reset_cache(&self, slots: usize) {
-        self.send(|| Job::ResetCache(slots));
+        self.send(|_| Job::ResetCache(slots));
         self.wait();
     }
 
@@ -100,9 +107,10 @@ impl<B: KernelBackend> RankWorkers<B> {
         }
     }
 
-    fn send(&self, job: impl Fn() -> Job<B>) {
-        for w in &self.workers {
-            let sent = w.jobs.as_ref().is_some_and(|j| j.send(job()).is_ok());
+    /// Sends peer `i` (rank `i + 1`) the job `job(i)`.
+    fn send(&self, job: impl Fn(usize) -> Job<B>) {
+        for (i, w) in self.workers.iter().enumerate() {
+            let sent = w.jobs.as_ref().is_some_and(|j| j.send(job(i)).is_ok());
             assert!(sent, "tensor-parallel rank {} is gone", w.rank);
         }
     }
@@ -123,12 +131,8 @@ impl<B: KernelBackend> Drop for RankWorkers<B> {
 /// A peer's loop: jobs in order until the channel closes. A failed job releases the other
 /// ranks from the collectives (so they fail rather than wait) and ends the thread, which the
 /// caller sees as a closed `done` channel.
-fn serve<B: KernelBackend>(
-    decoder: Decoder<B>,
-    jobs: Receiver<Job<B>>,
-    done: Sender<()>,
-    device: B::Device,
-) {
+fn serve<B: KernelBackend>(decoder: Decoder<B>, jobs: Receiver<Job<B>>, done: Sender<()>) {
+    let device = decoder.device.clone();
     let mut cache: Vec<LayerCache<B>> = Vec::new();
     while let Ok(job) = jobs.recv() {
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match job {

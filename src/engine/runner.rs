@@ -7,10 +7,23 @@ use nanovllm_kernels::{KernelBackend, PackedInts};
 use crate::backend::trace_mark;
 use crate::model::attention::{AttentionImpl, StepAttention};
 use crate::model::{Decoder, LayerCache, StepOutput, StepTensors};
-use nanovllm_kernels::{CascadeRule, SeqAttn};
+use nanovllm_kernels::{CascadeRule, SeqAttn, SharedPrefix};
+use std::sync::Arc;
 
 use super::rank_workers::RankWorkers;
 use super::sequence::Sequence;
+
+/// A step as the host builds it, before it goes to each rank's device.
+struct HostStep<'a> {
+    /// Token ids (0 where unread), positions, cache slots, wanted logits rows.
+    ints: [Vec<i32>; 4],
+    /// (row of this step, row of the unread ids) for each token the host has not read yet.
+    unread: Vec<(usize, usize)>,
+    seqs: Vec<SeqAttn<'a>>,
+    prefixes: Vec<SharedPrefix>,
+    /// Decode rows that attend a shared prefix once per group.
+    cascade_rows: usize,
+}
 
 /// One sequence's work in a forward pass.
 pub struct SeqWork<'a> {
@@ -45,7 +58,7 @@ impl<B: KernelBackend> ModelRunner<B> {
         let mut runner = Self {
             model,
             cache: Vec::new(),
-            peers: RankWorkers::spawn(peers, device),
+            peers: RankWorkers::spawn(peers),
             block_size,
             attention,
             cascade,
@@ -69,10 +82,10 @@ impl<B: KernelBackend> ModelRunner<B> {
         self.peers.reset_cache(slots);
     }
 
-    /// KV cache bytes per token on this device: every rank's heads (ranks share the device).
+    /// KV cache bytes per token on rank 0's device: the heads of every rank on it.
     pub fn kv_bytes_per_token(&self, dtype_bytes: usize) -> usize {
         let (spec, heads) = (&self.model.spec, self.model.heads);
-        let ranks = self.model.shard.size;
+        let ranks = 1 + self.peers.devices().filter(|d| **d == self.device).count();
         2 * spec.num_layers * heads.kv_heads * heads.head_dim * dtype_bytes * ranks
     }
 
@@ -95,6 +108,36 @@ impl<B: KernelBackend> ModelRunner<B> {
         all_rows: bool,
         unread_ids: Option<&Tensor<B, 1, Int>>,
     ) -> StepOutput<B> {
+        let host = self.host_step(work, all_rows);
+        let unread_ids = unread_ids.filter(|_| !host.unread.is_empty());
+        assert!(
+            host.unread.is_empty() || unread_ids.is_some(),
+            "a token not read yet, but no sampled ids to take it from"
+        );
+        // The step's tensors once per device: ranks sharing one share them.
+        let mut uploaded: Vec<(B::Device, Arc<StepTensors<B>>)> = Vec::new();
+        let devices = std::iter::once(&self.device).chain(self.peers.devices());
+        let steps = devices
+            .map(|device| match uploaded.iter().find(|(d, _)| d == device) {
+                Some((_, step)) => step.clone(),
+                None => {
+                    let step = Arc::new(self.upload(&host, unread_ids, device));
+                    uploaded.push((device.clone(), step.clone()));
+                    step
+                }
+            })
+            .collect();
+        trace_mark("prepared");
+        let (model, cache) = (&self.model, &mut self.cache);
+        let mut out = self
+            .peers
+            .run(steps, model.collective(), |step| model.forward(step, cache));
+        out.cascade_rows = host.cascade_rows;
+        out
+    }
+
+    /// What the host knows of a step: its int arrays and attention layout.
+    fn host_step<'a>(&self, work: &'a [SeqWork], all_rows: bool) -> HostStep<'a> {
         let (mut token_ids, mut positions, mut slots, mut rows) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         // (row of this step, row of `unread_ids`) for each token not read yet.
@@ -126,22 +169,35 @@ impl<B: KernelBackend> ModelRunner<B> {
                 rows.push(first_row + w.num_tokens as i32 - 1);
             }
         }
-        let n = slots.len();
         let prefixes = self.cascade.prefixes(&seqs, self.block_size);
         let cascade_rows = prefixes.iter().map(|p| p.seqs.len()).sum();
+        HostStep {
+            ints: [token_ids, positions, slots, rows],
+            unread,
+            seqs,
+            prefixes,
+            cascade_rows,
+        }
+    }
+
+    /// `host` as tensors on `device`, the unread tokens taken from `unread_ids` (on rank 0's
+    /// device, copied where `device` is another).
+    fn upload(
+        &self,
+        host: &HostStep,
+        unread_ids: Option<&Tensor<B, 1, Int>>,
+        device: &B::Device,
+    ) -> StepTensors<B> {
+        let n = host.ints[0].len();
         let attn = StepAttention::new(
             self.attention,
-            &seqs,
-            &prefixes,
+            &host.seqs,
+            &host.prefixes,
             self.block_size,
             self.model.heads,
-            &self.device,
+            device,
         );
-        let unread_ids = unread_ids.filter(|_| !unread.is_empty());
-        assert!(
-            unread.is_empty() || unread_ids.is_some(),
-            "a token not read yet, but no sampled ids to take it from"
-        );
+        let unread = &host.unread;
         // Steady decoding feeds back the sampled ids as they are: the same sequences, in the
         // same order, each row unread. Else a gather puts the unread ids and the known tokens
         // in order (one launch).
@@ -156,37 +212,36 @@ impl<B: KernelBackend> ModelRunner<B> {
         let order = unread_ids.filter(|_| !as_sampled).map(|ids| {
             let offset = ids.dims()[0];
             let mut order: Vec<i32> = (0..n).map(|r| (offset + r) as i32).collect();
-            for &(row, unread_row) in &unread {
+            for &(row, unread_row) in unread {
                 order[row] = unread_row as i32;
             }
             order
         });
         let mut packed = PackedInts::default();
-        let [token_ids, positions, slots, rows] =
-            [token_ids, positions, slots, rows].map(|v| packed.push(v));
+        let [token_ids, positions, slots, rows] = host.ints.clone().map(|v| packed.push(v));
         let order = order.map(|order| packed.push(order));
-        let uploaded = packed.upload::<B>(&self.device);
+        let uploaded = packed.upload::<B>(device);
+        let unread_ids = unread_ids.map(|ids| match ids.device() == *device {
+            true => ids.clone(),
+            // Device to device where devices communicate (NCCL on CUDA); burn 0.21's
+            // `to_device` takes that path on every cubecl runtime, and wgpu has none.
+            false if B::sums_across_devices() => ids.clone().to_device(device),
+            false => Tensor::from_data(ids.clone().into_data(), device),
+        });
         let token_ids = match (unread_ids, order) {
-            (Some(ids), None) => ids.clone(),
+            (Some(ids), None) => ids,
             (Some(ids), Some(order)) => {
-                B::feed_ids(ids, uploaded.get(token_ids), uploaded.get(order))
+                B::feed_ids(&ids, uploaded.get(token_ids), uploaded.get(order))
             }
             (None, _) => uploaded.get(token_ids),
         };
-        let step = StepTensors {
+        StepTensors {
             token_ids,
             positions: uploaded.get(positions),
             slot_mapping: uploaded.get(slots),
             attn,
             logits_rows: uploaded.get(rows),
-        };
-        trace_mark("prepared");
-        let (model, cache) = (&self.model, &mut self.cache);
-        let mut out = self
-            .peers
-            .run(step, model.collective(), |step| model.forward(step, cache));
-        out.cascade_rows = cascade_rows;
-        out
+        }
     }
 
     /// Token ids on the host.

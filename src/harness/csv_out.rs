@@ -245,6 +245,10 @@ pub struct VariantRow {
     /// before it existed).
     #[serde(default = "one")]
     pub tensor_parallel_size: usize,
+    /// The devices those ranks ran on: one each (summing on the devices), or fewer, ranks
+    /// sharing one as threads (1 in results written before it existed).
+    #[serde(default = "one")]
+    pub tensor_parallel_devices: usize,
     /// The `[kernels]` tuning the variant ran with (`key=value` pairs; see
     /// `KernelTuning::describe`); empty in results written before the section existed.
     #[serde(default)]

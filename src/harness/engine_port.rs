@@ -43,6 +43,8 @@ pub struct EngineInfo {
     pub experts: String,
     /// Expert parameters held (bases and factors where compressed) and in the full experts.
     pub expert_params: usize,
+    /// The devices the tensor-parallel ranks are on (1 without tensor parallelism).
+    pub tensor_parallel_devices: usize,
     pub full_expert_params: usize,
     /// Bytes of one parameter in the engine's dtype.
     pub dtype_bytes: usize,

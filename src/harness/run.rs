@@ -357,6 +357,7 @@ fn variant_row(
         experts: info.experts.clone(),
         expert_budget: engine.expert_budget.to_string(),
         tensor_parallel_size: engine.tensor_parallel_size,
+        tensor_parallel_devices: info.tensor_parallel_devices,
         kernels: cfg.kernels.describe(),
         backend: info.backend.clone(),
         device: info.device.clone(),

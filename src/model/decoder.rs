@@ -78,7 +78,9 @@ pub struct Decoder<B: KernelBackend> {
     /// The heads this rank attends with (all of the model's when single).
     pub heads: HeadShape,
     /// How this rank combines its partial results with the others'.
-    collective: Collective,
+    collective: Collective<B>,
+    /// The device this rank's weights and KV cache are on.
+    pub device: B::Device,
     /// `[vocab rows of this rank, hidden]`.
     embed: Tensor<B, 2>,
     layers: Vec<Layer<B>>,
@@ -98,7 +100,7 @@ impl<B: KernelBackend> Decoder<B> {
         source: &WeightSource,
         experts: &ExpertsSource,
         max_positions: usize,
-        (shard, collective): (TensorParallel, Collective),
+        (shard, collective): (TensorParallel, Collective<B>),
         device: &B::Device,
     ) -> Result<Self, ModelError> {
         let (h, hd, nq, nkv) = (
@@ -199,6 +201,7 @@ impl<B: KernelBackend> Decoder<B> {
             shard,
             heads,
             collective,
+            device: device.clone(),
             embed,
             layers,
             final_norm: vector(names::FINAL_NORM.into(), h, Init::Ones)?,
@@ -209,7 +212,7 @@ impl<B: KernelBackend> Decoder<B> {
     }
 
     /// How this rank combines its partial results with the other ranks'.
-    pub fn collective(&self) -> &Collective {
+    pub fn collective(&self) -> &Collective<B> {
         &self.collective
     }
 
@@ -327,7 +330,8 @@ impl<B: KernelBackend> Decoder<B> {
             .lm_head
             .norm_forward(x, Some(delta), &self.final_norm, eps)
             .1;
-        Some(self.collective.all_gather(logits))
+        let v = self.spec.vocab_size;
+        Some(self.collective.all_gather(logits, self.shard.vocab(v), v))
     }
 
     /// The embeddings of `ids`: a lookup, or under tensor parallelism each rank's rows for the

@@ -77,7 +77,7 @@ pub struct LoadedModel<B: KernelBackend> {
     pub name: String,
     /// Rank 0's decoder (the whole model without tensor parallelism).
     pub decoder: Decoder<B>,
-    /// Ranks 1.. of a tensor-parallel group on this device, run as threads beside rank 0.
+    /// Ranks 1.. of a tensor-parallel group, each run on a thread of its own beside rank 0.
     pub peers: Vec<Decoder<B>>,
     pub tokenizer: Option<Tokenizer>,
     /// The folder's chat template, where it has one (`Prompt::Chat` renders it).
@@ -90,6 +90,17 @@ pub struct LoadedModel<B: KernelBackend> {
 impl<B: KernelBackend> LoadedModel<B> {
     pub fn spec(&self) -> &ArchSpec {
         &self.decoder.spec
+    }
+
+    /// How many distinct devices the ranks are on.
+    pub fn rank_devices(&self) -> usize {
+        let mut devices = vec![&self.decoder.device];
+        for d in self.peers.iter().map(|p| &p.device) {
+            if !devices.contains(&d) {
+                devices.push(d);
+            }
+        }
+        devices.len()
     }
 }
 
@@ -148,8 +159,10 @@ pub struct WeightPlacement {
     pub tensor_parallel_size: usize,
 }
 
-/// [`load_model_with`] split over `placement.tensor_parallel_size` ranks on `device`, each
-/// reading only its shard of every weight ([`crate::parallel`]).
+/// [`load_model_with`] split over `placement.tensor_parallel_size` ranks, each reading only
+/// its shard of every weight ([`crate::parallel`]): rank 0 on `device`, the others on the
+/// devices after it where the backend sums across devices and there are enough
+/// (`KernelBackend::rank_devices`), else all on `device`.
 pub fn load_model_placed<B: KernelBackend>(
     source: &ModelSource,
     weights: WeightsKind,
@@ -159,8 +172,32 @@ pub fn load_model_placed<B: KernelBackend>(
     max_positions: Option<usize>,
     device: &B::Device,
 ) -> Result<LoadedModel<B>, ModelError> {
+    let devices = B::rank_devices(device, placement.tensor_parallel_size.max(1));
     let budget = placement.expert_budget;
-    let tp = placement.tensor_parallel_size;
+    load_model_on(
+        source,
+        weights,
+        experts,
+        budget,
+        seed,
+        max_positions,
+        &devices,
+    )
+}
+
+/// [`load_model_with`] split over `devices.len()` ranks, rank `r` on `devices[r]` (a device
+/// may hold several ranks).
+pub fn load_model_on<B: KernelBackend>(
+    source: &ModelSource,
+    weights: WeightsKind,
+    experts: ExpertsSource,
+    budget: ExpertBudget,
+    seed: u64,
+    max_positions: Option<usize>,
+    devices: &[B::Device],
+) -> Result<LoadedModel<B>, ModelError> {
+    let tp = devices.len();
+    let device = devices.first().expect("at least one rank");
     let (name, spec) = source.arch()?;
     let unsupported = |msg: String| ModelError::Unsupported {
         model: name.clone(),
@@ -190,7 +227,7 @@ pub fn load_model_placed<B: KernelBackend>(
             });
         }
         (WeightsKind::Random, _) => {
-            B::seed(device, seed);
+            devices.iter().for_each(|d| B::seed(d, seed));
             WeightSource::Random
         }
     };
@@ -208,10 +245,11 @@ pub fn load_model_placed<B: KernelBackend>(
             "tensor_parallel_size {tp} with offloaded or compressed experts is not built"
         )));
     }
-    let mut decoders = Collective::thread_ranks(tp)
+    let mut decoders = Collective::<B>::for_devices(devices)
         .into_iter()
+        .zip(devices)
         .enumerate()
-        .map(|(rank, collective)| {
+        .map(|(rank, (collective, device))| {
             let shard = TensorParallel { rank, size: tp };
             Decoder::load(
                 &spec,

@@ -23,6 +23,6 @@ pub use decoder::{Decoder, LayerCache, StepOutput, StepTensors};
 pub use error::ModelError;
 pub use ffn::ExpertsSource;
 pub use loader::{
-    load_model, load_model_placed, load_model_with, LoadedModel, ModelSource, WeightPlacement,
-    WeightsKind,
+    load_model, load_model_on, load_model_placed, load_model_with, LoadedModel, ModelSource,
+    WeightPlacement, WeightsKind,
 };

@@ -1,20 +1,29 @@
 //! How ranks combine partial results: [`Collective::all_reduce`] (row-parallel outputs, the
 //! vocab-parallel embedding) and [`Collective::all_gather`] (the vocab-parallel logits).
-//! A single rank does nothing; ranks on one device run as threads of a [`ThreadGroup`], which
-//! sums in f32 in rank order, so every rank gets the same bits.
+//! A single rank does nothing. Ranks on devices of their own sum on the devices (NCCL on CUDA,
+//! `KernelBackend::device_all_reduce`); ranks sharing a device run as threads of a
+//! [`ThreadGroup`], which sums in f32 in rank order, so every rank gets the same bits.
+use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex};
 
-use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
+use nanovllm_kernels::collective::reference::sum_in_rank_order;
+use nanovllm_kernels::KernelBackend;
 
 /// What a rank does at each combining point.
 #[derive(Clone, Default)]
-pub enum Collective {
+pub enum Collective<B: KernelBackend> {
     #[default]
     Single,
+    /// Ranks as threads, combining through the host: ranks sharing a device, or on a backend
+    /// whose devices do not sum across each other.
     Threads {
         rank: usize,
         group: Arc<ThreadGroup>,
     },
+    /// Ranks each on a device of its own, summing there; `group` is every rank's device in
+    /// rank order.
+    Devices { group: Arc<Vec<B::Device>> },
 }
 
 /// Ranks as threads of one process: each puts its part in its slot, and after a barrier every
@@ -87,11 +96,19 @@ impl ThreadGroup {
     }
 }
 
-impl Collective {
-    /// The group of `size` thread ranks, one [`Collective`] per rank.
-    pub fn thread_ranks(size: usize) -> Vec<Collective> {
+impl<B: KernelBackend> Collective<B> {
+    /// One [`Collective`] per rank of a group on `devices` (rank `r` on `devices[r]`): on the
+    /// devices where each rank has its own and they sum across each other, else threads.
+    pub fn for_devices(devices: &[B::Device]) -> Vec<Self> {
+        let size = devices.len();
+        let distinct = (1..size).all(|r| !devices[..r].contains(&devices[r]));
+        let on_devices = distinct && B::sums_across_devices();
         match size {
             1 => vec![Collective::Single],
+            _ if on_devices => {
+                let group = Arc::new(devices.to_vec());
+                vec![Collective::Devices { group }; size]
+            }
             _ => {
                 let group = ThreadGroup::new(size);
                 (0..size)
@@ -104,7 +121,8 @@ impl Collective {
         }
     }
 
-    /// Releases the other ranks from waiting for this one, which failed.
+    /// Releases the other ranks from waiting for this one, which failed. (A device group's
+    /// ranks wait on the devices, where a failed rank ends the process.)
     pub fn abandon(&self) {
         if let Collective::Threads { group, .. } = self {
             group.abandon();
@@ -115,38 +133,57 @@ impl Collective {
         match self {
             Collective::Single => 1,
             Collective::Threads { group, .. } => group.size,
+            Collective::Devices { group } => group.len(),
+        }
+    }
+
+    /// How the ranks combine, for the run log.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Collective::Single => "one rank",
+            Collective::Threads { .. } => "threads summing on the host",
+            Collective::Devices { .. } => "a device each, summing on the devices (NCCL)",
         }
     }
 
     /// The sum of every rank's `x` (same shape on each), on every rank.
-    pub fn all_reduce<B: Backend>(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let Collective::Threads { rank, group } = self else {
-            return x;
-        };
-        let (dims, dtype, device) = (x.dims(), x.dtype(), x.device());
-        let parts = group.exchange(*rank, x.cast(DType::F32).into_data());
-        let mut sum = vec![0f32; dims[0] * dims[1]];
-        for part in parts {
-            let values = part.to_vec::<f32>().expect("f32 part");
-            for (s, v) in sum.iter_mut().zip(values) {
-                *s += v;
+    pub fn all_reduce(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        match self {
+            Collective::Single => x,
+            Collective::Threads { rank, group } => {
+                let (dims, dtype, device) = (x.dims(), x.dtype(), x.device());
+                let parts = group.exchange(*rank, x.cast(DType::F32).into_data());
+                let sum = TensorData::new(sum_in_rank_order(&parts), dims);
+                Tensor::<B, 2>::from_data(sum, (&device, DType::F32)).cast(dtype)
             }
+            Collective::Devices { group } => B::device_all_reduce(x, group)
+                .expect("a device group only where the backend's devices sum across each other"),
         }
-        Tensor::<B, 2>::from_data(TensorData::new(sum, dims), (&device, DType::F32)).cast(dtype)
     }
 
-    /// Every rank's `x` `[rows, cols_r]` side by side in rank order: `[rows, sum of cols_r]`.
-    pub fn all_gather<B: Backend>(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let Collective::Threads { rank, group } = self else {
-            return x;
-        };
-        let (dtype, device) = (x.dtype(), x.device());
-        let parts = group.exchange(*rank, x.into_data());
-        let tensors = parts
-            .into_iter()
-            .map(|p| Tensor::<B, 2>::from_data(p, (&device, dtype)))
-            .collect();
-        Tensor::cat(tensors, 1)
+    /// Every rank's `x` side by side in rank order: `[rows, total]`, this rank's `x`
+    /// `[rows, cols.len()]` at columns `cols`.
+    pub fn all_gather(&self, x: Tensor<B, 2>, cols: Range<usize>, total: usize) -> Tensor<B, 2> {
+        match self {
+            Collective::Single => x,
+            Collective::Threads { rank, group } => {
+                let (dtype, device) = (x.dtype(), x.device());
+                let parts = group.exchange(*rank, x.into_data());
+                let tensors = parts
+                    .into_iter()
+                    .map(|p| Tensor::<B, 2>::from_data(p, (&device, dtype)))
+                    .collect();
+                Tensor::cat(tensors, 1)
+            }
+            // Each rank's columns in zeros, summed: exact (x + 0 = x), and NCCL's all-reduce
+            // is the collective the devices already share.
+            Collective::Devices { .. } => {
+                let rows = x.dims()[0];
+                let padded = Tensor::<B, 2>::zeros([rows, total], (&x.device(), x.dtype()))
+                    .slice_assign([0..rows, cols], x);
+                self.all_reduce(padded)
+            }
+        }
     }
 }
 
@@ -158,7 +195,7 @@ mod tests {
 
     #[test]
     fn ranks_sum_and_gather_in_rank_order() {
-        let ranks = Collective::thread_ranks(3);
+        let ranks = Collective::<Cpu>::for_devices(&[Default::default(); 3]);
         let out: Vec<(Vec<f32>, Vec<f32>)> = std::thread::scope(|s| {
             let handles: Vec<_> = ranks
                 .iter()
@@ -168,7 +205,11 @@ mod tests {
                         let device = Default::default();
                         let x = Tensor::<Cpu, 2>::from_data([[r as f32, 1.0]], &device);
                         let sum = c.all_reduce(x.clone()).into_data().to_vec().unwrap();
-                        let all = c.all_gather(x).into_data().to_vec().unwrap();
+                        let all = c
+                            .all_gather(x, 2 * r..2 * r + 2, 6)
+                            .into_data()
+                            .to_vec()
+                            .unwrap();
                         (sum, all)
                     })
                 })
@@ -184,7 +225,7 @@ mod tests {
     /// A rank that fails releases the others with a panic rather than leaving them waiting.
     #[test]
     fn an_abandoned_group_fails_its_waiting_ranks() {
-        let ranks = Collective::thread_ranks(2);
+        let ranks = Collective::<Cpu>::for_devices(&[Default::default(); 2]);
         let waiting = std::thread::scope(|s| {
             let waiter = s.spawn(|| {
                 let x = Tensor::<Cpu, 2>::zeros([1, 1], &Default::default());

@@ -21,6 +21,7 @@ use crate::attention::launch::{
 use crate::attention::plan::{AttentionPlan, DeviceCaps, SeqAttn};
 use crate::attention::prefix::SharedPrefix;
 use crate::backends::{AttentionShape, KernelBackend, KvWrite, UPLOAD_CHUNK};
+use crate::collective;
 use crate::host_copy::{self, HostBytes};
 use crate::layers::launch::{add_rms_norm, qk_norm_rope, rms_norm, silu_mul};
 use crate::layers::{HeadShape, KvCacheDest};
@@ -31,7 +32,7 @@ use crate::moe::{ExpertRun, ExpertWeights, MoeOutput, RouterConfig, Routing};
 use crate::sample::{sample_rows, DeviceSampling};
 use crate::step_io::pending_ids::PendingIds;
 use crate::tuning::{tuning_for, KernelTuning};
-use cubecl::device::Device as _;
+use cubecl::device::{Device as _, DeviceId};
 
 /// The device's client, kept for the rest of the process (one per device): a read's future
 /// borrows the client it came from, though it holds only owned data, and outlives the call.
@@ -148,6 +149,30 @@ impl<B: CubeBridge> KernelBackend for B {
         }
         #[cfg(not(feature = "cuda"))]
         let _ = on;
+    }
+
+    fn rank_devices(device: &Self::Device, ranks: usize) -> Vec<Self::Device> {
+        let id = device.to_id();
+        let first = id.index_id as usize;
+        if ranks == 1 || collective::device::reducing_devices::<B::R>() < first + ranks {
+            return vec![device.clone(); ranks];
+        }
+        (first..first + ranks)
+            .map(|index| Self::Device::from_id(DeviceId::new(id.type_id, index as u16)))
+            .collect()
+    }
+
+    fn sums_across_devices() -> bool {
+        collective::device::devices_reduce::<B::R>()
+    }
+
+    fn device_all_reduce(x: Tensor<Self, 2>, group: &[Self::Device]) -> Option<Tensor<Self, 2>> {
+        if !Self::sums_across_devices() {
+            return None;
+        }
+        let ids = group.iter().map(|d| B::cube_device(d).to_id()).collect();
+        let sum = collective::device::all_reduce_sum(B::float_in(x), ids);
+        Some(B::float_out(sum))
     }
 
     fn pool_usage(device: &Self::Device) -> Option<(u64, u64)> {

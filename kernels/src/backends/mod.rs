@@ -63,6 +63,27 @@ pub trait KernelBackend: Backend {
         None
     }
 
+    /// The devices of a tensor-parallel group of `ranks` whose rank 0 is on `device`: one each
+    /// (`device` and the ones after it) where devices of this backend sum across each other
+    /// ([`device_all_reduce`](Self::device_all_reduce)) and there are enough; else `device` for
+    /// every rank, the ranks then threads sharing it.
+    fn rank_devices(device: &Self::Device, ranks: usize) -> Vec<Self::Device> {
+        vec![device.clone(); ranks]
+    }
+
+    /// The sum of every rank's `x` (same shape on each) for a rank of the group on the distinct
+    /// devices `group` (in rank order), queued with the rank's kernels; every rank calls it, in
+    /// the same order of calls. `None` where this backend's devices do not sum across each
+    /// other: ranks then combine on the host ([`crate::collective::reference`]).
+    fn device_all_reduce(_x: Tensor<Self, 2>, _group: &[Self::Device]) -> Option<Tensor<Self, 2>> {
+        None
+    }
+
+    /// Whether [`device_all_reduce`](Self::device_all_reduce) runs on this backend.
+    fn sums_across_devices() -> bool {
+        false
+    }
+
     /// Makes `tuning` the one this backend's kernels run with on `device`; backends without
     /// tunable kernels ignore it.
     fn install_tuning(_device: &Self::Device, _tuning: KernelTuning) {}

@@ -67,7 +67,7 @@ const REQUESTS_HEADER: &str = "variant,class,id,arrival_s,prompt_tokens,output_t
 const STEPS_HEADER: &str =
     "variant,step,start_s,end_s,step_s,engine_s,queued_s,kind,prefill_tokens,decode_tokens,num_seqs,kv_blocks_used,kv_blocks_total,preempted,prefix_hit_tokens,new_tokens,finished,expert_tokens,expert_load_max,expert_load_mean,experts_read,context_tokens,cascade_rows,expert_hits,expert_misses,expert_bytes_copied,expert_wait_s";
 const TOKENS_HEADER: &str = "variant,id,index,token_id,time_s,itl_s";
-const VARIANTS_HEADER: &str = "variant,sweep,policy,chunk_size,order,block_size,max_num_seqs,max_num_batched_tokens,enable_prefix_caching,attention,attention_backend,compression,experts,expert_budget,tensor_parallel_size,kernels,backend,device,dtype,model,\
+const VARIANTS_HEADER: &str = "variant,sweep,policy,chunk_size,order,block_size,max_num_seqs,max_num_batched_tokens,enable_prefix_caching,attention,attention_backend,compression,experts,expert_budget,tensor_parallel_size,tensor_parallel_devices,kernels,backend,device,dtype,model,\
                                random_weights,num_params,seed,workload,requests,warmup_requests,wall_s,interrupted,error";
 const SUMMARY_HEADER: &str = "variant,class,sweep,policy,chunk_size,order,block_size,max_num_seqs,max_num_batched_tokens,enable_prefix_caching,backend,random_weights,\
                               requests,completed,failed,prompt_tokens,output_tokens,wall_s,output_throughput_tok_s,total_throughput_tok_s,\

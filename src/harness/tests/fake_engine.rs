@@ -228,6 +228,7 @@ impl StepEngine for FakeEngine {
             experts: String::new(),
             expert_params: 0,
             full_expert_params: 0,
+            tensor_parallel_devices: 1,
             dtype_bytes: 4,
         }
     }
