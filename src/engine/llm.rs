@@ -138,6 +138,9 @@ impl<B: KernelBackend> LLM<B> {
             .with_env_overrides()
             .map_err(anyhow::Error::msg)?;
         B::install_tuning(device, tuning);
+        for peer in &model.peers {
+            B::install_tuning(&peer.device, tuning);
+        }
         let ranks = 1 + model.peers.len();
         anyhow::ensure!(
             ranks == config.tensor_parallel_size,

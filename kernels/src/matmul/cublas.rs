@@ -411,11 +411,22 @@ unsafe extern "C" fn on_launch(
         return;
     }
     let params = &*(data.functionParams as *const cupti::cuLaunchKernel_params);
-    LAUNCH_STREAM.store(params.hStream as *mut c_void, Ordering::SeqCst);
+    // Other threads' kernels launch meanwhile (tensor-parallel ranks): only the probe's grid.
+    let grid = [params.gridDimX, params.gridDimY, params.gridDimZ];
+    if grid == PROBE_GRID {
+        LAUNCH_STREAM.store(params.hStream as *mut c_void, Ordering::SeqCst);
+    }
 }
+
+/// The probe kernel's grid, which no other kernel of the engine launches.
+const PROBE_GRID: [u32; 3] = [3, 5, 7];
+
+/// One probe at a time: the callback and the stream it saw are process-wide.
+static PROBING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The stream cubecl launches this thread's kernels on: one probe kernel under a CUPTI callback.
 fn probe_stream(client: &ComputeClient<CudaRuntime>) -> Option<*mut c_void> {
+    let _one_at_a_time = PROBING.lock().unwrap_or_else(|p| p.into_inner());
     let mut subscriber: cupti::CUpti_SubscriberHandle = std::ptr::null_mut();
     let domain = cupti::CUpti_CallbackDomain::CUPTI_CB_DOMAIN_DRIVER_API;
     // SAFETY: plain CUPTI calls; the callback only reads the launch's parameters.
@@ -435,7 +446,7 @@ fn probe_stream(client: &ComputeClient<CudaRuntime>) -> Option<*mut c_void> {
     let arg = unsafe { ArrayArg::<CudaRuntime>::from_raw_parts(flag, 1) };
     stream_probe_kernel::launch::<CudaRuntime>(
         client,
-        CubeCount::Static(1, 1, 1),
+        CubeCount::Static(PROBE_GRID[0], PROBE_GRID[1], PROBE_GRID[2]),
         CubeDim::new_1d(1),
         arg,
     );
