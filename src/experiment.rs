@@ -99,7 +99,9 @@ impl BackendTask for BuildEngine<'_> {
         }
         // Give back the pool pages an earlier variant's model left reserved before this one
         // loads: pages of other sizes than this model's would stay reserved beside it.
-        B::memory_cleanup(&device);
+        for d in B::rank_devices(&device, engine_config.tensor_parallel_size) {
+            B::memory_cleanup(&d);
+        }
         let placement = WeightPlacement {
             expert_budget: engine_config.expert_budget,
             tensor_parallel_size: engine_config.tensor_parallel_size,

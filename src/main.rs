@@ -6,6 +6,12 @@ use nanovllm::harness::{Interrupted, INTERRUPTED_EXIT};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // NVLink multicast (NVLS) off for tensor parallelism's NCCL groups unless asked for: set
+    // here, before any thread, as NCCL reads it when a communicator is made.
+    #[cfg(feature = "cuda")]
+    if std::env::var_os("NCCL_NVLS_ENABLE").is_none() {
+        std::env::set_var("NCCL_NVLS_ENABLE", "0");
+    }
     nanovllm::backend::install_device_panic_hook();
     #[cfg(feature = "cuda")]
     let trace = nanovllm_kernels::dev::gpu_trace::GpuTrace::from_env()?;

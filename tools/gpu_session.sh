@@ -6,13 +6,18 @@
 # decode_latency bench trace bench_part bench_fusion hf_peer chunk512 chunk_sweep chunk_gpu chunk_gpu_sweep
 # step_bench profile_mixed unroll_sweep bench_unroll perplexity_moe moe_bench decode_latency_moe bench_moe bench_qwen3_moe
 # moe_check sanitize attention_check cascade_bench cascade_tune cascade cascade_llama chat_golden offload
-# offload_check info_unfused tp_check); logs and a results tarball go under $OUT.
+# offload_check info_unfused tp_check nccl_duplicate); logs and a results tarball go under $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 B=${B:-./.devbin}
 # The binaries the checks (info, kernels_check, golden, perplexity) run: another build's with
 # NV=nanovllm-base GC=golden_check-base.
 NV=${NV:-nanovllm}; GC=${GC:-golden_check}
+# libnccl for tensor parallelism: PyTorch's wheel holds it where the loader does not look.
+for d in $(python3 -c "import site; print(' '.join(site.getsitepackages()))" 2>/dev/null); do
+  [ -d "$d/nvidia/nccl/lib" ] && export LD_LIBRARY_PATH="$d/nvidia/nccl/lib:${LD_LIBRARY_PATH:-}"
+done
+export NCCL_NVLS_ENABLE=0
 (cd $B && for f in *.xz; do [ -e "$f" ] && xz -d -T4 "$f"; done; chmod +x ./*)
 log() { echo "=== $(date +%T) $*" | tee -a "$OUT/session.log"; }
 run() { log "$*"; "$@" 2>&1 | grep -v "^ *[0-9]*: <unknown>$\|^ *[0-9]*: __libc\|^stack backtrace\|^note: Some\|^No backtrace" | tee -a "$OUT/session.log"; }
@@ -227,6 +232,10 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
                 run timeout -s INT 120 $B/$NV perplexity --backend cuda-unfused --model models/tiny-qwen3-pystdlib \
                   --tensor-parallel-size $tp
               done ;;
+    # Whether NCCL takes two ranks on one GPU (the engine assumes not, and sums such ranks on
+    # the host).
+    nccl_duplicate) run python3 -c "import torch, torch.cuda.nccl as n; t = [torch.ones(4, device='cuda:0') for _ in range(2)]; \
+                      n.all_reduce(t); torch.cuda.synchronize(); print('two ranks on one GPU summed:', t[0].tolist())" ;;
     cascade_llama) exp cascade_llama ${CASCADE_TIMEOUT:-500} ;;
     # The chat templates' golden renderings from this machine's transformers (tests/tokenizers
     # carried: tools/fetch_tokenizers.sh).
