@@ -228,8 +228,8 @@ for step in ${STEPS:-info kernels_check golden perplexity kernels_bench decode_l
     info_unfused) run $B/$NV info --backend cuda-unfused ;;
     # Tensor parallelism (issue 26) with simulated ranks (threads) on one GPU: the tiny Qwen3's
     # perplexity at 1, 2 and 4 ranks must agree.
-    tp_check) for tp in 1 2 4; do
-                run timeout -s INT 120 $B/$NV perplexity --backend cuda-unfused --model models/tiny-qwen3-pystdlib \
+    tp_check) for tp in ${TP_SIZES:-1 2 4}; do
+                run timeout -s INT 120 $B/$NV perplexity --backend ${TP_BACKEND:-cuda-unfused} --model models/tiny-qwen3-pystdlib \
                   --tensor-parallel-size $tp
               done ;;
     # Whether NCCL takes two ranks on one GPU (the engine assumes not, and sums such ranks on
