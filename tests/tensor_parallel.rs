@@ -2,8 +2,8 @@
 //! golden fixture split over 2 ranks (KV heads split) and 4 (KV heads replicated, the vocab
 //! in quarters) keeps HF's logits at every prefill position and decode step within the golden
 //! tests' tolerance, and its greedy tokens, on the CPU engine and on the kernel path (wgpu).
-//! On wgpu also with ranks on two devices (two clients of one adapter), which combine on the
-//! host: each rank's step goes to its own device and the sampled ids follow.
+//! On wgpu also with ranks on two devices (the default and the CPU adapter), which combine on
+//! the host: each rank's step goes to its own device and the sampled ids follow.
 use std::path::Path;
 
 use burn::backend::wgpu::{CubeBackend, WgpuDevice, WgpuRuntime};
@@ -67,8 +67,8 @@ fn one_device<B: KernelBackend>(tp: usize) -> Vec<B::Device> {
     vec![Default::default(); tp]
 }
 
-/// Ranks alternating between two wgpu devices on one adapter (two clients, so tensors do
-/// not cross between them unasked).
+/// Ranks alternating between two wgpu devices: the default one and the CPU adapter (on CI
+/// both lavapipe, as two clients), so tensors do not cross between them unasked.
 fn two_devices(tp: usize) -> Vec<WgpuDevice> {
     let pair = [WgpuDevice::DefaultDevice, WgpuDevice::Cpu];
     (0..tp).map(|r| pair[r % 2].clone()).collect()

@@ -1,7 +1,7 @@
 //! How many KV blocks the cache gets: a byte budget (the CPU's `kv_budget.cpu_bytes`, or on CUDA
 //! `gpu_memory_utilization` of the card minus what weights and a warm-up pass already hold),
 //! capped at what `max_num_seqs` sequences of `max_model_len` tokens could ever use.
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::Tensor;
 use nanovllm_kernels::matmul::gemv::GEMV_MAX_ROWS;
 use nanovllm_kernels::KernelBackend;
 
@@ -20,12 +20,11 @@ pub fn plan_num_blocks<B: KernelBackend>(
     let dtype_bytes = Tensor::<B, 1>::zeros([1], device).dtype().size();
     let block_bytes = runner.kv_bytes_per_token(dtype_bytes) * cfg.block_size;
     // Give back pool pages a previous engine (an earlier experiment variant) left reserved.
-    B::memory_cleanup(device);
+    runner.memory_cleanup();
     let budget = match device_memory::<B>(device) {
         Some(before) => {
             warm_up(runner, cfg, max_model_len);
-            B::memory_cleanup(device);
-            let mem = device_memory::<B>(device).expect("still a GPU");
+            runner.memory_cleanup();
             let utilization =
                 cfg.kv_budget
                     .gpu_memory_utilization
@@ -33,8 +32,19 @@ pub fn plan_num_blocks<B: KernelBackend>(
                         AttentionImpl::Kernel => 0.8,
                         AttentionImpl::Reference => 0.7,
                     });
-            let allowed = (mem.total as f64 * utilization) as u64;
-            let budget = allowed.saturating_sub(mem.total - mem.free);
+            // Every rank's device holds a cache of the same blocks: the least room decides.
+            let room = |d: &B::Device| {
+                let mem = device_memory::<B>(d).expect("still a GPU");
+                let allowed = (mem.total as f64 * utilization) as u64;
+                (allowed.saturating_sub(mem.total - mem.free), mem)
+            };
+            let (_, mem) = room(device);
+            let budget = runner
+                .devices()
+                .iter()
+                .map(|d| room(d).0)
+                .min()
+                .unwrap_or(0);
             // What the warm-up's pool kept is the first suspect when the cache comes out small.
             let gb = |b: u64| b as f64 / 1e9;
             let pool = match B::pool_usage(device) {
@@ -127,10 +137,6 @@ fn warm_up<B: KernelBackend>(
         warm_pass(runner, &decodes, 1);
     }
     runner.reset_cache(1);
-    // The gather that orders a step's ids once the batch changed (`ModelRunner::execute`):
-    // compiled here, not in the first measured step that needs it.
-    let ids = |v: &[i32]| Tensor::<B, 1, Int>::from_data(TensorData::from(v), &runner.device);
-    let _ = B::feed_ids(&ids(&[1, 2]), ids(&[3]), ids(&[2, 0])).into_data();
     // Each row-count class of `project` (see `nanovllm_kernels::matmul::strategy::project_strategy`),
     // at a multiple of every tile and off it; with cuBLAS the larger ones compile nothing.
     // And every decode batch size past the fused gemv: cuBLAS picks a kernel for each new row
@@ -140,5 +146,5 @@ fn warm_up<B: KernelBackend>(
     rows.extend(GEMV_MAX_ROWS + 1..=cfg.max_num_seqs);
     rows.sort_unstable();
     rows.dedup();
-    runner.model.warm_up_projections(&rows);
+    runner.warm_up_kernels(&rows);
 }

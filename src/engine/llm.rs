@@ -141,6 +141,12 @@ impl<B: KernelBackend> LLM<B> {
         for peer in &model.peers {
             B::install_tuning(&peer.device, tuning);
         }
+        anyhow::ensure!(
+            model.decoder.device == *device,
+            "{}: loaded on {:?}, but the engine runs on {device:?}",
+            model.name,
+            model.decoder.device
+        );
         let ranks = 1 + model.peers.len();
         anyhow::ensure!(
             ranks == config.tensor_parallel_size,

@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 
 use nanovllm_kernels::KernelBackend;
 
+use super::runner::warm_feed_ids;
 use crate::model::{Decoder, LayerCache, StepTensors};
 use crate::parallel::Collective;
 
@@ -16,6 +17,11 @@ enum Job<B: KernelBackend> {
     Step(Arc<StepTensors<B>>),
     /// A zeroed KV cache of this many slots.
     ResetCache(usize),
+    /// The kernels the steps will need, compiled on this rank's device (see
+    /// `ModelRunner::warm_up_kernels`): projections at these row counts, the ids gather.
+    WarmUp(Arc<Vec<usize>>),
+    /// The device memory pool's free pages given back (this thread's stream has its own).
+    MemoryCleanup,
 }
 
 struct Worker<B: KernelBackend> {
@@ -95,6 +101,19 @@ impl<B: KernelBackend> RankWorkers<B> {
         self.wait();
     }
 
+    /// Compiles on every peer's device what the steps will run, and waits.
+    pub fn warm_up(&self, rows: &[usize]) {
+        let rows = Arc::new(rows.to_vec());
+        self.send(|_| Job::WarmUp(rows.clone()));
+        self.wait();
+    }
+
+    /// Gives back the free pages of every peer's memory pool, and waits.
+    pub fn memory_cleanup(&self) {
+        self.send(|_| Job::MemoryCleanup);
+        self.wait();
+    }
+
     /// Waits for every peer to finish its job; a peer that failed fails the caller.
     fn wait(&self) {
         for w in &self.workers {
@@ -145,13 +164,21 @@ fn serve<B: KernelBackend>(decoder: Decoder<B>, jobs: Receiver<Job<B>>, done: Se
                     .map(|_| LayerCache::zeros(slots, heads.kv_heads, heads.head_dim, &device))
                     .collect();
             }
+            Job::WarmUp(rows) => {
+                warm_feed_ids::<B>(&device);
+                decoder.warm_up_projections(&rows);
+            }
+            Job::MemoryCleanup => B::memory_cleanup(&device),
         }));
         if ran.is_err() {
             decoder.collective().abandon();
             return;
         }
         if done.send(()).is_err() {
-            return;
+            break;
         }
     }
+    // The pool pages of this thread's stream go back with it, for the next engine's ranks.
+    drop((cache, decoder));
+    B::memory_cleanup(&device);
 }

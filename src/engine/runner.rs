@@ -1,7 +1,7 @@
 //! Turns a scheduled batch into the tensors of one forward pass (packed tokens, positions,
 //! slot mapping, attention layout, logits rows), runs the decoder over the paged KV cache,
 //! and reads back sampled tokens.
-use burn::tensor::{DType, Int, Tensor};
+use burn::tensor::{DType, Int, Tensor, TensorData};
 use nanovllm_kernels::{KernelBackend, PackedInts};
 
 use crate::backend::trace_mark;
@@ -23,6 +23,24 @@ struct HostStep<'a> {
     prefixes: Vec<SharedPrefix>,
     /// Decode rows that attend a shared prefix once per group.
     cascade_rows: usize,
+}
+
+/// `ids` on `device`: device to device where devices communicate (NCCL on CUDA), else through
+/// the host (burn 0.21's `to_device` takes cubecl's NCCL path on every cubecl runtime, and wgpu
+/// has none).
+fn ids_on<B: KernelBackend>(ids: &Tensor<B, 1, Int>, device: &B::Device) -> Tensor<B, 1, Int> {
+    match ids.device() == *device {
+        true => ids.clone(),
+        false if B::sums_across_devices() => ids.clone().to_device(device),
+        false => Tensor::from_data(ids.clone().into_data(), device),
+    }
+}
+
+/// The gather that orders a step's ids once the batch changed (`ModelRunner::execute`), run
+/// once so it compiles before the measured steps.
+pub(super) fn warm_feed_ids<B: KernelBackend>(device: &B::Device) {
+    let ids = |v: &[i32]| Tensor::<B, 1, Int>::from_data(TensorData::from(v), device);
+    let _ = B::feed_ids(&ids(&[1, 2]), ids(&[3]), ids(&[2, 0])).into_data();
 }
 
 /// One sequence's work in a forward pass.
@@ -87,6 +105,37 @@ impl<B: KernelBackend> ModelRunner<B> {
         let (spec, heads) = (&self.model.spec, self.model.heads);
         let ranks = 1 + self.peers.devices().filter(|d| **d == self.device).count();
         2 * spec.num_layers * heads.kv_heads * heads.head_dim * dtype_bytes * ranks
+    }
+
+    /// The devices the ranks are on, each once, rank 0's first.
+    pub fn devices(&self) -> Vec<B::Device> {
+        let mut devices = vec![self.device.clone()];
+        for d in self.peers.devices() {
+            if !devices.contains(d) {
+                devices.push(d.clone());
+            }
+        }
+        devices
+    }
+
+    /// Compiles on every rank's device what the steps will need beyond a forward pass: the
+    /// projections at `rows` rows and the ids gather; where ranks have devices of their own,
+    /// a first copy of ids to each, which makes the pair's communicator (NCCL) here rather than
+    /// in a measured step.
+    pub fn warm_up_kernels(&mut self, rows: &[usize]) {
+        warm_feed_ids::<B>(&self.device);
+        self.model.warm_up_projections(rows);
+        let one = Tensor::<B, 1, Int>::from_data(TensorData::from([1i32]), &self.device);
+        for device in self.devices().iter().skip(1) {
+            let _ = ids_on(&one, device).into_data();
+        }
+        self.peers.warm_up(rows);
+    }
+
+    /// Gives back the free pages of every rank's memory pool.
+    pub fn memory_cleanup(&self) {
+        B::memory_cleanup(&self.device);
+        self.peers.memory_cleanup();
     }
 
     pub fn attention(&self) -> AttentionImpl {
@@ -221,13 +270,7 @@ impl<B: KernelBackend> ModelRunner<B> {
         let [token_ids, positions, slots, rows] = host.ints.clone().map(|v| packed.push(v));
         let order = order.map(|order| packed.push(order));
         let uploaded = packed.upload::<B>(device);
-        let unread_ids = unread_ids.map(|ids| match ids.device() == *device {
-            true => ids.clone(),
-            // Device to device where devices communicate (NCCL on CUDA); burn 0.21's
-            // `to_device` takes that path on every cubecl runtime, and wgpu has none.
-            false if B::sums_across_devices() => ids.clone().to_device(device),
-            false => Tensor::from_data(ids.clone().into_data(), device),
-        });
+        let unread_ids = unread_ids.map(|ids| ids_on(ids, device));
         let token_ids = match (unread_ids, order) {
             (Some(ids), None) => ids,
             (Some(ids), Some(order)) => {

@@ -121,11 +121,21 @@ impl<B: KernelBackend> Collective<B> {
         }
     }
 
-    /// Releases the other ranks from waiting for this one, which failed. (A device group's
-    /// ranks wait on the devices, where a failed rank ends the process.)
+    /// Releases the other ranks from waiting for this one, which failed. A device group's
+    /// ranks wait inside NCCL kernels on the devices, which nothing can release: the process
+    /// ends (abort) rather than hang, as vLLM's workers do.
     pub fn abandon(&self) {
-        if let Collective::Threads { group, .. } = self {
-            group.abandon();
+        match self {
+            Collective::Single => {}
+            Collective::Threads { group, .. } => group.abandon(),
+            Collective::Devices { group } => {
+                eprintln!(
+                    "a tensor-parallel rank failed (its message is above); the other {} ranks \
+                     wait on their GPUs for it, so the process ends here",
+                    group.len() - 1
+                );
+                std::process::abort();
+            }
         }
     }
 
@@ -175,8 +185,8 @@ impl<B: KernelBackend> Collective<B> {
                     .collect();
                 Tensor::cat(tensors, 1)
             }
-            // Each rank's columns in zeros, summed: exact (x + 0 = x), and NCCL's all-reduce
-            // is the collective the devices already share.
+            // Each rank's columns in zeros, summed: exact (x + 0 = x). It moves twice the bytes
+            // of an all-gather (cubecl 0.10 has none), on `[rows, vocab]` logits only.
             Collective::Devices { .. } => {
                 let rows = x.dims()[0];
                 let padded = Tensor::<B, 2>::zeros([rows, total], (&x.device(), x.dtype()))

@@ -8,10 +8,21 @@ use cubecl::device::DeviceId;
 use cubecl::server::{ReduceOperation, ServerCommunication};
 use cubecl::Runtime;
 
-/// Whether `R`'s devices reduce across each other (CUDA's NCCL; not wgpu, whose ranks combine
-/// on the host).
+/// Whether `R`'s devices sum across each other: CUDA's NCCL, where libnccl loads (cudarc opens
+/// it on first use and panics where it is missing). Not wgpu, whose ranks combine on the host.
 pub(crate) fn devices_reduce<R: CubeRuntime>() -> bool {
-    <<R as Runtime>::Server as ServerCommunication>::SERVER_COMM_ENABLED
+    <<R as Runtime>::Server as ServerCommunication>::SERVER_COMM_ENABLED && nccl_loads()
+}
+
+fn nccl_loads() -> bool {
+    #[cfg(feature = "cuda")]
+    {
+        static LOADS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        // SAFETY: only opens the library.
+        *LOADS.get_or_init(|| unsafe { cudarc::nccl::sys::is_culib_present() })
+    }
+    #[cfg(not(feature = "cuda"))]
+    false
 }
 
 /// The sum of `x` over the ranks on `group` (every rank's device, in rank order; each rank
@@ -40,16 +51,13 @@ pub(crate) fn all_reduce_sum<R: CubeRuntime>(
     out
 }
 
-/// How many devices of `R` there are where they sum across each other and libnccl loads
-/// (cudarc opens it on first use, and panics where it is missing); else 1.
+/// How many devices of `R` there are where they sum across each other; else 1.
 pub(crate) fn reducing_devices<R: CubeRuntime>() -> usize {
     if !devices_reduce::<R>() {
         return 1;
     }
     #[cfg(feature = "cuda")]
-    // SAFETY: only opens the library.
-    if unsafe { cudarc::nccl::sys::is_culib_present() } {
-        return cudarc::driver::CudaContext::device_count().map_or(1, |n| n.max(1) as usize);
-    }
+    return cudarc::driver::CudaContext::device_count().map_or(1, |n| n.max(1) as usize);
+    #[cfg(not(feature = "cuda"))]
     1
 }
