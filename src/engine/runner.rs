@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use super::rank_workers::RankWorkers;
 use super::sequence::Sequence;
+use crate::parallel::distinct_devices;
 
 /// A step as the host builds it, before it goes to each rank's device.
 struct HostStep<'a> {
@@ -109,13 +110,7 @@ impl<B: KernelBackend> ModelRunner<B> {
 
     /// The devices the ranks are on, each once, rank 0's first.
     pub fn devices(&self) -> Vec<B::Device> {
-        let mut devices = vec![self.device.clone()];
-        for d in self.peers.devices() {
-            if !devices.contains(d) {
-                devices.push(d.clone());
-            }
-        }
-        devices
+        distinct_devices(std::iter::once(&self.device).chain(self.peers.devices()))
     }
 
     /// Compiles on every rank's device what the steps will need beyond a forward pass: the
@@ -267,7 +262,8 @@ impl<B: KernelBackend> ModelRunner<B> {
             order
         });
         let mut packed = PackedInts::default();
-        let [token_ids, positions, slots, rows] = host.ints.clone().map(|v| packed.push(v));
+        let [token_ids, positions, slots, rows] =
+            host.ints.each_ref().map(|v| packed.push(v.iter().copied()));
         let order = order.map(|order| packed.push(order));
         let uploaded = packed.upload::<B>(device);
         let unread_ids = unread_ids.map(|ids| ids_on(ids, device));

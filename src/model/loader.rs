@@ -94,13 +94,8 @@ impl<B: KernelBackend> LoadedModel<B> {
 
     /// How many distinct devices the ranks are on.
     pub fn rank_devices(&self) -> usize {
-        let mut devices = vec![&self.decoder.device];
-        for d in self.peers.iter().map(|p| &p.device) {
-            if !devices.contains(&d) {
-                devices.push(d);
-            }
-        }
-        devices.len()
+        let peers = self.peers.iter().map(|p| &p.device);
+        crate::parallel::distinct_devices(std::iter::once(&self.decoder.device).chain(peers)).len()
     }
 }
 

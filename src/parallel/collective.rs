@@ -101,8 +101,7 @@ impl<B: KernelBackend> Collective<B> {
     /// devices where each rank has its own and they sum across each other, else threads.
     pub fn for_devices(devices: &[B::Device]) -> Vec<Self> {
         let size = devices.len();
-        let distinct = (1..size).all(|r| !devices[..r].contains(&devices[r]));
-        let on_devices = distinct && B::sums_across_devices();
+        let on_devices = super::distinct_devices(devices).len() == size && B::sums_across_devices();
         match size {
             1 => vec![Collective::Single],
             _ if on_devices => {

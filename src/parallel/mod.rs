@@ -12,4 +12,17 @@ pub mod collective;
 pub mod shard;
 
 pub use collective::{Collective, ThreadGroup};
+
+/// `devices` each once, in first-seen order (rank 0's first): where a group's ranks are.
+pub fn distinct_devices<'a, D: PartialEq + Clone + 'a>(
+    devices: impl IntoIterator<Item = &'a D>,
+) -> Vec<D> {
+    let mut seen: Vec<D> = Vec::new();
+    for d in devices {
+        if !seen.contains(d) {
+            seen.push(d.clone());
+        }
+    }
+    seen
+}
 pub use shard::{Cut, TensorParallel};
